@@ -1,0 +1,529 @@
+//! Readers for build inputs and query files: `.fvecs`, `.ivecs`, `.npy`
+//! (2-D float32, C order), `.jsonl` (`{"id": .., "vector": [..], ..}`) and id
+//! lists. Readers stream through a buffer; they never trust a length field
+//! without checking it against what the file actually holds.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use crate::distance::Metric;
+use crate::error::{Error, Result};
+
+/// Vectors with their external ids and optional attributes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    pub dim: usize,
+    /// `ids.len() * dim` floats, row-major.
+    pub vectors: Vec<f32>,
+    pub ids: Vec<String>,
+    /// One JSON object per row (fields of a `.jsonl` other than id and vector).
+    pub attributes: Option<Vec<String>>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Reject what cannot be indexed: no rows, non-finite values, zero vectors
+    /// under cosine, duplicate ids.
+    pub fn validate(&self, path: &Path, metric: Metric) -> Result<()> {
+        let bad = |reason: String| Err(Error::input(path, reason));
+        if self.ids.is_empty() {
+            return bad("the input holds no vectors".into());
+        }
+        for (row, v) in self.vectors.chunks_exact(self.dim).enumerate() {
+            if let Some(c) = v.iter().position(|x| !x.is_finite()) {
+                return bad(format!(
+                    "row {row} component {c} is {} (NaN or infinite values cannot be indexed)",
+                    v[c]
+                ));
+            }
+            if metric == Metric::Cosine && v.iter().all(|x| *x == 0.0) {
+                return bad(format!(
+                    "row {row} is an all-zero vector, which has no cosine direction"
+                ));
+            }
+        }
+        let mut sorted: Vec<&str> = self.ids.iter().map(String::as_str).collect();
+        sorted.sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return bad(format!("duplicate id {:?}", w[0]));
+        }
+        Ok(())
+    }
+}
+
+/// Read a build input by extension, with ids from `ids_path` (one per line)
+/// or row numbers.
+pub fn read_dataset(path: &Path, ids_path: Option<&Path>) -> Result<Dataset> {
+    let ext = extension(path);
+    let mut ds = match ext.as_str() {
+        "jsonl" | "ndjson" => {
+            if ids_path.is_some() {
+                return Err(Error::input(
+                    path,
+                    "--ids applies to .fvecs and .npy; a .jsonl carries its own ids",
+                ));
+            }
+            return read_jsonl(path);
+        }
+        "fvecs" | "npy" => {
+            let (dim, vectors) = read_vectors(path)?;
+            let n = vectors.len() / dim;
+            Dataset {
+                dim,
+                vectors,
+                ids: (0..n).map(|i| i.to_string()).collect(),
+                attributes: None,
+            }
+        }
+        _ => return Err(unknown_type(path)),
+    };
+    if let Some(ids_path) = ids_path {
+        let ids = read_ids(ids_path)?;
+        if ids.len() != ds.len() {
+            return Err(Error::input(
+                ids_path,
+                format!(
+                    "{} ids for {} vectors in {}",
+                    ids.len(),
+                    ds.len(),
+                    path.display()
+                ),
+            ));
+        }
+        ds.ids = ids;
+    }
+    Ok(ds)
+}
+
+fn extension(path: &Path) -> String {
+    path.extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+fn unknown_type(path: &Path) -> Error {
+    Error::input(
+        path,
+        "unknown file type (expected .fvecs, .npy or .jsonl)",
+    )
+}
+
+fn open(path: &Path) -> Result<BufReader<File>> {
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    Ok(BufReader::with_capacity(1 << 20, f))
+}
+
+/// Read `.fvecs` or `.npy` vectors: `(dim, rows)`.
+pub fn read_vectors(path: &Path) -> Result<(usize, Vec<f32>)> {
+    match extension(path).as_str() {
+        "fvecs" => read_fvecs(path),
+        "npy" => read_npy(path),
+        _ => Err(Error::input(
+            path,
+            "unknown vector file type (expected .fvecs or .npy)",
+        )),
+    }
+}
+
+/// Fill `buf` completely, or report how many bytes were there (0 = clean EOF).
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..])? {
+            0 => break,
+            k => got += k,
+        }
+    }
+    Ok(got)
+}
+
+/// TEXMEX `.fvecs`: each row is a little-endian i32 dimension and then that
+/// many f32s. Every row must have the same dimension.
+pub fn read_fvecs(path: &Path) -> Result<(usize, Vec<f32>)> {
+    let (dim, words) = read_xvecs(path)?;
+    Ok((dim, words.into_iter().map(f32::from_bits).collect()))
+}
+
+/// `.ivecs`: as `.fvecs` with i32 values. Returns rows of u32 (negative
+/// values are rejected).
+pub fn read_ivecs(path: &Path) -> Result<Vec<Vec<u32>>> {
+    let (dim, words) = read_xvecs(path)?;
+    if let Some(p) = words.iter().position(|w| (*w as i32) < 0) {
+        return Err(Error::input(
+            path,
+            format!("row {} holds a negative value", p / dim),
+        ));
+    }
+    Ok(words.chunks_exact(dim).map(|r| r.to_vec()).collect())
+}
+
+fn read_xvecs(path: &Path) -> Result<(usize, Vec<u32>)> {
+    let mut r = open(path)?;
+    let io = |e| Error::io(path, e);
+    let mut dim = 0usize;
+    let mut out: Vec<u32> = Vec::new();
+    let mut head = [0u8; 4];
+    let mut row_bytes: Vec<u8> = Vec::new();
+    let mut row = 0usize;
+    loop {
+        let got = read_full(&mut r, &mut head).map_err(io)?;
+        if got == 0 {
+            break;
+        }
+        if got < 4 {
+            return Err(Error::input(
+                path,
+                format!("truncated: row {row} has a partial dimension field"),
+            ));
+        }
+        let d = i32::from_le_bytes(head);
+        if d <= 0 || d > 1 << 16 {
+            return Err(Error::input(
+                path,
+                format!("row {row} has an invalid dimension {d}"),
+            ));
+        }
+        let d = d as usize;
+        if row == 0 {
+            dim = d;
+        } else if d != dim {
+            return Err(Error::input(
+                path,
+                format!("row {row} has dimension {d}, but row 0 has {dim}"),
+            ));
+        }
+        row_bytes.resize(d * 4, 0);
+        let got = read_full(&mut r, &mut row_bytes).map_err(io)?;
+        if got < row_bytes.len() {
+            return Err(Error::input(
+                path,
+                format!(
+                    "truncated: row {row} has {got} of {} bytes",
+                    row_bytes.len()
+                ),
+            ));
+        }
+        out.extend(
+            row_bytes
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+        row += 1;
+    }
+    if row == 0 {
+        return Err(Error::input(path, "the file holds no vectors"));
+    }
+    Ok((dim, out))
+}
+
+/// NumPy `.npy` version 1–3, 2-D, `<f4`, C order.
+pub fn read_npy(path: &Path) -> Result<(usize, Vec<f32>)> {
+    let mut r = open(path)?;
+    let bad = |reason: String| Error::input(path, reason);
+    let io = |e| Error::io(path, e);
+    let mut magic = [0u8; 8];
+    if read_full(&mut r, &mut magic).map_err(io)? < 8 || &magic[..6] != b"\x93NUMPY" {
+        return Err(bad("not a .npy file (bad magic)".into()));
+    }
+    let header_len = match magic[6] {
+        1 => {
+            let mut b = [0u8; 2];
+            if read_full(&mut r, &mut b).map_err(io)? < 2 {
+                return Err(bad("truncated header".into()));
+            }
+            u16::from_le_bytes(b) as usize
+        }
+        2 | 3 => {
+            let mut b = [0u8; 4];
+            if read_full(&mut r, &mut b).map_err(io)? < 4 {
+                return Err(bad("truncated header".into()));
+            }
+            u32::from_le_bytes(b) as usize
+        }
+        v => return Err(bad(format!("unsupported .npy version {v}"))),
+    };
+    if header_len > 1 << 20 {
+        return Err(bad("header is implausibly large".into()));
+    }
+    let mut header = vec![0u8; header_len];
+    if read_full(&mut r, &mut header).map_err(io)? < header_len {
+        return Err(bad("truncated header".into()));
+    }
+    let header = String::from_utf8_lossy(&header).replace(' ', "");
+    let field = |key: &str| -> Option<&str> {
+        let start = header.find(&format!("'{key}':"))? + key.len() + 3;
+        Some(&header[start..])
+    };
+    let descr = field("descr").ok_or_else(|| bad("header has no descr".into()))?;
+    if !(descr.starts_with("'<f4'") || descr.starts_with("'float32'")) {
+        return Err(bad(format!(
+            "dtype must be little-endian float32 ('<f4'), found {}",
+            descr.split(',').next().unwrap_or("")
+        )));
+    }
+    let fortran = field("fortran_order").ok_or_else(|| bad("header has no fortran_order".into()))?;
+    if !fortran.starts_with("False") {
+        return Err(bad("Fortran-order arrays are not supported; save in C order".into()));
+    }
+    let shape = field("shape").ok_or_else(|| bad("header has no shape".into()))?;
+    let inner = shape
+        .strip_prefix('(')
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| bad("malformed shape".into()))?;
+    let dims: Vec<usize> = inner
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad(format!("malformed shape ({inner})")))?;
+    let [n, dim] = dims[..] else {
+        return Err(bad(format!(
+            "expected a 2-D array, found shape ({inner})"
+        )));
+    };
+    if n == 0 || dim == 0 {
+        return Err(bad("the array is empty".into()));
+    }
+    if dim > 1 << 16 {
+        return Err(bad(format!("dimension {dim} is too large")));
+    }
+    let total = n
+        .checked_mul(dim)
+        .filter(|t| *t < 1 << 36)
+        .ok_or_else(|| bad("shape is implausibly large".into()))?;
+    let mut out = Vec::with_capacity(total.min(1 << 28));
+    let mut buf = vec![0u8; 4 * dim * 1024];
+    let mut remaining = total * 4;
+    while remaining > 0 {
+        let want = remaining.min(buf.len());
+        let got = read_full(&mut r, &mut buf[..want]).map_err(io)?;
+        if got < want {
+            return Err(bad(format!(
+                "truncated: data holds {} of {} values",
+                out.len() + got / 4,
+                total
+            )));
+        }
+        out.extend(
+            buf[..want]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+        remaining -= want;
+    }
+    Ok((dim, out))
+}
+
+/// `.jsonl`: one object a line with `id` (string or number) and `vector`;
+/// every other field is kept as the item's attributes.
+pub fn read_jsonl(path: &Path) -> Result<Dataset> {
+    let r = open(path)?;
+    let mut ds = Dataset {
+        dim: 0,
+        vectors: Vec::new(),
+        ids: Vec::new(),
+        attributes: None,
+    };
+    let mut attrs = Vec::new();
+    let mut any_attr = false;
+    for (lineno, line) in r.lines().enumerate() {
+        let line = line.map_err(|e| Error::io(path, e))?;
+        let at = |reason: String| Error::input(path, format!("line {}: {reason}", lineno + 1));
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut obj: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&line).map_err(|e| at(format!("not a JSON object: {e}")))?;
+        let id = match obj.remove("id") {
+            Some(serde_json::Value::String(s)) => s,
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            Some(_) => return Err(at("\"id\" must be a string or a number".into())),
+            None => return Err(at("missing \"id\"".into())),
+        };
+        let vector = match obj.remove("vector") {
+            Some(serde_json::Value::Array(a)) => a,
+            _ => return Err(at("missing \"vector\" array".into())),
+        };
+        if ds.ids.is_empty() {
+            ds.dim = vector.len();
+            if ds.dim == 0 {
+                return Err(at("empty vector".into()));
+            }
+        } else if vector.len() != ds.dim {
+            return Err(at(format!(
+                "vector has dimension {}, but the first line has {}",
+                vector.len(),
+                ds.dim
+            )));
+        }
+        for (i, v) in vector.iter().enumerate() {
+            // serde_json cannot represent NaN; a null or string is not a number.
+            let x = v
+                .as_f64()
+                .ok_or_else(|| at(format!("vector component {i} is not a number")))?;
+            ds.vectors.push(x as f32);
+        }
+        ds.ids.push(id);
+        any_attr |= !obj.is_empty();
+        attrs.push(serde_json::Value::Object(obj).to_string());
+    }
+    if any_attr {
+        ds.attributes = Some(attrs);
+    }
+    Ok(ds)
+}
+
+/// One id a line; a trailing newline is optional, `\r\n` is accepted.
+pub fn read_ids(path: &Path) -> Result<Vec<String>> {
+    let r = open(path)?;
+    r.lines()
+        .map(|l| {
+            l.map(|s| s.trim_end_matches('\r').to_string())
+                .map_err(|e| Error::io(path, e))
+        })
+        .collect()
+}
+
+/// Write rows as `.fvecs`.
+pub fn write_fvecs(path: &Path, dim: usize, vectors: &[f32]) -> Result<()> {
+    write_xvecs(path, dim, vectors.iter().map(|x| x.to_bits()))
+}
+
+/// Write rows as `.ivecs`.
+pub fn write_ivecs(path: &Path, rows: &[Vec<u32>]) -> Result<()> {
+    let dim = rows.first().map(Vec::len).unwrap_or(0);
+    write_xvecs(path, dim, rows.iter().flatten().copied())
+}
+
+fn write_xvecs(path: &Path, dim: usize, words: impl Iterator<Item = u32>) -> Result<()> {
+    let f = File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut w = BufWriter::new(f);
+    let io = |e| Error::io(path, e);
+    for (i, word) in words.enumerate() {
+        if i % dim.max(1) == 0 {
+            w.write_all(&(dim as i32).to_le_bytes()).map_err(io)?;
+        }
+        w.write_all(&word.to_le_bytes()).map_err(io)?;
+    }
+    w.flush().map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn npy_bytes(n: usize, dim: usize, data: &[f32]) -> Vec<u8> {
+        let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {dim}), }}");
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        b.extend_from_slice(header.as_bytes());
+        data.iter().for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
+        b
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn fvecs_round_trip(dim in 1usize..40, rows in 1usize..20, seed in any::<u64>()) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("x.fvecs");
+            let data: Vec<f32> = (0..dim * rows).map(|i| ((i as u64 ^ seed) % 1000) as f32 * 0.37 - 100.0).collect();
+            write_fvecs(&p, dim, &data).unwrap();
+            let (d, back) = read_fvecs(&p).unwrap();
+            prop_assert_eq!(d, dim);
+            prop_assert_eq!(back, data);
+        }
+
+        #[test]
+        fn fvecs_truncation_is_an_error(dim in 1usize..20, rows in 1usize..10, cut in 1usize..80) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("x.fvecs");
+            write_fvecs(&p, dim, &vec![1.5; dim * rows]).unwrap();
+            let bytes = std::fs::read(&p).unwrap();
+            let cut = cut.min(bytes.len() - 1);
+            std::fs::write(&p, &bytes[..bytes.len() - cut]).unwrap();
+            let row_len = 4 + 4 * dim;
+            let r = read_fvecs(&p);
+            if (bytes.len() - cut) % row_len == 0 {
+                prop_assert!(r.is_ok() || (bytes.len() - cut) == 0);
+            } else {
+                prop_assert!(r.is_err());
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let dir = tempfile::tempdir().unwrap();
+            for name in ["x.fvecs", "x.npy", "x.jsonl"] {
+                let p = dir.path().join(name);
+                std::fs::write(&p, &bytes).unwrap();
+                let _ = read_dataset(&p, None);
+            }
+        }
+
+        #[test]
+        fn npy_round_trip(dim in 1usize..40, rows in 1usize..20) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("x.npy");
+            let data: Vec<f32> = (0..dim * rows).map(|i| i as f32 * 0.5 - 3.0).collect();
+            std::fs::write(&p, npy_bytes(rows, dim, &data)).unwrap();
+            let (d, back) = read_npy(&p).unwrap();
+            prop_assert_eq!(d, dim);
+            prop_assert_eq!(back, data);
+        }
+
+        #[test]
+        fn npy_truncation_is_an_error(dim in 1usize..20, rows in 1usize..10, cut in 1usize..40) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("x.npy");
+            let data = vec![0.25f32; dim * rows];
+            let b = npy_bytes(rows, dim, &data);
+            std::fs::write(&p, &b[..b.len() - cut.min(4 * dim * rows)]).unwrap();
+            prop_assert!(read_npy(&p).is_err());
+        }
+    }
+
+    #[test]
+    fn npy_rejects_other_dtypes_and_shapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.npy");
+        let b = npy_bytes(2, 2, &[1.0; 4]);
+        let s = String::from_utf8_lossy(&b).replace("<f4", "<f8").into_bytes();
+        std::fs::write(&p, s).unwrap();
+        assert!(read_npy(&p).unwrap_err().to_string().contains("float32"));
+        let s = String::from_utf8_lossy(&b).replace("(2, 2)", "(4,)  ").into_bytes();
+        std::fs::write(&p, s).unwrap();
+        assert!(read_npy(&p).unwrap_err().to_string().contains("2-D"));
+    }
+
+    #[test]
+    fn jsonl_keeps_other_fields_as_attributes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.jsonl");
+        std::fs::write(
+            &p,
+            "{\"id\": \"track:1\", \"vector\": [1, 0], \"genre\": \"jazz\"}\n{\"id\": 2, \"vector\": [0, 1]}\n",
+        )
+        .unwrap();
+        let ds = read_jsonl(&p).unwrap();
+        assert_eq!(ds.ids, vec!["track:1", "2"]);
+        assert_eq!(ds.vectors, vec![1.0, 0.0, 0.0, 1.0]);
+        let attrs = ds.attributes.unwrap();
+        assert_eq!(attrs[0], "{\"genre\":\"jazz\"}");
+        assert_eq!(attrs[1], "{}");
+    }
+}

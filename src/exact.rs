@@ -1,0 +1,75 @@
+//! Exact k-nearest-neighbour search by brute force over the same kernels:
+//! the oracle for recall in tests and `eval`, and the answer for indexes so
+//! small that a graph would not pay.
+
+use std::collections::BinaryHeap;
+
+use crate::distance::{normalize, Kernel, Metric};
+use crate::search::Neighbor;
+use crate::vectors::Rows;
+
+/// Max-heap entry ordered by distance, then node id (deterministic ties).
+#[derive(PartialEq)]
+struct Entry(f32, u32);
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&o.0).then(self.1.cmp(&o.1))
+    }
+}
+
+/// The `k` nearest rows to `query` (already normalized under cosine), nearest
+/// first, written to `out`.
+pub fn knn_into(rows: Rows<'_, f32>, kernel: &Kernel<f32>, query: &[f32], k: usize, out: &mut Vec<Neighbor>) {
+    out.clear();
+    let k = k.min(rows.len());
+    if k == 0 {
+        return;
+    }
+    let mut heap = BinaryHeap::with_capacity(k + 1);
+    for i in 0..rows.len() as u32 {
+        let d = kernel.distance(query, rows.row(i));
+        if heap.len() < k {
+            heap.push(Entry(d, i));
+        } else if let Some(top) = heap.peek() {
+            if Entry(d, i) < *top {
+                heap.pop();
+                heap.push(Entry(d, i));
+            }
+        }
+    }
+    out.extend(
+        heap.into_sorted_vec()
+            .into_iter()
+            .map(|Entry(distance, id)| Neighbor { id, distance }),
+    );
+}
+
+/// Exact top-`k` for many raw queries on `threads` threads. Queries are
+/// normalized here under cosine; a zero query under cosine gets no results.
+pub fn knn_batch(rows: Rows<'_, f32>, metric: Metric, queries: &[Vec<f32>], k: usize, threads: usize) -> Vec<Vec<Neighbor>> {
+    let kernel = Kernel::<f32>::new(metric, 1.0);
+    let mut results = vec![Vec::new(); queries.len()];
+    let threads = threads.clamp(1, queries.len().max(1));
+    let chunk = queries.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        for (qs, rs) in queries.chunks(chunk).zip(results.chunks_mut(chunk)) {
+            let kernel = &kernel;
+            s.spawn(move || {
+                for (q, r) in qs.iter().zip(rs.iter_mut()) {
+                    let mut q = q.clone();
+                    if metric == Metric::Cosine && !normalize(&mut q) {
+                        continue;
+                    }
+                    knn_into(rows, kernel, &q, k, r);
+                }
+            });
+        }
+    });
+    results
+}

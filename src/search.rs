@@ -1,0 +1,398 @@
+//! The hot path: HNSW search over a borrowed graph and borrowed vectors.
+//!
+//! No I/O and no allocation per query: all working memory lives in a
+//! [`Scratch`] taken from a [`ScratchPool`] and returned after the query.
+//!
+//! The layer-0 beam search keeps one sorted candidate list of at most `ef`
+//! entries (as NSG and glass do) instead of hnswlib's two heaps: the next node
+//! to expand is the nearest unexpanded entry, and the search ends when every
+//! entry has been expanded. For each expanded node the unvisited neighbours
+//! are gathered first, their vectors prefetched a few ahead, and only then are
+//! their distances computed, so memory latency overlaps with arithmetic.
+//!
+//! The same routines serve the builder (over its concurrently-updated graph)
+//! and queries (over a mapped snapshot): both implement [`Links`].
+
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::distance::{Element, Kernel};
+use crate::error::{Error, Result};
+use crate::graph::GraphView;
+use crate::vectors::Rows;
+
+/// A search result: dense node number and distance (lower is closer).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbor {
+    pub id: u32,
+    pub distance: f32,
+}
+
+/// Work counters of one query, for `eval` and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SearchStats {
+    pub distances: u64,
+    pub expansions: u64,
+}
+
+impl std::ops::AddAssign for SearchStats {
+    fn add_assign(&mut self, o: Self) {
+        self.distances += o.distances;
+        self.expansions += o.expansions;
+    }
+}
+
+/// A source of adjacency: a mapped snapshot's graph, or the builder's.
+pub trait Links {
+    fn for_each_neighbor(&self, node: u32, layer: usize, f: impl FnMut(u32));
+    /// Hint that `node`'s layer-0 links are about to be read.
+    fn prefetch_links(&self, _node: u32) {}
+}
+
+impl Links for GraphView<'_> {
+    #[inline(always)]
+    fn for_each_neighbor(&self, node: u32, layer: usize, mut f: impl FnMut(u32)) {
+        for &nb in self.neighbors(node, layer) {
+            f(nb)
+        }
+    }
+
+    #[inline(always)]
+    fn prefetch_links(&self, node: u32) {
+        prefetch(self.links0_ptr(node).cast(), 1);
+    }
+}
+
+/// Stops a search early: checked once every few expanded nodes.
+pub trait Cancel {
+    fn cancelled(&self) -> bool;
+}
+
+/// Never cancels; compiles to nothing.
+pub struct NoCancel;
+
+impl Cancel for NoCancel {
+    #[inline(always)]
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// Cancels once the wall clock passes a deadline.
+pub struct Deadline(pub Instant);
+
+impl Cancel for Deadline {
+    fn cancelled(&self) -> bool {
+        Instant::now() >= self.0
+    }
+}
+
+/// How often (in expanded nodes, a power of two) cancellation is checked.
+const CANCEL_CHECK_MASK: u64 = 15;
+
+/// Vectors, a kernel and a query: what computes distances to nodes.
+pub struct Space<'a, E: Element> {
+    pub rows: Rows<'a, E>,
+    pub kernel: Kernel<E>,
+    pub query: &'a [E],
+    /// Cache lines prefetched per vector.
+    lines: usize,
+}
+
+impl<'a, E: Element> Space<'a, E> {
+    pub fn new(rows: Rows<'a, E>, kernel: Kernel<E>, query: &'a [E]) -> Self {
+        let bytes = rows.dim * std::mem::size_of::<E>();
+        Space {
+            rows,
+            kernel,
+            query,
+            lines: bytes.div_ceil(64).clamp(1, 8),
+        }
+    }
+
+    #[inline(always)]
+    pub fn distance(&self, node: u32) -> f32 {
+        self.kernel.distance(self.query, self.rows.row(node))
+    }
+
+    #[inline(always)]
+    pub fn prefetch(&self, node: u32) {
+        prefetch(self.rows.row_ptr(node).cast(), self.lines);
+    }
+}
+
+/// Prefetch `lines` cache lines starting at `ptr` into L1.
+#[inline(always)]
+#[allow(unsafe_code)]
+fn prefetch(ptr: *const u8, lines: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for i in 0..lines {
+        // SAFETY: prefetch is a hint that never faults, whatever the address;
+        // the pointer is computed with wrapping arithmetic and never read.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                ptr.wrapping_add(i * 64).cast(),
+            )
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (ptr, lines);
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Candidate {
+    pub dist: f32,
+    pub id: u32,
+    pub expanded: bool,
+}
+
+/// Reusable per-query working memory.
+pub struct Scratch {
+    /// Visited marks: `visited[i] == epoch` means node `i` was seen this query.
+    visited: Vec<u16>,
+    epoch: u16,
+    /// The beam, sorted by distance, at most `ef` long.
+    pub(crate) pool: Vec<Candidate>,
+    /// Unvisited neighbours of the node being expanded.
+    batch: Vec<u32>,
+    /// Query converted to each storage type.
+    pub(crate) q_f32: Vec<f32>,
+    pub(crate) q_bf16: Vec<u16>,
+    pub(crate) q_i8: Vec<i8>,
+}
+
+impl Scratch {
+    pub fn new(n: usize) -> Self {
+        Scratch {
+            visited: vec![0; n],
+            epoch: 0,
+            pool: Vec::with_capacity(256),
+            batch: Vec::with_capacity(64),
+            q_f32: Vec::new(),
+            q_bf16: Vec::new(),
+            q_i8: Vec::new(),
+        }
+    }
+
+    /// Start a new query: bump the epoch instead of clearing the marks.
+    fn next_epoch(&mut self, n: usize) {
+        if self.visited.len() < n {
+            self.visited.resize(n, 0);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.visited.iter_mut().for_each(|v| *v = 0);
+            self.epoch = 1;
+        }
+    }
+
+    /// Mark `node` visited; returns true if it was not visited before.
+    #[inline(always)]
+    fn visit(&mut self, node: u32) -> bool {
+        match self.visited.get_mut(node as usize) {
+            Some(v) if *v != self.epoch => {
+                *v = self.epoch;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The beam after a search, nearest first.
+    pub(crate) fn results(&self) -> impl Iterator<Item = Neighbor> + '_ {
+        self.pool.iter().map(|c| Neighbor {
+            id: c.id,
+            distance: c.dist,
+        })
+    }
+}
+
+/// A pool of scratch spaces, so concurrent queries each get one without
+/// allocating. A scratch is created only when all existing ones are in use.
+pub struct ScratchPool {
+    n: usize,
+    free: Mutex<Vec<Box<Scratch>>>,
+}
+
+impl ScratchPool {
+    pub fn new(n: usize) -> Self {
+        ScratchPool {
+            n,
+            free: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn get(&self) -> ScratchGuard<'_> {
+        let scratch = self
+            .free
+            .lock()
+            .pop()
+            .unwrap_or_else(|| Box::new(Scratch::new(self.n)));
+        ScratchGuard {
+            pool: self,
+            scratch: Some(scratch),
+        }
+    }
+}
+
+pub struct ScratchGuard<'a> {
+    pool: &'a ScratchPool,
+    scratch: Option<Box<Scratch>>,
+}
+
+impl std::ops::Deref for ScratchGuard<'_> {
+    type Target = Scratch;
+    fn deref(&self) -> &Scratch {
+        self.scratch.as_deref().expect("present until drop")
+    }
+}
+
+impl std::ops::DerefMut for ScratchGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Scratch {
+        self.scratch.as_deref_mut().expect("present until drop")
+    }
+}
+
+impl Drop for ScratchGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.scratch.take() {
+            self.pool.free.lock().push(s);
+        }
+    }
+}
+
+/// Greedy descent from `layer_from` down to (and excluding) `layer_to`: on
+/// each layer, move to the nearest neighbour until no neighbour is nearer.
+pub(crate) fn greedy_descent<L: Links, E: Element>(
+    links: &L,
+    space: &Space<'_, E>,
+    mut node: u32,
+    mut dist: f32,
+    layer_from: usize,
+    layer_to: usize,
+    stats: &mut SearchStats,
+) -> (u32, f32) {
+    let mut layer = layer_from;
+    while layer > layer_to {
+        loop {
+            let mut best = (node, dist);
+            links.for_each_neighbor(node, layer, |nb| {
+                let d = space.distance(nb);
+                stats.distances += 1;
+                if d < best.1 {
+                    best = (nb, d);
+                }
+            });
+            if best.0 == node {
+                break;
+            }
+            (node, dist) = best;
+        }
+        layer -= 1;
+    }
+    (node, dist)
+}
+
+/// Beam search of width `ef` on one layer from the given entry points. The
+/// result is left in `scratch.pool`, nearest first.
+pub(crate) fn search_layer<L: Links, E: Element, C: Cancel>(
+    links: &L,
+    space: &Space<'_, E>,
+    entries: &[(u32, f32)],
+    layer: usize,
+    ef: usize,
+    scratch: &mut Scratch,
+    cancel: &C,
+    stats: &mut SearchStats,
+) -> Result<()> {
+    let ef = ef.max(1);
+    scratch.next_epoch(space.rows.len());
+    scratch.pool.clear();
+    for &(id, dist) in entries {
+        if scratch.visit(id) {
+            insert(&mut scratch.pool, ef, Candidate { dist, id, expanded: false });
+        }
+    }
+    let mut cursor = 0;
+    while cursor < scratch.pool.len() {
+        let current = &mut scratch.pool[cursor];
+        current.expanded = true;
+        let node = current.id;
+        stats.expansions += 1;
+        if stats.expansions & CANCEL_CHECK_MASK == 0 && cancel.cancelled() {
+            return Err(Error::DeadlineExceeded);
+        }
+
+        let mut batch = std::mem::take(&mut scratch.batch);
+        batch.clear();
+        links.for_each_neighbor(node, layer, |nb| {
+            if scratch.visit(nb) {
+                batch.push(nb);
+            }
+        });
+        const AHEAD: usize = 4;
+        for &nb in batch.iter().take(AHEAD) {
+            space.prefetch(nb);
+        }
+        let mut next = cursor + 1;
+        for i in 0..batch.len() {
+            if let Some(&ahead) = batch.get(i + AHEAD) {
+                space.prefetch(ahead);
+            }
+            let nb = batch[i];
+            let d = space.distance(nb);
+            stats.distances += 1;
+            let pool = &mut scratch.pool;
+            if pool.len() < ef || d < pool[pool.len() - 1].dist {
+                let pos = insert(pool, ef, Candidate { dist: d, id: nb, expanded: false });
+                next = next.min(pos);
+            }
+        }
+        scratch.batch = batch;
+        while next < scratch.pool.len() && scratch.pool[next].expanded {
+            next += 1;
+        }
+        if let Some(c) = scratch.pool.get(next) {
+            links.prefetch_links(c.id);
+        }
+        cursor = next;
+    }
+    Ok(())
+}
+
+/// Insert into a sorted pool capped at `ef`; returns the position.
+#[inline(always)]
+fn insert(pool: &mut Vec<Candidate>, ef: usize, c: Candidate) -> usize {
+    let pos = pool.partition_point(|x| x.dist <= c.dist);
+    if pos >= ef {
+        return pos;
+    }
+    if pool.len() == ef {
+        pool.pop();
+    }
+    pool.insert(pos, c);
+    pos
+}
+
+/// Full HNSW query: greedy descent through the upper layers, then a beam of
+/// width `ef` on layer 0. Results are left in `scratch.pool`.
+pub fn hnsw_search<E: Element, C: Cancel>(
+    graph: &GraphView<'_>,
+    space: &Space<'_, E>,
+    ef: usize,
+    scratch: &mut Scratch,
+    cancel: &C,
+) -> Result<SearchStats> {
+    let mut stats = SearchStats::default();
+    if graph.is_empty() {
+        scratch.pool.clear();
+        return Ok(stats);
+    }
+    let ep = graph.entry_point;
+    let d = space.distance(ep);
+    stats.distances += 1;
+    let (node, dist) = greedy_descent(graph, space, ep, d, graph.max_level as usize, 0, &mut stats);
+    search_layer(graph, space, &[(node, dist)], 0, ef, scratch, cancel, &mut stats)?;
+    Ok(stats)
+}

@@ -1,0 +1,302 @@
+//! Opening a snapshot: map it, check the header and manifest, and validate
+//! every section's offset and length against the file length. Open is O(1) in
+//! the number of vectors: the large sections are neither read nor copied.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use super::{
+    checksum, mmap, supported_versions, Header, HeaderError, Manifest, SectionEntry, SectionKind,
+    ALIGN, ATTRIBUTES_JSON,
+};
+use crate::distance::{Metric, Storage};
+use crate::error::{Error, Result};
+use crate::graph::GraphView;
+use crate::vectors::{row_stride, typed_rows, Rows, VectorSlice};
+
+/// An open, validated snapshot. Cheap accessors hand out slices of the map.
+pub struct Snapshot {
+    path: PathBuf,
+    map: Mmap,
+    manifest: Manifest,
+    metric: Metric,
+    storage: Storage,
+    version: u32,
+    /// Validated (offset, len) of each present section.
+    sections: HashMap<SectionKind, (usize, usize)>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("path", &self.path)
+            .field("count", &self.manifest.count)
+            .field("dim", &self.manifest.dim)
+            .finish()
+    }
+}
+
+impl Snapshot {
+    pub fn open(path: impl AsRef<Path>) -> Result<Snapshot> {
+        let path = path.as_ref();
+        let map = mmap::map_readonly(path)?;
+        let corrupt = |reason: String| Error::corrupt(path, reason);
+        let header = Header::decode(&map).map_err(|e| match e {
+            HeaderError::Corrupt(r) => corrupt(r),
+            HeaderError::Incompatible(found) => Error::Incompatible {
+                found,
+                supported: supported_versions(),
+            },
+        })?;
+        if header.file_len != map.len() as u64 {
+            return Err(corrupt(format!(
+                "file is {} bytes but its header says {} (truncated or extended)",
+                map.len(),
+                header.file_len
+            )));
+        }
+        let m_start = header.manifest_offset;
+        let m_end = m_start
+            .checked_add(header.manifest_len)
+            .filter(|e| *e <= map.len() as u64)
+            .ok_or_else(|| corrupt("manifest lies outside the file".into()))?;
+        let m_bytes = &map[m_start as usize..m_end as usize];
+        if checksum(m_bytes) != header.manifest_checksum {
+            return Err(corrupt("manifest checksum mismatch".into()));
+        }
+        let manifest = rkyv::from_bytes::<Manifest, rkyv::rancor::BoxedError>(m_bytes)
+            .map_err(|e| corrupt(format!("manifest does not decode: {e}")))?;
+        let (metric, storage, sections) = validate_manifest(&manifest, map.len() as u64)
+            .map_err(corrupt)?;
+        Ok(Snapshot {
+            path: path.to_path_buf(),
+            map,
+            manifest,
+            metric,
+            storage,
+            version: header.version,
+            sections,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    pub fn format_version(&self) -> u32 {
+        self.version
+    }
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+    pub fn storage(&self) -> Storage {
+        self.storage
+    }
+    pub fn dim(&self) -> usize {
+        self.manifest.dim as usize
+    }
+    pub fn len(&self) -> usize {
+        self.manifest.count as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.manifest.count == 0
+    }
+    pub fn file_len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// The raw bytes of a section (empty if absent).
+    pub fn section_bytes(&self, kind: SectionKind) -> &[u8] {
+        match self.sections.get(&kind) {
+            Some(&(off, len)) => &self.map[off..off + len],
+            None => &[],
+        }
+    }
+
+    pub fn section_entry(&self, kind: SectionKind) -> Option<&SectionEntry> {
+        self.manifest
+            .sections
+            .iter()
+            .find(|e| e.kind == kind as u32)
+    }
+
+    fn cast<T: bytemuck::Pod>(&self, kind: SectionKind) -> &[T] {
+        // Offsets are 64-byte aligned within a page-aligned map and lengths
+        // were checked to be whole elements at open, so this cannot fail.
+        bytemuck::try_cast_slice(self.section_bytes(kind)).unwrap_or(&[])
+    }
+
+    /// The traversal vectors, typed by the storage element.
+    pub fn vectors(&self) -> VectorSlice<'_> {
+        let m = &self.manifest;
+        typed_rows(
+            self.storage,
+            self.section_bytes(SectionKind::Vectors),
+            m.dim as usize,
+            m.vector_stride as usize,
+        )
+        .unwrap_or(VectorSlice::F32(Rows {
+            data: &[],
+            dim: m.dim as usize,
+            stride: 1,
+        }))
+    }
+
+    /// Exact f32 vectors: the re-rank section, or the traversal vectors when
+    /// the storage is f32.
+    pub fn vectors_f32(&self) -> Rows<'_, f32> {
+        let m = &self.manifest;
+        match self.vectors() {
+            VectorSlice::F32(rows) => rows,
+            _ => Rows {
+                data: self.cast(SectionKind::VectorsF32),
+                dim: m.dim as usize,
+                stride: (m.f32_stride / 4).max(1) as usize,
+            },
+        }
+    }
+
+    pub fn graph(&self) -> GraphView<'_> {
+        let m = &self.manifest;
+        GraphView {
+            m: m.m as usize,
+            m0: m.m0 as usize,
+            entry_point: m.entry_point,
+            max_level: m.max_level,
+            levels: self.cast(SectionKind::Levels),
+            links0: self.cast(SectionKind::Links0),
+            upper_offsets: self.cast(SectionKind::UpperOffsets),
+            upper_links: self.cast(SectionKind::UpperLinks),
+        }
+    }
+
+    /// The external id of node `i`.
+    pub fn id(&self, i: u32) -> Option<&str> {
+        string_at(
+            self.cast(SectionKind::IdOffsets),
+            self.section_bytes(SectionKind::IdBytes),
+            i,
+        )
+    }
+
+    /// The node whose external id is `id`: binary search over the sorted
+    /// lookup, O(log n).
+    pub fn find(&self, id: &str) -> Option<u32> {
+        let sorted: &[u32] = self.cast(SectionKind::IdSorted);
+        let pos = sorted
+            .binary_search_by(|&node| self.id(node).unwrap_or("").cmp(id))
+            .ok()?;
+        Some(sorted[pos])
+    }
+
+    /// The attributes of node `i` (a JSON object), if the snapshot has them.
+    pub fn attributes(&self, i: u32) -> Option<&str> {
+        if self.manifest.attributes_version != ATTRIBUTES_JSON {
+            return None;
+        }
+        string_at(
+            self.cast(SectionKind::AttrOffsets),
+            self.section_bytes(SectionKind::AttrBytes),
+            i,
+        )
+    }
+}
+
+fn string_at<'a>(offsets: &[u64], bytes: &'a [u8], i: u32) -> Option<&'a str> {
+    let i = i as usize;
+    let (s, e) = (*offsets.get(i)? as usize, *offsets.get(i + 1)? as usize);
+    std::str::from_utf8(bytes.get(s..e)?).ok()
+}
+
+type Validated = (Metric, Storage, HashMap<SectionKind, (usize, usize)>);
+
+/// Check the manifest against itself and the file length. Every later slice
+/// access relies on what this establishes.
+fn validate_manifest(m: &Manifest, file_len: u64) -> Result<Validated, String> {
+    let metric = Metric::from_u8(m.metric).ok_or(format!("unknown metric tag {}", m.metric))?;
+    let storage =
+        Storage::from_u8(m.storage).ok_or(format!("unknown storage tag {}", m.storage))?;
+    let n = m.count;
+    let dim = m.dim as u64;
+    if n == 0 || n > u32::MAX as u64 {
+        return Err(format!("bad vector count {n}"));
+    }
+    if dim == 0 || dim > 1 << 16 {
+        return Err(format!("bad dimension {dim}"));
+    }
+    if m.vector_stride as usize != row_stride(dim as usize, storage.element_size()) {
+        return Err("vector stride does not match dimension and storage".into());
+    }
+    let has_f32 = storage != Storage::F32;
+    if has_f32 && m.f32_stride as usize != row_stride(dim as usize, 4) {
+        return Err("f32 re-rank stride does not match dimension".into());
+    }
+    if !(m.quant_scale.is_finite() && m.quant_scale > 0.0) {
+        return Err("bad quantization scale".into());
+    }
+    if m.m == 0 || m.m0 == 0 || m.m > 4096 || m.m0 > 4096 {
+        return Err(format!("bad degree caps m={} m0={}", m.m, m.m0));
+    }
+    if m.entry_point as u64 >= n {
+        return Err(format!("entry point {} >= count {n}", m.entry_point));
+    }
+    if m.attributes_version > ATTRIBUTES_JSON {
+        return Err(format!(
+            "unknown attributes version {}",
+            m.attributes_version
+        ));
+    }
+    let mut sections = HashMap::new();
+    for e in &m.sections {
+        let kind = SectionKind::from_u32(e.kind).ok_or(format!("unknown section tag {}", e.kind))?;
+        let end = e
+            .offset
+            .checked_add(e.len)
+            .ok_or(format!("section {} overflows", kind.name()))?;
+        if e.offset % ALIGN != 0 || end > file_len {
+            return Err(format!(
+                "section {} at {}+{} is misaligned or outside the {file_len}-byte file",
+                kind.name(),
+                e.offset,
+                e.len
+            ));
+        }
+        if sections.insert(kind, (e.offset as usize, e.len as usize)).is_some() {
+            return Err(format!("section {} appears twice", kind.name()));
+        }
+    }
+    let len_of = |k: SectionKind| sections.get(&k).map(|s| s.1 as u64);
+    let expect = |k: SectionKind, want: u64| -> Result<(), String> {
+        match len_of(k) {
+            Some(l) if l == want => Ok(()),
+            Some(l) => Err(format!(
+                "section {} is {l} bytes, expected {want}",
+                k.name()
+            )),
+            None => Err(format!("section {} is missing", k.name())),
+        }
+    };
+    expect(SectionKind::Vectors, n * m.vector_stride as u64)?;
+    if has_f32 {
+        expect(SectionKind::VectorsF32, n * m.f32_stride as u64)?;
+    }
+    expect(SectionKind::Links0, n * (1 + m.m0 as u64) * 4)?;
+    expect(SectionKind::Levels, n)?;
+    expect(SectionKind::UpperOffsets, (n + 1) * 4)?;
+    let upper = len_of(SectionKind::UpperLinks).ok_or("section upper_links is missing")?;
+    if upper % ((1 + m.m as u64) * 4) != 0 {
+        return Err("section upper_links is not whole records".into());
+    }
+    expect(SectionKind::IdOffsets, (n + 1) * 8)?;
+    len_of(SectionKind::IdBytes).ok_or("section id_bytes is missing")?;
+    expect(SectionKind::IdSorted, n * 4)?;
+    if m.attributes_version == ATTRIBUTES_JSON {
+        expect(SectionKind::AttrOffsets, (n + 1) * 8)?;
+        len_of(SectionKind::AttrBytes).ok_or("section attr_bytes is missing")?;
+    }
+    Ok((metric, storage, sections))
+}

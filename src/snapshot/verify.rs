@@ -1,0 +1,172 @@
+//! Full integrity check for `fathom verify`: every section checksum, then the
+//! graph and id invariants. Unlike `open`, this reads every byte.
+
+use super::{checksum, SectionKind, Snapshot};
+use crate::vectors::VectorSlice;
+
+/// What `verify` found. `problems` is empty for an intact file; the first
+/// entry names the first broken section.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub sections_checked: usize,
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+pub fn verify(snap: &Snapshot) -> VerifyReport {
+    let mut report = VerifyReport::default();
+    let mut entries = snap.manifest().sections.clone();
+    entries.sort_by_key(|e| e.offset);
+    for e in &entries {
+        let kind = SectionKind::from_u32(e.kind).map(|k| k.name()).unwrap_or("?");
+        let bytes = SectionKind::from_u32(e.kind)
+            .map(|k| snap.section_bytes(k))
+            .unwrap_or(&[]);
+        report.sections_checked += 1;
+        if checksum(bytes) != e.checksum {
+            report
+                .problems
+                .push(format!("section {kind}: checksum mismatch"));
+        }
+    }
+    if !report.is_ok() {
+        return report;
+    }
+    check_vectors(snap, &mut report.problems);
+    check_graph(snap, &mut report.problems);
+    check_ids(snap, &mut report.problems);
+    report
+}
+
+fn check_vectors(snap: &Snapshot, problems: &mut Vec<String>) {
+    let bad = match snap.vectors() {
+        VectorSlice::F32(r) => (0..r.len() as u32).find(|&i| r.row(i).iter().any(|x| !x.is_finite())),
+        VectorSlice::Bf16(r) => (0..r.len() as u32).find(|&i| {
+            r.row(i)
+                .iter()
+                .any(|x| !crate::distance::bf16_to_f32(*x).is_finite())
+        }),
+        VectorSlice::I8(_) => None,
+    };
+    if let Some(i) = bad {
+        problems.push(format!("section vectors: row {i} holds a non-finite value"));
+    }
+    let f = snap.vectors_f32();
+    if let Some(i) = (0..f.len() as u32).find(|&i| f.row(i).iter().any(|x| !x.is_finite())) {
+        problems.push(format!("section vectors_f32: row {i} holds a non-finite value"));
+    }
+}
+
+fn check_graph(snap: &Snapshot, problems: &mut Vec<String>) {
+    let g = snap.graph();
+    let n = g.len() as u32;
+    let mut push = |s: String| {
+        if problems.len() < 20 {
+            problems.push(s)
+        }
+    };
+    // Upper offsets must be the prefix sums of the levels.
+    let mut acc = 0u64;
+    for (i, &l) in g.levels.iter().enumerate() {
+        if g.upper_offsets[i] as u64 != acc {
+            push(format!("section upper_offsets: node {i} offset disagrees with levels"));
+            return;
+        }
+        acc += l as u64;
+    }
+    let records = g.upper_links.len() as u64 / (1 + g.m as u64);
+    if g.upper_offsets[n as usize] as u64 != acc || acc != records {
+        push(format!(
+            "section upper_offsets: {acc} upper records by levels, {records} stored"
+        ));
+        return;
+    }
+    let max_level = g.levels.iter().copied().max().unwrap_or(0);
+    if g.max_level != max_level {
+        push(format!(
+            "manifest: max level {} but the highest node level is {max_level}",
+            g.max_level
+        ));
+    }
+    if g.levels[g.entry_point as usize] != g.max_level {
+        push(format!(
+            "manifest: entry point {} is at level {}, not the max level {}",
+            g.entry_point, g.levels[g.entry_point as usize], g.max_level
+        ));
+    }
+    for node in 0..n {
+        for layer in 0..=g.levels[node as usize] as usize {
+            let (section, cap, stride, raw) = if layer == 0 {
+                let s = 1 + g.m0;
+                ("links0", g.m0, s, g.links0[node as usize * s])
+            } else {
+                let s = 1 + g.m;
+                let rec = g.upper_offsets[node as usize] as usize + layer - 1;
+                ("upper_links", g.m, s, g.upper_links[rec * s])
+            };
+            let _ = stride;
+            if raw as usize > cap {
+                push(format!(
+                    "section {section}: node {node} layer {layer} degree {raw} exceeds cap {cap}"
+                ));
+                continue;
+            }
+            for &nb in g.neighbors(node, layer) {
+                if nb >= n {
+                    push(format!(
+                        "section {section}: node {node} layer {layer} links to {nb} >= count {n}"
+                    ));
+                } else if nb == node {
+                    push(format!(
+                        "section {section}: node {node} layer {layer} links to itself"
+                    ));
+                } else if (g.levels[nb as usize] as usize) < layer {
+                    push(format!(
+                        "section {section}: node {node} layer {layer} links to {nb}, which has no layer {layer}"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn check_ids(snap: &Snapshot, problems: &mut Vec<String>) {
+    let n = snap.len() as u32;
+    let offsets: &[u64] = bytemuck::try_cast_slice(snap.section_bytes(SectionKind::IdOffsets)).unwrap_or(&[]);
+    let id_bytes = snap.section_bytes(SectionKind::IdBytes).len() as u64;
+    if offsets.first() != Some(&0)
+        || offsets.windows(2).any(|w| w[0] > w[1])
+        || offsets.last() != Some(&id_bytes)
+    {
+        problems.push("section id_offsets: offsets are not a monotone cover of id_bytes".into());
+        return;
+    }
+    if let Some(i) = (0..n).find(|&i| snap.id(i).is_none()) {
+        problems.push(format!("section id_bytes: id {i} is not UTF-8"));
+        return;
+    }
+    let sorted: &[u32] = bytemuck::try_cast_slice(snap.section_bytes(SectionKind::IdSorted)).unwrap_or(&[]);
+    let mut seen = vec![false; n as usize];
+    for &node in sorted {
+        if node >= n || std::mem::replace(&mut seen[node as usize], true) {
+            problems.push(format!(
+                "section id_sorted: node {node} is out of range or listed twice"
+            ));
+            return;
+        }
+    }
+    for w in sorted.windows(2) {
+        let (a, b) = (snap.id(w[0]).unwrap_or(""), snap.id(w[1]).unwrap_or(""));
+        if a >= b {
+            problems.push(format!(
+                "section id_sorted: ids {a:?} and {b:?} are duplicate or out of order"
+            ));
+            return;
+        }
+    }
+}

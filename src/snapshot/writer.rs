@@ -1,0 +1,298 @@
+//! Writing a snapshot: stream every section into a temporary file beside the
+//! target, fsync it, rename it over the target, fsync the directory. A failed
+//! or interrupted write leaves the previous snapshot (if any) untouched.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::Xxh3;
+
+use super::{
+    align_up, checksum, BuildInfo, Header, Manifest, SectionEntry, SectionKind, ATTRIBUTES_JSON,
+    FORMAT_VERSION, HEADER_LEN,
+};
+use crate::distance::{Metric, Storage};
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::vectors::{encode_row, quant_scale, row_stride};
+
+/// Everything a snapshot holds, borrowed from the builder.
+pub struct SnapshotContents<'a> {
+    pub metric: Metric,
+    pub storage: Storage,
+    pub dim: usize,
+    /// `count * dim` f32s; unit length under cosine.
+    pub vectors: &'a [f32],
+    pub graph: &'a Graph,
+    pub ids: &'a [String],
+    /// One JSON object per item, or `None`.
+    pub attributes: Option<&'a [String]>,
+    pub ef_construction: usize,
+    pub default_ef: usize,
+    pub build: BuildInfo,
+}
+
+/// Write `contents` to `path` atomically; returns the file size.
+pub fn write_snapshot(path: &Path, contents: &SnapshotContents<'_>) -> Result<u64> {
+    let count = contents.ids.len();
+    check_contents(path, contents)?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("directory {} does not exist", dir.display()),
+            ),
+        ));
+    }
+    let file_name = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "snapshot".into());
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = write_to(&tmp, contents, count);
+    let result = result.and_then(|len| {
+        fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        // Make the rename itself durable.
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(len)
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn check_contents(path: &Path, c: &SnapshotContents<'_>) -> Result<()> {
+    let n = c.ids.len();
+    let bad = |reason: String| Err(Error::input(path, reason));
+    if n == 0 {
+        return bad("no vectors".into());
+    }
+    if c.dim == 0 || c.vectors.len() != n * c.dim {
+        return bad(format!(
+            "{} floats for {n} ids of dimension {}",
+            c.vectors.len(),
+            c.dim
+        ));
+    }
+    if c.graph.levels.len() != n {
+        return bad("graph size differs from the vector count".into());
+    }
+    if let Some(a) = c.attributes {
+        if a.len() != n {
+            return bad("attribute count differs from the vector count".into());
+        }
+    }
+    if n > u32::MAX as usize {
+        return bad("more than 2^32 - 1 vectors".into());
+    }
+    Ok(())
+}
+
+/// Streams sections, padding each to a 64-byte boundary and hashing its bytes.
+struct SectionWriter {
+    out: BufWriter<File>,
+    pos: u64,
+    entries: Vec<SectionEntry>,
+    path: PathBuf,
+}
+
+impl SectionWriter {
+    fn section(&mut self, kind: SectionKind, fill: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>) -> Result<()> {
+        let start = align_up(self.pos);
+        let pad = (start - self.pos) as usize;
+        self.out
+            .write_all(&[0u8; 64][..pad])
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.pos = start;
+        let mut hasher = Xxh3::new();
+        let mut len = 0u64;
+        {
+            let out = &mut self.out;
+            let path = &self.path;
+            let mut sink = |bytes: &[u8]| -> Result<()> {
+                hasher.update(bytes);
+                len += bytes.len() as u64;
+                out.write_all(bytes).map_err(|e| Error::io(path, e))
+            };
+            fill(&mut sink)?;
+        }
+        self.pos += len;
+        self.entries.push(SectionEntry {
+            kind: kind as u32,
+            offset: start,
+            len,
+            checksum: hasher.digest(),
+        });
+        Ok(())
+    }
+
+    fn slice<T: bytemuck::Pod>(&mut self, kind: SectionKind, data: &[T]) -> Result<()> {
+        self.section(kind, |sink| {
+            for chunk in data.chunks(1 << 16) {
+                sink(bytemuck::cast_slice(chunk))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn write_to(tmp: &Path, c: &SnapshotContents<'_>, count: usize) -> Result<u64> {
+    let file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+    let g = c.graph;
+    let dim = c.dim;
+    let scale = quant_scale(c.storage, c.vectors);
+    let vector_stride = row_stride(dim, c.storage.element_size());
+    let f32_stride = if c.storage == Storage::F32 {
+        0
+    } else {
+        row_stride(dim, 4)
+    };
+
+    let mut manifest = Manifest {
+        metric: c.metric as u8,
+        storage: c.storage as u8,
+        dim: dim as u32,
+        count: count as u64,
+        vector_stride: vector_stride as u32,
+        f32_stride: f32_stride as u32,
+        quant_scale: scale,
+        m: g.m as u32,
+        m0: g.m0 as u32,
+        ef_construction: c.ef_construction as u32,
+        default_ef: c.default_ef as u32,
+        entry_point: g.entry_point,
+        max_level: g.max_level,
+        attributes_version: if c.attributes.is_some() {
+            ATTRIBUTES_JSON
+        } else {
+            0
+        },
+        build: c.build.clone(),
+        sections: Vec::new(),
+    };
+    // The manifest's archived size does not depend on the values of its
+    // fixed-width fields, so a draft with the final section count tells where
+    // the sections start.
+    let n_sections = 9
+        + usize::from(c.storage != Storage::F32)
+        + 2 * usize::from(c.attributes.is_some());
+    manifest.sections = vec![
+        SectionEntry {
+            kind: 0,
+            offset: 0,
+            len: 0,
+            checksum: 0,
+        };
+        n_sections
+    ];
+    let draft_len = archive(&manifest, tmp)?.len() as u64;
+    let data_start = align_up(HEADER_LEN + draft_len);
+
+    let mut w = SectionWriter {
+        out: BufWriter::with_capacity(1 << 20, file),
+        pos: data_start,
+        entries: Vec::new(),
+        path: tmp.to_path_buf(),
+    };
+    w.out
+        .seek(SeekFrom::Start(data_start))
+        .map_err(|e| Error::io(tmp, e))?;
+
+    let mut row_buf = Vec::with_capacity(vector_stride.max(f32_stride));
+    w.section(SectionKind::Vectors, |sink| {
+        for row in c.vectors.chunks_exact(dim) {
+            row_buf.clear();
+            encode_row(c.storage, scale, row, vector_stride, &mut row_buf);
+            sink(&row_buf)?;
+        }
+        Ok(())
+    })?;
+    if c.storage != Storage::F32 {
+        w.section(SectionKind::VectorsF32, |sink| {
+            for row in c.vectors.chunks_exact(dim) {
+                row_buf.clear();
+                encode_row(Storage::F32, 1.0, row, f32_stride, &mut row_buf);
+                sink(&row_buf)?;
+            }
+            Ok(())
+        })?;
+    }
+    w.slice(SectionKind::Links0, &g.links0)?;
+    w.slice(SectionKind::Levels, &g.levels)?;
+    w.slice(SectionKind::UpperOffsets, &g.upper_offsets)?;
+    w.slice(SectionKind::UpperLinks, &g.upper_links)?;
+    write_strings(&mut w, SectionKind::IdOffsets, SectionKind::IdBytes, c.ids)?;
+    let mut order: Vec<u32> = (0..count as u32).collect();
+    order.sort_unstable_by(|a, b| c.ids[*a as usize].cmp(&c.ids[*b as usize]));
+    if let Some(pair) = order
+        .windows(2)
+        .find(|p| c.ids[p[0] as usize] == c.ids[p[1] as usize])
+    {
+        return Err(Error::input(
+            tmp,
+            format!("duplicate id {:?}", c.ids[pair[0] as usize]),
+        ));
+    }
+    w.slice(SectionKind::IdSorted, &order)?;
+    if let Some(attrs) = c.attributes {
+        write_strings(&mut w, SectionKind::AttrOffsets, SectionKind::AttrBytes, attrs)?;
+    }
+    let file_len = align_up(w.pos);
+    let pad = (file_len - w.pos) as usize;
+    w.out
+        .write_all(&[0u8; 64][..pad])
+        .map_err(|e| Error::io(tmp, e))?;
+
+    manifest.sections = std::mem::take(&mut w.entries);
+    let bytes = archive(&manifest, tmp)?;
+    if bytes.len() as u64 != draft_len {
+        return Err(Error::corrupt(tmp, "manifest size changed between drafts"));
+    }
+    let header = Header {
+        version: FORMAT_VERSION,
+        manifest_offset: HEADER_LEN,
+        manifest_len: bytes.len() as u64,
+        manifest_checksum: checksum(&bytes),
+        file_len,
+    };
+    let mut out = w.out;
+    let io = |e| Error::io(tmp, e);
+    out.seek(SeekFrom::Start(0)).map_err(io)?;
+    out.write_all(&header.encode()).map_err(io)?;
+    out.write_all(&bytes).map_err(io)?;
+    let file = out.into_inner().map_err(|e| Error::io(tmp, e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    Ok(file_len)
+}
+
+fn write_strings(w: &mut SectionWriter, offsets: SectionKind, bytes: SectionKind, items: &[String]) -> Result<()> {
+    let mut acc = 0u64;
+    let offs: Vec<u64> = std::iter::once(0)
+        .chain(items.iter().map(|s| {
+            acc += s.len() as u64;
+            acc
+        }))
+        .collect();
+    w.slice(offsets, &offs)?;
+    w.section(bytes, |sink| {
+        for s in items {
+            sink(s.as_bytes())?;
+        }
+        Ok(())
+    })
+}
+
+fn archive(manifest: &Manifest, path: &Path) -> Result<Vec<u8>> {
+    rkyv::to_bytes::<rkyv::rancor::BoxedError>(manifest)
+        .map(|b| b.to_vec())
+        .map_err(|e| Error::corrupt(path, format!("cannot archive manifest: {e}")))
+}
