@@ -16,6 +16,12 @@ use crate::vectors::{Rows, VectorSlice};
 /// The beam width used when neither the caller nor the snapshot sets one.
 pub const DEFAULT_EF: usize = 64;
 
+/// Largest k a query may ask for: a k beyond this is a mistake, not a
+/// retrieval request, and would make the result itself the cost.
+pub const MAX_K: usize = 100_000;
+/// Largest beam width accepted.
+pub const MAX_EF: usize = 100_000;
+
 /// Per-query knobs.
 #[derive(Debug, Clone, Copy)]
 pub struct SearchParams {
@@ -103,6 +109,12 @@ impl IndexParts<'_> {
     pub fn search_into(&self, query: &[f32], params: &SearchParams, scratch: &mut Scratch, out: &mut Vec<Neighbor>) -> Result<SearchStats> {
         if params.k == 0 {
             return Err(Error::invalid("k must be at least 1"));
+        }
+        if params.k > MAX_K {
+            return Err(Error::invalid(format!("k = {} exceeds the maximum {MAX_K}", params.k)));
+        }
+        if params.ef > MAX_EF {
+            return Err(Error::invalid(format!("ef = {} exceeds the maximum {MAX_EF}", params.ef)));
         }
         self.prepare_query(query, scratch)?;
         out.clear();

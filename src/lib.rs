@@ -19,6 +19,7 @@
 pub mod build;
 pub mod distance;
 pub mod error;
+pub mod eval;
 pub mod exact;
 pub mod graph;
 pub mod index;

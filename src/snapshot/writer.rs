@@ -182,7 +182,9 @@ fn write_to(tmp: &Path, c: &SnapshotContents<'_>, count: usize) -> Result<u64> {
     // The manifest's archived size does not depend on the values of its
     // fixed-width fields, so a draft with the final section count tells where
     // the sections start.
-    let n_sections = 9
+    // vectors, links0, levels, upper_offsets, upper_links, id_offsets,
+    // id_bytes, id_sorted; then the optional ones.
+    let n_sections = 8
         + usize::from(c.storage != Storage::F32)
         + 2 * usize::from(c.attributes.is_some());
     manifest.sections = vec![

@@ -1,0 +1,106 @@
+//! `fathom build`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use fathom::build::{build, input::read_dataset, BuildOptions, BuilderKind};
+use fathom::{Metric, Storage};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{default_threads, human_bytes};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Embeddings: .fvecs, .npy (2-D float32) or .jsonl ({"id", "vector", ...}).
+    #[arg(long)]
+    input: PathBuf,
+    /// External ids, one a line, for .fvecs and .npy (default: row numbers).
+    #[arg(long)]
+    ids: Option<PathBuf>,
+    #[arg(long, default_value = "cosine")]
+    metric: Metric,
+    /// Element type of the traversal vectors; i8 and bf16 keep exact f32
+    /// vectors beside them for re-ranking.
+    #[arg(long, default_value = "f32")]
+    storage: Storage,
+    /// Links per node on upper layers (layer 0 keeps 2·M).
+    #[arg(long, default_value_t = 16)]
+    m: usize,
+    #[arg(long, default_value_t = 200)]
+    ef_construction: usize,
+    /// Beam width stored as the index default (used when a query passes ef = 0).
+    #[arg(long, default_value_t = fathom::index::DEFAULT_EF)]
+    default_ef: usize,
+    /// Build threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Graph builder: fathom (default) or hnsw-rs.
+    #[arg(long, default_value = "fathom")]
+    builder: BuilderKind,
+    /// Seed for the level draw.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long)]
+    output: PathBuf,
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    // Fail before a long build, not after it.
+    let out_dir = match a.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !out_dir.is_dir() {
+        bail!(
+            "cannot write {}: directory {} does not exist",
+            a.output.display(),
+            out_dir.display()
+        );
+    }
+    let opts = BuildOptions {
+        metric: a.metric,
+        storage: a.storage,
+        m: a.m,
+        ef_construction: a.ef_construction,
+        threads: a.threads.unwrap_or_else(default_threads),
+        seed: a.seed,
+        builder: a.builder,
+        default_ef: a.default_ef,
+    };
+    let start = Instant::now();
+    let ds = read_dataset(&a.input, a.ids.as_deref())
+        .with_context(|| format!("reading {}", a.input.display()))?;
+    let (n, dim) = (ds.len(), ds.dim);
+    let bar = ProgressBar::new(n as u64).with_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("building {}", a.output.display()));
+    let built = build(ds, &a.input, &opts, &|done, _| bar.set_position(done as u64))
+        .with_context(|| format!("building from {}", a.input.display()))?;
+    bar.finish_and_clear();
+    let input_name = a
+        .input
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let size = built
+        .write(&a.output, &input_name)
+        .with_context(|| format!("writing {}", a.output.display()))?;
+    println!(
+        "built {}: {n} vectors × {dim} ({}, {}, M={}, ef_construction={}, builder {}) in {:.2}s (graph {:.2}s), {}",
+        a.output.display(),
+        opts.metric,
+        opts.storage,
+        opts.m,
+        opts.ef_construction,
+        opts.builder.name(),
+        start.elapsed().as_secs_f64(),
+        built.build_seconds,
+        human_bytes(size)
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,104 @@
+//! `fathom eval`: recall against exact results, latency and QPS per ef.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use fathom::build::input::{read_ivecs, read_vectors};
+use fathom::eval::evaluate;
+use fathom::exact::knn_batch;
+use fathom::Index;
+
+use super::{default_threads, parse_list};
+
+#[derive(clap::Args)]
+pub struct Args {
+    snapshot: PathBuf,
+    /// Query vectors (.fvecs or .npy).
+    #[arg(long)]
+    queries: PathBuf,
+    /// Exact neighbours as 0-based base rows (.ivecs); computed by brute force
+    /// when absent.
+    #[arg(long)]
+    ground_truth: Option<PathBuf>,
+    #[arg(short, long, default_value_t = 10)]
+    k: usize,
+    /// Comma-separated beam widths to sweep.
+    #[arg(long, default_value = "16,32,64,128,256")]
+    ef: String,
+    /// Query threads; QPS is the total over all of them.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Use only the first N queries.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// One JSON object per ef, one per line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let efs = parse_list(&a.ef).map_err(anyhow::Error::msg).context("parsing --ef")?;
+    if efs.is_empty() {
+        bail!("--ef needs at least one value");
+    }
+    if a.k == 0 {
+        bail!("k must be at least 1");
+    }
+    let index = Index::open(&a.snapshot).with_context(|| format!("opening {}", a.snapshot.display()))?;
+    let (dim, rows) = read_vectors(&a.queries).with_context(|| format!("reading {}", a.queries.display()))?;
+    if dim != index.snapshot().dim() {
+        bail!(
+            "queries have dimension {dim}, the snapshot has {}",
+            index.snapshot().dim()
+        );
+    }
+    let mut queries: Vec<Vec<f32>> = rows.chunks_exact(dim).map(<[f32]>::to_vec).collect();
+    if let Some(l) = a.limit {
+        queries.truncate(l);
+    }
+    let truth: Vec<Vec<u32>> = match &a.ground_truth {
+        Some(p) => {
+            let gt = read_ivecs(p).with_context(|| format!("reading {}", p.display()))?;
+            if gt.len() < queries.len() {
+                bail!("{} has {} rows for {} queries", p.display(), gt.len(), queries.len());
+            }
+            if gt[0].len() < a.k {
+                bail!("{} has {} neighbours a row, fewer than k = {}", p.display(), gt[0].len(), a.k);
+            }
+            gt
+        }
+        None => {
+            let t = std::time::Instant::now();
+            let gt = knn_batch(index.snapshot().vectors_f32(), index.snapshot().metric(), &queries, a.k, default_threads())
+                .into_iter()
+                .map(|r| r.into_iter().map(|n| n.id).collect())
+                .collect();
+            if !a.json {
+                eprintln!("exact ground truth for {} queries in {:.2}s", queries.len(), t.elapsed().as_secs_f64());
+            }
+            gt
+        }
+    };
+    // Warm up: fault in the pages and the scratch pool before timing.
+    let warm = &queries[..queries.len().min(200)];
+    evaluate(&index, warm, &truth, a.k, efs[0], a.threads).context("warm-up")?;
+    if !a.json {
+        println!(
+            "{:>6} {:>4} {:>8} {:>10} {:>9} {:>9} {:>11}",
+            "ef", "k", "recall", "qps", "p50_us", "p99_us", "distances"
+        );
+    }
+    for &ef in &efs {
+        let (row, _) = evaluate(&index, &queries, &truth, a.k, ef, a.threads).context("searching")?;
+        if a.json {
+            println!("{}", serde_json::to_string(&row)?);
+        } else {
+            println!(
+                "{:>6} {:>4} {:>8.4} {:>10.0} {:>9.1} {:>9.1} {:>11.0}",
+                row.ef, row.k, row.recall, row.qps, row.p50_us, row.p99_us, row.mean_distances
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

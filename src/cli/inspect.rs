@@ -1,0 +1,180 @@
+//! `fathom inspect` and `fathom verify`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use fathom::snapshot::{verify, SectionKind, Snapshot};
+use serde_json::json;
+
+use super::human_bytes;
+
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    snapshot: PathBuf,
+    /// One JSON object instead of the human summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    snapshot: PathBuf,
+}
+
+fn open(path: &PathBuf) -> Result<Snapshot> {
+    Snapshot::open(path).with_context(|| format!("opening {}", path.display()))
+}
+
+struct GraphStats {
+    per_level: Vec<u64>,
+    mean_degree0: f64,
+    max_degree0: usize,
+}
+
+fn graph_stats(s: &Snapshot) -> GraphStats {
+    let g = s.graph();
+    let mut per_level = vec![0u64; g.max_level as usize + 1];
+    for &l in g.levels {
+        // A node on level l is on every level below it too.
+        for c in per_level.iter_mut().take(l as usize + 1) {
+            *c += 1;
+        }
+    }
+    let (mut sum, mut max) = (0usize, 0usize);
+    for node in 0..g.len() as u32 {
+        let d = g.neighbors(node, 0).len();
+        sum += d;
+        max = max.max(d);
+    }
+    GraphStats {
+        per_level,
+        mean_degree0: sum as f64 / g.len().max(1) as f64,
+        max_degree0: max,
+    }
+}
+
+pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
+    let s = open(&a.snapshot)?;
+    let m = s.manifest();
+    let stats = graph_stats(&s);
+    let mut sections: Vec<_> = m.sections.clone();
+    sections.sort_by_key(|e| e.offset);
+    let name = |k: u32| SectionKind::from_u32(k).map_or("?", |k| k.name());
+    if a.json {
+        let v = json!({
+            "path": a.snapshot,
+            "file_size": s.file_len(),
+            "format_version": s.format_version(),
+            "count": m.count,
+            "dim": m.dim,
+            "metric": s.metric().name(),
+            "storage": s.storage().name(),
+            "element_type": s.storage().name(),
+            "m": m.m,
+            "m0": m.m0,
+            "ef_construction": m.ef_construction,
+            "default_ef": m.default_ef,
+            "entry_point": m.entry_point,
+            "max_level": m.max_level,
+            "quant_scale": m.quant_scale,
+            "attributes_version": m.attributes_version,
+            "build": {
+                "fathom_version": m.build.fathom_version,
+                "built_at": m.build.built_at,
+                "input": m.build.input,
+                "builder": m.build.builder,
+                "seed": m.build.seed,
+                "build_seconds": m.build.build_seconds,
+            },
+            "sections": sections.iter().map(|e| json!({
+                "name": name(e.kind), "offset": e.offset, "len": e.len,
+                "checksum": format!("{:016x}", e.checksum),
+            })).collect::<Vec<_>>(),
+            "graph": {
+                "nodes_per_level": stats.per_level,
+                "mean_degree_level0": stats.mean_degree0,
+                "max_degree_level0": stats.max_degree0,
+            },
+        });
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("snapshot        {}", a.snapshot.display());
+    println!(
+        "file size       {} ({} bytes)",
+        human_bytes(s.file_len()),
+        s.file_len()
+    );
+    println!("format version  {}", s.format_version());
+    println!("vectors         {} × {}", m.count, m.dim);
+    println!("metric          {}", s.metric());
+    println!(
+        "storage         {}{}",
+        s.storage(),
+        if m.f32_stride > 0 {
+            " (with exact f32 vectors for re-ranking)"
+        } else {
+            ""
+        }
+    );
+    if s.storage() == fathom::Storage::I8 {
+        println!("quant scale     {}", m.quant_scale);
+    }
+    println!(
+        "hnsw            M={} M0={} ef_construction={} default_ef={}",
+        m.m, m.m0, m.ef_construction, m.default_ef
+    );
+    println!(
+        "entry point     node {} at level {}",
+        m.entry_point, m.max_level
+    );
+    println!(
+        "build           fathom {} builder {} seed {} from {:?} at {} (unix), {:.2}s",
+        m.build.fathom_version,
+        m.build.builder,
+        m.build.seed,
+        m.build.input,
+        m.build.built_at,
+        m.build.build_seconds
+    );
+    println!("sections");
+    for e in &sections {
+        println!(
+            "  {:<14} offset {:>12}  {:>10}  xxh3 {:016x}",
+            name(e.kind),
+            e.offset,
+            human_bytes(e.len),
+            e.checksum
+        );
+    }
+    println!("graph");
+    for (l, c) in stats.per_level.iter().enumerate() {
+        println!("  level {l:<2} {c} nodes");
+    }
+    println!(
+        "  level 0 degree: mean {:.2}, max {} (cap {})",
+        stats.mean_degree0, stats.max_degree0, m.m0
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
+    let s = open(&a.snapshot)?;
+    let report = verify(&s);
+    if report.is_ok() {
+        println!(
+            "{}: OK ({} sections, {} vectors, all checksums and graph invariants hold)",
+            a.snapshot.display(),
+            report.sections_checked,
+            s.len()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{}: BROKEN", a.snapshot.display());
+        for p in &report.problems {
+            eprintln!("  {p}");
+        }
+        Ok(ExitCode::from(2))
+    }
+}

@@ -1,0 +1,87 @@
+//! Command-line front end: parse flags with clap, call the library, report
+//! errors with context. Each subcommand lives in its own file.
+
+mod build;
+mod eval;
+mod inspect;
+mod search;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "fathom", version, about = "Approximate-nearest-neighbour retrieval over memory-mapped HNSW snapshots")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a snapshot from .fvecs, .npy or .jsonl embeddings.
+    Build(build::Args),
+    /// Print a snapshot's header, manifest, sections and graph statistics.
+    Inspect(inspect::InspectArgs),
+    /// Check every checksum and graph invariant; exit 0 only if intact.
+    Verify(inspect::VerifyArgs),
+    /// Search a snapshot for one query.
+    Search(search::Args),
+    /// Measure recall, latency and QPS over a query set, for a sweep of ef.
+    Eval(eval::Args),
+}
+
+/// Exit code for failures the user can fix (bad input, bad file).
+const EXIT_FAILURE: u8 = 1;
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build(a) => build::run(a),
+        Command::Inspect(a) => inspect::run_inspect(a),
+        Command::Verify(a) => inspect::run_verify(a),
+        Command::Search(a) => search::run(a),
+        Command::Eval(a) => eval::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Parse "16,32,64" into numbers.
+pub(crate) fn parse_list(s: &str) -> Result<Vec<usize>, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| p.trim().parse::<usize>().map_err(|_| format!("not a number: {p:?}")))
+        .collect()
+}
+
+/// Parse "0.1,-0.5,..." into a vector.
+pub(crate) fn parse_vector(s: &str) -> Result<Vec<f32>, String> {
+    s.split(',')
+        .map(|p| p.trim().parse::<f32>().map_err(|_| format!("not a number: {p:?}")))
+        .collect()
+}
+
+pub(crate) fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+pub(crate) fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,69 @@
+//! `fathom search`: one query against a snapshot.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use fathom::build::input::read_vectors;
+use fathom::{Index, SearchParams};
+use serde_json::json;
+
+use super::parse_vector;
+
+#[derive(clap::Args)]
+pub struct Args {
+    snapshot: PathBuf,
+    /// A file of query vectors (.fvecs or .npy); pick one with --row.
+    #[arg(long, conflicts_with_all = ["vector", "id"])]
+    query_file: Option<PathBuf>,
+    /// Row of --query-file to use.
+    #[arg(long, default_value_t = 0)]
+    row: usize,
+    /// The query as comma-separated floats.
+    #[arg(long, allow_hyphen_values = true, conflicts_with = "id")]
+    vector: Option<String>,
+    /// Search with the stored vector of this external id.
+    #[arg(long)]
+    id: Option<String>,
+    #[arg(short, long, default_value_t = 10)]
+    k: usize,
+    /// Beam width (0: the snapshot's default).
+    #[arg(long, default_value_t = 0)]
+    ef: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let index = Index::open(&a.snapshot).with_context(|| format!("opening {}", a.snapshot.display()))?;
+    let query: Vec<f32> = if let Some(path) = &a.query_file {
+        let (dim, rows) = read_vectors(path).with_context(|| format!("reading {}", path.display()))?;
+        let n = rows.len() / dim;
+        if a.row >= n {
+            bail!("--row {} is out of range: {} holds {n} queries", a.row, path.display());
+        }
+        rows[a.row * dim..(a.row + 1) * dim].to_vec()
+    } else if let Some(v) = &a.vector {
+        parse_vector(v).map_err(anyhow::Error::msg).context("parsing --vector")?
+    } else if let Some(id) = &a.id {
+        match index.vector_of(id) {
+            Some(v) => v.to_vec(),
+            None => bail!("id {id:?} is not in {}", a.snapshot.display()),
+        }
+    } else {
+        bail!("give a query: --query-file FILE [--row N], --vector X,Y,.. or --id ID");
+    };
+    let hits = index.search(&query, &SearchParams::new(a.k, a.ef)).context("searching")?;
+    if a.json {
+        let v: Vec<_> = hits
+            .iter()
+            .map(|h| json!({"id": index.id(h.id), "node": h.id, "distance": h.distance}))
+            .collect();
+        println!("{}", json!({ "hits": v }));
+    } else {
+        for (rank, h) in hits.iter().enumerate() {
+            println!("{:>4}  {:<32}  {:.6}", rank + 1, index.id(h.id), h.distance);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,113 @@
+//! Measuring an index: recall@k against ground truth, per-query latency
+//! percentiles, throughput and work per query, over a query set on N threads.
+//! Used by `fathom eval`, benchmarks and tests.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::index::{Index, SearchParams};
+use crate::search::Neighbor;
+
+/// One line of `fathom eval --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalRow {
+    pub engine: String,
+    pub ef: usize,
+    pub k: usize,
+    pub recall: f64,
+    pub qps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub mean_us: f64,
+    pub mean_distances: f64,
+    pub threads: usize,
+    pub queries: usize,
+}
+
+/// recall@k of one result list against ground-truth rows (first k used).
+pub fn recall_at_k(found: &[u32], truth: &[u32], k: usize) -> f64 {
+    let truth = &truth[..k.min(truth.len())];
+    if truth.is_empty() {
+        return 1.0;
+    }
+    let hits = found.iter().take(k).filter(|id| truth.contains(id)).count();
+    hits as f64 / truth.len() as f64
+}
+
+/// Mean recall@k over all queries.
+pub fn mean_recall(results: &[Vec<u32>], truth: &[Vec<u32>], k: usize) -> f64 {
+    let n = results.len().min(truth.len());
+    if n == 0 {
+        return 0.0;
+    }
+    (0..n)
+        .map(|i| recall_at_k(&results[i], &truth[i], k))
+        .sum::<f64>()
+        / n as f64
+}
+
+/// `p`-th percentile (0..=100) of sorted values, nearest rank.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Run every query at one ef on `threads` threads and measure.
+pub fn evaluate(index: &Index, queries: &[Vec<f32>], truth: &[Vec<u32>], k: usize, ef: usize, threads: usize) -> Result<(EvalRow, Vec<Vec<u32>>)> {
+    let threads = threads.clamp(1, queries.len().max(1));
+    let chunk = queries.len().div_ceil(threads).max(1);
+    let params = SearchParams::new(k, ef);
+    let mut ids: Vec<Vec<u32>> = vec![Vec::new(); queries.len()];
+    let mut lat: Vec<f64> = vec![0.0; queries.len()];
+    let mut distances = 0u64;
+    let start = Instant::now();
+    let outcome: Result<Vec<u64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = queries
+            .chunks(chunk)
+            .zip(ids.chunks_mut(chunk).zip(lat.chunks_mut(chunk)))
+            .map(|(qs, (ids, lat))| {
+                s.spawn(move || -> Result<u64> {
+                    let mut out: Vec<Neighbor> = Vec::with_capacity(k);
+                    let mut dist = 0;
+                    for ((q, r), l) in qs.iter().zip(ids.iter_mut()).zip(lat.iter_mut()) {
+                        let t = Instant::now();
+                        let stats = index.search_into(q, &params, &mut out)?;
+                        *l = t.elapsed().as_secs_f64() * 1e6;
+                        dist += stats.distances;
+                        r.extend(out.iter().map(|n| n.id));
+                    }
+                    Ok(dist)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Ok(0)))
+            .collect()
+    });
+    for d in outcome? {
+        distances += d;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    let nq = queries.len().max(1);
+    let row = EvalRow {
+        engine: format!("fathom-{}", index.snapshot().storage()),
+        ef,
+        k,
+        recall: mean_recall(&ids, truth, k),
+        qps: queries.len() as f64 / wall.max(1e-9),
+        p50_us: percentile(&lat, 50.0),
+        p99_us: percentile(&lat, 99.0),
+        mean_us: lat.iter().sum::<f64>() / nq as f64,
+        mean_distances: distances as f64 / nq as f64,
+        threads,
+        queries: queries.len(),
+    };
+    Ok((row, ids))
+}
