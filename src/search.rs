@@ -212,7 +212,7 @@ impl Scratch {
 /// allocating. A scratch is created only when all existing ones are in use.
 pub struct ScratchPool {
     n: usize,
-    free: Mutex<Vec<Box<Scratch>>>,
+    free: Mutex<Vec<Scratch>>,
 }
 
 impl ScratchPool {
@@ -228,7 +228,7 @@ impl ScratchPool {
             .free
             .lock()
             .pop()
-            .unwrap_or_else(|| Box::new(Scratch::new(self.n)));
+            .unwrap_or_else(|| Scratch::new(self.n));
         ScratchGuard {
             pool: self,
             scratch: Some(scratch),
@@ -238,19 +238,19 @@ impl ScratchPool {
 
 pub struct ScratchGuard<'a> {
     pool: &'a ScratchPool,
-    scratch: Option<Box<Scratch>>,
+    scratch: Option<Scratch>,
 }
 
 impl std::ops::Deref for ScratchGuard<'_> {
     type Target = Scratch;
     fn deref(&self) -> &Scratch {
-        self.scratch.as_deref().expect("present until drop")
+        self.scratch.as_ref().expect("present until drop")
     }
 }
 
 impl std::ops::DerefMut for ScratchGuard<'_> {
     fn deref_mut(&mut self) -> &mut Scratch {
-        self.scratch.as_deref_mut().expect("present until drop")
+        self.scratch.as_mut().expect("present until drop")
     }
 }
 
@@ -296,6 +296,7 @@ pub(crate) fn greedy_descent<L: Links, E: Element>(
 
 /// Beam search of width `ef` on one layer from the given entry points. The
 /// result is left in `scratch.pool`, nearest first.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn search_layer<L: Links, E: Element, C: Cancel>(
     links: &L,
     space: &Space<'_, E>,

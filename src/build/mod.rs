@@ -155,6 +155,13 @@ impl BuiltIndex {
         self.ids.is_empty()
     }
 
+    /// Change the storage type of the traversal vectors (the graph is the
+    /// same for every storage type: it is always built on f32).
+    pub fn set_storage(&mut self, storage: Storage) {
+        self.options.storage = storage;
+        self.encoded = OnceLock::new();
+    }
+
     /// Search the in-memory graph exactly as a snapshot of it would be.
     pub fn parts(&self) -> IndexParts<'_> {
         let enc = self

@@ -24,6 +24,8 @@ pub struct Snapshot {
     metric: Metric,
     storage: Storage,
     version: u32,
+    /// End of the manifest: where the padding before the first section starts.
+    manifest_end: usize,
     /// Validated (offset, len) of each present section.
     sections: HashMap<SectionKind, (usize, usize)>,
 }
@@ -77,6 +79,7 @@ impl Snapshot {
             metric,
             storage,
             version: header.version,
+            manifest_end: m_end as usize,
             sections,
         })
     }
@@ -107,6 +110,15 @@ impl Snapshot {
     }
     pub fn file_len(&self) -> u64 {
         self.map.len() as u64
+    }
+
+    /// The whole mapped file, for `verify`.
+    pub(crate) fn file_bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    pub(crate) fn manifest_end(&self) -> usize {
+        self.manifest_end
     }
 
     /// The raw bytes of a section (empty if absent).

@@ -37,10 +37,36 @@ pub fn verify(snap: &Snapshot) -> VerifyReport {
     if !report.is_ok() {
         return report;
     }
+    check_padding(snap, &entries, &mut report.problems);
     check_vectors(snap, &mut report.problems);
     check_graph(snap, &mut report.problems);
     check_ids(snap, &mut report.problems);
     report
+}
+
+/// Every byte outside the header, manifest and sections is alignment padding
+/// and must be zero, so that no byte of an intact file goes unchecked.
+fn check_padding(snap: &Snapshot, sorted: &[super::SectionEntry], problems: &mut Vec<String>) {
+    let file = snap.file_bytes();
+    let mut gaps = Vec::new();
+    let mut pos = snap.manifest_end();
+    let mut before = "manifest";
+    for e in sorted {
+        gaps.push((pos, e.offset as usize, before));
+        pos = (e.offset + e.len) as usize;
+        before = SectionKind::from_u32(e.kind).map_or("?", |k| k.name());
+    }
+    gaps.push((pos, file.len(), before));
+    for (start, end, after) in gaps {
+        if let Some(bytes) = file.get(start..end) {
+            if bytes.iter().any(|b| *b != 0) {
+                problems.push(format!(
+                    "padding after {after}: non-zero bytes in {start}..{end}"
+                ));
+                return;
+            }
+        }
+    }
 }
 
 fn check_vectors(snap: &Snapshot, problems: &mut Vec<String>) {

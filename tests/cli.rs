@@ -1,0 +1,182 @@
+//! The `fathom` binary end to end: build / inspect / verify / search / eval,
+//! and a clear error with no output file for each bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use fathom::build::input::{write_fvecs, write_ivecs};
+
+fn fathom(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fathom"))
+        .args(args)
+        .output()
+        .expect("run fathom")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn build_inspect_verify_search_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.fvecs");
+    let data = fathom::synth::clustered(2000, 16, 8, 5);
+    write_fvecs(&base, 16, &data).unwrap();
+    let ids = dir.path().join("ids.txt");
+    std::fs::write(&ids, (0..2000).map(|i| format!("track:{i}\n")).collect::<String>()).unwrap();
+    let out = dir.path().join("t.fathom");
+    let o = fathom(&["build", "--input", s(&base), "--ids", s(&ids), "--metric", "l2", "--m", "8", "--ef-construction", "64", "--output", s(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("2000 vectors"));
+
+    let o = fathom(&["inspect", s(&out), "--json"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["count"], 2000);
+    assert_eq!(v["dim"], 16);
+    assert_eq!(v["metric"], "l2");
+    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["m"], 8);
+    assert_eq!(v["ef_construction"], 64);
+    let human = fathom(&["inspect", s(&out)]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("level 0 degree"));
+
+    assert!(fathom(&["verify", s(&out)]).status.success());
+
+    // Searching with a stored vector finds that item first.
+    let q = dir.path().join("q.fvecs");
+    write_fvecs(&q, 16, &data[16 * 42..16 * 44]).unwrap();
+    let o = fathom(&["search", s(&out), "--query-file", s(&q), "--row", "0", "-k", "3", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["hits"][0]["id"], "track:42");
+    let o = fathom(&["search", s(&out), "--id", "track:43", "-k", "1"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("track:43"));
+
+    // eval with ground truth: ids are base rows.
+    let gt = dir.path().join("gt.ivecs");
+    write_ivecs(&gt, &[vec![42, 1, 2], vec![43, 1, 2]]).unwrap();
+    let o = fathom(&["eval", s(&out), "--queries", s(&q), "--ground-truth", s(&gt), "-k", "1", "--ef", "16,32", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        for f in ["ef", "k", "recall", "qps", "p50_us", "p99_us", "mean_distances"] {
+            assert!(l.get(f).is_some(), "missing {f}");
+        }
+        assert_eq!(l["recall"], 1.0);
+    }
+    // Without ground truth it computes the exact answer itself.
+    let o = fathom(&["eval", s(&out), "--queries", s(&q), "-k", "5", "--ef", "64", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Bad queries are errors, not crashes.
+    for (args, needle) in [
+        (vec!["-k", "0", "--vector", "1,2"], "k must"),
+        (vec!["-k", "1000000000", "--id", "track:1"], "exceeds"),
+        (vec!["--vector", "1,2,3"], "dimension"),
+        (vec!["--vector", "NaN,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1"], "not finite"),
+        (vec!["--id", "nope"], "not in"),
+    ] {
+        let mut a = vec!["search", s(&out)];
+        a.extend(args);
+        let o = fathom(&a);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains(needle), "{needle}: {}", stderr(&o));
+    }
+}
+
+fn fvecs_bytes(rows: &[&[f32]]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for r in rows {
+        b.extend_from_slice(&(r.len() as i32).to_le_bytes());
+        r.iter().for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
+    }
+    b
+}
+
+/// Build from `input` and expect failure with `needle` in the message and no
+/// output file.
+fn expect_build_failure(dir: &Path, input: &Path, extra: &[&str], needle: &str) {
+    let out: PathBuf = dir.join("never.fathom");
+    let mut args = vec!["build", "--input", s(input), "--output", s(&out)];
+    args.extend_from_slice(extra);
+    let o = fathom(&args);
+    assert!(!o.status.success(), "{needle}: build succeeded");
+    let err = stderr(&o);
+    assert!(err.to_lowercase().contains(&needle.to_lowercase()), "expected {needle:?} in {err:?}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists(), "{needle}: output written");
+}
+
+#[test]
+fn bad_inputs_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let f = |name: &str, bytes: &[u8]| {
+        let p = d.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let ragged = f("ragged.fvecs", &fvecs_bytes(&[&[1.0, 2.0], &[1.0, 2.0, 3.0]]));
+    expect_build_failure(d, &ragged, &[], "dimension 3, but row 0 has 2");
+    let nan = f("nan.fvecs", &fvecs_bytes(&[&[1.0, 2.0], &[f32::NAN, 2.0]]));
+    expect_build_failure(d, &nan, &[], "NaN");
+    let inf = f("inf.fvecs", &fvecs_bytes(&[&[1.0, f32::INFINITY]]));
+    expect_build_failure(d, &inf, &[], "infinite");
+    let zero = f("zero.fvecs", &fvecs_bytes(&[&[1.0, 2.0], &[0.0, 0.0]]));
+    expect_build_failure(d, &zero, &["--metric", "cosine"], "all-zero");
+    let empty = f("empty.fvecs", b"");
+    expect_build_failure(d, &empty, &[], "no vectors");
+    let good = f("good.fvecs", &fvecs_bytes(&[&[1.0, 2.0], &[3.0, 4.0], &[5.0, 6.0]]));
+    let dup_ids = f("dup.txt", b"a\nb\na\n");
+    expect_build_failure(d, &good, &["--ids", s(&dup_ids)], "duplicate id");
+    let few_ids = f("few.txt", b"a\nb\n");
+    expect_build_failure(d, &good, &["--ids", s(&few_ids)], "2 ids for 3 vectors");
+    let mut t = fvecs_bytes(&[&[1.0, 2.0], &[3.0, 4.0]]);
+    t.truncate(t.len() - 3);
+    let truncated = f("trunc.fvecs", &t);
+    expect_build_failure(d, &truncated, &[], "truncated");
+    let unknown = f("data.csv", b"1,2\n");
+    expect_build_failure(d, &unknown, &[], "unknown file type");
+    let jsonl = f("dup.jsonl", b"{\"id\":\"a\",\"vector\":[1,2]}\n{\"id\":\"a\",\"vector\":[3,4]}\n");
+    expect_build_failure(d, &jsonl, &[], "duplicate id");
+    let missing = f("missing.jsonl", b"{\"id\":\"a\"}\n");
+    expect_build_failure(d, &missing, &[], "vector");
+
+    // An output directory that does not exist.
+    let out = d.join("no/such/dir/x.fathom");
+    let o = fathom(&["build", "--input", s(&good), "--output", s(&out)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+
+    // A jsonl with attributes builds.
+    let ok = f("ok.jsonl", b"{\"id\":\"track:1\",\"vector\":[1,2],\"genre\":\"jazz\"}\n{\"id\":\"track:2\",\"vector\":[3,1]}\n");
+    let out = d.join("ok.fathom");
+    let o = fathom(&["build", "--input", s(&ok), "--output", s(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = fathom(&["inspect", s(&out), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["attributes_version"], 1);
+
+    // Corrupt snapshots: inspect and verify fail with a message.
+    let mut bytes = std::fs::read(&out).unwrap();
+    let n = bytes.len();
+    bytes[n - 70] ^= 0xff;
+    let bad = f("bad.fathom", &bytes);
+    let o = fathom(&["verify", s(&bad)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("BROKEN"), "{}", stderr(&o));
+    let cut = f("cut.fathom", &bytes[..n / 2]);
+    let o = fathom(&["inspect", s(&cut)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("corrupt"), "{}", stderr(&o));
+}

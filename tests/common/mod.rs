@@ -1,0 +1,60 @@
+//! Shared fixtures: seeded clustered data, in-memory builds, snapshots in temp
+//! directories, exact ground truth.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use fathom::build::{build, BuildOptions, BuilderKind, BuiltIndex, Dataset};
+use fathom::exact::knn_batch;
+use fathom::vectors::Rows;
+use fathom::{Metric, Storage};
+
+pub const SEED: u64 = 7;
+
+pub fn dataset(n: usize, dim: usize, seed: u64) -> Dataset {
+    Dataset {
+        dim,
+        vectors: fathom::synth::clustered(n, dim, 32, seed),
+        ids: (0..n).map(|i| format!("item:{i:06}")).collect(),
+        attributes: None,
+    }
+}
+
+pub fn queries(nq: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+    // Same cluster centres as `dataset(.., seed)`: draw base + queries together
+    // and keep the tail.
+    fathom::synth::clustered_queries(nq, dim, 32, seed)
+}
+
+pub fn build_with(ds: Dataset, metric: Metric, storage: Storage, builder: BuilderKind, efc: usize) -> BuiltIndex {
+    let opts = BuildOptions {
+        metric,
+        storage,
+        m: 16,
+        ef_construction: efc,
+        threads: 2,
+        seed: SEED,
+        builder,
+        default_ef: 64,
+    };
+    build(ds, Path::new("test"), &opts, &|_, _| {}).expect("build")
+}
+
+pub fn write(built: &BuiltIndex, dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    built.write(&p, "test").expect("write snapshot");
+    p
+}
+
+/// Exact top-k node ids over the builder's (normalized) vectors.
+pub fn truth(built: &BuiltIndex, queries: &[Vec<f32>], k: usize) -> Vec<Vec<u32>> {
+    let rows = Rows {
+        data: &built.vectors,
+        dim: built.dim,
+        stride: built.dim,
+    };
+    knn_batch(rows, built.options.metric, queries, k, 2)
+        .into_iter()
+        .map(|r| r.into_iter().map(|n| n.id).collect())
+        .collect()
+}
