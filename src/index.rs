@@ -5,13 +5,13 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::distance::{f32_to_bf16, normalize, quantize_i8, Element, Kernel, Metric, Storage};
+use crate::distance::{f32_to_bf16, normalize, Element, Kernel, Metric, Storage};
 use crate::error::{Error, Result};
 use crate::exact;
 use crate::graph::GraphView;
 use crate::search::{hnsw_search, Cancel, Deadline, NoCancel, Neighbor, Scratch, ScratchPool, SearchStats, Space};
 use crate::snapshot::Snapshot;
-use crate::vectors::{Rows, VectorSlice};
+use crate::vectors::{Quantizer, Rows, VectorSlice};
 
 /// The beam width used when neither the caller nor the snapshot sets one.
 pub const DEFAULT_EF: usize = 64;
@@ -46,7 +46,8 @@ impl SearchParams {
 pub struct IndexParts<'a> {
     pub metric: Metric,
     pub dim: usize,
-    pub quant_scale: f32,
+    /// Present for i8 storage.
+    pub quantizer: Option<&'a Quantizer>,
     pub default_ef: usize,
     pub graph: GraphView<'a>,
     pub vectors: VectorSlice<'a>,
@@ -93,13 +94,10 @@ impl IndexParts<'_> {
                     .q_bf16
                     .extend(scratch.q_f32.iter().map(|x| f32_to_bf16(*x)));
             }
-            Storage::I8 => {
-                scratch.q_i8.clear();
-                let s = self.quant_scale;
-                scratch
-                    .q_i8
-                    .extend(scratch.q_f32.iter().map(|x| quantize_i8(*x, s)));
-            }
+            Storage::I8 => match self.quantizer {
+                Some(q) => q.encode_query(&scratch.q_f32, &mut scratch.q_i8),
+                None => return Err(Error::invalid("i8 index without quantizer")),
+            },
         }
         Ok(())
     }
@@ -158,19 +156,19 @@ impl IndexParts<'_> {
         match self.vectors {
             VectorSlice::F32(rows) => {
                 let q = std::mem::take(&mut scratch.q_f32);
-                let r = run(&self.graph, rows, self.metric, 1.0, &q, ef, scratch, cancel);
+                let r = run(&self.graph, rows, self.metric, &q, ef, scratch, cancel);
                 scratch.q_f32 = q;
                 r
             }
             VectorSlice::Bf16(rows) => {
                 let q = std::mem::take(&mut scratch.q_bf16);
-                let r = run(&self.graph, rows, self.metric, 1.0, &q, ef, scratch, cancel);
+                let r = run(&self.graph, rows, self.metric, &q, ef, scratch, cancel);
                 scratch.q_bf16 = q;
                 r
             }
             VectorSlice::I8(rows) => {
                 let q = std::mem::take(&mut scratch.q_i8);
-                let r = run(&self.graph, rows, self.metric, self.quant_scale, &q, ef, scratch, cancel);
+                let r = run(&self.graph, rows, self.metric, &q, ef, scratch, cancel);
                 scratch.q_i8 = q;
                 r
             }
@@ -179,8 +177,10 @@ impl IndexParts<'_> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run<E: Element, C: Cancel>(graph: &GraphView<'_>, rows: Rows<'_, E>, metric: Metric, scale: f32, q: &[E], ef: usize, scratch: &mut Scratch, cancel: &C) -> Result<SearchStats> {
-    let space = Space::new(rows, Kernel::new(metric, scale), q);
+fn run<E: Element, C: Cancel>(graph: &GraphView<'_>, rows: Rows<'_, E>, metric: Metric, q: &[E], ef: usize, scratch: &mut Scratch, cancel: &C) -> Result<SearchStats> {
+    // Traversal distances only need to rank like the true ones (i8 codes are
+    // scaled per query), so the kernel's scale is 1; results are re-ranked.
+    let space = Space::new(rows, Kernel::new(metric, 1.0), q);
     hnsw_search(graph, &space, ef, scratch, cancel)
 }
 
@@ -210,7 +210,7 @@ impl Index {
         IndexParts {
             metric: s.metric(),
             dim: s.dim(),
-            quant_scale: m.quant_scale,
+            quantizer: s.quantizer(),
             default_ef: match m.default_ef {
                 0 => DEFAULT_EF,
                 ef => ef as usize,

@@ -107,7 +107,7 @@ impl<'a, E: Element> Space<'a, E> {
             rows,
             kernel,
             query,
-            lines: bytes.div_ceil(64).clamp(1, 8),
+            lines: bytes.div_ceil(64).clamp(1, 32),
         }
     }
 

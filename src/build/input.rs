@@ -502,11 +502,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.npy");
         let b = npy_bytes(2, 2, &[1.0; 4]);
-        let s = String::from_utf8_lossy(&b).replace("<f4", "<f8").into_bytes();
-        std::fs::write(&p, s).unwrap();
-        assert!(read_npy(&p).unwrap_err().to_string().contains("float32"));
-        let s = String::from_utf8_lossy(&b).replace("(2, 2)", "(4,)  ").into_bytes();
-        std::fs::write(&p, s).unwrap();
+        let replace = |from: &[u8], to: &[u8]| {
+            let mut v = b.clone();
+            let at = v.windows(from.len()).position(|w| w == from).unwrap();
+            v[at..at + from.len()].copy_from_slice(to);
+            v
+        };
+        std::fs::write(&p, replace(b"<f4", b"<f8")).unwrap();
+        let e = read_npy(&p).unwrap_err().to_string();
+        assert!(e.contains("float32"), "{e}");
+        std::fs::write(&p, replace(b"(2, 2)", b"(4,)  ")).unwrap();
         assert!(read_npy(&p).unwrap_err().to_string().contains("2-D"));
     }
 

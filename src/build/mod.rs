@@ -166,11 +166,11 @@ impl BuiltIndex {
     pub fn parts(&self) -> IndexParts<'_> {
         let enc = self
             .encoded
-            .get_or_init(|| EncodedVectors::new(self.options.storage, &self.vectors, self.dim));
+            .get_or_init(|| EncodedVectors::new(self.options.storage, self.options.metric, &self.vectors, self.dim));
         IndexParts {
             metric: self.options.metric,
             dim: self.dim,
-            quant_scale: enc.scale,
+            quantizer: enc.encoding.quantizer(),
             default_ef: self.options.default_ef,
             graph: self.graph.view(),
             vectors: enc.slice(),

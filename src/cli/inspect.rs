@@ -77,7 +77,8 @@ pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
             "default_ef": m.default_ef,
             "entry_point": m.entry_point,
             "max_level": m.max_level,
-            "quant_scale": m.quant_scale,
+            "quant_scales": m.quant_scales,
+            "quant_offsets": m.quant_offsets,
             "attributes_version": m.attributes_version,
             "build": {
                 "fathom_version": m.build.fathom_version,
@@ -119,7 +120,8 @@ pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
         }
     );
     if s.storage() == fathom::Storage::I8 {
-        println!("quant scale     {}", m.quant_scale);
+        let (lo, hi) = m.quant_scales.iter().fold((f32::MAX, 0f32), |(a, b), s| (a.min(*s), b.max(*s)));
+        println!("i8 quantizer    per-dimension offsets; steps {lo:.3e}..{hi:.3e}");
     }
     println!(
         "hnsw            M={} M0={} ef_construction={} default_ef={}",

@@ -150,8 +150,10 @@ pub struct Manifest {
     pub vector_stride: u32,
     /// Bytes per row of `vectors_f32` (a multiple of 64), 0 when absent.
     pub f32_stride: u32,
-    /// i8 quantization step (value ≈ step * code); 1.0 for f32 and bf16.
-    pub quant_scale: f32,
+    /// i8 quantization (see `vectors::Quantizer`): per-dimension offsets and
+    /// steps, `x_j ≈ offset_j + step_j * code_j`. Empty for f32 and bf16.
+    pub quant_offsets: Vec<f32>,
+    pub quant_scales: Vec<f32>,
     pub m: u32,
     pub m0: u32,
     pub ef_construction: u32,

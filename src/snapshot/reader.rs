@@ -14,7 +14,7 @@ use super::{
 use crate::distance::{Metric, Storage};
 use crate::error::{Error, Result};
 use crate::graph::GraphView;
-use crate::vectors::{row_stride, typed_rows, Rows, VectorSlice};
+use crate::vectors::{row_stride, typed_rows, Quantizer, Rows, VectorSlice};
 
 /// An open, validated snapshot. Cheap accessors hand out slices of the map.
 pub struct Snapshot {
@@ -23,6 +23,7 @@ pub struct Snapshot {
     manifest: Manifest,
     metric: Metric,
     storage: Storage,
+    quantizer: Option<Quantizer>,
     version: u32,
     /// End of the manifest: where the padding before the first section starts.
     manifest_end: usize,
@@ -70,7 +71,7 @@ impl Snapshot {
         }
         let manifest = rkyv::from_bytes::<Manifest, rkyv::rancor::BoxedError>(m_bytes)
             .map_err(|e| corrupt(format!("manifest does not decode: {e}")))?;
-        let (metric, storage, sections) = validate_manifest(&manifest, map.len() as u64)
+        let (metric, storage, quantizer, sections) = validate_manifest(&manifest, map.len() as u64)
             .map_err(corrupt)?;
         Ok(Snapshot {
             path: path.to_path_buf(),
@@ -78,6 +79,7 @@ impl Snapshot {
             manifest,
             metric,
             storage,
+            quantizer,
             version: header.version,
             manifest_end: m_end as usize,
             sections,
@@ -98,6 +100,10 @@ impl Snapshot {
     }
     pub fn storage(&self) -> Storage {
         self.storage
+    }
+    /// The i8 quantizer, for i8 storage.
+    pub fn quantizer(&self) -> Option<&Quantizer> {
+        self.quantizer.as_ref()
     }
     pub fn dim(&self) -> usize {
         self.manifest.dim as usize
@@ -224,7 +230,7 @@ fn string_at<'a>(offsets: &[u64], bytes: &'a [u8], i: u32) -> Option<&'a str> {
     std::str::from_utf8(bytes.get(s..e)?).ok()
 }
 
-type Validated = (Metric, Storage, HashMap<SectionKind, (usize, usize)>);
+type Validated = (Metric, Storage, Option<Quantizer>, HashMap<SectionKind, (usize, usize)>);
 
 /// Check the manifest against itself and the file length. Every later slice
 /// access relies on what this establishes.
@@ -247,9 +253,14 @@ fn validate_manifest(m: &Manifest, file_len: u64) -> Result<Validated, String> {
     if has_f32 && m.f32_stride as usize != row_stride(dim as usize, 4) {
         return Err("f32 re-rank stride does not match dimension".into());
     }
-    if !(m.quant_scale.is_finite() && m.quant_scale > 0.0) {
-        return Err("bad quantization scale".into());
-    }
+    let quantizer = if storage == Storage::I8 {
+        Some(
+            Quantizer::from_parts(metric, m.quant_offsets.clone(), m.quant_scales.clone(), dim as usize)
+                .ok_or("bad i8 quantization parameters")?,
+        )
+    } else {
+        None
+    };
     if m.m == 0 || m.m0 == 0 || m.m > 4096 || m.m0 > 4096 {
         return Err(format!("bad degree caps m={} m0={}", m.m, m.m0));
     }
@@ -310,5 +321,5 @@ fn validate_manifest(m: &Manifest, file_len: u64) -> Result<Validated, String> {
         expect(SectionKind::AttrOffsets, (n + 1) * 8)?;
         len_of(SectionKind::AttrBytes).ok_or("section attr_bytes is missing")?;
     }
-    Ok((metric, storage, sections))
+    Ok((metric, storage, quantizer, sections))
 }

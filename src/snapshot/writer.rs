@@ -15,7 +15,7 @@ use super::{
 use crate::distance::{Metric, Storage};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::vectors::{encode_row, quant_scale, row_stride};
+use crate::vectors::{row_stride, Encoding};
 
 /// Everything a snapshot holds, borrowed from the builder.
 pub struct SnapshotContents<'a> {
@@ -149,7 +149,8 @@ fn write_to(tmp: &Path, c: &SnapshotContents<'_>, count: usize) -> Result<u64> {
     let file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
     let g = c.graph;
     let dim = c.dim;
-    let scale = quant_scale(c.storage, c.vectors);
+    let encoding = Encoding::fit(c.storage, c.metric, c.vectors, dim);
+    let quant = encoding.quantizer();
     let vector_stride = row_stride(dim, c.storage.element_size());
     let f32_stride = if c.storage == Storage::F32 {
         0
@@ -164,7 +165,8 @@ fn write_to(tmp: &Path, c: &SnapshotContents<'_>, count: usize) -> Result<u64> {
         count: count as u64,
         vector_stride: vector_stride as u32,
         f32_stride: f32_stride as u32,
-        quant_scale: scale,
+        quant_offsets: quant.map(|q| q.offsets.clone()).unwrap_or_default(),
+        quant_scales: quant.map(|q| q.scales.clone()).unwrap_or_default(),
         m: g.m as u32,
         m0: g.m0 as u32,
         ef_construction: c.ef_construction as u32,
@@ -213,7 +215,7 @@ fn write_to(tmp: &Path, c: &SnapshotContents<'_>, count: usize) -> Result<u64> {
     w.section(SectionKind::Vectors, |sink| {
         for row in c.vectors.chunks_exact(dim) {
             row_buf.clear();
-            encode_row(c.storage, scale, row, vector_stride, &mut row_buf);
+            encoding.encode_row(row, vector_stride, &mut row_buf);
             sink(&row_buf)?;
         }
         Ok(())
@@ -222,7 +224,7 @@ fn write_to(tmp: &Path, c: &SnapshotContents<'_>, count: usize) -> Result<u64> {
         w.section(SectionKind::VectorsF32, |sink| {
             for row in c.vectors.chunks_exact(dim) {
                 row_buf.clear();
-                encode_row(Storage::F32, 1.0, row, f32_stride, &mut row_buf);
+                Encoding::F32.encode_row(row, f32_stride, &mut row_buf);
                 sink(&row_buf)?;
             }
             Ok(())
