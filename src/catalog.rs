@@ -193,7 +193,11 @@ impl Catalog {
 
     /// Load every `(name, path)` and, when given, every snapshot of `folder`,
     /// failing on the first error: a server should not start half-loaded.
-    pub fn open(specs: &[(String, PathBuf)], folder: Option<&Path>, options: LoadOptions) -> Result<Catalog, CatalogError> {
+    pub fn open(
+        specs: &[(String, PathBuf)],
+        folder: Option<&Path>,
+        options: LoadOptions,
+    ) -> Result<Catalog, CatalogError> {
         let catalog = Catalog::new(folder.map(Path::to_path_buf), options);
         let mut all = specs.to_vec();
         if let Some(dir) = folder {
@@ -217,10 +221,12 @@ impl Catalog {
         if self.slots.load().contains_key(name) {
             return Err(CatalogError::DuplicateName(name.to_string()));
         }
-        let loaded = Arc::new(load(path, self.options).map_err(|source| CatalogError::Load {
-            name: name.to_string(),
-            source,
-        })?);
+        let loaded = Arc::new(
+            load(path, self.options).map_err(|source| CatalogError::Load {
+                name: name.to_string(),
+                source,
+            })?,
+        );
         let slot = Arc::new(Slot {
             name: name.to_string(),
             path: path.to_path_buf(),
@@ -316,7 +322,7 @@ impl Catalog {
             .slots
             .load()
             .values()
-            .find(|s| s.path == path)
+            .find(|s| s.path == *path)
             .cloned();
         if let Some(slot) = existing {
             if !path.exists() {

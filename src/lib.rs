@@ -14,9 +14,14 @@
 //! - [`index`]: an open snapshot you can query from many threads.
 //! - [`build`]: input readers and the graph builders.
 //! - [`exact`]: brute force, the oracle for recall.
+//! - [`catalog`]: named indexes behind swappable pointers, for hot reload.
+//! - [`server`]: the gRPC server (tonic lives only here and in [`client`]).
+//! - [`client`]: a small Rust client for the server.
 #![deny(unsafe_code)]
 
 pub mod build;
+pub mod catalog;
+pub mod client;
 pub mod distance;
 pub mod error;
 pub mod eval;
@@ -24,6 +29,7 @@ pub mod exact;
 pub mod graph;
 pub mod index;
 pub mod search;
+pub mod server;
 pub mod snapshot;
 pub mod synth;
 pub mod vectors;

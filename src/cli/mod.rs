@@ -2,9 +2,11 @@
 //! errors with context. Each subcommand lives in its own file.
 
 mod build;
+mod demo;
 mod eval;
 mod inspect;
 mod search;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -29,6 +31,10 @@ enum Command {
     Search(search::Args),
     /// Measure recall, latency and QPS over a query set, for a sweep of ef.
     Eval(eval::Args),
+    /// Serve named snapshots over gRPC (health, reflection, hot reload, metrics).
+    Serve(serve::Args),
+    /// Make a demo catalog on first run (tracks, episodes), then serve it.
+    Demo(demo::Args),
 }
 
 /// Exit code for failures the user can fix (bad input, bad file).
@@ -42,6 +48,8 @@ pub fn run() -> ExitCode {
         Command::Verify(a) => inspect::run_verify(a),
         Command::Search(a) => search::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Demo(a) => demo::run(a),
     };
     match result {
         Ok(code) => code,
@@ -65,6 +73,17 @@ pub(crate) fn parse_vector(s: &str) -> Result<Vec<f32>, String> {
     s.split(',')
         .map(|p| p.trim().parse::<f32>().map_err(|_| format!("not a number: {p:?}")))
         .collect()
+}
+
+/// Log to stderr with `tracing`; `RUST_LOG` overrides the default `info`.
+pub(crate) fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 pub(crate) fn default_threads() -> usize {

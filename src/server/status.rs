@@ -16,14 +16,23 @@ pub enum RequestError {
 
     /// A request parameter over one of the server's caps.
     #[error("{what} = {value} exceeds the server's limit of {limit}")]
-    OverLimit { what: &'static str, value: usize, limit: usize },
+    OverLimit {
+        what: &'static str,
+        value: usize,
+        limit: usize,
+    },
 
     /// GetItems asked for ids the index does not hold.
     #[error("{count} id(s) not in index {index:?}, for example {example:?}")]
-    UnknownItems { index: String, count: usize, example: String },
+    UnknownItems {
+        index: String,
+        count: usize,
+        example: String,
+    },
 
-    /// The request's deadline passed before its search could start.
-    #[error("deadline exceeded before the search started")]
+    /// The caller's deadline (`grpc-timeout`) passed before the answer was
+    /// ready; the search was stopped or not started.
+    #[error("deadline exceeded")]
     DeadlineExceeded,
 
     /// The server is shutting down and refuses new work.
@@ -78,7 +87,9 @@ fn engine_code(e: &Error) -> Code {
         // A well-formed file this build cannot read, or a missing file:
         // fixable on the server's side, not by retrying.
         Error::Incompatible { .. } => Code::FailedPrecondition,
-        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Code::FailedPrecondition,
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            Code::FailedPrecondition
+        }
         Error::Io { .. } => Code::Internal,
     }
 }
@@ -135,7 +146,10 @@ mod tests {
             reason: "bad magic".into(),
         };
         assert_eq!(Status::from(corrupt).code(), Code::DataLoss);
-        assert_eq!(Status::from(Error::DeadlineExceeded).code(), Code::DeadlineExceeded);
+        assert_eq!(
+            Status::from(Error::DeadlineExceeded).code(),
+            Code::DeadlineExceeded
+        );
         assert_eq!(
             Status::from(Error::InvalidArgument("k".into())).code(),
             Code::InvalidArgument

@@ -1,0 +1,136 @@
+//! `fathom serve`: serve named snapshots over gRPC.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use fathom::catalog::{Catalog, LoadOptions};
+use fathom::server::{self, Limits, RunningServer, SearchThreads, ServeConfig};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// An index to serve, as NAME=PATH (repeatable).
+    #[arg(long = "index", value_name = "NAME=PATH")]
+    indexes: Vec<String>,
+    /// Serve every *.fathom in this folder, named by file stem, and pick up
+    /// snapshots renamed into it.
+    #[arg(long, value_name = "DIR")]
+    catalog: Option<PathBuf>,
+    #[command(flatten)]
+    flags: ServeFlags,
+}
+
+/// Serving flags shared by `serve` and `demo`.
+#[derive(clap::Args)]
+pub struct ServeFlags {
+    /// gRPC address.
+    #[arg(long, default_value = server::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Prometheus metrics address (GET /metrics), or "off".
+    #[arg(long, default_value = server::DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: String,
+    /// Most requests handled at once; more are refused with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = Limits::default().max_concurrency)]
+    pub max_concurrency: usize,
+    /// Beam width for requests with ef = 0 (default: each snapshot's own).
+    #[arg(long)]
+    pub default_ef: Option<usize>,
+    /// Largest k a request may ask for.
+    #[arg(long, default_value_t = Limits::default().max_k)]
+    pub max_k: usize,
+    /// Largest ef a request may ask for.
+    #[arg(long, default_value_t = Limits::default().max_ef)]
+    pub max_ef: usize,
+    /// Most queries in a BatchSearch (and ids in a GetItems).
+    #[arg(long, default_value_t = Limits::default().max_batch)]
+    pub max_batch: usize,
+    /// Largest request message, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_message_bytes)]
+    pub max_message_bytes: usize,
+    /// Where searches run: pool (dedicated threads, one per core), pool:N,
+    /// blocking (tokio's blocking pool) or inline (on the async workers).
+    #[arg(long, default_value_t = SearchThreads::default())]
+    pub search_threads: SearchThreads,
+    /// Do not watch the snapshot folders for renamed-in files.
+    #[arg(long)]
+    pub no_watch: bool,
+    /// Skip the full checksum and graph check when loading a snapshot
+    /// (faster start for very large files; `open`'s own checks still run).
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Seconds to wait for in-flight calls at shutdown.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace: u64,
+}
+
+impl ServeFlags {
+    pub fn config(&self) -> Result<ServeConfig> {
+        let metrics_listen = match self.metrics_listen.as_str() {
+            "off" | "none" | "" => None,
+            a => Some(a.parse::<SocketAddr>().with_context(|| {
+                format!("--metrics-listen {a:?} is not an address like 127.0.0.1:9464")
+            })?),
+        };
+        if self.max_concurrency == 0 {
+            bail!("--max-concurrency must be at least 1");
+        }
+        if self.default_ef == Some(0)
+            || self.default_ef.is_some_and(|ef| ef > fathom::index::MAX_EF)
+        {
+            bail!("--default-ef must be within 1..={}", fathom::index::MAX_EF);
+        }
+        Ok(ServeConfig {
+            listen: self.listen,
+            metrics_listen,
+            limits: Limits {
+                max_k: self.max_k.min(fathom::index::MAX_K),
+                max_ef: self.max_ef.min(fathom::index::MAX_EF),
+                max_batch: self.max_batch,
+                max_message_bytes: self.max_message_bytes,
+                max_concurrency: self.max_concurrency,
+            },
+            default_ef: self.default_ef,
+            search_threads: self.search_threads,
+            watch: !self.no_watch,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace),
+        })
+    }
+
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            verify: !self.no_verify,
+        }
+    }
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    super::init_logging();
+    if a.indexes.is_empty() && a.catalog.is_none() {
+        bail!("nothing to serve: give --index NAME=PATH (repeatable) and/or --catalog DIR");
+    }
+    let mut specs = Vec::new();
+    for spec in &a.indexes {
+        let Some((name, path)) = spec.split_once('=') else {
+            bail!("--index {spec:?}: expected NAME=PATH, e.g. tracks=tracks.fathom");
+        };
+        specs.push((name.to_string(), PathBuf::from(path)));
+    }
+    let config = a.flags.config()?;
+    let catalog = Catalog::open(&specs, a.catalog.as_deref(), a.flags.load_options())
+        .context("loading the indexes")?;
+    serve(config, catalog, |_| {})
+}
+
+/// Serve `catalog` until SIGTERM or Ctrl-C; `ready` runs once listening.
+pub fn serve(
+    config: ServeConfig,
+    catalog: Catalog,
+    ready: impl FnOnce(&RunningServer),
+) -> Result<ExitCode> {
+    server::serve_blocking(config, Arc::new(catalog), ready).context("serving")?;
+    Ok(ExitCode::SUCCESS)
+}

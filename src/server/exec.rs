@@ -1,0 +1,125 @@
+//! Where searches run. Search is CPU-bound; run inline it occupies an async
+//! worker thread for its whole duration, and the HTTP/2 work of every other
+//! connection on that worker waits behind it. The server can search inline,
+//! on tokio's blocking pool, or on a dedicated pool of search threads; which
+//! is the default, and why, is measured in `docs/server.md`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use tokio::sync::oneshot;
+
+use super::status::RequestError;
+
+/// Which threads run searches (`fathom serve --search-threads`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchThreads {
+    /// On the async runtime's worker threads, inside the handler.
+    Inline,
+    /// On tokio's blocking pool (`spawn_blocking`).
+    Blocking,
+    /// On a dedicated pool of this many threads (0: one per core).
+    Pool(usize),
+}
+
+impl Default for SearchThreads {
+    fn default() -> Self {
+        SearchThreads::Pool(0)
+    }
+}
+
+impl fmt::Display for SearchThreads {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SearchThreads::Inline => f.write_str("inline"),
+            SearchThreads::Blocking => f.write_str("blocking"),
+            SearchThreads::Pool(0) => f.write_str("pool"),
+            SearchThreads::Pool(n) => write!(f, "pool:{n}"),
+        }
+    }
+}
+
+impl FromStr for SearchThreads {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "inline" => Ok(SearchThreads::Inline),
+            "blocking" => Ok(SearchThreads::Blocking),
+            "pool" => Ok(SearchThreads::Pool(0)),
+            _ => match s.strip_prefix("pool:").map(str::parse::<usize>) {
+                Some(Ok(n)) if n > 0 => Ok(SearchThreads::Pool(n)),
+                _ => Err(format!(
+                    "unknown search threads {s:?} (expected inline, blocking, pool or pool:N)"
+                )),
+            },
+        }
+    }
+}
+
+/// Runs search closures on the configured threads.
+pub(crate) enum Executor {
+    Inline,
+    Blocking,
+    Pool(rayon::ThreadPool),
+}
+
+impl Executor {
+    pub fn new(kind: SearchThreads) -> Result<Executor, rayon::ThreadPoolBuildError> {
+        Ok(match kind {
+            SearchThreads::Inline => Executor::Inline,
+            SearchThreads::Blocking => Executor::Blocking,
+            SearchThreads::Pool(n) => {
+                let n = if n == 0 {
+                    std::thread::available_parallelism().map_or(1, |n| n.get())
+                } else {
+                    n
+                };
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .thread_name(|i| format!("fathom-search-{i}"))
+                    // A panicking search must not abort the process: the
+                    // request gets INTERNAL (its reply channel is dropped).
+                    .panic_handler(|p| {
+                        let msg = p
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        tracing::error!(panic = %msg, "search thread panicked");
+                    })
+                    .build()?;
+                Executor::Pool(pool)
+            }
+        })
+    }
+
+    pub fn threads(&self) -> usize {
+        match self {
+            Executor::Inline | Executor::Blocking => 0,
+            Executor::Pool(p) => p.current_num_threads(),
+        }
+    }
+
+    /// Run `f` and hand back its result.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, RequestError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        match self {
+            Executor::Inline => Ok(f()),
+            Executor::Blocking => tokio::task::spawn_blocking(f)
+                .await
+                .map_err(|e| RequestError::Internal(format!("search task failed: {e}"))),
+            Executor::Pool(pool) => {
+                let (tx, rx) = oneshot::channel();
+                pool.spawn(move || {
+                    // The receiver is gone when the call was cancelled.
+                    let _ = tx.send(f());
+                });
+                rx.await
+                    .map_err(|_| RequestError::Internal("search thread panicked".into()))
+            }
+        }
+    }
+}
