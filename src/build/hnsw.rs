@@ -229,7 +229,12 @@ impl Builder<'_> {
             w.candidates.clear();
             w.candidates
                 .extend(w.scratch.pool.iter().filter(|c| c.id != q).map(|c| (c.id, c.dist)));
-            self.select(&w.candidates, self.graph.m, &mut w.selected);
+            // Layer 0 selects up to its own cap (2·M), not M as hnswlib
+            // does: the heuristic keeps degrees near 19 either way, and on
+            // words-dev-384 this raised recall at equal QPS (0.9345 vs 0.9312
+            // at ef = 10).
+            let cap = if layer == 0 { self.graph.m0 } else { self.graph.m };
+            self.select(&w.candidates, cap, &mut w.selected);
             {
                 let _lock = self.graph.locks[q as usize].lock();
                 self.graph.write(q, layer, &w.selected);
