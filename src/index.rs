@@ -9,7 +9,7 @@ use crate::distance::{f32_to_bf16, normalize, Element, Kernel, Metric, Storage};
 use crate::error::{Error, Result};
 use crate::exact;
 use crate::graph::GraphView;
-use crate::search::{hnsw_search, Cancel, Deadline, NoCancel, Neighbor, Scratch, ScratchPool, SearchStats, Space};
+use crate::search::{hnsw_search, prefetch, Cancel, Deadline, NoCancel, Neighbor, Scratch, ScratchPool, SearchStats, Space};
 use crate::snapshot::Snapshot;
 use crate::vectors::{Quantizer, Rows, VectorSlice};
 
@@ -142,6 +142,12 @@ impl IndexParts<'_> {
             // Re-rank the whole beam against the exact vectors.
             let kernel = Kernel::<f32>::new(self.metric, 1.0);
             let q = &scratch.q_f32;
+            // The exact rows are cold (only re-ranking reads them): request
+            // them all before computing any distance.
+            let lines = (self.dim * 4).div_ceil(64);
+            for c in &scratch.pool {
+                prefetch(self.exact.row_ptr(c.id).cast(), lines);
+            }
             out.extend(scratch.pool.iter().map(|c| Neighbor {
                 id: c.id,
                 distance: kernel.distance(q, self.exact.row(c.id)),

@@ -125,7 +125,7 @@ impl<'a, E: Element> Space<'a, E> {
 /// Prefetch `lines` cache lines starting at `ptr` into L1.
 #[inline(always)]
 #[allow(unsafe_code)]
-fn prefetch(ptr: *const u8, lines: usize) {
+pub(crate) fn prefetch(ptr: *const u8, lines: usize) {
     #[cfg(target_arch = "x86_64")]
     for i in 0..lines {
         // SAFETY: prefetch is a hint that never faults, whatever the address;
@@ -348,6 +348,9 @@ pub(crate) fn search_layer<L: Links, E: Element, C: Cancel>(
             if pool.len() < ef || d < pool[pool.len() - 1].dist {
                 let pos = insert(pool, ef, Candidate { dist: d, id: nb, expanded: false });
                 next = next.min(pos);
+                // A candidate that enters the beam is likely to be expanded
+                // soon: start fetching its links now, not when it is popped.
+                links.prefetch_links(nb);
             }
         }
         scratch.batch = batch;
