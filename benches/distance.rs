@@ -3,6 +3,12 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use fathom::distance::{f32_to_bf16, scalar, Kernel, Metric};
 
+type ScalarKernels = (
+    fn(&[f32], &[f32]) -> f64,
+    fn(&[u16], &[u16]) -> f64,
+    fn(&[i8], &[i8]) -> f64,
+);
+
 fn data(dim: usize, seed: u32) -> Vec<f32> {
     (0..dim)
         .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 2000) as f32 / 1000.0 - 1.0)
@@ -36,7 +42,7 @@ fn kernels(c: &mut Criterion) {
             g.bench_function(BenchmarkId::new(format!("simsimd-i8-{m}"), dim), |x| {
                 x.iter(|| ki.distance(std::hint::black_box(&ai), std::hint::black_box(&bi)))
             });
-            let (sf, sb, si): (fn(&[f32], &[f32]) -> f64, fn(&[u16], &[u16]) -> f64, fn(&[i8], &[i8]) -> f64) = match metric {
+            let (sf, sb, si): ScalarKernels = match metric {
                 Metric::L2 => (scalar::l2sq_f32, scalar::l2sq_bf16, scalar::l2sq_i8),
                 _ => (scalar::dot_f32, scalar::dot_bf16, scalar::dot_i8),
             };

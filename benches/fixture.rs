@@ -38,16 +38,23 @@ pub fn hnsw_snapshots(n: usize, dim: usize, metric: Metric) -> Vec<(Storage, Pat
         .into_iter()
         .map(|s| (s, dir.join(format!("hnsw-{n}x{dim}-{metric}-{s}.fathom"))))
         .collect();
-    if paths.iter().all(|(_, p)| fathom::snapshot::Snapshot::open(p).is_ok()) {
+    if paths
+        .iter()
+        .all(|(_, p)| fathom::snapshot::Snapshot::open(p).is_ok())
+    {
         return paths;
     }
-    eprintln!("building {n} x {dim} bench fixture (cached in {})", dir.display());
+    eprintln!(
+        "building {n} x {dim} bench fixture (cached in {})",
+        dir.display()
+    );
     let opts = BuildOptions {
         metric,
         seed: SEED,
         ..Default::default()
     };
-    let mut built = build(dataset(n, dim), Path::new("synthetic"), &opts, &|_, _| {}).expect("build");
+    let mut built =
+        build(dataset(n, dim), Path::new("synthetic"), &opts, &|_, _| {}).expect("build");
     for (s, p) in &paths {
         built.set_storage(*s);
         built.write(p, "synthetic").expect("write");

@@ -20,7 +20,9 @@ fn search(c: &mut Criterion) {
             g.bench_function(BenchmarkId::new(storage.name(), ef), |b| {
                 b.iter(|| {
                     i = (i + 1) % queries.len();
-                    index.search_into(&queries[i], &params, &mut out).expect("search");
+                    index
+                        .search_into(&queries[i], &params, &mut out)
+                        .expect("search");
                 })
             });
         }

@@ -339,8 +339,14 @@ mod tests {
     fn kernel_folds_metric_sign_and_scale() {
         let a = [1.0f32, 0.0];
         let b = [0.0f32, 1.0];
-        assert_eq!(Kernel::<f32>::new(Metric::Cosine, 1.0).distance(&a, &a), 0.0);
-        assert_eq!(Kernel::<f32>::new(Metric::Cosine, 1.0).distance(&a, &b), 1.0);
+        assert_eq!(
+            Kernel::<f32>::new(Metric::Cosine, 1.0).distance(&a, &a),
+            0.0
+        );
+        assert_eq!(
+            Kernel::<f32>::new(Metric::Cosine, 1.0).distance(&a, &b),
+            1.0
+        );
         assert_eq!(Kernel::<f32>::new(Metric::Dot, 1.0).distance(&a, &a), -1.0);
         assert_eq!(Kernel::<f32>::new(Metric::L2, 1.0).distance(&a, &b), 2.0);
         let qa = [100i8, 0];

@@ -58,7 +58,14 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Run every query at one ef on `threads` threads and measure.
-pub fn evaluate(index: &Index, queries: &[Vec<f32>], truth: &[Vec<u32>], k: usize, ef: usize, threads: usize) -> Result<(EvalRow, Vec<Vec<u32>>)> {
+pub fn evaluate(
+    index: &Index,
+    queries: &[Vec<f32>],
+    truth: &[Vec<u32>],
+    k: usize,
+    ef: usize,
+    threads: usize,
+) -> Result<(EvalRow, Vec<Vec<u32>>)> {
     let threads = threads.clamp(1, queries.len().max(1));
     let chunk = queries.len().div_ceil(threads).max(1);
     let params = SearchParams::new(k, ef);

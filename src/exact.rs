@@ -25,7 +25,13 @@ impl Ord for Entry {
 
 /// The `k` nearest rows to `query` (already normalized under cosine), nearest
 /// first, written to `out`.
-pub fn knn_into(rows: Rows<'_, f32>, kernel: &Kernel<f32>, query: &[f32], k: usize, out: &mut Vec<Neighbor>) {
+pub fn knn_into(
+    rows: Rows<'_, f32>,
+    kernel: &Kernel<f32>,
+    query: &[f32],
+    k: usize,
+    out: &mut Vec<Neighbor>,
+) {
     out.clear();
     let k = k.min(rows.len());
     if k == 0 {
@@ -52,7 +58,13 @@ pub fn knn_into(rows: Rows<'_, f32>, kernel: &Kernel<f32>, query: &[f32], k: usi
 
 /// Exact top-`k` for many raw queries on `threads` threads. Queries are
 /// normalized here under cosine; a zero query under cosine gets no results.
-pub fn knn_batch(rows: Rows<'_, f32>, metric: Metric, queries: &[Vec<f32>], k: usize, threads: usize) -> Vec<Vec<Neighbor>> {
+pub fn knn_batch(
+    rows: Rows<'_, f32>,
+    metric: Metric,
+    queries: &[Vec<f32>],
+    k: usize,
+    threads: usize,
+) -> Vec<Vec<Neighbor>> {
     let kernel = Kernel::<f32>::new(metric, 1.0);
     let mut results = vec![Vec::new(); queries.len()];
     let threads = threads.clamp(1, queries.len().max(1));

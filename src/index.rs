@@ -9,7 +9,10 @@ use crate::distance::{f32_to_bf16, normalize, Element, Kernel, Metric, Storage};
 use crate::error::{Error, Result};
 use crate::exact;
 use crate::graph::GraphView;
-use crate::search::{hnsw_search, prefetch, Cancel, Deadline, NoCancel, Neighbor, Scratch, ScratchPool, SearchStats, Space};
+use crate::search::{
+    hnsw_search, prefetch, Cancel, Deadline, Neighbor, NoCancel, Scratch, ScratchPool, SearchStats,
+    Space,
+};
 use crate::snapshot::Snapshot;
 use crate::vectors::{Quantizer, Rows, VectorSlice};
 
@@ -82,9 +85,7 @@ impl IndexParts<'_> {
         scratch.q_f32.clear();
         scratch.q_f32.extend_from_slice(query);
         if self.metric == Metric::Cosine && !normalize(&mut scratch.q_f32) {
-            return Err(Error::invalid(
-                "a zero query vector has no cosine distance",
-            ));
+            return Err(Error::invalid("a zero query vector has no cosine distance"));
         }
         match self.vectors.storage() {
             Storage::F32 => {}
@@ -104,15 +105,27 @@ impl IndexParts<'_> {
 
     /// Search for the `k` nearest neighbours of `query`, writing them to `out`
     /// nearest first. Allocates nothing once `scratch` and `out` are warm.
-    pub fn search_into(&self, query: &[f32], params: &SearchParams, scratch: &mut Scratch, out: &mut Vec<Neighbor>) -> Result<SearchStats> {
+    pub fn search_into(
+        &self,
+        query: &[f32],
+        params: &SearchParams,
+        scratch: &mut Scratch,
+        out: &mut Vec<Neighbor>,
+    ) -> Result<SearchStats> {
         if params.k == 0 {
             return Err(Error::invalid("k must be at least 1"));
         }
         if params.k > MAX_K {
-            return Err(Error::invalid(format!("k = {} exceeds the maximum {MAX_K}", params.k)));
+            return Err(Error::invalid(format!(
+                "k = {} exceeds the maximum {MAX_K}",
+                params.k
+            )));
         }
         if params.ef > MAX_EF {
-            return Err(Error::invalid(format!("ef = {} exceeds the maximum {MAX_EF}", params.ef)));
+            return Err(Error::invalid(format!(
+                "ef = {} exceeds the maximum {MAX_EF}",
+                params.ef
+            )));
         }
         self.prepare_query(query, scratch)?;
         out.clear();
@@ -158,7 +171,12 @@ impl IndexParts<'_> {
         Ok(stats)
     }
 
-    fn traverse<C: Cancel>(&self, ef: usize, scratch: &mut Scratch, cancel: &C) -> Result<SearchStats> {
+    fn traverse<C: Cancel>(
+        &self,
+        ef: usize,
+        scratch: &mut Scratch,
+        cancel: &C,
+    ) -> Result<SearchStats> {
         match self.vectors {
             VectorSlice::F32(rows) => {
                 let q = std::mem::take(&mut scratch.q_f32);
@@ -183,7 +201,15 @@ impl IndexParts<'_> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run<E: Element, C: Cancel>(graph: &GraphView<'_>, rows: Rows<'_, E>, metric: Metric, q: &[E], ef: usize, scratch: &mut Scratch, cancel: &C) -> Result<SearchStats> {
+fn run<E: Element, C: Cancel>(
+    graph: &GraphView<'_>,
+    rows: Rows<'_, E>,
+    metric: Metric,
+    q: &[E],
+    ef: usize,
+    scratch: &mut Scratch,
+    cancel: &C,
+) -> Result<SearchStats> {
     // Traversal distances only need to rank like the true ones (i8 codes are
     // scaled per query), so the kernel's scale is 1; results are re-ranked.
     let space = Space::new(rows, Kernel::new(metric, 1.0), q);
@@ -228,7 +254,12 @@ impl Index {
     }
 
     /// Search with a pooled scratch space, into a caller-owned buffer.
-    pub fn search_into(&self, query: &[f32], params: &SearchParams, out: &mut Vec<Neighbor>) -> Result<SearchStats> {
+    pub fn search_into(
+        &self,
+        query: &[f32],
+        params: &SearchParams,
+        out: &mut Vec<Neighbor>,
+    ) -> Result<SearchStats> {
         let mut scratch = self.pool.get();
         self.parts().search_into(query, params, &mut scratch, out)
     }

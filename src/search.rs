@@ -312,7 +312,15 @@ pub(crate) fn search_layer<L: Links, E: Element, C: Cancel>(
     scratch.pool.clear();
     for &(id, dist) in entries {
         if scratch.visit(id) {
-            insert(&mut scratch.pool, ef, Candidate { dist, id, expanded: false });
+            insert(
+                &mut scratch.pool,
+                ef,
+                Candidate {
+                    dist,
+                    id,
+                    expanded: false,
+                },
+            );
         }
     }
     let mut cursor = 0;
@@ -346,7 +354,15 @@ pub(crate) fn search_layer<L: Links, E: Element, C: Cancel>(
             stats.distances += 1;
             let pool = &mut scratch.pool;
             if pool.len() < ef || d < pool[pool.len() - 1].dist {
-                let pos = insert(pool, ef, Candidate { dist: d, id: nb, expanded: false });
+                let pos = insert(
+                    pool,
+                    ef,
+                    Candidate {
+                        dist: d,
+                        id: nb,
+                        expanded: false,
+                    },
+                );
                 next = next.min(pos);
                 // A candidate that enters the beam is likely to be expanded
                 // soon: start fetching its links now, not when it is popped.
@@ -397,6 +413,15 @@ pub fn hnsw_search<E: Element, C: Cancel>(
     let d = space.distance(ep);
     stats.distances += 1;
     let (node, dist) = greedy_descent(graph, space, ep, d, graph.max_level as usize, 0, &mut stats);
-    search_layer(graph, space, &[(node, dist)], 0, ef, scratch, cancel, &mut stats)?;
+    search_layer(
+        graph,
+        space,
+        &[(node, dist)],
+        0,
+        ef,
+        scratch,
+        cancel,
+        &mut stats,
+    )?;
     Ok(stats)
 }

@@ -117,7 +117,8 @@ impl Quantizer {
             }
             Metric::Cosine | Metric::Dot => (0..dim)
                 .map(|j| {
-                    let mut mags: Vec<f32> = rows.iter().map(|r| (r[j] - offsets[j]).abs()).collect();
+                    let mut mags: Vec<f32> =
+                        rows.iter().map(|r| (r[j] - offsets[j]).abs()).collect();
                     quantile(&mut mags)
                 })
                 .collect(),
@@ -130,7 +131,12 @@ impl Quantizer {
     }
 
     /// Rebuild from stored parameters; `None` if they are unusable.
-    pub fn from_parts(metric: Metric, offsets: Vec<f32>, scales: Vec<f32>, dim: usize) -> Option<Quantizer> {
+    pub fn from_parts(
+        metric: Metric,
+        offsets: Vec<f32>,
+        scales: Vec<f32>,
+        dim: usize,
+    ) -> Option<Quantizer> {
         let ok = offsets.len() == dim
             && scales.len() == dim
             && offsets.iter().all(|x| x.is_finite())
@@ -165,7 +171,11 @@ impl Quantizer {
                     .zip(&self.scales)
                     .fold(0f32, |m, (x, s)| m.max((x * s).abs()));
                 let step = i8_scale(max);
-                out.extend(q.iter().zip(&self.scales).map(|(x, s)| quantize_i8(x * s, step)));
+                out.extend(
+                    q.iter()
+                        .zip(&self.scales)
+                        .map(|(x, s)| quantize_i8(x * s, step)),
+                );
             }
         }
     }
@@ -207,7 +217,9 @@ impl Encoding {
     pub fn encode_row(&self, row: &[f32], stride_bytes: usize, out: &mut Vec<u8>) {
         let start = out.len();
         match self {
-            Encoding::F32 => row.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Encoding::F32 => row
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
             Encoding::Bf16 => row
                 .iter()
                 .for_each(|x| out.extend_from_slice(&f32_to_bf16(*x).to_le_bytes())),
@@ -255,15 +267,29 @@ impl EncodedVectors {
     }
 
     pub fn slice(&self) -> VectorSlice<'_> {
-        typed_rows(self.encoding.storage(), self.bytes(), self.dim, self.stride_bytes)
-            .expect("encoded vectors are aligned by construction")
+        typed_rows(
+            self.encoding.storage(),
+            self.bytes(),
+            self.dim,
+            self.stride_bytes,
+        )
+        .expect("encoded vectors are aligned by construction")
     }
 }
 
 /// Cast raw row bytes to typed rows; `None` if misaligned or mis-sized.
-pub fn typed_rows(storage: Storage, bytes: &[u8], dim: usize, stride_bytes: usize) -> Option<VectorSlice<'_>> {
+pub fn typed_rows(
+    storage: Storage,
+    bytes: &[u8],
+    dim: usize,
+    stride_bytes: usize,
+) -> Option<VectorSlice<'_>> {
     let es = storage.element_size();
-    if stride_bytes == 0 || stride_bytes % es != 0 || bytes.len() % stride_bytes != 0 || dim * es > stride_bytes {
+    if stride_bytes == 0
+        || stride_bytes % es != 0
+        || bytes.len() % stride_bytes != 0
+        || dim * es > stride_bytes
+    {
         return None;
     }
     let stride = stride_bytes / es;

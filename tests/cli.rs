@@ -28,9 +28,29 @@ fn build_inspect_verify_search_eval() {
     let data = fathom::synth::clustered(2000, 16, 8, 5);
     write_fvecs(&base, 16, &data).unwrap();
     let ids = dir.path().join("ids.txt");
-    std::fs::write(&ids, (0..2000).map(|i| format!("track:{i}\n")).collect::<String>()).unwrap();
+    std::fs::write(
+        &ids,
+        (0..2000)
+            .map(|i| format!("track:{i}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
     let out = dir.path().join("t.fathom");
-    let o = fathom(&["build", "--input", s(&base), "--ids", s(&ids), "--metric", "l2", "--m", "8", "--ef-construction", "64", "--output", s(&out)]);
+    let o = fathom(&[
+        "build",
+        "--input",
+        s(&base),
+        "--ids",
+        s(&ids),
+        "--metric",
+        "l2",
+        "--m",
+        "8",
+        "--ef-construction",
+        "64",
+        "--output",
+        s(&out),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("2000 vectors"));
 
@@ -51,7 +71,17 @@ fn build_inspect_verify_search_eval() {
     // Searching with a stored vector finds that item first.
     let q = dir.path().join("q.fvecs");
     write_fvecs(&q, 16, &data[16 * 42..16 * 44]).unwrap();
-    let o = fathom(&["search", s(&out), "--query-file", s(&q), "--row", "0", "-k", "3", "--json"]);
+    let o = fathom(&[
+        "search",
+        s(&out),
+        "--query-file",
+        s(&q),
+        "--row",
+        "0",
+        "-k",
+        "3",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["hits"][0]["id"], "track:42");
@@ -61,7 +91,19 @@ fn build_inspect_verify_search_eval() {
     // eval with ground truth: ids are base rows.
     let gt = dir.path().join("gt.ivecs");
     write_ivecs(&gt, &[vec![42, 1, 2], vec![43, 1, 2]]).unwrap();
-    let o = fathom(&["eval", s(&out), "--queries", s(&q), "--ground-truth", s(&gt), "-k", "1", "--ef", "16,32", "--json"]);
+    let o = fathom(&[
+        "eval",
+        s(&out),
+        "--queries",
+        s(&q),
+        "--ground-truth",
+        s(&gt),
+        "-k",
+        "1",
+        "--ef",
+        "16,32",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
         .lines()
@@ -69,13 +111,31 @@ fn build_inspect_verify_search_eval() {
         .collect();
     assert_eq!(lines.len(), 2);
     for l in &lines {
-        for f in ["ef", "k", "recall", "qps", "p50_us", "p99_us", "mean_distances"] {
+        for f in [
+            "ef",
+            "k",
+            "recall",
+            "qps",
+            "p50_us",
+            "p99_us",
+            "mean_distances",
+        ] {
             assert!(l.get(f).is_some(), "missing {f}");
         }
         assert_eq!(l["recall"], 1.0);
     }
     // Without ground truth it computes the exact answer itself.
-    let o = fathom(&["eval", s(&out), "--queries", s(&q), "-k", "5", "--ef", "64", "--json"]);
+    let o = fathom(&[
+        "eval",
+        s(&out),
+        "--queries",
+        s(&q),
+        "-k",
+        "5",
+        "--ef",
+        "64",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
 
     // Bad queries are errors, not crashes.
@@ -83,7 +143,10 @@ fn build_inspect_verify_search_eval() {
         (vec!["-k", "0", "--vector", "1,2"], "k must"),
         (vec!["-k", "1000000000", "--id", "track:1"], "exceeds"),
         (vec!["--vector", "1,2,3"], "dimension"),
-        (vec!["--vector", "NaN,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1"], "not finite"),
+        (
+            vec!["--vector", "NaN,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1"],
+            "not finite",
+        ),
         (vec!["--id", "nope"], "not in"),
     ] {
         let mut a = vec!["search", s(&out)];
@@ -112,7 +175,10 @@ fn expect_build_failure(dir: &Path, input: &Path, extra: &[&str], needle: &str) 
     let o = fathom(&args);
     assert!(!o.status.success(), "{needle}: build succeeded");
     let err = stderr(&o);
-    assert!(err.to_lowercase().contains(&needle.to_lowercase()), "expected {needle:?} in {err:?}");
+    assert!(
+        err.to_lowercase().contains(&needle.to_lowercase()),
+        "expected {needle:?} in {err:?}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     assert!(!out.exists(), "{needle}: output written");
 }
@@ -126,7 +192,10 @@ fn bad_inputs_fail_cleanly() {
         std::fs::write(&p, bytes).unwrap();
         p
     };
-    let ragged = f("ragged.fvecs", &fvecs_bytes(&[&[1.0, 2.0], &[1.0, 2.0, 3.0]]));
+    let ragged = f(
+        "ragged.fvecs",
+        &fvecs_bytes(&[&[1.0, 2.0], &[1.0, 2.0, 3.0]]),
+    );
     expect_build_failure(d, &ragged, &[], "dimension 3, but row 0 has 2");
     let nan = f("nan.fvecs", &fvecs_bytes(&[&[1.0, 2.0], &[f32::NAN, 2.0]]));
     expect_build_failure(d, &nan, &[], "NaN");
@@ -136,7 +205,10 @@ fn bad_inputs_fail_cleanly() {
     expect_build_failure(d, &zero, &["--metric", "cosine"], "all-zero");
     let empty = f("empty.fvecs", b"");
     expect_build_failure(d, &empty, &[], "no vectors");
-    let good = f("good.fvecs", &fvecs_bytes(&[&[1.0, 2.0], &[3.0, 4.0], &[5.0, 6.0]]));
+    let good = f(
+        "good.fvecs",
+        &fvecs_bytes(&[&[1.0, 2.0], &[3.0, 4.0], &[5.0, 6.0]]),
+    );
     let dup_ids = f("dup.txt", b"a\nb\na\n");
     expect_build_failure(d, &good, &["--ids", s(&dup_ids)], "duplicate id");
     let few_ids = f("few.txt", b"a\nb\n");
@@ -147,7 +219,10 @@ fn bad_inputs_fail_cleanly() {
     expect_build_failure(d, &truncated, &[], "truncated");
     let unknown = f("data.csv", b"1,2\n");
     expect_build_failure(d, &unknown, &[], "unknown file type");
-    let jsonl = f("dup.jsonl", b"{\"id\":\"a\",\"vector\":[1,2]}\n{\"id\":\"a\",\"vector\":[3,4]}\n");
+    let jsonl = f(
+        "dup.jsonl",
+        b"{\"id\":\"a\",\"vector\":[1,2]}\n{\"id\":\"a\",\"vector\":[3,4]}\n",
+    );
     expect_build_failure(d, &jsonl, &[], "duplicate id");
     let missing = f("missing.jsonl", b"{\"id\":\"a\"}\n");
     expect_build_failure(d, &missing, &[], "vector");

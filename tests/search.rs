@@ -8,7 +8,12 @@ use fathom::eval::mean_recall;
 use fathom::search::{Scratch, SearchStats};
 use fathom::{Error, Index, Metric, SearchParams, Storage};
 
-fn search_all(parts: &fathom::index::IndexParts<'_>, queries: &[Vec<f32>], k: usize, ef: usize) -> Vec<Vec<u32>> {
+fn search_all(
+    parts: &fathom::index::IndexParts<'_>,
+    queries: &[Vec<f32>],
+    k: usize,
+    ef: usize,
+) -> Vec<Vec<u32>> {
     let mut scratch = Scratch::new(parts.len());
     let mut out = Vec::new();
     queries
@@ -40,7 +45,11 @@ fn recall_for_builder(builder: BuilderKind, efc: usize) {
                 "seed {SEED} builder {} metric {metric} storage {storage}: recall@{k} at ef=64 = {r:.4}",
                 builder.name()
             );
-            assert!(r >= RECALL_FLOOR, "{} {metric} {storage}: recall {r:.4} < {RECALL_FLOOR} (seed {SEED})", builder.name());
+            assert!(
+                r >= RECALL_FLOOR,
+                "{} {metric} {storage}: recall {r:.4} < {RECALL_FLOOR} (seed {SEED})",
+                builder.name()
+            );
         }
     }
 }
@@ -61,8 +70,20 @@ fn recall_hnsw_rs_builder() {
 fn builders_reach_comparable_recall() {
     let (n, dim, nq, k) = (5_000, 32, 100, 10);
     let queries = queries(nq, dim, SEED);
-    let a = build_with(dataset(n, dim, SEED), Metric::L2, Storage::F32, BuilderKind::Fathom, 100);
-    let b = build_with(dataset(n, dim, SEED), Metric::L2, Storage::F32, BuilderKind::HnswRs, 100);
+    let a = build_with(
+        dataset(n, dim, SEED),
+        Metric::L2,
+        Storage::F32,
+        BuilderKind::Fathom,
+        100,
+    );
+    let b = build_with(
+        dataset(n, dim, SEED),
+        Metric::L2,
+        Storage::F32,
+        BuilderKind::HnswRs,
+        100,
+    );
     let truth = truth(&a, &queries, k);
     let ra = mean_recall(&search_all(&a.parts(), &queries, k, 32), &truth, k);
     let rb = mean_recall(&search_all(&b.parts(), &queries, k, 32), &truth, k);
@@ -75,14 +96,23 @@ fn mapped_search_equals_in_memory_search() {
     let dir = tempfile::tempdir().unwrap();
     let queries = queries(100, 32, SEED);
     for storage in [Storage::F32, Storage::Bf16, Storage::I8] {
-        let built = build_with(dataset(3000, 32, SEED), Metric::Cosine, storage, BuilderKind::Fathom, 100);
+        let built = build_with(
+            dataset(3000, 32, SEED),
+            Metric::Cosine,
+            storage,
+            BuilderKind::Fathom,
+            100,
+        );
         let path = write(&built, dir.path(), "m.fathom");
         let index = Index::open(&path).unwrap();
         let mut scratch = Scratch::new(built.len());
         let mut mem = Vec::new();
         for q in &queries {
             let p = SearchParams::new(10, 40);
-            let s1: SearchStats = built.parts().search_into(q, &p, &mut scratch, &mut mem).unwrap();
+            let s1: SearchStats = built
+                .parts()
+                .search_into(q, &p, &mut scratch, &mut mem)
+                .unwrap();
             let mut mapped = Vec::new();
             let s2 = index.search_into(q, &p, &mut mapped).unwrap();
             assert_eq!(mem, mapped, "{storage}");
@@ -109,7 +139,12 @@ fn k_larger_than_the_index_returns_it_all_sorted() {
     let mut out = Vec::new();
     built
         .parts()
-        .search_into(&[0.1; 8], &SearchParams::new(1000, 0), &mut scratch, &mut out)
+        .search_into(
+            &[0.1; 8],
+            &SearchParams::new(1000, 0),
+            &mut scratch,
+            &mut out,
+        )
         .unwrap();
     assert_eq!(out.len(), 30);
     assert!(out.windows(2).all(|w| w[0].distance <= w[1].distance));
@@ -123,7 +158,9 @@ fn a_one_vector_index_works() {
     let dir = tempfile::tempdir().unwrap();
     let built = tiny(vec![1.0, 2.0, 3.0], 3, Metric::Cosine);
     let index = Index::open(write(&built, dir.path(), "one.fathom")).unwrap();
-    let hits = index.search(&[1.0, 2.0, 3.0], &SearchParams::new(5, 0)).unwrap();
+    let hits = index
+        .search(&[1.0, 2.0, 3.0], &SearchParams::new(5, 0))
+        .unwrap();
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].id, 0);
     assert!(hits[0].distance.abs() < 1e-6);
@@ -140,7 +177,12 @@ fn duplicate_vectors_are_fine() {
     let mut out = Vec::new();
     built
         .parts()
-        .search_into(&[2.0, 1.0, 2.0, -1.0], &SearchParams::new(10, 32), &mut scratch, &mut out)
+        .search_into(
+            &[2.0, 1.0, 2.0, -1.0],
+            &SearchParams::new(10, 32),
+            &mut scratch,
+            &mut out,
+        )
         .unwrap();
     assert_eq!(out.len(), 10);
     assert!(out.iter().all(|n| n.distance == 0.0), "{out:?}");
@@ -152,7 +194,9 @@ fn bad_queries_get_clear_errors() {
     let parts = built.parts();
     let mut scratch = Scratch::new(300);
     let mut out = Vec::new();
-    let mut run = |q: &[f32], k: usize| parts.search_into(q, &SearchParams::new(k, 16), &mut scratch, &mut out);
+    let mut run = |q: &[f32], k: usize| {
+        parts.search_into(q, &SearchParams::new(k, 16), &mut scratch, &mut out)
+    };
     let msg = |r: fathom::Result<SearchStats>| match r {
         Err(Error::InvalidArgument(m)) => m,
         other => panic!("expected InvalidArgument, got {other:?}"),
@@ -184,6 +228,8 @@ fn a_deadline_in_the_past_stops_the_search() {
     let mut out = Vec::new();
     let mut p = SearchParams::new(10, 2000);
     p.deadline = Some(std::time::Instant::now());
-    let r = built.parts().search_into(&[0.3; 16], &p, &mut scratch, &mut out);
+    let r = built
+        .parts()
+        .search_into(&[0.3; 16], &p, &mut scratch, &mut out);
     assert!(matches!(r, Err(Error::DeadlineExceeded)), "{r:?}");
 }

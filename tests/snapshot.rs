@@ -111,7 +111,10 @@ fn damaged_header_or_manifest_fails_open() {
     let mut b = good.clone();
     b[8..12].copy_from_slice(&(fathom::snapshot::FORMAT_VERSION + 1).to_le_bytes());
     let e = open_err(&b);
-    assert!(matches!(e, Error::Incompatible { found, .. } if found == fathom::snapshot::FORMAT_VERSION + 1), "{e}");
+    assert!(
+        matches!(e, Error::Incompatible { found, .. } if found == fathom::snapshot::FORMAT_VERSION + 1),
+        "{e}"
+    );
     assert!(e.to_string().contains("incompatible"));
 
     // A flipped byte in the header or manifest.

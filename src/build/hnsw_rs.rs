@@ -31,7 +31,14 @@ impl Distance<f32> for SimdDistance {
 /// hnsw_rs caps its layers at 16.
 const HNSW_RS_MAX_LAYER: usize = 16;
 
-pub fn build_graph(vectors: &[f32], dim: usize, metric: Metric, m: usize, ef_construction: usize, threads: usize) -> Graph {
+pub fn build_graph(
+    vectors: &[f32],
+    dim: usize,
+    metric: Metric,
+    m: usize,
+    ef_construction: usize,
+    threads: usize,
+) -> Graph {
     let n = vectors.len() / dim;
     // Largest squared norm bounds |dot|, so dot + shift >= 0 for any pair.
     let dot_shift = vectors
@@ -45,8 +52,15 @@ pub fn build_graph(vectors: &[f32], dim: usize, metric: Metric, m: usize, ef_con
         ef_construction,
         SimdDistance { metric, dot_shift },
     );
-    let data: Vec<(&[f32], usize)> = vectors.chunks_exact(dim).enumerate().map(|(i, r)| (r, i)).collect();
-    match rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build() {
+    let data: Vec<(&[f32], usize)> = vectors
+        .chunks_exact(dim)
+        .enumerate()
+        .map(|(i, r)| (r, i))
+        .collect();
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+    {
         Ok(pool) => pool.install(|| hnsw.parallel_insert_slice(&data)),
         Err(_) => hnsw.parallel_insert_slice(&data),
     }

@@ -110,10 +110,7 @@ fn extension(path: &Path) -> String {
 }
 
 fn unknown_type(path: &Path) -> Error {
-    Error::input(
-        path,
-        "unknown file type (expected .fvecs, .npy or .jsonl)",
-    )
+    Error::input(path, "unknown file type (expected .fvecs, .npy or .jsonl)")
 }
 
 fn open(path: &Path) -> Result<BufReader<File>> {
@@ -269,9 +266,12 @@ pub fn read_npy(path: &Path) -> Result<(usize, Vec<f32>)> {
             descr.split(',').next().unwrap_or("")
         )));
     }
-    let fortran = field("fortran_order").ok_or_else(|| bad("header has no fortran_order".into()))?;
+    let fortran =
+        field("fortran_order").ok_or_else(|| bad("header has no fortran_order".into()))?;
     if !fortran.starts_with("False") {
-        return Err(bad("Fortran-order arrays are not supported; save in C order".into()));
+        return Err(bad(
+            "Fortran-order arrays are not supported; save in C order".into(),
+        ));
     }
     let shape = field("shape").ok_or_else(|| bad("header has no shape".into()))?;
     let inner = shape
@@ -285,9 +285,7 @@ pub fn read_npy(path: &Path) -> Result<(usize, Vec<f32>)> {
         .collect::<Result<_, _>>()
         .map_err(|_| bad(format!("malformed shape ({inner})")))?;
     let [n, dim] = dims[..] else {
-        return Err(bad(format!(
-            "expected a 2-D array, found shape ({inner})"
-        )));
+        return Err(bad(format!("expected a 2-D array, found shape ({inner})")));
     };
     if n == 0 || dim == 0 {
         return Err(bad("the array is empty".into()));
@@ -422,7 +420,8 @@ mod tests {
     use proptest::prelude::*;
 
     fn npy_bytes(n: usize, dim: usize, data: &[f32]) -> Vec<u8> {
-        let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {dim}), }}");
+        let mut header =
+            format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {dim}), }}");
         while (10 + header.len() + 1) % 64 != 0 {
             header.push(' ');
         }
@@ -430,7 +429,8 @@ mod tests {
         let mut b = b"\x93NUMPY\x01\x00".to_vec();
         b.extend_from_slice(&(header.len() as u16).to_le_bytes());
         b.extend_from_slice(header.as_bytes());
-        data.iter().for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
+        data.iter()
+            .for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
         b
     }
 

@@ -45,7 +45,9 @@ impl std::str::FromStr for BuilderKind {
         match s {
             "fathom" => Ok(BuilderKind::Fathom),
             "hnsw-rs" | "hnsw_rs" => Ok(BuilderKind::HnswRs),
-            _ => Err(format!("unknown builder {s:?} (expected fathom or hnsw-rs)")),
+            _ => Err(format!(
+                "unknown builder {s:?} (expected fathom or hnsw-rs)"
+            )),
         }
     }
 }
@@ -94,10 +96,18 @@ pub struct BuiltIndex {
 
 /// Validate `ds` and build its graph. `progress(done, total)` is called from
 /// builder threads as nodes are inserted.
-pub fn build(mut ds: Dataset, input: &Path, opts: &BuildOptions, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<BuiltIndex> {
+pub fn build(
+    mut ds: Dataset,
+    input: &Path,
+    opts: &BuildOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<BuiltIndex> {
     ds.validate(input, opts.metric)?;
     if opts.m < 2 || opts.m > 128 {
-        return Err(Error::invalid(format!("m must be within 2..=128, got {}", opts.m)));
+        return Err(Error::invalid(format!(
+            "m must be within 2..=128, got {}",
+            opts.m
+        )));
     }
     if opts.ef_construction == 0 || opts.ef_construction > 10_000 {
         return Err(Error::invalid(format!(
@@ -129,7 +139,14 @@ pub fn build(mut ds: Dataset, input: &Path, opts: &BuildOptions, progress: &(dyn
             &|done| progress(done, n),
         ),
         BuilderKind::HnswRs => {
-            let g = hnsw_rs::build_graph(&ds.vectors, ds.dim, opts.metric, opts.m, opts.ef_construction, opts.threads);
+            let g = hnsw_rs::build_graph(
+                &ds.vectors,
+                ds.dim,
+                opts.metric,
+                opts.m,
+                opts.ef_construction,
+                opts.threads,
+            );
             progress(n, n);
             g
         }
@@ -164,9 +181,14 @@ impl BuiltIndex {
 
     /// Search the in-memory graph exactly as a snapshot of it would be.
     pub fn parts(&self) -> IndexParts<'_> {
-        let enc = self
-            .encoded
-            .get_or_init(|| EncodedVectors::new(self.options.storage, self.options.metric, &self.vectors, self.dim));
+        let enc = self.encoded.get_or_init(|| {
+            EncodedVectors::new(
+                self.options.storage,
+                self.options.metric,
+                &self.vectors,
+                self.dim,
+            )
+        });
         IndexParts {
             metric: self.options.metric,
             dim: self.dim,

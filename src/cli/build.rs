@@ -79,8 +79,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
             .progress_chars("=> "),
     );
     bar.set_message(format!("building {}", a.output.display()));
-    let built = build(ds, &a.input, &opts, &|done, _| bar.set_position(done as u64))
-        .with_context(|| format!("building from {}", a.input.display()))?;
+    let built = build(ds, &a.input, &opts, &|done, _| {
+        bar.set_position(done as u64)
+    })
+    .with_context(|| format!("building from {}", a.input.display()))?;
     bar.finish_and_clear();
     let input_name = a
         .input

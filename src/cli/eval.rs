@@ -38,15 +38,19 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    let efs = parse_list(&a.ef).map_err(anyhow::Error::msg).context("parsing --ef")?;
+    let efs = parse_list(&a.ef)
+        .map_err(anyhow::Error::msg)
+        .context("parsing --ef")?;
     if efs.is_empty() {
         bail!("--ef needs at least one value");
     }
     if a.k == 0 {
         bail!("k must be at least 1");
     }
-    let index = Index::open(&a.snapshot).with_context(|| format!("opening {}", a.snapshot.display()))?;
-    let (dim, rows) = read_vectors(&a.queries).with_context(|| format!("reading {}", a.queries.display()))?;
+    let index =
+        Index::open(&a.snapshot).with_context(|| format!("opening {}", a.snapshot.display()))?;
+    let (dim, rows) =
+        read_vectors(&a.queries).with_context(|| format!("reading {}", a.queries.display()))?;
     if dim != index.snapshot().dim() {
         bail!(
             "queries have dimension {dim}, the snapshot has {}",
@@ -61,21 +65,41 @@ pub fn run(a: Args) -> Result<ExitCode> {
         Some(p) => {
             let gt = read_ivecs(p).with_context(|| format!("reading {}", p.display()))?;
             if gt.len() < queries.len() {
-                bail!("{} has {} rows for {} queries", p.display(), gt.len(), queries.len());
+                bail!(
+                    "{} has {} rows for {} queries",
+                    p.display(),
+                    gt.len(),
+                    queries.len()
+                );
             }
             if gt[0].len() < a.k {
-                bail!("{} has {} neighbours a row, fewer than k = {}", p.display(), gt[0].len(), a.k);
+                bail!(
+                    "{} has {} neighbours a row, fewer than k = {}",
+                    p.display(),
+                    gt[0].len(),
+                    a.k
+                );
             }
             gt
         }
         None => {
             let t = std::time::Instant::now();
-            let gt = knn_batch(index.snapshot().vectors_f32(), index.snapshot().metric(), &queries, a.k, default_threads())
-                .into_iter()
-                .map(|r| r.into_iter().map(|n| n.id).collect())
-                .collect();
+            let gt = knn_batch(
+                index.snapshot().vectors_f32(),
+                index.snapshot().metric(),
+                &queries,
+                a.k,
+                default_threads(),
+            )
+            .into_iter()
+            .map(|r| r.into_iter().map(|n| n.id).collect())
+            .collect();
             if !a.json {
-                eprintln!("exact ground truth for {} queries in {:.2}s", queries.len(), t.elapsed().as_secs_f64());
+                eprintln!(
+                    "exact ground truth for {} queries in {:.2}s",
+                    queries.len(),
+                    t.elapsed().as_secs_f64()
+                );
             }
             gt
         }
@@ -90,7 +114,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         );
     }
     for &ef in &efs {
-        let (row, _) = evaluate(&index, &queries, &truth, a.k, ef, a.threads).context("searching")?;
+        let (row, _) =
+            evaluate(&index, &queries, &truth, a.k, ef, a.threads).context("searching")?;
         if a.json {
             println!("{}", serde_json::to_string(&row)?);
         } else {

@@ -120,7 +120,10 @@ pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
         }
     );
     if s.storage() == fathom::Storage::I8 {
-        let (lo, hi) = m.quant_scales.iter().fold((f32::MAX, 0f32), |(a, b), s| (a.min(*s), b.max(*s)));
+        let (lo, hi) = m
+            .quant_scales
+            .iter()
+            .fold((f32::MAX, 0f32), |(a, b), s| (a.min(*s), b.max(*s)));
         println!("i8 quantizer    per-dimension offsets; steps {lo:.3e}..{hi:.3e}");
     }
     println!(

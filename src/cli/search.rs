@@ -36,17 +36,25 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let opened = std::time::Instant::now();
-    let index = Index::open(&a.snapshot).with_context(|| format!("opening {}", a.snapshot.display()))?;
+    let index =
+        Index::open(&a.snapshot).with_context(|| format!("opening {}", a.snapshot.display()))?;
     let open_us = opened.elapsed().as_secs_f64() * 1e6;
     let query: Vec<f32> = if let Some(path) = &a.query_file {
-        let (dim, rows) = read_vectors(path).with_context(|| format!("reading {}", path.display()))?;
+        let (dim, rows) =
+            read_vectors(path).with_context(|| format!("reading {}", path.display()))?;
         let n = rows.len() / dim;
         if a.row >= n {
-            bail!("--row {} is out of range: {} holds {n} queries", a.row, path.display());
+            bail!(
+                "--row {} is out of range: {} holds {n} queries",
+                a.row,
+                path.display()
+            );
         }
         rows[a.row * dim..(a.row + 1) * dim].to_vec()
     } else if let Some(v) = &a.vector {
-        parse_vector(v).map_err(anyhow::Error::msg).context("parsing --vector")?
+        parse_vector(v)
+            .map_err(anyhow::Error::msg)
+            .context("parsing --vector")?
     } else if let Some(id) = &a.id {
         match index.vector_of(id) {
             Some(v) => v.to_vec(),
@@ -56,14 +64,19 @@ pub fn run(a: Args) -> Result<ExitCode> {
         bail!("give a query: --query-file FILE [--row N], --vector X,Y,.. or --id ID");
     };
     let searched = std::time::Instant::now();
-    let hits = index.search(&query, &SearchParams::new(a.k, a.ef)).context("searching")?;
+    let hits = index
+        .search(&query, &SearchParams::new(a.k, a.ef))
+        .context("searching")?;
     let search_us = searched.elapsed().as_secs_f64() * 1e6;
     if a.json {
         let v: Vec<_> = hits
             .iter()
             .map(|h| json!({"id": index.id(h.id), "node": h.id, "distance": h.distance}))
             .collect();
-        println!("{}", json!({ "hits": v, "open_us": open_us, "search_us": search_us }));
+        println!(
+            "{}",
+            json!({ "hits": v, "open_us": open_us, "search_us": search_us })
+        );
     } else {
         for (rank, h) in hits.iter().enumerate() {
             println!("{:>4}  {:<32}  {:.6}", rank + 1, index.id(h.id), h.distance);

@@ -40,13 +40,16 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
+    std::fs::create_dir_all(&a.out_dir)
+        .with_context(|| format!("creating {}", a.out_dir.display()))?;
     let t = Instant::now();
     let base = fathom::synth::clustered(a.n, a.dim, a.clusters, a.seed);
     let queries = fathom::synth::clustered_queries(a.queries, a.dim, a.clusters, a.seed);
     write_fvecs(&a.out_dir.join("base.fvecs"), a.dim, &base)?;
     write_fvecs(&a.out_dir.join("query.fvecs"), a.dim, &queries.concat())?;
-    let ids: String = (1..=a.n).map(|i| format!("{}:{i:06}\n", a.id_prefix)).collect();
+    let ids: String = (1..=a.n)
+        .map(|i| format!("{}:{i:06}\n", a.id_prefix))
+        .collect();
     std::fs::write(a.out_dir.join("ids.txt"), ids)?;
     let mut normalized;
     let rows_data = if a.metric == Metric::Cosine {

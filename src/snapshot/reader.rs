@@ -71,8 +71,8 @@ impl Snapshot {
         }
         let manifest = rkyv::from_bytes::<Manifest, rkyv::rancor::BoxedError>(m_bytes)
             .map_err(|e| corrupt(format!("manifest does not decode: {e}")))?;
-        let (metric, storage, quantizer, sections) = validate_manifest(&manifest, map.len() as u64)
-            .map_err(corrupt)?;
+        let (metric, storage, quantizer, sections) =
+            validate_manifest(&manifest, map.len() as u64).map_err(corrupt)?;
         Ok(Snapshot {
             path: path.to_path_buf(),
             map,
@@ -230,7 +230,12 @@ fn string_at<'a>(offsets: &[u64], bytes: &'a [u8], i: u32) -> Option<&'a str> {
     std::str::from_utf8(bytes.get(s..e)?).ok()
 }
 
-type Validated = (Metric, Storage, Option<Quantizer>, HashMap<SectionKind, (usize, usize)>);
+type Validated = (
+    Metric,
+    Storage,
+    Option<Quantizer>,
+    HashMap<SectionKind, (usize, usize)>,
+);
 
 /// Check the manifest against itself and the file length. Every later slice
 /// access relies on what this establishes.
@@ -255,8 +260,13 @@ fn validate_manifest(m: &Manifest, file_len: u64) -> Result<Validated, String> {
     }
     let quantizer = if storage == Storage::I8 {
         Some(
-            Quantizer::from_parts(metric, m.quant_offsets.clone(), m.quant_scales.clone(), dim as usize)
-                .ok_or("bad i8 quantization parameters")?,
+            Quantizer::from_parts(
+                metric,
+                m.quant_offsets.clone(),
+                m.quant_scales.clone(),
+                dim as usize,
+            )
+            .ok_or("bad i8 quantization parameters")?,
         )
     } else {
         None
@@ -275,7 +285,8 @@ fn validate_manifest(m: &Manifest, file_len: u64) -> Result<Validated, String> {
     }
     let mut sections = HashMap::new();
     for e in &m.sections {
-        let kind = SectionKind::from_u32(e.kind).ok_or(format!("unknown section tag {}", e.kind))?;
+        let kind =
+            SectionKind::from_u32(e.kind).ok_or(format!("unknown section tag {}", e.kind))?;
         let end = e
             .offset
             .checked_add(e.len)
@@ -288,7 +299,10 @@ fn validate_manifest(m: &Manifest, file_len: u64) -> Result<Validated, String> {
                 e.len
             ));
         }
-        if sections.insert(kind, (e.offset as usize, e.len as usize)).is_some() {
+        if sections
+            .insert(kind, (e.offset as usize, e.len as usize))
+            .is_some()
+        {
             return Err(format!("section {} appears twice", kind.name()));
         }
     }

@@ -23,7 +23,9 @@ pub fn verify(snap: &Snapshot) -> VerifyReport {
     let mut entries = snap.manifest().sections.clone();
     entries.sort_by_key(|e| e.offset);
     for e in &entries {
-        let kind = SectionKind::from_u32(e.kind).map(|k| k.name()).unwrap_or("?");
+        let kind = SectionKind::from_u32(e.kind)
+            .map(|k| k.name())
+            .unwrap_or("?");
         let bytes = SectionKind::from_u32(e.kind)
             .map(|k| snap.section_bytes(k))
             .unwrap_or(&[]);
@@ -71,7 +73,9 @@ fn check_padding(snap: &Snapshot, sorted: &[super::SectionEntry], problems: &mut
 
 fn check_vectors(snap: &Snapshot, problems: &mut Vec<String>) {
     let bad = match snap.vectors() {
-        VectorSlice::F32(r) => (0..r.len() as u32).find(|&i| r.row(i).iter().any(|x| !x.is_finite())),
+        VectorSlice::F32(r) => {
+            (0..r.len() as u32).find(|&i| r.row(i).iter().any(|x| !x.is_finite()))
+        }
         VectorSlice::Bf16(r) => (0..r.len() as u32).find(|&i| {
             r.row(i)
                 .iter()
@@ -84,7 +88,9 @@ fn check_vectors(snap: &Snapshot, problems: &mut Vec<String>) {
     }
     let f = snap.vectors_f32();
     if let Some(i) = (0..f.len() as u32).find(|&i| f.row(i).iter().any(|x| !x.is_finite())) {
-        problems.push(format!("section vectors_f32: row {i} holds a non-finite value"));
+        problems.push(format!(
+            "section vectors_f32: row {i} holds a non-finite value"
+        ));
     }
 }
 
@@ -100,7 +106,9 @@ fn check_graph(snap: &Snapshot, problems: &mut Vec<String>) {
     let mut acc = 0u64;
     for (i, &l) in g.levels.iter().enumerate() {
         if g.upper_offsets[i] as u64 != acc {
-            push(format!("section upper_offsets: node {i} offset disagrees with levels"));
+            push(format!(
+                "section upper_offsets: node {i} offset disagrees with levels"
+            ));
             return;
         }
         acc += l as u64;
@@ -163,7 +171,8 @@ fn check_graph(snap: &Snapshot, problems: &mut Vec<String>) {
 
 fn check_ids(snap: &Snapshot, problems: &mut Vec<String>) {
     let n = snap.len() as u32;
-    let offsets: &[u64] = bytemuck::try_cast_slice(snap.section_bytes(SectionKind::IdOffsets)).unwrap_or(&[]);
+    let offsets: &[u64] =
+        bytemuck::try_cast_slice(snap.section_bytes(SectionKind::IdOffsets)).unwrap_or(&[]);
     let id_bytes = snap.section_bytes(SectionKind::IdBytes).len() as u64;
     if offsets.first() != Some(&0)
         || offsets.windows(2).any(|w| w[0] > w[1])
@@ -176,7 +185,8 @@ fn check_ids(snap: &Snapshot, problems: &mut Vec<String>) {
         problems.push(format!("section id_bytes: id {i} is not UTF-8"));
         return;
     }
-    let sorted: &[u32] = bytemuck::try_cast_slice(snap.section_bytes(SectionKind::IdSorted)).unwrap_or(&[]);
+    let sorted: &[u32] =
+        bytemuck::try_cast_slice(snap.section_bytes(SectionKind::IdSorted)).unwrap_or(&[]);
     let mut seen = vec![false; n as usize];
     for &node in sorted {
         if node >= n || std::mem::replace(&mut seen[node as usize], true) {

@@ -106,7 +106,11 @@ struct SectionWriter {
 }
 
 impl SectionWriter {
-    fn section(&mut self, kind: SectionKind, fill: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>) -> Result<()> {
+    fn section(
+        &mut self,
+        kind: SectionKind,
+        fill: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>,
+    ) -> Result<()> {
         let start = align_up(self.pos);
         let pad = (start - self.pos) as usize;
         self.out
@@ -186,9 +190,8 @@ fn write_to(tmp: &Path, c: &SnapshotContents<'_>, count: usize) -> Result<u64> {
     // the sections start.
     // vectors, links0, levels, upper_offsets, upper_links, id_offsets,
     // id_bytes, id_sorted; then the optional ones.
-    let n_sections = 8
-        + usize::from(c.storage != Storage::F32)
-        + 2 * usize::from(c.attributes.is_some());
+    let n_sections =
+        8 + usize::from(c.storage != Storage::F32) + 2 * usize::from(c.attributes.is_some());
     manifest.sections = vec![
         SectionEntry {
             kind: 0,
@@ -248,7 +251,12 @@ fn write_to(tmp: &Path, c: &SnapshotContents<'_>, count: usize) -> Result<u64> {
     }
     w.slice(SectionKind::IdSorted, &order)?;
     if let Some(attrs) = c.attributes {
-        write_strings(&mut w, SectionKind::AttrOffsets, SectionKind::AttrBytes, attrs)?;
+        write_strings(
+            &mut w,
+            SectionKind::AttrOffsets,
+            SectionKind::AttrBytes,
+            attrs,
+        )?;
     }
     let file_len = align_up(w.pos);
     let pad = (file_len - w.pos) as usize;
@@ -273,12 +281,19 @@ fn write_to(tmp: &Path, c: &SnapshotContents<'_>, count: usize) -> Result<u64> {
     out.seek(SeekFrom::Start(0)).map_err(io)?;
     out.write_all(&header.encode()).map_err(io)?;
     out.write_all(&bytes).map_err(io)?;
-    let file = out.into_inner().map_err(|e| Error::io(tmp, e.into_error()))?;
+    let file = out
+        .into_inner()
+        .map_err(|e| Error::io(tmp, e.into_error()))?;
     file.sync_all().map_err(io)?;
     Ok(file_len)
 }
 
-fn write_strings(w: &mut SectionWriter, offsets: SectionKind, bytes: SectionKind, items: &[String]) -> Result<()> {
+fn write_strings(
+    w: &mut SectionWriter,
+    offsets: SectionKind,
+    bytes: SectionKind,
+    items: &[String],
+) -> Result<()> {
     let mut acc = 0u64;
     let offs: Vec<u64> = std::iter::once(0)
         .chain(items.iter().map(|s| {

@@ -26,7 +26,13 @@ pub fn queries(nq: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
     fathom::synth::clustered_queries(nq, dim, 32, seed)
 }
 
-pub fn build_with(ds: Dataset, metric: Metric, storage: Storage, builder: BuilderKind, efc: usize) -> BuiltIndex {
+pub fn build_with(
+    ds: Dataset,
+    metric: Metric,
+    storage: Storage,
+    builder: BuilderKind,
+    efc: usize,
+) -> BuiltIndex {
     let opts = BuildOptions {
         metric,
         storage,
