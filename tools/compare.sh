@@ -23,7 +23,7 @@
 #                            (search always runs on 1 thread)
 #   STORAGES="f32 i8 bf16"   fathom storage variants
 #   PEERS=hnswlib,voyager,usearch,faiss,annoy
-#   REPEATS=1                peers: time each batch this many times, keep the
+#   REPEATS=1                time each ef this many times, keep the
 #                            fastest (helps on small query sets / busy machines)
 #   FATHOM_BIN=path          use this fathom binary instead of building one
 #   SKIP_FATHOM=1 / SKIP_PEERS=1   run only one side (results of the
@@ -127,7 +127,7 @@ if [[ -z ${SKIP_FATHOM:-} ]]; then
 
         log "$engine: eval ef=$EFS"
         if ! "$FATHOM" eval "$snap" --queries "$QUERIES" --ground-truth "$GT" -k "$K" \
-                --ef "$EFS" --threads 1 --json > "$OUTDIR/$engine.eval.jsonl"; then
+                --ef "$EFS" --threads 1 --repeats "$REPEATS" --json > "$OUTDIR/$engine.eval.jsonl"; then
             log "$engine: eval FAILED, skipping this variant"
             continue
         fi

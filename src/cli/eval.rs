@@ -32,6 +32,10 @@ pub struct Args {
     /// Use only the first N queries.
     #[arg(long)]
     limit: Option<usize>,
+    /// Time each ef this many times and report the fastest run (shared,
+    /// noisy machines).
+    #[arg(long, default_value_t = 1)]
+    repeats: usize,
     /// One JSON object per ef, one per line.
     #[arg(long)]
     json: bool,
