@@ -47,9 +47,9 @@ struct DemoIndex {
     seed: u64,
 }
 
-/// Beam width stored in the demo snapshots: gives recall@10 ≥ 0.95 on them
+/// Beam width stored in the demo snapshots: recall@10 ≈ 0.96 on `tracks`
 /// (see docs/server.md).
-const DEMO_DEFAULT_EF: usize = 64;
+const DEMO_DEFAULT_EF: usize = 96;
 
 pub fn run(a: Args) -> Result<ExitCode> {
     super::init_logging();
@@ -93,15 +93,20 @@ fn ensure(dir: &Path, d: &DemoIndex, dim: usize) -> Result<()> {
     let path = snapshot_path(dir, d);
     if path.exists() {
         match Index::open(&path) {
-            Ok(ix) if ix.snapshot().len() == d.count && ix.snapshot().dim() == dim => {
+            Ok(ix)
+                if ix.snapshot().len() == d.count
+                    && ix.snapshot().dim() == dim
+                    && ix.snapshot().manifest().default_ef == DEMO_DEFAULT_EF as u32 =>
+            {
                 eprintln!("reusing {} ({} × {dim})", path.display(), d.count);
                 return Ok(());
             }
             Ok(ix) => eprintln!(
-                "{} holds {} × {}, not {} × {dim}: rebuilding",
+                "{} holds {} × {} (default ef {}), not {} × {dim} (default ef {DEMO_DEFAULT_EF}): rebuilding",
                 path.display(),
                 ix.snapshot().len(),
                 ix.snapshot().dim(),
+                ix.snapshot().manifest().default_ef,
                 d.count
             ),
             Err(e) => eprintln!("{} cannot be opened ({e}): rebuilding", path.display()),

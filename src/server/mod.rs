@@ -373,7 +373,10 @@ impl RunningServer {
         let _ = self.shutdown_tx.send(true);
         let mut task = self.serve_task;
         match tokio::time::timeout(self.grace, &mut task).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                tracing::info!("stopped");
+                Ok(())
+            }
             Ok(Err(e)) => Err(ServeError::Task(e.to_string())),
             Err(_) => {
                 task.abort();

@@ -1,0 +1,273 @@
+//! Measure a running `fathom serve` / `fathom demo` over loopback against
+//! in-process search on the same snapshot, queries and ef. Used for the
+//! numbers in docs/server.md:
+//!
+//! ```text
+//! cargo run --release --example loadgen -- --snapshot demo-catalog/tracks.fathom \
+//!     --target 127.0.0.1:50051 --index tracks --ef 64
+//! ```
+//!
+//! Queries are held out from the demo's own distribution (the same seeded
+//! clusters as `fathom demo` builds `tracks` from, drawn after its items).
+//! Reports recall@k of in-process search against brute force; in-process
+//! latency (one thread); Search latency over gRPC at concurrency 1; a
+//! closed-loop throughput sweep over concurrency; and BatchSearch at
+//! several batch sizes. The client shares the machine with the server: its
+//! own CPU use is printed beside each run.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fathom::client::Client;
+use fathom::{exact, synth, Index, SearchParams};
+use hdrhistogram::Histogram;
+
+struct Args {
+    snapshot: PathBuf,
+    target: String,
+    index: String,
+    ef: usize,
+    k: usize,
+    queries: usize,
+    clusters: usize,
+    seed: u64,
+    duration: Duration,
+    concurrency: Vec<usize>,
+    batches: Vec<usize>,
+    connections: usize,
+    write_queries: Option<PathBuf>,
+    skip_in_process: bool,
+    server_pid: Option<u32>,
+}
+
+fn parse() -> Args {
+    let mut a = Args {
+        snapshot: PathBuf::from("demo-catalog/tracks.fathom"),
+        target: "127.0.0.1:50051".into(),
+        index: "tracks".into(),
+        ef: 64,
+        k: 10,
+        queries: 2000,
+        clusters: 64,
+        seed: 2024,
+        duration: Duration::from_secs(5),
+        concurrency: vec![1, 2, 4, 8, 16, 32],
+        batches: vec![1, 8, 32, 128],
+        connections: 4,
+        write_queries: None,
+        skip_in_process: false,
+        server_pid: None,
+    };
+    let mut it = std::env::args().skip(1);
+    let list = |s: String| -> Vec<usize> {
+        s.split(',')
+            .map(|x| x.trim().parse().expect("number"))
+            .collect()
+    };
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--snapshot" => a.snapshot = val().into(),
+            "--target" => a.target = val(),
+            "--index" => a.index = val(),
+            "--ef" => a.ef = val().parse().expect("ef"),
+            "-k" => a.k = val().parse().expect("k"),
+            "--queries" => a.queries = val().parse().expect("queries"),
+            "--clusters" => a.clusters = val().parse().expect("clusters"),
+            "--seed" => a.seed = val().parse().expect("seed"),
+            "--duration" => a.duration = Duration::from_secs_f64(val().parse().expect("seconds")),
+            "--concurrency" => a.concurrency = list(val()),
+            "--batch" => a.batches = list(val()),
+            "--connections" => a.connections = val().parse().expect("connections"),
+            "--write-queries" => a.write_queries = Some(val().into()),
+            "--skip-in-process" => a.skip_in_process = true,
+            "--server-pid" => a.server_pid = Some(val().parse().expect("pid")),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+fn us(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// User + system CPU seconds of this process so far.
+fn cpu_seconds() -> f64 {
+    cpu_seconds_of("self")
+}
+
+/// User + system CPU seconds of process `pid` ("self" for this one).
+fn cpu_seconds_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, r)| r.split(' ').collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 (1-based) of the whole line.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn main() {
+    let a = parse();
+    let index = Index::open(&a.snapshot).expect("open snapshot");
+    let dim = index.snapshot().dim();
+    let queries = synth::clustered_queries(a.queries, dim, a.clusters, a.seed);
+    if let Some(p) = &a.write_queries {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(p).expect("create"));
+        for q in &queries {
+            f.write_all(&(dim as i32).to_le_bytes()).unwrap();
+            for x in q {
+                f.write_all(&x.to_le_bytes()).unwrap();
+            }
+        }
+        f.flush().unwrap();
+        println!("wrote {} queries to {}", queries.len(), p.display());
+    }
+    let params = SearchParams::new(a.k, a.ef);
+
+    if !a.skip_in_process {
+        let truth = exact::knn_batch(
+            index.snapshot().vectors_f32(),
+            index.snapshot().metric(),
+            &queries,
+            a.k,
+            2,
+        );
+        let mut recall = 0.0;
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        let mut out = Vec::new();
+        // Warm the pages and the scratch pool first.
+        for q in queries.iter().take(500) {
+            index.search_into(q, &params, &mut out).unwrap();
+        }
+        for (q, t) in queries.iter().zip(&truth) {
+            let start = Instant::now();
+            index.search_into(q, &params, &mut out).unwrap();
+            h.record(start.elapsed().as_nanos() as u64).unwrap();
+            let found: Vec<u32> = out.iter().map(|x| x.id).collect();
+            recall += t.iter().filter(|x| found.contains(&x.id)).count() as f64 / a.k as f64;
+        }
+        println!(
+            "in-process  ef={} k={}: recall@{} {:.4}  p50 {:.1} µs  p99 {:.1} µs  ({} queries, 1 thread)",
+            a.ef,
+            a.k,
+            a.k,
+            recall / queries.len() as f64,
+            us(&h, 0.5),
+            us(&h, 0.99),
+            queries.len()
+        );
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..a.connections.max(1) {
+            clients.push(Client::connect(&a.target, Duration::from_secs(3)).await.expect("connect"));
+        }
+        let queries = Arc::new(queries);
+        // Sequential Search over one connection: the per-call overhead.
+        {
+            let c = &clients[0];
+            for q in queries.iter().take(500) {
+                c.search(&a.index, q, a.k as u32, a.ef as u32).await.unwrap();
+            }
+            let mut h = Histogram::<u64>::new(3).unwrap();
+            for q in queries.iter() {
+                let start = Instant::now();
+                c.search(&a.index, q, a.k as u32, a.ef as u32).await.unwrap();
+                h.record(start.elapsed().as_nanos() as u64).unwrap();
+            }
+            println!(
+                "grpc Search ef={} concurrency 1: p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs",
+                a.ef,
+                us(&h, 0.5),
+                us(&h, 0.99),
+                us(&h, 0.999)
+            );
+        }
+        // Closed loop over concurrency (and batch size).
+        println!(
+            "{:>5} {:>5} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7} {:>7} {:>12}",
+            "batch", "conc", "calls/s", "queries/s", "p50_us", "p99_us", "errors", "cli_cpu", "srv_cpu", "srv_us/query"
+        );
+        for &batch in &a.batches {
+            for &conc in &a.concurrency {
+                let stop = Arc::new(AtomicBool::new(false));
+                let mut tasks = Vec::new();
+                let cpu0 = cpu_seconds();
+                let server = a.server_pid.map(|p| p.to_string());
+                let srv0 = server.as_deref().map_or(0.0, cpu_seconds_of);
+                let t0 = Instant::now();
+                for w in 0..conc {
+                    let c = clients[w % clients.len()].clone();
+                    let (stop, queries, index) = (stop.clone(), queries.clone(), a.index.clone());
+                    let (k, ef) = (a.k as u32, a.ef as u32);
+                    tasks.push(tokio::spawn(async move {
+                        let mut h = Histogram::<u64>::new(3).unwrap();
+                        let mut errors = 0u64;
+                        let mut i = w * 7919;
+                        while !stop.load(Ordering::Relaxed) {
+                            let start = Instant::now();
+                            let ok = if batch == 1 {
+                                c.search(&index, &queries[i % queries.len()], k, ef).await.is_ok()
+                            } else {
+                                let qs: Vec<&[f32]> = (0..batch)
+                                    .map(|j| queries[(i + j) % queries.len()].as_slice())
+                                    .collect();
+                                c.batch_search(&index, &qs, k, ef).await.is_ok()
+                            };
+                            if ok {
+                                h.record(start.elapsed().as_nanos() as u64).unwrap();
+                            } else {
+                                errors += 1;
+                            }
+                            i += batch;
+                        }
+                        (h, errors)
+                    }));
+                }
+                tokio::time::sleep(a.duration).await;
+                stop.store(true, Ordering::Relaxed);
+                let mut h = Histogram::<u64>::new(3).unwrap();
+                let mut errors = 0;
+                for t in tasks {
+                    let (th, e) = t.await.unwrap();
+                    h.add(th).unwrap();
+                    errors += e;
+                }
+                let secs = t0.elapsed().as_secs_f64();
+                let cpu = (cpu_seconds() - cpu0) / secs;
+                let srv = server.as_deref().map_or(0.0, cpu_seconds_of) - srv0;
+                let calls = h.len() as f64 / secs;
+                println!(
+                    "{:>5} {:>5} {:>10.0} {:>10.0} {:>10.1} {:>10.1} {:>9} {:>6.0}% {:>6.0}% {:>12.1}",
+                    batch,
+                    conc,
+                    calls,
+                    calls * batch as f64,
+                    us(&h, 0.5),
+                    us(&h, 0.99),
+                    errors,
+                    cpu * 100.0,
+                    srv / secs * 100.0,
+                    srv * 1e6 / (h.len() as f64 * batch as f64)
+                );
+            }
+        }
+    });
+}
