@@ -1,12 +1,14 @@
 //! Command-line front end: parse flags with clap, call the library, report
 //! errors with context. Each subcommand lives in its own file.
 
+mod bench;
 mod build;
 mod demo;
 mod eval;
 mod inspect;
 mod search;
 mod serve;
+mod synth;
 
 use std::process::ExitCode;
 
@@ -31,10 +33,15 @@ enum Command {
     Search(search::Args),
     /// Measure recall, latency and QPS over a query set, for a sweep of ef.
     Eval(eval::Args),
+    /// Write a seeded clustered dataset with queries and exact ground truth.
+    Synth(synth::Args),
     /// Serve named snapshots over gRPC (health, reflection, hot reload, metrics).
     Serve(serve::Args),
     /// Make a demo catalog on first run (tracks, episodes), then serve it.
     Demo(demo::Args),
+    /// Load a running server over gRPC: latency percentiles, QPS, status
+    /// codes and recall (closed or open loop, ef sweeps).
+    Bench(bench::Args),
 }
 
 /// Exit code for failures the user can fix (bad input, bad file).
@@ -48,8 +55,10 @@ pub fn run() -> ExitCode {
         Command::Verify(a) => inspect::run_verify(a),
         Command::Search(a) => search::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Synth(a) => synth::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(code) => code,

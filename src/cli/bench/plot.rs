@@ -1,0 +1,86 @@
+//! The recall-against-p99 chart of an ef sweep, as SVG (plotters).
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use plotters::prelude::*;
+
+use super::report::Report;
+
+/// Refuse, before any load, a chart path this build cannot write.
+pub fn check_path(path: &Path) -> Result<()> {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if ext != "svg" {
+        bail!(
+            "--plot {}: only .svg charts are supported (convert to PNG with any SVG tool)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// One point per report with both a recall and a p99, labelled with its ef
+/// and joined in ef order: up and to the left is better.
+pub fn recall_vs_p99(path: &Path, reports: &[Report]) -> Result<()> {
+    let mut points: Vec<(u32, f64, f64)> = reports
+        .iter()
+        .filter_map(|r| Some((r.ef, r.p99_us?, r.recall?)))
+        .collect();
+    if points.is_empty() {
+        bail!("no measurement has both a recall and a p99 to plot");
+    }
+    points.sort_by_key(|p| p.0);
+    let first = &reports[0];
+    let max_x = points.iter().map(|p| p.1).fold(0.0, f64::max) * 1.15;
+    let min_y = points.iter().map(|p| p.2).fold(1.0, f64::min);
+    let y_lo = (min_y - 0.05).clamp(0.0, 0.95);
+    let mode = match first.rate {
+        None => format!("closed loop, {} callers", first.concurrency),
+        Some(rate) => format!("open loop, {rate:.0} calls/s"),
+    };
+    let title = format!(
+        "fathom bench: recall@{} vs p99, index {} ({mode})",
+        first.k, first.index
+    );
+
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..max_x.max(1.0), y_lo..1.0)
+        .map_err(draw_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("p99 latency per call (µs)")
+        .y_desc(format!("recall@{}", first.k))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.2}"))
+        .draw()
+        .map_err(draw_err)?;
+    let colour = RGBColor(31, 119, 180);
+    chart
+        .draw_series(LineSeries::new(
+            points.iter().map(|&(_, x, y)| (x, y)),
+            colour.stroke_width(2),
+        ))
+        .map_err(draw_err)?;
+    chart
+        .draw_series(points.iter().map(|&(ef, x, y)| {
+            EmptyElement::at((x, y))
+                + Circle::new((0, 0), 5, colour.filled())
+                + Text::new(format!("ef {ef}"), (8, -18), ("sans-serif", 14))
+        }))
+        .map_err(draw_err)?;
+    root.present().map_err(draw_err)?;
+    Ok(())
+}
+
+fn draw_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("drawing the chart: {e}")
+}
