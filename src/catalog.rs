@@ -37,19 +37,16 @@ pub enum CatalogError {
     #[error("invalid index name {name:?}: {reason}")]
     BadName { name: String, reason: String },
 
-    /// Opening or verifying an index's snapshot failed.
-    #[error("index {name:?}: {source}")]
-    Load {
-        name: String,
-        #[source]
-        source: Error,
-    },
+    /// Opening or verifying an index's snapshot failed. (The engine error is
+    /// in the message, and not also a `source`, so that error chains do not
+    /// print it twice.)
+    #[error("index {name:?}: {error}")]
+    Load { name: String, error: Error },
 
-    #[error("cannot read catalog folder {path}: {source}")]
+    #[error("cannot read catalog folder {path}: {error}")]
     Folder {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     #[error("catalog folder {0} holds no *.fathom snapshot")]
@@ -60,7 +57,7 @@ impl CatalogError {
     /// The engine error underneath, if this is a load failure.
     pub fn engine_error(&self) -> Option<&Error> {
         match self {
-            CatalogError::Load { source, .. } => Some(source),
+            CatalogError::Load { error, .. } => Some(error),
             _ => None,
         }
     }
@@ -222,9 +219,9 @@ impl Catalog {
             return Err(CatalogError::DuplicateName(name.to_string()));
         }
         let loaded = Arc::new(
-            load(path, self.options).map_err(|source| CatalogError::Load {
+            load(path, self.options).map_err(|error| CatalogError::Load {
                 name: name.to_string(),
-                source,
+                error,
             })?,
         );
         let slot = Arc::new(Slot {
@@ -357,15 +354,15 @@ impl Catalog {
                 state.last_error = None;
                 Ok(Reloaded::Swapped(loaded))
             }
-            Err(source) => {
+            Err(error) => {
                 state.reload_failures += 1;
                 state.last_error = Some(LoadFailure {
-                    message: source.to_string(),
+                    message: error.to_string(),
                     at: SystemTime::now(),
                 });
                 Err(CatalogError::Load {
                     name: slot.name.clone(),
-                    source,
+                    error,
                 })
             }
         }
@@ -417,9 +414,9 @@ fn load(path: &Path, options: LoadOptions) -> Result<Loaded, Error> {
 /// The snapshots of a catalog folder, named by file stem, sorted by name.
 /// Hidden files (such as the writer's temporary files) are skipped.
 pub fn scan_folder(dir: &Path) -> Result<Vec<(String, PathBuf)>, CatalogError> {
-    let folder_err = |source| CatalogError::Folder {
+    let folder_err = |error| CatalogError::Folder {
         path: dir.to_path_buf(),
-        source,
+        error,
     };
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(folder_err)? {

@@ -41,7 +41,13 @@ pub enum ClientError {
 
     /// The server (or the transport) answered with a non-OK status.
     #[error("{}: {}", crate::server::status::code_name(.0.code()), .0.message())]
-    Rpc(#[from] Status),
+    Rpc(Status),
+}
+
+impl From<Status> for ClientError {
+    fn from(s: Status) -> ClientError {
+        ClientError::Rpc(s)
+    }
 }
 
 impl ClientError {

@@ -95,20 +95,21 @@ impl Default for ServeConfig {
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot listen on {addr}: {source}")]
+    // Causes are in the messages and not also `source`s, so that error
+    // chains do not print them twice.
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("cannot start the search thread pool: {0}")]
-    Pool(#[from] rayon::ThreadPoolBuildError),
+    Pool(rayon::ThreadPoolBuildError),
     #[error("cannot watch the catalog folders: {0}")]
-    Watch(#[from] notify::Error),
+    Watch(notify::Error),
     #[error("cannot build the reflection service: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
+    Reflection(tonic_reflection::server::Error),
     #[error("cannot start the async runtime: {0}")]
-    Runtime(#[source] std::io::Error),
+    Runtime(std::io::Error),
     #[error("the server task failed: {0}")]
     Task(String),
 }
@@ -226,14 +227,14 @@ pub async fn start(
         permits: Arc::new(Semaphore::new(config.limits.max_concurrency)),
         limits: config.limits.clone(),
         default_ef: config.default_ef,
-        executor: exec::Executor::new(config.search_threads)?,
+        executor: exec::Executor::new(config.search_threads).map_err(ServeError::Pool)?,
         shutting_down: AtomicBool::new(false),
     });
     let (shutdown_tx, shutdown_rx) = tokio_watch::channel(false);
 
-    let bind_err = |source| ServeError::Bind {
+    let bind_err = |error| ServeError::Bind {
         addr: config.listen,
-        source,
+        error,
     };
     let listener = TcpListener::bind(config.listen).await.map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
@@ -243,10 +244,10 @@ pub async fn start(
         Some(m) => {
             let listener = tokio::net::TcpListener::bind(m)
                 .await
-                .map_err(|source| ServeError::Bind { addr: m, source })?;
+                .map_err(|error| ServeError::Bind { addr: m, error })?;
             let local = listener
                 .local_addr()
-                .map_err(|source| ServeError::Bind { addr: m, source })?;
+                .map_err(|error| ServeError::Bind { addr: m, error })?;
             tokio::spawn(metrics::serve(
                 listener,
                 Arc::clone(&metrics),
@@ -257,7 +258,7 @@ pub async fn start(
     };
 
     let watcher = if config.watch {
-        Some(watch::start(Arc::clone(&shared), shutdown_rx.clone())?)
+        Some(watch::start(Arc::clone(&shared), shutdown_rx.clone()).map_err(ServeError::Watch)?)
     } else {
         None
     };
@@ -271,11 +272,13 @@ pub async fn start(
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+        .build_v1()
+        .map_err(ServeError::Reflection)?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+        .build_v1alpha()
+        .map_err(ServeError::Reflection)?;
     let retrieval = pb::retrieval_server::RetrievalServer::new(RetrievalService {
         shared: Arc::clone(&shared),
     })

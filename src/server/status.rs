@@ -99,7 +99,7 @@ fn catalog_code(e: &CatalogError) -> Code {
         CatalogError::UnknownIndex(_) => Code::NotFound,
         CatalogError::DuplicateName(_) => Code::AlreadyExists,
         CatalogError::BadName { .. } => Code::InvalidArgument,
-        CatalogError::Load { source, .. } => engine_code(source),
+        CatalogError::Load { error, .. } => engine_code(error),
         CatalogError::Folder { .. } => Code::Internal,
         CatalogError::EmptyFolder(_) => Code::FailedPrecondition,
     }
@@ -160,7 +160,7 @@ mod tests {
     fn catalog_load_errors_keep_the_engine_code() {
         let e = CatalogError::Load {
             name: "tracks".into(),
-            source: Error::Corrupt {
+            error: Error::Corrupt {
                 path: PathBuf::from("x"),
                 reason: "checksum".into(),
             },
