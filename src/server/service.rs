@@ -71,12 +71,14 @@ pub struct RetrievalService {
 /// caller sees this server's DEADLINE_EXCEEDED, not a transport timeout.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(2);
 
-/// One RPC being handled: times it and counts it when it finishes.
+/// One RPC being handled: times it and counts it when it finishes, or as
+/// CANCELLED when the caller goes away first (its future is dropped).
 struct Call<'a> {
     shared: &'a Shared,
     method: &'static str,
     index: String,
     start: Instant,
+    finished: bool,
     _in_flight: super::metrics::InFlight,
 }
 
@@ -94,23 +96,37 @@ impl<'a> Call<'a> {
             method,
             index,
             start: Instant::now(),
+            finished: false,
             _in_flight: shared.metrics.in_flight(),
         }
     }
 
-    fn finish<T>(self, result: Result<T, RequestError>) -> Result<Response<T>, Status> {
+    fn finish<T>(mut self, result: Result<T, RequestError>) -> Result<Response<T>, Status> {
         let result = result.map(Response::new).map_err(Status::from);
         let code = match &result {
             Ok(_) => tonic::Code::Ok,
             Err(s) => s.code(),
         };
+        self.record(code);
+        result
+    }
+
+    fn record(&mut self, code: tonic::Code) {
+        self.finished = true;
         self.shared.metrics.observe(
             self.method,
             &self.index,
             code_name(code),
             self.start.elapsed(),
         );
-        result
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.record(tonic::Code::Cancelled);
+        }
     }
 }
 
