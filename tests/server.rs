@@ -101,7 +101,7 @@ fn config(limits: Limits, watch: bool) -> ServeConfig {
         metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         limits,
         default_ef: None,
-        search_threads: SearchThreads::Pool(2),
+        search_threads: SearchThreads::default(),
         watch,
         shutdown_grace: Duration::from_secs(10),
     }
@@ -159,13 +159,23 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_and_batch_equal_in_process_search() {
+    for threads in [
+        SearchThreads::Auto,
+        SearchThreads::Inline,
+        SearchThreads::Blocking,
+        SearchThreads::Pool(2),
+    ] {
+        search_and_batch_equal_in_process_search_with(threads).await;
+    }
+}
+
+async fn search_and_batch_equal_in_process_search_with(threads: SearchThreads) {
     let path = prebuilt("v0");
-    let (server, client) = serve(
-        &[("items", path.clone())],
-        None,
-        config(Limits::default(), false),
-    )
-    .await;
+    let config = ServeConfig {
+        search_threads: threads,
+        ..config(Limits::default(), false)
+    };
+    let (server, client) = serve(&[("items", path.clone())], None, config).await;
     let index = Index::open(&path).unwrap();
     let qs = queries(40, DIM, 77);
     for (k, ef) in [(10, 0), (10, 48), (1, 16), (25, 200)] {
@@ -185,7 +195,7 @@ async fn search_and_batch_equal_in_process_search() {
                 .into_iter()
                 .map(|h| (h.id, h.distance))
                 .collect();
-            assert_eq!(got, want, "Search k={k} ef={ef}");
+            assert_eq!(got, want, "Search k={k} ef={ef} ({threads})");
             expected.push(want);
         }
         let batch = client
@@ -196,7 +206,7 @@ async fn search_and_batch_equal_in_process_search() {
             .into_iter()
             .map(|hits| hits.into_iter().map(|h| (h.id, h.distance)).collect())
             .collect();
-        assert_eq!(batch, expected, "BatchSearch k={k} ef={ef}");
+        assert_eq!(batch, expected, "BatchSearch k={k} ef={ef} ({threads})");
     }
     // An empty batch is a valid, empty answer.
     let none: Vec<Vec<f32>> = Vec::new();
@@ -359,7 +369,7 @@ async fn deadline_stops_a_long_batch() {
     )
     .await;
     let batch = slow_batch();
-    let timed = client.clone().with_timeout(Duration::from_millis(60));
+    let timed = client.clone().with_timeout(Duration::from_millis(100));
     let start = Instant::now();
     assert_eq!(
         code(timed.batch_search("slow", &batch, 10, SLOW_EF).await),

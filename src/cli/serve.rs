@@ -51,8 +51,9 @@ pub struct ServeFlags {
     /// Largest request message, in bytes.
     #[arg(long, default_value_t = Limits::default().max_message_bytes)]
     pub max_message_bytes: usize,
-    /// Where searches run: pool (dedicated threads, one per core), pool:N,
-    /// blocking (tokio's blocking pool) or inline (on the async workers).
+    /// Where searches run: auto (single searches inline on the async
+    /// workers, batches on tokio's blocking pool), inline, blocking, pool
+    /// (dedicated threads, one per core) or pool:N.
     #[arg(long, default_value_t = SearchThreads::default())]
     pub search_threads: SearchThreads,
     /// Do not watch the snapshot folders for renamed-in files.

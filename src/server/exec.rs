@@ -1,8 +1,10 @@
-//! Where searches run. Search is CPU-bound; run inline it occupies an async
+//! Where searches run. Search is CPU-bound: run inline, it occupies an async
 //! worker thread for its whole duration, and the HTTP/2 work of every other
-//! connection on that worker waits behind it. The server can search inline,
-//! on tokio's blocking pool, or on a dedicated pool of search threads; which
-//! is the default, and why, is measured in `docs/server.md`.
+//! connection on that worker waits behind it; handed to another thread, it
+//! pays two thread wake-ups per call. The server can search inline, on
+//! tokio's blocking pool, on a dedicated pool of search threads, or (`auto`,
+//! the default) inline for single searches and on the blocking pool for
+//! batches. The measurements behind the default are in `docs/server.md`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,8 +14,12 @@ use tokio::sync::oneshot;
 use super::status::RequestError;
 
 /// Which threads run searches (`fathom serve --search-threads`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SearchThreads {
+    /// Single searches inline (about 0.1 ms, no hand-off), batches on
+    /// tokio's blocking pool (they may take many milliseconds).
+    #[default]
+    Auto,
     /// On the async runtime's worker threads, inside the handler.
     Inline,
     /// On tokio's blocking pool (`spawn_blocking`).
@@ -22,15 +28,10 @@ pub enum SearchThreads {
     Pool(usize),
 }
 
-impl Default for SearchThreads {
-    fn default() -> Self {
-        SearchThreads::Pool(0)
-    }
-}
-
 impl fmt::Display for SearchThreads {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            SearchThreads::Auto => f.write_str("auto"),
             SearchThreads::Inline => f.write_str("inline"),
             SearchThreads::Blocking => f.write_str("blocking"),
             SearchThreads::Pool(0) => f.write_str("pool"),
@@ -43,13 +44,14 @@ impl FromStr for SearchThreads {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
+            "auto" => Ok(SearchThreads::Auto),
             "inline" => Ok(SearchThreads::Inline),
             "blocking" => Ok(SearchThreads::Blocking),
             "pool" => Ok(SearchThreads::Pool(0)),
             _ => match s.strip_prefix("pool:").map(str::parse::<usize>) {
                 Some(Ok(n)) if n > 0 => Ok(SearchThreads::Pool(n)),
                 _ => Err(format!(
-                    "unknown search threads {s:?} (expected inline, blocking, pool or pool:N)"
+                    "unknown search threads {s:?} (expected auto, inline, blocking, pool or pool:N)"
                 )),
             },
         }
@@ -58,6 +60,7 @@ impl FromStr for SearchThreads {
 
 /// Runs search closures on the configured threads.
 pub(crate) enum Executor {
+    Auto,
     Inline,
     Blocking,
     Pool(rayon::ThreadPool),
@@ -66,6 +69,7 @@ pub(crate) enum Executor {
 impl Executor {
     pub fn new(kind: SearchThreads) -> Result<Executor, rayon::ThreadPoolBuildError> {
         Ok(match kind {
+            SearchThreads::Auto => Executor::Auto,
             SearchThreads::Inline => Executor::Inline,
             SearchThreads::Blocking => Executor::Blocking,
             SearchThreads::Pool(n) => {
@@ -95,20 +99,38 @@ impl Executor {
 
     pub fn threads(&self) -> usize {
         match self {
-            Executor::Inline | Executor::Blocking => 0,
+            Executor::Auto | Executor::Inline | Executor::Blocking => 0,
             Executor::Pool(p) => p.current_num_threads(),
         }
     }
 
-    /// Run `f` and hand back its result.
+    /// Run `f`, a single search, and hand back its result.
     pub async fn run<T, F>(&self, f: F) -> Result<T, RequestError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        self.run_as(f, false).await
+    }
+
+    /// Run `f`, which may take long (a batch), and hand back its result.
+    pub async fn run_long<T, F>(&self, f: F) -> Result<T, RequestError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        self.run_as(f, true).await
+    }
+
+    async fn run_as<T, F>(&self, f: F, long: bool) -> Result<T, RequestError>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
         match self {
             Executor::Inline => Ok(f()),
-            Executor::Blocking => tokio::task::spawn_blocking(f)
+            Executor::Auto if !long => Ok(f()),
+            Executor::Auto | Executor::Blocking => tokio::task::spawn_blocking(f)
                 .await
                 .map_err(|e| RequestError::Internal(format!("search task failed: {e}"))),
             Executor::Pool(pool) => {

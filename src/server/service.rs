@@ -67,9 +67,10 @@ pub struct RetrievalService {
     pub(crate) shared: Arc<Shared>,
 }
 
-/// Answers are sent a little before the caller's deadline so that the
-/// caller sees this server's DEADLINE_EXCEEDED, not a transport timeout.
-const DEADLINE_MARGIN: Duration = Duration::from_millis(2);
+/// Answers are sent a little before the caller's deadline (this, or a tenth
+/// of the timeout if less) so that the caller gets this server's
+/// DEADLINE_EXCEEDED rather than giving up on its own first.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
 
 /// One RPC being handled: times it and counts it when it finishes, or as
 /// CANCELLED when the caller goes away first (its future is dropped).
@@ -169,18 +170,31 @@ impl Shared {
     }
 
     /// Run a search closure on the search threads, within the deadline.
-    async fn searched<T, F>(&self, deadline: Option<Instant>, f: F) -> Result<T, RequestError>
+    /// `long`: a batch, which may take many milliseconds.
+    async fn searched<T, F>(
+        &self,
+        deadline: Option<Instant>,
+        long: bool,
+        f: F,
+    ) -> Result<T, RequestError>
     where
         T: Send + 'static,
         F: FnOnce() -> Result<T, RequestError> + Send + 'static,
     {
+        let run = |f| async move {
+            if long {
+                self.executor.run_long(f).await
+            } else {
+                self.executor.run(f).await
+            }
+        };
         match deadline {
-            None => self.executor.run(f).await?,
+            None => run(f).await?,
             Some(d) => {
                 if Instant::now() >= d {
                     return Err(RequestError::DeadlineExceeded);
                 }
-                match tokio::time::timeout_at(d.into(), self.executor.run(f)).await {
+                match tokio::time::timeout_at(d.into(), run(f)).await {
                     Ok(r) => r?,
                     // Still queued or running at the deadline; the engine
                     // stops a running search itself at the same deadline.
@@ -284,7 +298,7 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
             let params = self.shared.params(req.k, req.ef, deadline)?;
             let query = req.vector;
             self.shared
-                .searched(deadline, move || {
+                .searched(deadline, false, move || {
                     let index = loaded.index();
                     let mut found = Vec::with_capacity(params.k.min(index.snapshot().len()));
                     index.search_into(&query, &params, &mut found)?;
@@ -316,7 +330,7 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
             let params = self.shared.params(req.k, req.ef, deadline)?;
             let queries = req.queries;
             self.shared
-                .searched(deadline, move || {
+                .searched(deadline, true, move || {
                     let index = loaded.index();
                     let mut found = Vec::with_capacity(params.k.min(index.snapshot().len()));
                     let mut results = Vec::with_capacity(queries.len());
@@ -456,11 +470,11 @@ mod tests {
         let now = Instant::now();
         assert_eq!(
             deadline_of(&meta("100m"), now),
-            Some(now + Duration::from_millis(98))
+            Some(now + Duration::from_millis(95))
         );
         assert_eq!(
             deadline_of(&meta("5S"), now),
-            Some(now + Duration::from_millis(4998))
+            Some(now + Duration::from_millis(4995))
         );
         assert_eq!(
             deadline_of(&meta("10u"), now),
