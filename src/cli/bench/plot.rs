@@ -1,4 +1,5 @@
-//! The recall-against-p99 chart of an ef sweep, as SVG (plotters).
+//! The recall-against-latency chart of an ef sweep (p99, with p50 for
+//! scale), as SVG (plotters).
 
 use std::path::Path;
 
@@ -23,26 +24,28 @@ pub fn check_path(path: &Path) -> Result<()> {
 }
 
 /// One point per report with both a recall and a p99, labelled with its ef
-/// and joined in ef order: up and to the left is better.
+/// and joined in ef order (up and to the left is better); the p50 of the
+/// same runs is drawn lighter for scale.
 pub fn recall_vs_p99(path: &Path, reports: &[Report]) -> Result<()> {
-    let mut points: Vec<(u32, f64, f64)> = reports
+    // (ef, p50, p99, recall)
+    let mut points: Vec<(u32, f64, f64, f64)> = reports
         .iter()
-        .filter_map(|r| Some((r.ef, r.p99_us?, r.recall?)))
+        .filter_map(|r| Some((r.ef, r.p50_us?, r.p99_us?, r.recall?)))
         .collect();
     if points.is_empty() {
         bail!("no measurement has both a recall and a p99 to plot");
     }
     points.sort_by_key(|p| p.0);
     let first = &reports[0];
-    let max_x = points.iter().map(|p| p.1).fold(0.0, f64::max) * 1.15;
-    let min_y = points.iter().map(|p| p.2).fold(1.0, f64::min);
+    let max_x = points.iter().map(|p| p.2).fold(0.0, f64::max) * 1.15;
+    let min_y = points.iter().map(|p| p.3).fold(1.0, f64::min);
     let y_lo = (min_y - 0.05).clamp(0.0, 0.95);
     let mode = match first.rate {
         None => format!("closed loop, {} callers", first.concurrency),
         Some(rate) => format!("open loop, {rate:.0} calls/s"),
     };
     let title = format!(
-        "fathom bench: recall@{} vs p99, index {} ({mode})",
+        "fathom bench: recall@{} vs latency, index {} ({mode})",
         first.k, first.index
     );
 
@@ -57,25 +60,50 @@ pub fn recall_vs_p99(path: &Path, reports: &[Report]) -> Result<()> {
         .map_err(draw_err)?;
     chart
         .configure_mesh()
-        .x_desc("p99 latency per call (µs)")
+        .x_desc("latency per call (µs)")
         .y_desc(format!("recall@{}", first.k))
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{y:.2}"))
         .draw()
         .map_err(draw_err)?;
-    let colour = RGBColor(31, 119, 180);
+    let p99 = RGBColor(31, 119, 180);
+    let p50 = RGBColor(160, 160, 160);
     chart
         .draw_series(LineSeries::new(
-            points.iter().map(|&(_, x, y)| (x, y)),
-            colour.stroke_width(2),
+            points.iter().map(|&(_, x, _, y)| (x, y)),
+            p50.stroke_width(1),
         ))
+        .map_err(draw_err)?
+        .label("p50")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], p50.stroke_width(2)));
+    chart
+        .draw_series(
+            points
+                .iter()
+                .map(|&(_, x, _, y)| Circle::new((x, y), 3, p50.filled())),
+        )
         .map_err(draw_err)?;
     chart
-        .draw_series(points.iter().map(|&(ef, x, y)| {
+        .draw_series(LineSeries::new(
+            points.iter().map(|&(_, _, x, y)| (x, y)),
+            p99.stroke_width(2),
+        ))
+        .map_err(draw_err)?
+        .label("p99")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], p99.stroke_width(2)));
+    chart
+        .draw_series(points.iter().map(|&(ef, _, x, y)| {
             EmptyElement::at((x, y))
-                + Circle::new((0, 0), 5, colour.filled())
+                + Circle::new((0, 0), 5, p99.filled())
                 + Text::new(format!("ef {ef}"), (8, -18), ("sans-serif", 14))
         }))
+        .map_err(draw_err)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK.mix(0.3))
+        .draw()
         .map_err(draw_err)?;
     root.present().map_err(draw_err)?;
     Ok(())

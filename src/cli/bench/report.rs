@@ -291,8 +291,8 @@ impl Report {
                 &mut s,
                 "client CPU",
                 format!(
-                    "{cpu:.0}% of one core ({} async threads; {} on this machine)",
-                    self.client_threads,
+                    "{cpu:.0}% of one core ({}; {} on this machine)",
+                    plural(self.client_threads, "async thread"),
                     plural(self.cores, "core")
                 ),
             );
