@@ -683,6 +683,19 @@ fn bad_inputs_fail_with_clear_messages() {
             "not a duration",
         ),
         (
+            vec![
+                "--target",
+                t,
+                "--index",
+                "items",
+                "--queries",
+                &q,
+                "--duration",
+                "99999999999s",
+            ],
+            "--duration must be at most",
+        ),
+        (
             vec!["--target", "not a url", "--index", "items", "--queries", &q],
             "invalid target",
         ),

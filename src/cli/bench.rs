@@ -101,6 +101,8 @@ pub struct Args {
 
 /// Largest number of connections `--connections` accepts.
 const MAX_CONNECTIONS: usize = 256;
+/// Longest `--duration`, `--warmup` or timeout.
+const MAX_TIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Largest `--concurrency`.
 const MAX_CONCURRENCY: usize = 100_000;
 
@@ -127,6 +129,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     if a.duration.is_zero() {
         bail!("--duration must be more than 0");
+    }
+    for (flag, d) in [
+        ("--duration", a.duration),
+        ("--warmup", a.warmup),
+        ("--timeout", a.timeout),
+        ("--connect-timeout", a.connect_timeout),
+    ] {
+        if d > MAX_TIME {
+            bail!("{flag} must be at most {} hours", MAX_TIME.as_secs() / 3600);
+        }
     }
     if a.timeout.is_zero() || a.connect_timeout.is_zero() {
         bail!("--timeout and --connect-timeout must be more than 0");
