@@ -391,28 +391,52 @@ impl RunningServer {
 
     /// Wait for SIGTERM or Ctrl-C (reloading on SIGHUP meanwhile), then shut
     /// down gracefully.
-    pub async fn run_until_signalled(self) -> Result<(), ServeError> {
+    pub async fn run_until_signalled(self, mut signals: Signals) -> Result<(), ServeError> {
         #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut term = signal(SignalKind::terminate()).map_err(ServeError::Runtime)?;
-            let mut hup = signal(SignalKind::hangup()).map_err(ServeError::Runtime)?;
-            loop {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => { tracing::info!("Ctrl-C received"); break; }
-                    _ = term.recv() => { tracing::info!("SIGTERM received"); break; }
-                    _ = hup.recv() => {
-                        tracing::info!("SIGHUP received: reloading every index");
-                        self.reload_all("sighup").await;
-                    }
+        loop {
+            tokio::select! {
+                _ = signals.int.recv() => { tracing::info!("Ctrl-C received"); break; }
+                _ = signals.term.recv() => { tracing::info!("SIGTERM received"); break; }
+                _ = signals.hup.recv() => {
+                    tracing::info!("SIGHUP received: reloading every index");
+                    self.reload_all("sighup").await;
                 }
             }
         }
         #[cfg(not(unix))]
         {
+            let _ = signals;
             let _ = tokio::signal::ctrl_c().await;
         }
         self.shutdown().await
+    }
+}
+
+/// The signals a server reacts to. Register them before the server says it
+/// is ready, so that none sent after that is missed or kills the process.
+pub struct Signals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Must be called within a tokio runtime.
+    pub fn register() -> Result<Signals, ServeError> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                int: signal(SignalKind::interrupt()).map_err(ServeError::Runtime)?,
+                term: signal(SignalKind::terminate()).map_err(ServeError::Runtime)?,
+                hup: signal(SignalKind::hangup()).map_err(ServeError::Runtime)?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
 }
 
@@ -429,8 +453,9 @@ pub fn serve_blocking(
         .build()
         .map_err(ServeError::Runtime)?;
     runtime.block_on(async move {
+        let signals = Signals::register()?;
         let server = start(config, catalog).await?;
         ready(&server);
-        server.run_until_signalled().await
+        server.run_until_signalled(signals).await
     })
 }

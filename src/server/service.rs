@@ -10,7 +10,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use super::exec::Executor;
+use super::exec::{Executor, Work};
 use super::metrics::Metrics;
 use super::pb;
 use super::reload;
@@ -170,38 +170,17 @@ impl Shared {
     }
 
     /// Run a search closure on the search threads, within the deadline.
-    /// `long`: a batch, which may take many milliseconds.
     async fn searched<T, F>(
         &self,
         deadline: Option<Instant>,
-        long: bool,
+        work: Work,
         f: F,
     ) -> Result<T, RequestError>
     where
         T: Send + 'static,
         F: FnOnce() -> Result<T, RequestError> + Send + 'static,
     {
-        let run = |f| async move {
-            if long {
-                self.executor.run_long(f).await
-            } else {
-                self.executor.run(f).await
-            }
-        };
-        match deadline {
-            None => run(f).await?,
-            Some(d) => {
-                if Instant::now() >= d {
-                    return Err(RequestError::DeadlineExceeded);
-                }
-                match tokio::time::timeout_at(d.into(), run(f)).await {
-                    Ok(r) => r?,
-                    // Still queued or running at the deadline; the engine
-                    // stops a running search itself at the same deadline.
-                    Err(_) => Err(RequestError::DeadlineExceeded),
-                }
-            }
-        }
+        within(deadline, async { self.executor.run(work, f).await? }).await
     }
 
     pub(crate) fn index_info(&self, s: &IndexStatus) -> pb::IndexInfo {
@@ -234,6 +213,55 @@ impl Shared {
             last_reload_error_at_unix_ms: s.last_error.as_ref().map_or(0, |e| ms(e.at)),
         }
     }
+}
+
+/// Await `work`, or DEADLINE_EXCEEDED once `deadline` passes (at once if it
+/// already has). Work handed to other threads stops by itself at the same
+/// deadline: the engine checks it while searching.
+async fn within<T>(
+    deadline: Option<Instant>,
+    work: impl std::future::Future<Output = Result<T, RequestError>>,
+) -> Result<T, RequestError> {
+    let Some(d) = deadline else {
+        return work.await;
+    };
+    if Instant::now() >= d {
+        return Err(RequestError::DeadlineExceeded);
+    }
+    tokio::time::timeout_at(d.into(), work)
+        .await
+        .unwrap_or(Err(RequestError::DeadlineExceeded))
+}
+
+/// Search `queries` (numbered from `first` in error messages), appending one
+/// response each to `results`.
+fn search_batch(
+    index: &Index,
+    queries: &[pb::Query],
+    first: usize,
+    params: &SearchParams,
+    found: &mut Vec<Neighbor>,
+    results: &mut Vec<pb::SearchResponse>,
+) -> Result<(), RequestError> {
+    for (i, q) in queries.iter().enumerate() {
+        // Each search checks the deadline as it runs; this stops a batch
+        // between queries too.
+        if params.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(RequestError::DeadlineExceeded);
+        }
+        index
+            .search_into(&q.vector, params, found)
+            .map_err(|e| match e {
+                Error::InvalidArgument(m) => {
+                    Error::InvalidArgument(format!("query {}: {m}", first + i))
+                }
+                e => e,
+            })?;
+        results.push(pb::SearchResponse {
+            hits: hits(index, found),
+        });
+    }
+    Ok(())
 }
 
 fn check_limit(what: &'static str, value: usize, limit: usize) -> Result<(), RequestError> {
@@ -298,7 +326,7 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
             let params = self.shared.params(req.k, req.ef, deadline)?;
             let query = req.vector;
             self.shared
-                .searched(deadline, false, move || {
+                .searched(deadline, Work::Single, move || {
                     let index = loaded.index();
                     let mut found = Vec::with_capacity(params.k.min(index.snapshot().len()));
                     index.search_into(&query, &params, &mut found)?;
@@ -330,28 +358,11 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
             let params = self.shared.params(req.k, req.ef, deadline)?;
             let queries = req.queries;
             self.shared
-                .searched(deadline, true, move || {
+                .searched(deadline, Work::Batch, move || {
                     let index = loaded.index();
-                    let mut found = Vec::with_capacity(params.k.min(index.snapshot().len()));
+                    let mut found = Vec::new();
                     let mut results = Vec::with_capacity(queries.len());
-                    for (i, q) in queries.iter().enumerate() {
-                        // Each search checks the deadline as it runs; this
-                        // stops a batch between queries too.
-                        if params.deadline.is_some_and(|d| Instant::now() >= d) {
-                            return Err(RequestError::DeadlineExceeded);
-                        }
-                        index
-                            .search_into(&q.vector, &params, &mut found)
-                            .map_err(|e| match e {
-                                Error::InvalidArgument(m) => {
-                                    Error::InvalidArgument(format!("query {i}: {m}"))
-                                }
-                                e => e,
-                            })?;
-                        results.push(pb::SearchResponse {
-                            hits: hits(index, &found),
-                        });
-                    }
+                    search_batch(index, &queries, 0, &params, &mut found, &mut results)?;
                     Ok(pb::BatchSearchResponse { results })
                 })
                 .await
