@@ -41,6 +41,7 @@ struct Args {
     write_queries: Option<PathBuf>,
     skip_in_process: bool,
     server_pid: Option<u32>,
+    client_threads: usize,
 }
 
 fn parse() -> Args {
@@ -60,6 +61,7 @@ fn parse() -> Args {
         write_queries: None,
         skip_in_process: false,
         server_pid: None,
+        client_threads: 2,
     };
     let mut it = std::env::args().skip(1);
     let list = |s: String| -> Vec<usize> {
@@ -85,6 +87,7 @@ fn parse() -> Args {
             "--write-queries" => a.write_queries = Some(val().into()),
             "--skip-in-process" => a.skip_in_process = true,
             "--server-pid" => a.server_pid = Some(val().parse().expect("pid")),
+            "--client-threads" => a.client_threads = val().parse().expect("threads"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -169,11 +172,19 @@ fn main() {
         );
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    // One client thread keeps a call's hops between tasks on one thread.
+    let rt = if a.client_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(a.client_threads)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
     rt.block_on(async {
         let mut clients = Vec::new();
         for _ in 0..a.connections.max(1) {

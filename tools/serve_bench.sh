@@ -8,10 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MODES=${MODES:-"inline blocking pool"}
+MODES=${MODES:-"auto inline pool blocking"}
 EF=${EF:-96}
 DURATION=${DURATION:-4}
-CONCURRENCY=${CONCURRENCY:-1,2,4,8,16,32}
+CONCURRENCY=${CONCURRENCY:-1,4,16,64}
 BATCH=${BATCH:-1}
 PORT=${PORT:-50061}
 
@@ -29,8 +29,18 @@ for mode in $MODES; do
         sleep 0.1
     done
     target/release/examples/loadgen --snapshot demo-catalog/tracks.fathom \
-        --target "127.0.0.1:$PORT" --index tracks --ef "$EF" \
+        --target "127.0.0.1:$PORT" --index tracks --ef "$EF" --server-pid "$pid" \
         --duration "$DURATION" --concurrency "$CONCURRENCY" --batch "$BATCH"
+    # Mixed load: Search at concurrency 8 while two BatchSearch(256) streams
+    # run back to back.
+    echo "-- mixed: Search at concurrency 8 + 2 BatchSearch(256) streams"
+    target/release/examples/loadgen --target "127.0.0.1:$PORT" --ef "$EF" --duration 4 \
+        --concurrency 2 --batch 256 --connections 1 --skip-in-process >/dev/null &
+    bg=$!
+    sleep 1.2
+    target/release/examples/loadgen --target "127.0.0.1:$PORT" --ef "$EF" --duration 2 \
+        --concurrency 8 --batch 1 --server-pid "$pid" --skip-in-process | tail -1
+    wait "$bg"
     kill -TERM "$pid"
     wait "$pid" || true
     trap - EXIT
