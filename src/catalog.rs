@@ -390,9 +390,9 @@ fn slot_status(slot: &Slot) -> IndexStatus {
 
 /// Open `path`, check it, and wrap it for serving.
 fn load(path: &Path, options: LoadOptions) -> Result<Loaded, Error> {
-    let stamp = FileStamp::of(path).map_err(|source| Error::Io {
+    let stamp = FileStamp::of(path).map_err(|cause| Error::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     let snapshot = Snapshot::open(path)?;
     if options.verify {

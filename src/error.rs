@@ -6,11 +6,12 @@ use std::path::PathBuf;
 /// Every failure the engine can report.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("I/O error on {path}: {source}")]
+    // The cause is part of the message (and deliberately not a `#[source]`),
+    // so that `anyhow`'s `{:#}` and gRPC status messages print it once.
+    #[error("I/O error on {path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// The file is not a valid snapshot: bad magic, truncated, a section out
@@ -39,7 +40,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 

@@ -5,7 +5,8 @@
 use std::collections::BinaryHeap;
 
 use crate::distance::{normalize, Kernel, Metric};
-use crate::search::Neighbor;
+use crate::error::{Error, Result};
+use crate::search::{Cancel, Neighbor, NoCancel};
 use crate::vectors::Rows;
 
 /// Max-heap entry ordered by distance, then node id (deterministic ties).
@@ -32,13 +33,30 @@ pub fn knn_into(
     k: usize,
     out: &mut Vec<Neighbor>,
 ) {
+    // NoCancel never stops the scan.
+    let _ = knn_into_cancellable(rows, kernel, query, k, out, &NoCancel);
+}
+
+/// As [`knn_into`], checking `cancel` every few thousand rows so that an
+/// exhaustive search honours a deadline.
+pub fn knn_into_cancellable<C: Cancel>(
+    rows: Rows<'_, f32>,
+    kernel: &Kernel<f32>,
+    query: &[f32],
+    k: usize,
+    out: &mut Vec<Neighbor>,
+    cancel: &C,
+) -> Result<()> {
     out.clear();
     let k = k.min(rows.len());
     if k == 0 {
-        return;
+        return Ok(());
     }
     let mut heap = BinaryHeap::with_capacity(k + 1);
     for i in 0..rows.len() as u32 {
+        if i % 4096 == 4095 && cancel.cancelled() {
+            return Err(Error::DeadlineExceeded);
+        }
         let d = kernel.distance(query, rows.row(i));
         if heap.len() < k {
             heap.push(Entry(d, i));
@@ -54,6 +72,7 @@ pub fn knn_into(
             .into_iter()
             .map(|Entry(distance, id)| Neighbor { id, distance }),
     );
+    Ok(())
 }
 
 /// Exact top-`k` for many raw queries on `threads` threads. Queries are

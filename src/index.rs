@@ -139,7 +139,11 @@ impl IndexParts<'_> {
         // search: do it exactly, which also returns the whole index sorted.
         if ef >= n {
             let kernel = Kernel::<f32>::new(self.metric, 1.0);
-            exact::knn_into(self.exact, &kernel, &scratch.q_f32, params.k, out);
+            let (rows, q, k) = (self.exact, &scratch.q_f32, params.k);
+            match params.deadline {
+                None => exact::knn_into(rows, &kernel, q, k, out),
+                Some(d) => exact::knn_into_cancellable(rows, &kernel, q, k, out, &Deadline(d))?,
+            }
             return Ok(SearchStats {
                 distances: n as u64,
                 expansions: 0,

@@ -233,3 +233,17 @@ fn a_deadline_in_the_past_stops_the_search() {
         .search_into(&[0.3; 16], &p, &mut scratch, &mut out);
     assert!(matches!(r, Err(Error::DeadlineExceeded)), "{r:?}");
 }
+
+#[test]
+fn a_deadline_also_stops_an_exhaustive_search() {
+    let built = tiny(fathom::synth::clustered(20_000, 16, 8, 3), 16, Metric::L2);
+    let mut scratch = Scratch::new(20_000);
+    let mut out = Vec::new();
+    // k covers the index, so this takes the exact path.
+    let mut p = SearchParams::new(20_000, 0);
+    p.deadline = Some(std::time::Instant::now());
+    let r = built
+        .parts()
+        .search_into(&[0.3; 16], &p, &mut scratch, &mut out);
+    assert!(matches!(r, Err(Error::DeadlineExceeded)), "{r:?}");
+}

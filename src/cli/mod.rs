@@ -15,7 +15,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "fathom", version, about = "Approximate-nearest-neighbour retrieval over memory-mapped HNSW snapshots")]
+#[command(
+    name = "fathom",
+    version,
+    about = "Approximate-nearest-neighbour retrieval over memory-mapped HNSW snapshots"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -73,14 +77,22 @@ pub fn run() -> ExitCode {
 pub(crate) fn parse_list(s: &str) -> Result<Vec<usize>, String> {
     s.split(',')
         .filter(|p| !p.trim().is_empty())
-        .map(|p| p.trim().parse::<usize>().map_err(|_| format!("not a number: {p:?}")))
+        .map(|p| {
+            p.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("not a number: {p:?}"))
+        })
         .collect()
 }
 
 /// Parse "0.1,-0.5,..." into a vector.
 pub(crate) fn parse_vector(s: &str) -> Result<Vec<f32>, String> {
     s.split(',')
-        .map(|p| p.trim().parse::<f32>().map_err(|_| format!("not a number: {p:?}")))
+        .map(|p| {
+            p.trim()
+                .parse::<f32>()
+                .map_err(|_| format!("not a number: {p:?}"))
+        })
         .collect()
 }
 

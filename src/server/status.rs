@@ -87,7 +87,7 @@ fn engine_code(e: &Error) -> Code {
         // A well-formed file this build cannot read, or a missing file:
         // fixable on the server's side, not by retrying.
         Error::Incompatible { .. } => Code::FailedPrecondition,
-        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+        Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound => {
             Code::FailedPrecondition
         }
         Error::Io { .. } => Code::Internal,
