@@ -21,77 +21,53 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, Result};
+use clap::Parser;
 use fathom::client::Client;
 use fathom::{exact, synth, Index, SearchParams};
 use hdrhistogram::Histogram;
 
+/// A server-side latency probe: in-process search against the same queries
+/// over gRPC, plus a closed-loop sweep with server CPU per query.
+#[derive(clap::Parser)]
 struct Args {
+    /// The snapshot the server serves (for in-process search and dimension).
+    #[arg(long, default_value = "demo-catalog/tracks.fathom")]
     snapshot: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:50051")]
     target: String,
+    #[arg(long, default_value = "tracks")]
     index: String,
+    #[arg(long, default_value_t = 64)]
     ef: usize,
+    #[arg(short, default_value_t = 10)]
     k: usize,
+    /// Held-out queries drawn from the demo's distribution.
+    #[arg(long, default_value_t = 2000)]
     queries: usize,
+    #[arg(long, default_value_t = 64)]
     clusters: usize,
+    #[arg(long, default_value_t = 2024)]
     seed: u64,
-    duration: Duration,
+    /// Seconds per closed-loop point.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32")]
     concurrency: Vec<usize>,
+    #[arg(long = "batch", value_delimiter = ',', default_value = "1,8,32,128")]
     batches: Vec<usize>,
+    #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Also write the queries as .fvecs (for `fathom eval`).
+    #[arg(long)]
     write_queries: Option<PathBuf>,
+    #[arg(long)]
     skip_in_process: bool,
+    /// PID of the server, to report its CPU per query.
+    #[arg(long)]
     server_pid: Option<u32>,
+    #[arg(long, default_value_t = 2)]
     client_threads: usize,
-}
-
-fn parse() -> Args {
-    let mut a = Args {
-        snapshot: PathBuf::from("demo-catalog/tracks.fathom"),
-        target: "127.0.0.1:50051".into(),
-        index: "tracks".into(),
-        ef: 64,
-        k: 10,
-        queries: 2000,
-        clusters: 64,
-        seed: 2024,
-        duration: Duration::from_secs(5),
-        concurrency: vec![1, 2, 4, 8, 16, 32],
-        batches: vec![1, 8, 32, 128],
-        connections: 4,
-        write_queries: None,
-        skip_in_process: false,
-        server_pid: None,
-        client_threads: 2,
-    };
-    let mut it = std::env::args().skip(1);
-    let list = |s: String| -> Vec<usize> {
-        s.split(',')
-            .map(|x| x.trim().parse().expect("number"))
-            .collect()
-    };
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--snapshot" => a.snapshot = val().into(),
-            "--target" => a.target = val(),
-            "--index" => a.index = val(),
-            "--ef" => a.ef = val().parse().expect("ef"),
-            "-k" => a.k = val().parse().expect("k"),
-            "--queries" => a.queries = val().parse().expect("queries"),
-            "--clusters" => a.clusters = val().parse().expect("clusters"),
-            "--seed" => a.seed = val().parse().expect("seed"),
-            "--duration" => a.duration = Duration::from_secs_f64(val().parse().expect("seconds")),
-            "--concurrency" => a.concurrency = list(val()),
-            "--batch" => a.batches = list(val()),
-            "--connections" => a.connections = val().parse().expect("connections"),
-            "--write-queries" => a.write_queries = Some(val().into()),
-            "--skip-in-process" => a.skip_in_process = true,
-            "--server-pid" => a.server_pid = Some(val().parse().expect("pid")),
-            "--client-threads" => a.client_threads = val().parse().expect("threads"),
-            other => panic!("unknown flag {other}"),
-        }
-    }
-    a
 }
 
 fn us(h: &Histogram<u64>, q: f64) -> f64 {
@@ -120,20 +96,24 @@ fn cpu_seconds_of(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn main() {
-    let a = parse();
-    let index = Index::open(&a.snapshot).expect("open snapshot");
+fn main() -> Result<()> {
+    let a = Args::parse();
+    let duration = Duration::from_secs_f64(a.duration.clamp(0.1, 3600.0));
+    let index =
+        Index::open(&a.snapshot).with_context(|| format!("opening {}", a.snapshot.display()))?;
     let dim = index.snapshot().dim();
     let queries = synth::clustered_queries(a.queries, dim, a.clusters, a.seed);
     if let Some(p) = &a.write_queries {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(p).expect("create"));
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        );
         for q in &queries {
-            f.write_all(&(dim as i32).to_le_bytes()).unwrap();
+            f.write_all(&(dim as i32).to_le_bytes())?;
             for x in q {
-                f.write_all(&x.to_le_bytes()).unwrap();
+                f.write_all(&x.to_le_bytes())?;
             }
         }
-        f.flush().unwrap();
+        f.flush()?;
         println!("wrote {} queries to {}", queries.len(), p.display());
     }
     let params = SearchParams::new(a.k, a.ef);
@@ -151,11 +131,15 @@ fn main() {
         let mut out = Vec::new();
         // Warm the pages and the scratch pool first.
         for q in queries.iter().take(500) {
-            index.search_into(q, &params, &mut out).unwrap();
+            index
+                .search_into(q, &params, &mut out)
+                .context("in-process search")?;
         }
         for (q, t) in queries.iter().zip(&truth) {
             let start = Instant::now();
-            index.search_into(q, &params, &mut out).unwrap();
+            index
+                .search_into(q, &params, &mut out)
+                .context("in-process search")?;
             h.record(start.elapsed().as_nanos() as u64).unwrap();
             let found: Vec<u32> = out.iter().map(|x| x.id).collect();
             recall += t.iter().filter(|x| found.contains(&x.id)).count() as f64 / a.k as f64;
@@ -176,31 +160,35 @@ fn main() {
     let rt = if a.client_threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build()
-            .unwrap()
+            .build()?
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(a.client_threads)
             .enable_all()
-            .build()
-            .unwrap()
+            .build()?
     };
     rt.block_on(async {
         let mut clients = Vec::new();
         for _ in 0..a.connections.max(1) {
-            clients.push(Client::connect(&a.target, Duration::from_secs(3)).await.expect("connect"));
+            clients.push(Client::connect(&a.target, Duration::from_secs(3))
+                    .await
+                    .with_context(|| format!("connecting to {}", a.target))?);
         }
         let queries = Arc::new(queries);
         // Sequential Search over one connection: the per-call overhead.
         {
             let c = &clients[0];
             for q in queries.iter().take(500) {
-                c.search(&a.index, q, a.k as u32, a.ef as u32).await.unwrap();
+                c.search(&a.index, q, a.k as u32, a.ef as u32)
+                    .await
+                    .context("Search over gRPC")?;
             }
             let mut h = Histogram::<u64>::new(3).unwrap();
             for q in queries.iter() {
                 let start = Instant::now();
-                c.search(&a.index, q, a.k as u32, a.ef as u32).await.unwrap();
+                c.search(&a.index, q, a.k as u32, a.ef as u32)
+                    .await
+                    .context("Search over gRPC")?;
                 h.record(start.elapsed().as_nanos() as u64).unwrap();
             }
             println!(
@@ -252,13 +240,13 @@ fn main() {
                         (h, errors)
                     }));
                 }
-                tokio::time::sleep(a.duration).await;
+                tokio::time::sleep(duration).await;
                 stop.store(true, Ordering::Relaxed);
                 let mut h = Histogram::<u64>::new(3).unwrap();
                 let mut errors = 0;
                 for t in tasks {
-                    let (th, e) = t.await.unwrap();
-                    h.add(th).unwrap();
+                    let (th, e) = t.await?;
+                    h.add(th)?;
                     errors += e;
                 }
                 let secs = t0.elapsed().as_secs_f64();
@@ -280,5 +268,6 @@ fn main() {
                 );
             }
         }
-    });
+        Ok(())
+    })
 }
