@@ -29,9 +29,9 @@ fn kernels(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("distance/{dim}"));
         g.throughput(Throughput::Elements(dim as u64));
         for metric in [Metric::Dot, Metric::L2] {
-            let kf = Kernel::<f32>::new(metric, 1.0);
-            let kb = Kernel::<u16>::new(metric, 1.0);
-            let ki = Kernel::<i8>::new(metric, 1.0);
+            let kf = Kernel::<f32>::new(metric);
+            let kb = Kernel::<u16>::new(metric);
+            let ki = Kernel::<i8>::new(metric);
             let m = metric.name();
             g.bench_function(BenchmarkId::new(format!("simsimd-f32-{m}"), dim), |x| {
                 x.iter(|| kf.distance(std::hint::black_box(&a), std::hint::black_box(&b)))

@@ -11,8 +11,10 @@
 //! Kernels come from `simsimd`, which dispatches at runtime to the best
 //! instruction set of the machine (AVX-512 on Zen 4). A kernel returns a raw
 //! value (a dot product or a squared distance, in the element's units) and the
-//! [`Kernel`] maps it to a distance with one multiply-add, so that the i8
-//! quantization scale and the metric's sign are folded in without a branch.
+//! [`Kernel`] maps it to a distance with one multiply-add, so that the
+//! metric's sign is folded in without a branch. i8 traversal distances only
+//! need to rank like the true ones (see `vectors::Quantizer`), so no
+//! quantization scale is applied here.
 
 use std::fmt;
 
@@ -179,33 +181,31 @@ impl Element for i8 {
     }
 }
 
-/// A distance function chosen once per index: `bias + scale * raw(a, b)`.
+/// A distance function chosen once per index: `bias + sign * raw(a, b)`.
 #[derive(Clone, Copy)]
 pub struct Kernel<E: Element> {
     raw: fn(&[E], &[E]) -> f64,
     bias: f32,
-    scale: f32,
+    sign: f32,
 }
 
 impl<E: Element> Kernel<E> {
-    /// `quant_scale` is the i8 quantization step (value = step * code), 1 otherwise.
-    pub fn new(metric: Metric, quant_scale: f32) -> Self {
-        let s2 = quant_scale * quant_scale;
-        let (bias, scale) = match metric {
-            Metric::Cosine => (1.0, -s2),
-            Metric::Dot => (0.0, -s2),
-            Metric::L2 => (0.0, s2),
+    pub fn new(metric: Metric) -> Self {
+        let (bias, sign) = match metric {
+            Metric::Cosine => (1.0, -1.0),
+            Metric::Dot => (0.0, -1.0),
+            Metric::L2 => (0.0, 1.0),
         };
         Kernel {
             raw: E::raw_kernel(metric),
             bias,
-            scale,
+            sign,
         }
     }
 
     #[inline(always)]
     pub fn distance(&self, a: &[E], b: &[E]) -> f32 {
-        self.bias + self.scale * (self.raw)(a, b) as f32
+        self.bias + self.sign * (self.raw)(a, b) as f32
     }
 }
 
@@ -255,7 +255,7 @@ pub mod scalar {
 
 /// Exact f32 distance for a metric, on already-normalized vectors for cosine.
 pub fn f32_distance(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
-    Kernel::<f32>::new(metric, 1.0).distance(a, b)
+    Kernel::<f32>::new(metric).distance(a, b)
 }
 
 /// Round-to-nearest-even conversion to bf16 bits (NaN is rejected earlier).
@@ -347,21 +347,16 @@ mod tests {
     }
 
     #[test]
-    fn kernel_folds_metric_sign_and_scale() {
+    fn kernel_folds_metric_sign() {
         let a = [1.0f32, 0.0];
         let b = [0.0f32, 1.0];
-        assert_eq!(
-            Kernel::<f32>::new(Metric::Cosine, 1.0).distance(&a, &a),
-            0.0
-        );
-        assert_eq!(
-            Kernel::<f32>::new(Metric::Cosine, 1.0).distance(&a, &b),
-            1.0
-        );
-        assert_eq!(Kernel::<f32>::new(Metric::Dot, 1.0).distance(&a, &a), -1.0);
-        assert_eq!(Kernel::<f32>::new(Metric::L2, 1.0).distance(&a, &b), 2.0);
+        assert_eq!(Kernel::<f32>::new(Metric::Cosine).distance(&a, &a), 0.0);
+        assert_eq!(Kernel::<f32>::new(Metric::Cosine).distance(&a, &b), 1.0);
+        assert_eq!(Kernel::<f32>::new(Metric::Dot).distance(&a, &a), -1.0);
+        assert_eq!(Kernel::<f32>::new(Metric::L2).distance(&a, &b), 2.0);
         let qa = [100i8, 0];
-        let k = Kernel::<i8>::new(Metric::L2, 0.5);
-        assert_eq!(k.distance(&qa, &[0, 0]), 2500.0);
+        let k = Kernel::<i8>::new(Metric::L2);
+        assert_eq!(k.distance(&qa, &[0, 0]), 10000.0);
+        assert_eq!(Kernel::<i8>::new(Metric::Dot).distance(&qa, &qa), -10000.0);
     }
 }

@@ -94,7 +94,8 @@ pub fn evaluate(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or(Ok(0)))
+            // A panicking search thread is a bug: surface it, don't count it as 0.
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     });
     for d in outcome? {

@@ -138,7 +138,7 @@ impl IndexParts<'_> {
         // A beam as wide as the index (or a k covering it) is an exhaustive
         // search: do it exactly, which also returns the whole index sorted.
         if ef >= n {
-            let kernel = Kernel::<f32>::new(self.metric, 1.0);
+            let kernel = Kernel::<f32>::new(self.metric);
             let (rows, q, k) = (self.exact, &scratch.q_f32, params.k);
             match params.deadline {
                 None => exact::knn_into(rows, &kernel, q, k, out),
@@ -157,7 +157,7 @@ impl IndexParts<'_> {
             out.extend(scratch.results().take(params.k));
         } else {
             // Re-rank the whole beam against the exact vectors.
-            let kernel = Kernel::<f32>::new(self.metric, 1.0);
+            let kernel = Kernel::<f32>::new(self.metric);
             let q = &scratch.q_f32;
             // The exact rows are cold (only re-ranking reads them): request
             // them all before computing any distance.
@@ -215,8 +215,8 @@ fn run<E: Element, C: Cancel>(
     cancel: &C,
 ) -> Result<SearchStats> {
     // Traversal distances only need to rank like the true ones (i8 codes are
-    // scaled per query), so the kernel's scale is 1; results are re-ranked.
-    let space = Space::new(rows, Kernel::new(metric, 1.0), q);
+    // scaled per query); results are re-ranked exactly.
+    let space = Space::new(rows, Kernel::new(metric), q);
     hnsw_search(graph, &space, ef, scratch, cancel)
 }
 

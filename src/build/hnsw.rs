@@ -139,7 +139,7 @@ pub fn build_graph(
             dim,
             stride: dim,
         },
-        kernel: Kernel::new(metric, 1.0),
+        kernel: Kernel::new(metric),
         graph: SharedGraph {
             m,
             m0,

@@ -135,15 +135,12 @@ fn check_graph(snap: &Snapshot, problems: &mut Vec<String>) {
     }
     for node in 0..n {
         for layer in 0..=g.levels[node as usize] as usize {
-            let (section, cap, stride, raw) = if layer == 0 {
-                let s = 1 + g.m0;
-                ("links0", g.m0, s, g.links0[node as usize * s])
+            let (section, cap, raw) = if layer == 0 {
+                ("links0", g.m0, g.links0[node as usize * (1 + g.m0)])
             } else {
-                let s = 1 + g.m;
                 let rec = g.upper_offsets[node as usize] as usize + layer - 1;
-                ("upper_links", g.m, s, g.upper_links[rec * s])
+                ("upper_links", g.m, g.upper_links[rec * (1 + g.m)])
             };
-            let _ = stride;
             if raw as usize > cap {
                 push(format!(
                     "section {section}: node {node} layer {layer} degree {raw} exceeds cap {cap}"
