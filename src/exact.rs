@@ -75,16 +75,17 @@ pub fn knn_into_cancellable<C: Cancel>(
     Ok(())
 }
 
-/// Exact top-`k` for many raw queries on `threads` threads. Queries are
-/// normalized here under cosine; a zero query under cosine gets no results.
+/// Exact top-`k` node ids (nearest first) for many raw queries on `threads`
+/// threads: ground truth for recall. Queries are normalized here under
+/// cosine; a zero query under cosine gets no results.
 pub fn knn_batch(
     rows: Rows<'_, f32>,
     metric: Metric,
     queries: &[Vec<f32>],
     k: usize,
     threads: usize,
-) -> Vec<Vec<Neighbor>> {
-    let kernel = Kernel::<f32>::new(metric, 1.0);
+) -> Vec<Vec<u32>> {
+    let kernel = Kernel::<f32>::new(metric);
     let mut results = vec![Vec::new(); queries.len()];
     let threads = threads.clamp(1, queries.len().max(1));
     let chunk = queries.len().div_ceil(threads).max(1);
@@ -92,12 +93,14 @@ pub fn knn_batch(
         for (qs, rs) in queries.chunks(chunk).zip(results.chunks_mut(chunk)) {
             let kernel = &kernel;
             s.spawn(move || {
+                let mut found = Vec::with_capacity(k);
                 for (q, r) in qs.iter().zip(rs.iter_mut()) {
                     let mut q = q.clone();
                     if metric == Metric::Cosine && !normalize(&mut q) {
                         continue;
                     }
-                    knn_into(rows, kernel, &q, k, r);
+                    knn_into(rows, kernel, &q, k, &mut found);
+                    r.extend(found.iter().map(|n| n.id));
                 }
             });
         }

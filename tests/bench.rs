@@ -80,10 +80,7 @@ fn fixture() -> &'static Fixture {
             dim: DIM,
             stride: DIM,
         };
-        let truth: Vec<Vec<u32>> = knn_batch(rows, Metric::Cosine, &queries, K, 2)
-            .into_iter()
-            .map(|r| r.into_iter().map(|n| n.id).collect())
-            .collect();
+        let truth: Vec<Vec<u32>> = knn_batch(rows, Metric::Cosine, &queries, K, 2);
         write_ivecs(&dir.path().join("gt.ivecs"), &truth).unwrap();
         Fixture {
             dir,

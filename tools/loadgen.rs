@@ -142,7 +142,7 @@ fn main() -> Result<()> {
                 .context("in-process search")?;
             h.record(start.elapsed().as_nanos() as u64).unwrap();
             let found: Vec<u32> = out.iter().map(|x| x.id).collect();
-            recall += t.iter().filter(|x| found.contains(&x.id)).count() as f64 / a.k as f64;
+            recall += fathom::eval::recall_at_k(&found, t, a.k);
         }
         println!(
             "in-process  ef={} k={}: recall@{} {:.4}  p50 {:.1} µs  p99 {:.1} µs  ({} queries, 1 thread)",

@@ -94,10 +94,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 &queries,
                 a.k,
                 default_threads(),
-            )
-            .into_iter()
-            .map(|r| r.into_iter().map(|n| n.id).collect())
-            .collect();
+            );
             if !a.json {
                 eprintln!(
                     "exact ground truth for {} queries in {:.2}s",

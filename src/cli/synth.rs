@@ -66,10 +66,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         dim: a.dim,
         stride: a.dim,
     };
-    let gt: Vec<Vec<u32>> = knn_batch(rows, a.metric, &queries, a.gt_k, default_threads())
-        .into_iter()
-        .map(|r| r.into_iter().map(|n| n.id).collect())
-        .collect();
+    let gt: Vec<Vec<u32>> = knn_batch(rows, a.metric, &queries, a.gt_k, default_threads());
     write_ivecs(&a.out_dir.join("gt.ivecs"), &gt)?;
     println!(
         "wrote {} ({} × {}, {} queries, exact {} top-{}) in {:.1}s",

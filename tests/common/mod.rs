@@ -60,7 +60,4 @@ pub fn truth(built: &BuiltIndex, queries: &[Vec<f32>], k: usize) -> Vec<Vec<u32>
         stride: built.dim,
     };
     knn_batch(rows, built.options.metric, queries, k, 2)
-        .into_iter()
-        .map(|r| r.into_iter().map(|n| n.id).collect())
-        .collect()
 }
