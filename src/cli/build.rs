@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use fathom::build::{build, input::read_dataset, BuildOptions, BuilderKind};
+use fathom::snapshot::check_output_dir;
 use fathom::{Metric, Storage};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -48,17 +49,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     // Fail before a long build, not after it.
-    let out_dir = match a.output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !out_dir.is_dir() {
-        bail!(
-            "cannot write {}: directory {} does not exist",
-            a.output.display(),
-            out_dir.display()
-        );
-    }
+    check_output_dir(&a.output).with_context(|| format!("cannot write {}", a.output.display()))?;
     let opts = BuildOptions {
         metric: a.metric,
         storage: a.storage,

@@ -31,7 +31,7 @@ mod writer;
 
 pub use reader::Snapshot;
 pub use verify::{verify, VerifyReport};
-pub use writer::{write_snapshot, SnapshotContents};
+pub use writer::{check_output_dir, write_snapshot, SnapshotContents};
 
 /// Identifies a fathom snapshot. Eight bytes so that `file(1)`-style sniffing
 /// and hex dumps show it plainly.

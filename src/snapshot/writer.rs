@@ -37,19 +37,7 @@ pub struct SnapshotContents<'a> {
 pub fn write_snapshot(path: &Path, contents: &SnapshotContents<'_>) -> Result<u64> {
     let count = contents.ids.len();
     check_contents(path, contents)?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        return Err(Error::io(
-            path,
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("directory {} does not exist", dir.display()),
-            ),
-        ));
-    }
+    let dir = check_output_dir(path)?;
     let file_name = path
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
@@ -68,6 +56,25 @@ pub fn write_snapshot(path: &Path, contents: &SnapshotContents<'_>) -> Result<u6
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// The directory a snapshot at `path` will be written in; an error if it does
+/// not exist. Callers may check this before a long build, to fail early.
+pub fn check_output_dir(path: &Path) -> Result<PathBuf> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("directory {} does not exist", dir.display()),
+            ),
+        ));
+    }
+    Ok(dir)
 }
 
 fn check_contents(path: &Path, c: &SnapshotContents<'_>) -> Result<()> {
