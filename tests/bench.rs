@@ -1,6 +1,6 @@
 //! `fathom bench` end to end against a real server on 127.0.0.1 (port 0):
 //! the counts add up, the percentiles are monotone, the recall equals
-//! `fathom::eval::evaluate` for the same queries and ef (Search, BatchSearch,
+//! `fathom_engine::eval::evaluate` for the same queries and ef (Search, BatchSearch,
 //! open loop, sweep), and a target that is unreachable, silent, or dies
 //! mid-run fails fast with a clear message. Each run is about a second.
 
@@ -10,14 +10,14 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use fathom::build::input::{write_fvecs, write_ivecs};
-use fathom::build::{build, BuildOptions, Dataset};
-use fathom::catalog::{Catalog, LoadOptions};
-use fathom::eval::evaluate;
-use fathom::exact::knn_batch;
-use fathom::server::{self, Limits, RunningServer, SearchThreads, ServeConfig};
-use fathom::vectors::Rows;
-use fathom::{synth, Index, Metric};
+use fathom_engine::builder::{build, BuildOptions, Dataset};
+use fathom_engine::eval::evaluate;
+use fathom_engine::exact::knn_batch;
+use fathom_engine::formats::{write_fvecs, write_ivecs};
+use fathom_engine::vectors::Rows;
+use fathom_engine::{synth, Index, Metric};
+use fathom_server::catalog::{Catalog, LoadOptions};
+use fathom_server::{self as server, Limits, RunningServer, SearchThreads, ServeConfig};
 use serde_json::Value;
 
 const N: usize = 3000;

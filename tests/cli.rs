@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use fathom::build::input::{write_fvecs, write_ivecs};
+use fathom_engine::formats::{write_fvecs, write_ivecs};
 
 fn fathom(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fathom"))
@@ -25,7 +25,7 @@ fn stderr(o: &Output) -> String {
 fn build_inspect_verify_search_eval() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("base.fvecs");
-    let data = fathom::synth::clustered(2000, 16, 8, 5);
+    let data = fathom_engine::synth::clustered(2000, 16, 8, 5);
     write_fvecs(&base, 16, &data).unwrap();
     let ids = dir.path().join("ids.txt");
     std::fs::write(

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use fathom::client::Client;
-use fathom::{exact, synth, Index, SearchParams};
+use fathom_engine::{exact, synth, Index, SearchParams};
+use fathom_server::client::Client;
 use hdrhistogram::Histogram;
 
 /// A server-side latency probe: in-process search against the same queries
@@ -142,7 +142,7 @@ fn main() -> Result<()> {
                 .context("in-process search")?;
             h.record(start.elapsed().as_nanos() as u64).unwrap();
             let found: Vec<u32> = out.iter().map(|x| x.id).collect();
-            recall += fathom::eval::recall_at_k(&found, t, a.k);
+            recall += fathom_engine::eval::recall_at_k(&found, t, a.k);
         }
         println!(
             "in-process  ef={} k={}: recall@{} {:.4}  p50 {:.1} µs  p99 {:.1} µs  ({} queries, 1 thread)",

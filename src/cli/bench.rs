@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use fathom::build::input::{read_ivecs, read_vectors};
-use fathom::client::Client;
+use fathom_engine::formats::{read_ivecs, read_vectors};
+use fathom_server::client::Client;
 
 use self::load::{Mode, Plan};
 use self::report::Report;

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use fathom::build::{build, input::read_dataset, BuildOptions, BuilderKind};
-use fathom::snapshot::check_output_dir;
-use fathom::{Metric, Storage};
+use fathom_engine::builder::{build, BuildOptions, BuilderKind};
+use fathom_engine::formats::read_dataset;
+use fathom_engine::snapshot::check_output_dir;
+use fathom_engine::{Metric, Storage};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{default_threads, human_bytes};
@@ -32,7 +33,7 @@ pub struct Args {
     #[arg(long, default_value_t = 200)]
     ef_construction: usize,
     /// Beam width stored as the index default (used when a query passes ef = 0).
-    #[arg(long, default_value_t = fathom::index::DEFAULT_EF)]
+    #[arg(long, default_value_t = fathom_engine::index::DEFAULT_EF)]
     default_ef: usize,
     /// Build threads (default: all cores).
     #[arg(long)]

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use fathom::build::{build, BuildOptions, Dataset};
-use fathom::catalog::Catalog;
-use fathom::server::RunningServer;
-use fathom::{synth, Index, Metric, Storage};
+use fathom_engine::builder::{build, BuildOptions, Dataset};
+use fathom_engine::{synth, Index, Metric, Storage};
+use fathom_server::catalog::Catalog;
+use fathom_server::RunningServer;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::serve::ServeFlags;

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use fathom::build::input::{read_ivecs, read_vectors};
-use fathom::eval::evaluate;
-use fathom::exact::knn_batch;
-use fathom::Index;
+use fathom_engine::eval::evaluate;
+use fathom_engine::exact::knn_batch;
+use fathom_engine::formats::{read_ivecs, read_vectors};
+use fathom_engine::Index;
 
 use super::{default_threads, parse_list};
 

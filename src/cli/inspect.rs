@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use fathom::snapshot::{verify, SectionKind, Snapshot};
+use fathom_engine::snapshot::{verify, SectionKind, Snapshot};
 use serde_json::json;
 
 use super::human_bytes;
@@ -119,7 +119,7 @@ pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
             ""
         }
     );
-    if s.storage() == fathom::Storage::I8 {
+    if s.storage() == fathom_engine::Storage::I8 {
         let (lo, hi) = m
             .quant_scales
             .iter()

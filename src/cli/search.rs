@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use fathom::build::input::read_vectors;
-use fathom::{Index, SearchParams};
+use fathom_engine::formats::read_vectors;
+use fathom_engine::{Index, SearchParams};
 use serde_json::json;
 
 use super::parse_vector;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use fathom::catalog::{Catalog, LoadOptions};
-use fathom::server::{self, Limits, RunningServer, SearchThreads, ServeConfig};
+use fathom_server::catalog::{Catalog, LoadOptions};
+use fathom_server::{self as server, Limits, RunningServer, SearchThreads, ServeConfig};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -80,16 +80,21 @@ impl ServeFlags {
             bail!("--max-concurrency must be at least 1");
         }
         if self.default_ef == Some(0)
-            || self.default_ef.is_some_and(|ef| ef > fathom::index::MAX_EF)
+            || self
+                .default_ef
+                .is_some_and(|ef| ef > fathom_engine::index::MAX_EF)
         {
-            bail!("--default-ef must be within 1..={}", fathom::index::MAX_EF);
+            bail!(
+                "--default-ef must be within 1..={}",
+                fathom_engine::index::MAX_EF
+            );
         }
         Ok(ServeConfig {
             listen: self.listen,
             metrics_listen,
             limits: Limits {
-                max_k: self.max_k.min(fathom::index::MAX_K),
-                max_ef: self.max_ef.min(fathom::index::MAX_EF),
+                max_k: self.max_k.min(fathom_engine::index::MAX_K),
+                max_ef: self.max_ef.min(fathom_engine::index::MAX_EF),
                 max_batch: self.max_batch,
                 max_message_bytes: self.max_message_bytes,
                 max_concurrency: self.max_concurrency,

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use fathom::build::input::{write_fvecs, write_ivecs};
-use fathom::exact::knn_batch;
-use fathom::vectors::Rows;
-use fathom::Metric;
+use fathom_engine::exact::knn_batch;
+use fathom_engine::formats::{write_fvecs, write_ivecs};
+use fathom_engine::vectors::Rows;
+use fathom_engine::Metric;
 
 use super::default_threads;
 
@@ -43,8 +43,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
     std::fs::create_dir_all(&a.out_dir)
         .with_context(|| format!("creating {}", a.out_dir.display()))?;
     let t = Instant::now();
-    let base = fathom::synth::clustered(a.n, a.dim, a.clusters, a.seed);
-    let queries = fathom::synth::clustered_queries(a.queries, a.dim, a.clusters, a.seed);
+    let base = fathom_engine::synth::clustered(a.n, a.dim, a.clusters, a.seed);
+    let queries = fathom_engine::synth::clustered_queries(a.queries, a.dim, a.clusters, a.seed);
     write_fvecs(&a.out_dir.join("base.fvecs"), a.dim, &base)?;
     write_fvecs(&a.out_dir.join("query.fvecs"), a.dim, &queries.concat())?;
     let ids: String = (1..=a.n)
@@ -55,7 +55,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let rows_data = if a.metric == Metric::Cosine {
         normalized = base.clone();
         normalized.chunks_exact_mut(a.dim).for_each(|r| {
-            fathom::distance::normalize(r);
+            fathom_engine::distance::normalize(r);
         });
         &normalized
     } else {

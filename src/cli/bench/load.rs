@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use fathom::client::{Client, ClientError, Hit};
+use fathom_server::client::{Client, ClientError, Hit};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
@@ -351,7 +351,7 @@ pub async fn run_phase(
         .filter(|(_, &n)| n > 0)
         .map(|(c, &n)| {
             let code = Code::from(c as i32);
-            (fathom::server::status::code_name(code).to_string(), n)
+            (fathom_server::status::code_name(code).to_string(), n)
         })
         .collect();
     let ok = t.codes[0];

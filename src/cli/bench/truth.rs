@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use fathom::build::input::read_ids;
+use fathom_engine::formats::read_ids;
 
 /// From a server's external id to a ground-truth row.
 pub enum IdMap {
@@ -98,7 +98,7 @@ impl GroundTruth {
     }
 
     /// The neighbours recall@k is counted against for query `q`: the first
-    /// k of its row (as `fathom::eval::recall_at_k` takes them).
+    /// k of its row (as `fathom_engine::eval::recall_at_k` takes them).
     pub fn truth(&self, q: usize) -> &[u32] {
         let r = &self.rows[q];
         &r[..self.k.min(r.len())]
@@ -155,7 +155,7 @@ impl RecallTally {
     /// Mean over the answered queries of each query's mean recall@k, and the
     /// number of queries answered. Each query counts once however often it
     /// was sent, so a run that answers every query gives exactly what
-    /// `fathom::eval::mean_recall` gives for the same answers.
+    /// `fathom_engine::eval::mean_recall` gives for the same answers.
     pub fn recall(&self, truth: &GroundTruth) -> (Option<f64>, usize) {
         let mut sum = 0.0;
         let mut answered = 0;
@@ -184,7 +184,7 @@ impl RecallTally {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fathom::eval::mean_recall;
+    use fathom_engine::eval::mean_recall;
 
     #[test]
     fn repeated_answers_average_to_eval_recall() {

@@ -1,0 +1,234 @@
+//! Building an index: read and validate the input, normalize for cosine,
+//! build the HNSW graph (fathom's builder or hnsw_rs), and hand everything to
+//! the snapshot writer. Nothing here knows about the CLI; progress is
+//! reported through a callback.
+
+pub mod hnsw;
+mod hnsw_rs;
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::distance::{normalize, Metric, Storage};
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::index::{IndexParts, DEFAULT_EF};
+use crate::snapshot::{write_snapshot, BuildInfo, SnapshotContents};
+use crate::vectors::{EncodedVectors, Rows};
+
+pub use self::hnsw::GraphParams;
+pub use crate::formats::Dataset;
+
+/// Which graph builder to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuilderKind {
+    /// fathom's own parallel builder (default).
+    Fathom,
+    /// The `hnsw_rs` crate, as an independent cross-check.
+    HnswRs,
+}
+
+impl BuilderKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BuilderKind::Fathom => "fathom",
+            BuilderKind::HnswRs => "hnsw-rs",
+        }
+    }
+}
+
+impl std::str::FromStr for BuilderKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fathom" => Ok(BuilderKind::Fathom),
+            "hnsw-rs" | "hnsw_rs" => Ok(BuilderKind::HnswRs),
+            _ => Err(format!(
+                "unknown builder {s:?} (expected fathom or hnsw-rs)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub metric: Metric,
+    pub storage: Storage,
+    pub m: usize,
+    pub ef_construction: usize,
+    pub threads: usize,
+    pub seed: u64,
+    pub builder: BuilderKind,
+    /// Stored in the snapshot as the beam width for ef = 0.
+    pub default_ef: usize,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            metric: Metric::Cosine,
+            storage: Storage::F32,
+            m: 16,
+            ef_construction: 200,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            seed: 42,
+            builder: BuilderKind::Fathom,
+            default_ef: DEFAULT_EF,
+        }
+    }
+}
+
+/// A freshly built index, in memory: searchable as it is, writable as a
+/// snapshot.
+pub struct BuiltIndex {
+    pub options: BuildOptions,
+    pub dim: usize,
+    /// Normalized under cosine.
+    pub vectors: Vec<f32>,
+    pub ids: Vec<String>,
+    pub attributes: Option<Vec<String>>,
+    pub graph: Graph,
+    pub build_seconds: f64,
+    encoded: OnceLock<EncodedVectors>,
+}
+
+/// Validate `ds` and build its graph. `progress(done, total)` is called from
+/// builder threads as nodes are inserted.
+pub fn build(
+    mut ds: Dataset,
+    input: &Path,
+    opts: &BuildOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<BuiltIndex> {
+    ds.validate(input, opts.metric)?;
+    if opts.m < 2 || opts.m > 128 {
+        return Err(Error::invalid(format!(
+            "m must be within 2..=128, got {}",
+            opts.m
+        )));
+    }
+    if opts.ef_construction == 0 || opts.ef_construction > 10_000 {
+        return Err(Error::invalid(format!(
+            "ef_construction must be within 1..=10000, got {}",
+            opts.ef_construction
+        )));
+    }
+    if ds.len() > u32::MAX as usize - 1 {
+        return Err(Error::input(input, "more than 2^32 - 2 vectors"));
+    }
+    if opts.metric == Metric::Cosine {
+        for row in ds.vectors.chunks_exact_mut(ds.dim) {
+            normalize(row);
+        }
+    }
+    let start = Instant::now();
+    let n = ds.len();
+    let graph = match opts.builder {
+        BuilderKind::Fathom => hnsw::build_graph(
+            &ds.vectors,
+            ds.dim,
+            opts.metric,
+            &GraphParams {
+                m: opts.m,
+                ef_construction: opts.ef_construction,
+                threads: opts.threads,
+                seed: opts.seed,
+            },
+            &|done| progress(done, n),
+        ),
+        BuilderKind::HnswRs => {
+            let g = hnsw_rs::build_graph(
+                &ds.vectors,
+                ds.dim,
+                opts.metric,
+                opts.m,
+                opts.ef_construction,
+                opts.threads,
+            );
+            progress(n, n);
+            g
+        }
+    };
+    Ok(BuiltIndex {
+        options: opts.clone(),
+        dim: ds.dim,
+        vectors: ds.vectors,
+        ids: ds.ids,
+        attributes: ds.attributes,
+        graph,
+        build_seconds: start.elapsed().as_secs_f64(),
+        encoded: OnceLock::new(),
+    })
+}
+
+impl BuiltIndex {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Change the storage type of the traversal vectors (the graph is the
+    /// same for every storage type: it is always built on f32).
+    pub fn set_storage(&mut self, storage: Storage) {
+        self.options.storage = storage;
+        self.encoded = OnceLock::new();
+    }
+
+    /// Search the in-memory graph exactly as a snapshot of it would be.
+    pub fn parts(&self) -> IndexParts<'_> {
+        let enc = self.encoded.get_or_init(|| {
+            EncodedVectors::new(
+                self.options.storage,
+                self.options.metric,
+                &self.vectors,
+                self.dim,
+            )
+        });
+        IndexParts {
+            metric: self.options.metric,
+            dim: self.dim,
+            quantizer: enc.encoding.quantizer(),
+            default_ef: self.options.default_ef,
+            graph: self.graph.view(),
+            vectors: enc.slice(),
+            exact: Rows {
+                data: &self.vectors,
+                dim: self.dim,
+                stride: self.dim,
+            },
+        }
+    }
+
+    /// Write the snapshot atomically; returns its size in bytes.
+    pub fn write(&self, path: &Path, input_name: &str) -> Result<u64> {
+        let built_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        write_snapshot(
+            path,
+            &SnapshotContents {
+                metric: self.options.metric,
+                storage: self.options.storage,
+                dim: self.dim,
+                vectors: &self.vectors,
+                graph: &self.graph,
+                ids: &self.ids,
+                attributes: self.attributes.as_deref(),
+                ef_construction: self.options.ef_construction,
+                default_ef: self.options.default_ef,
+                build: BuildInfo {
+                    fathom_version: env!("CARGO_PKG_VERSION").to_string(),
+                    built_at,
+                    input: input_name.to_string(),
+                    builder: self.options.builder.name().to_string(),
+                    seed: self.options.seed,
+                    build_seconds: self.build_seconds,
+                },
+            },
+        )
+    }
+}

@@ -1,0 +1,40 @@
+//! fathom-engine: approximate-nearest-neighbour search over memory-mapped
+//! HNSW snapshots. No gRPC, no async runtime, no command line: the server
+//! (`fathom-server`) and the binary sit on top, and this crate does not
+//! depend on them, so the compiler keeps the layering.
+//!
+//! The dependencies point one way:
+//!
+//! ```text
+//! index (search, snapshot, exact) ──▶ graph, vectors ──▶ distance
+//! builder ──▶ snapshot writer, search (for insertion), formats
+//! ```
+//!
+//! - [`distance`]: metrics, storage types, simsimd kernels chosen once.
+//! - [`snapshot`]: the file format: write, open (O(1), zero-copy), verify.
+//! - [`search`]: the hot path, HNSW over borrowed slices, no allocation.
+//! - [`index`]: an open snapshot you can query from many threads.
+//! - [`builder`]: the graph builders and the snapshot they produce.
+//! - [`formats`]: readers and writers of `.fvecs`, `.ivecs`, `.npy`, `.jsonl`
+//!   and id lists.
+//! - [`exact`]: brute force, the oracle for recall; [`eval`] measures recall
+//!   and speed; [`synth`] makes seeded clustered data.
+#![deny(unsafe_code)]
+
+pub mod builder;
+pub mod distance;
+pub mod error;
+pub mod eval;
+pub mod exact;
+pub mod formats;
+pub mod graph;
+pub mod index;
+pub mod search;
+pub mod snapshot;
+pub mod synth;
+pub mod vectors;
+
+pub use distance::{Metric, Storage};
+pub use error::{Error, Result};
+pub use index::{Index, SearchParams};
+pub use search::Neighbor;

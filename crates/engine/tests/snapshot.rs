@@ -1,0 +1,179 @@
+//! Snapshot format: round trip, corruption, version checks.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+use fathom_engine::builder::BuilderKind;
+use fathom_engine::snapshot::{verify, SectionKind, Snapshot};
+use fathom_engine::{Error, Metric, Storage};
+
+#[test]
+fn round_trip_reads_back_what_the_builder_produced() {
+    let dir = tempfile::tempdir().unwrap();
+    for storage in [Storage::F32, Storage::Bf16, Storage::I8] {
+        let mut ds = dataset(1500, 24, SEED);
+        ds.attributes = Some((0..1500).map(|i| format!("{{\"n\":{i}}}")).collect());
+        let built = build_with(ds, Metric::Cosine, storage, BuilderKind::Fathom, 64);
+        let path = write(&built, dir.path(), &format!("rt-{storage}.fathom"));
+        let s = Snapshot::open(&path).unwrap();
+        assert_eq!(s.len(), 1500);
+        assert_eq!(s.dim(), 24);
+        assert_eq!(s.storage(), storage);
+        assert_eq!(s.metric(), Metric::Cosine);
+        let exact = s.vectors_f32();
+        for i in 0..1500u32 {
+            let want = &built.vectors[i as usize * 24..(i as usize + 1) * 24];
+            assert_eq!(exact.row(i), want, "vector {i}");
+            assert_eq!(s.id(i), Some(built.ids[i as usize].as_str()));
+            assert_eq!(s.find(&built.ids[i as usize]), Some(i));
+            assert_eq!(s.attributes(i), Some(format!("{{\"n\":{i}}}").as_str()));
+        }
+        assert_eq!(s.find("no-such-id"), None);
+        let g = s.graph();
+        let b = built.graph.view();
+        assert_eq!(g.levels, b.levels);
+        assert_eq!(g.links0, b.links0);
+        assert_eq!(g.upper_offsets, b.upper_offsets);
+        assert_eq!(g.upper_links, b.upper_links);
+        assert_eq!((g.entry_point, g.max_level), (b.entry_point, b.max_level));
+        assert!(verify(&s).is_ok(), "{:?}", verify(&s).problems);
+        // Sections are 64-byte aligned in the file.
+        for e in &s.manifest().sections {
+            assert_eq!(e.offset % 64, 0);
+        }
+    }
+}
+
+fn small_snapshot(dir: &std::path::Path, storage: Storage) -> std::path::PathBuf {
+    let mut ds = dataset(600, 16, SEED);
+    ds.attributes = Some(vec!["{}".to_string(); 600]);
+    let built = build_with(ds, Metric::L2, storage, BuilderKind::Fathom, 40);
+    write(&built, dir, &format!("small-{storage}.fathom"))
+}
+
+#[test]
+fn flipping_a_byte_in_each_section_fails_verify_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for storage in [Storage::F32, Storage::I8] {
+        let path = small_snapshot(dir.path(), storage);
+        let good = fs::read(&path).unwrap();
+        let sections = Snapshot::open(&path).unwrap().manifest().sections.clone();
+        assert!(sections.len() >= 10, "all section kinds present");
+        for e in sections {
+            if e.len == 0 {
+                continue;
+            }
+            let name = SectionKind::from_u32(e.kind).unwrap().name();
+            let mut bad = good.clone();
+            bad[(e.offset + e.len / 2) as usize] ^= 0x5a;
+            let p = dir.path().join("flipped.fathom");
+            fs::write(&p, &bad).unwrap();
+            // Open is O(1): it does not read section bodies, so it succeeds...
+            let s = Snapshot::open(&p).unwrap();
+            // ...and verify finds the damage and names the section first.
+            let report = verify(&s);
+            assert!(!report.is_ok(), "flip in {name} went unnoticed");
+            assert!(
+                report.problems[0].starts_with(&format!("section {name}:")),
+                "flip in {name} reported as {:?}",
+                report.problems
+            );
+        }
+    }
+}
+
+#[test]
+fn damaged_header_or_manifest_fails_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = small_snapshot(dir.path(), Storage::F32);
+    let good = fs::read(&path).unwrap();
+    let p = dir.path().join("bad.fathom");
+    let open_err = |bytes: &[u8]| {
+        fs::write(&p, bytes).unwrap();
+        Snapshot::open(&p).unwrap_err()
+    };
+
+    // Wrong magic.
+    let mut b = good.clone();
+    b[0] = b'X';
+    assert!(matches!(open_err(&b), Error::Corrupt { ref reason, .. } if reason.contains("magic")));
+
+    // Truncated anywhere: always Corrupt, never a panic.
+    for cut in [1, 63, 64, 100, good.len() / 2, good.len() - 1] {
+        let e = open_err(&good[..good.len() - cut]);
+        assert!(matches!(e, Error::Corrupt { .. }), "cut {cut}: {e}");
+    }
+    assert!(matches!(open_err(&[]), Error::Corrupt { .. }));
+
+    // A future format version is Incompatible, not Corrupt.
+    let mut b = good.clone();
+    b[8..12].copy_from_slice(&(fathom_engine::snapshot::FORMAT_VERSION + 1).to_le_bytes());
+    let e = open_err(&b);
+    assert!(
+        matches!(e, Error::Incompatible { found, .. } if found == fathom_engine::snapshot::FORMAT_VERSION + 1),
+        "{e}"
+    );
+    assert!(e.to_string().contains("incompatible"));
+
+    // A flipped byte in the header or manifest.
+    for at in [20usize, 40, 70, 200] {
+        let mut b = good.clone();
+        b[at] ^= 1;
+        assert!(matches!(open_err(&b), Error::Corrupt { .. }), "byte {at}");
+    }
+}
+
+#[test]
+fn random_damage_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = small_snapshot(dir.path(), Storage::Bf16);
+    let good = fs::read(&path).unwrap();
+    let p = dir.path().join("fuzz.fathom");
+    let mut state = 0x1234_5678_9abc_def0u64;
+    for _ in 0..200 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let mut b = good.clone();
+        let at = (state % b.len() as u64) as usize;
+        b[at] = (state >> 32) as u8;
+        fs::write(&p, &b).unwrap();
+        if let Ok(s) = Snapshot::open(&p) {
+            let _ = verify(&s);
+            let idx = fathom_engine::Index::from_snapshot(s);
+            let _ = idx.search(&[0.5; 16], &fathom_engine::SearchParams::new(5, 20));
+        }
+    }
+}
+
+#[test]
+fn a_failed_write_leaves_the_old_snapshot_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = small_snapshot(dir.path(), Storage::F32);
+    let before = fs::read(&path).unwrap();
+    // Duplicate ids make the writer fail after it has started.
+    let mut ds = dataset(50, 16, SEED);
+    ds.ids[7] = ds.ids[3].clone();
+    let opts = fathom_engine::builder::BuildOptions {
+        metric: Metric::L2,
+        ..Default::default()
+    };
+    let mut built = fathom_engine::builder::build(
+        dataset(50, 16, SEED),
+        std::path::Path::new("x"),
+        &opts,
+        &|_, _| {},
+    )
+    .unwrap();
+    built.ids = ds.ids;
+    assert!(built.write(&path, "dup").is_err());
+    assert_eq!(fs::read(&path).unwrap(), before);
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left behind");
+}

@@ -1,0 +1,473 @@
+//! The catalog: named indexes, each held behind an atomically swappable
+//! pointer so a snapshot can be replaced while it is being searched.
+//!
+//! A request takes one [`Arc<Loaded>`] with [`Catalog::get`] and keeps it
+//! from start to finish; a reload opens and checks the new file first, then
+//! swaps the pointer. The old snapshot (and its memory map) is dropped when
+//! its last reader lets go of it. A file that fails to open or to verify is
+//! refused: the old snapshot keeps serving and the error is kept for
+//! [`Catalog::status`].
+//!
+//! Nothing here knows about gRPC or async runtimes: the server calls these
+//! methods from blocking threads and adds logging and metrics around them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use fathom_engine::error::Error;
+use fathom_engine::index::Index;
+use fathom_engine::snapshot::{verify, Snapshot};
+
+/// The file extension of snapshots picked up from a catalog folder.
+pub const SNAPSHOT_EXTENSION: &str = "fathom";
+
+/// Errors of the catalog layer; the engine's own errors are carried inside.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("no index named {0:?}")]
+    UnknownIndex(String),
+
+    #[error("index name {0:?} is used twice")]
+    DuplicateName(String),
+
+    #[error("invalid index name {name:?}: {reason}")]
+    BadName { name: String, reason: String },
+
+    /// Opening or verifying an index's snapshot failed. (The engine error is
+    /// in the message, and not also a `source`, so that error chains do not
+    /// print it twice.)
+    #[error("index {name:?}: {error}")]
+    Load { name: String, error: Error },
+
+    #[error("cannot read catalog folder {path}: {error}")]
+    Folder {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+
+    #[error("catalog folder {0} holds no *.fathom snapshot")]
+    EmptyFolder(PathBuf),
+}
+
+impl CatalogError {
+    /// The engine error underneath, if this is a load failure.
+    pub fn engine_error(&self) -> Option<&Error> {
+        match self {
+            CatalogError::Load { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// How snapshots are checked before they are served.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Check every section checksum and graph invariant (reads the whole
+    /// file) in addition to the O(1) checks of `open`. On by default: a
+    /// reload must not swap in a damaged file.
+    pub verify: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { verify: true }
+    }
+}
+
+/// Identifies one version of a file, to tell a replaced file from an
+/// unchanged one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    #[cfg(unix)]
+    inode: u64,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> std::io::Result<FileStamp> {
+        let m = std::fs::metadata(path)?;
+        Ok(FileStamp {
+            len: m.len(),
+            modified: m.modified().ok(),
+            #[cfg(unix)]
+            inode: std::os::unix::fs::MetadataExt::ino(&m),
+        })
+    }
+}
+
+/// One loaded snapshot: what a request holds while it runs.
+pub struct Loaded {
+    index: Index,
+    loaded_at: SystemTime,
+    stamp: FileStamp,
+}
+
+impl Loaded {
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    pub fn loaded_at(&self) -> SystemTime {
+        self.loaded_at
+    }
+}
+
+/// A failed load, kept until the next successful one.
+#[derive(Debug, Clone)]
+pub struct LoadFailure {
+    pub message: String,
+    pub at: SystemTime,
+}
+
+/// A point-in-time view of one index, for listings and metrics.
+pub struct IndexStatus {
+    pub name: String,
+    pub path: PathBuf,
+    pub loaded: Arc<Loaded>,
+    pub last_error: Option<LoadFailure>,
+    /// Successful reloads since startup (the first load is not counted).
+    pub reloads: u64,
+    pub reload_failures: u64,
+}
+
+#[derive(Default)]
+struct SlotState {
+    last_error: Option<LoadFailure>,
+    reloads: u64,
+    reload_failures: u64,
+}
+
+struct Slot {
+    name: String,
+    path: PathBuf,
+    current: ArcSwap<Loaded>,
+    /// Held for the whole of a reload, so reloads of one index never overlap.
+    state: Mutex<SlotState>,
+}
+
+impl Slot {
+    fn state(&self) -> MutexGuard<'_, SlotState> {
+        // A panic while holding the lock cannot leave the counters invalid.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The result of a reload that succeeded.
+pub enum Reloaded {
+    /// A new snapshot is serving.
+    Swapped(Arc<Loaded>),
+    /// The file had not changed since it was loaded (watcher-driven reloads
+    /// only); nothing was done.
+    Unchanged,
+}
+
+/// Named indexes, each swappable on its own. Cheap to read from many
+/// threads: [`get`](Catalog::get) is two atomic loads and a map lookup.
+pub struct Catalog {
+    slots: ArcSwap<BTreeMap<String, Arc<Slot>>>,
+    /// Serializes additions of new names.
+    adding: Mutex<()>,
+    folder: Option<PathBuf>,
+    options: LoadOptions,
+}
+
+impl Catalog {
+    /// An empty catalog. `folder`, when set, is the `--catalog` folder whose
+    /// new files [`file_changed`](Catalog::file_changed) may add.
+    pub fn new(folder: Option<PathBuf>, options: LoadOptions) -> Catalog {
+        Catalog {
+            slots: ArcSwap::from_pointee(BTreeMap::new()),
+            adding: Mutex::new(()),
+            folder: folder.map(|f| absolute(&f)),
+            options,
+        }
+    }
+
+    /// Load every `(name, path)` and, when given, every snapshot of `folder`,
+    /// failing on the first error: a server should not start half-loaded.
+    pub fn open(
+        specs: &[(String, PathBuf)],
+        folder: Option<&Path>,
+        options: LoadOptions,
+    ) -> Result<Catalog, CatalogError> {
+        let catalog = Catalog::new(folder.map(Path::to_path_buf), options);
+        let mut all = specs.to_vec();
+        if let Some(dir) = folder {
+            let found = scan_folder(dir)?;
+            if found.is_empty() && specs.is_empty() {
+                return Err(CatalogError::EmptyFolder(dir.to_path_buf()));
+            }
+            all.extend(found);
+        }
+        for (name, path) in all {
+            catalog.add(&name, &path)?;
+        }
+        Ok(catalog)
+    }
+
+    /// Load `path` and serve it as `name`.
+    pub fn add(&self, name: &str, path: &Path) -> Result<Arc<Loaded>, CatalogError> {
+        check_name(name)?;
+        let path = &absolute(path);
+        let _adding = self.adding.lock().unwrap_or_else(|e| e.into_inner());
+        if self.slots.load().contains_key(name) {
+            return Err(CatalogError::DuplicateName(name.to_string()));
+        }
+        let loaded = Arc::new(
+            load(path, self.options).map_err(|error| CatalogError::Load {
+                name: name.to_string(),
+                error,
+            })?,
+        );
+        let slot = Arc::new(Slot {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            current: ArcSwap::new(Arc::clone(&loaded)),
+            state: Mutex::new(SlotState::default()),
+        });
+        let mut map = BTreeMap::clone(&self.slots.load());
+        map.insert(name.to_string(), slot);
+        self.slots.store(Arc::new(map));
+        Ok(loaded)
+    }
+
+    /// The snapshot currently serving `name`. Hold the `Arc` for the whole
+    /// request: a concurrent reload will not unmap it.
+    pub fn get(&self, name: &str) -> Option<Arc<Loaded>> {
+        self.slots.load().get(name).map(|s| s.current.load_full())
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.slots.load().keys().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.load().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.load().is_empty()
+    }
+
+    pub fn folder(&self) -> Option<&Path> {
+        self.folder.as_deref()
+    }
+
+    /// The folders holding the served files (and the catalog folder): what
+    /// a watcher should watch.
+    pub fn watched_folders(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .slots
+            .load()
+            .values()
+            .filter_map(|s| s.path.parent().map(Path::to_path_buf))
+            .chain(self.folder.clone())
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Every index, sorted by name.
+    pub fn status(&self) -> Vec<IndexStatus> {
+        self.slots.load().values().map(|s| slot_status(s)).collect()
+    }
+
+    pub fn status_of(&self, name: &str) -> Option<IndexStatus> {
+        self.slots.load().get(name).map(|s| slot_status(s))
+    }
+
+    /// Reopen `name`'s file and swap it in. On failure the old snapshot keeps
+    /// serving and the error is recorded.
+    pub fn reload(&self, name: &str) -> Result<Arc<Loaded>, CatalogError> {
+        let slot = self
+            .slots
+            .load()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| CatalogError::UnknownIndex(name.to_string()))?;
+        match self.reload_slot(&slot, false)? {
+            Reloaded::Swapped(l) => Ok(l),
+            Reloaded::Unchanged => Ok(slot.current.load_full()),
+        }
+    }
+
+    /// Reload every index; one result per index, sorted by name.
+    pub fn reload_all(&self) -> Vec<(String, Result<Arc<Loaded>, CatalogError>)> {
+        self.names()
+            .into_iter()
+            .map(|n| {
+                let r = self.reload(&n);
+                (n, r)
+            })
+            .collect()
+    }
+
+    /// A file changed on disk (the folder watcher saw it). Reloads the index
+    /// served from `path` if the file is a new one, or adds a new index when
+    /// `path` is a new snapshot in the catalog folder. Returns `None` when
+    /// `path` concerns no index (not a snapshot, a hidden temporary file, or
+    /// gone).
+    pub fn file_changed(&self, path: &Path) -> Option<(String, Result<Reloaded, CatalogError>)> {
+        let path = &absolute(path);
+        let existing = self
+            .slots
+            .load()
+            .values()
+            .find(|s| s.path == *path)
+            .cloned();
+        if let Some(slot) = existing {
+            if !path.exists() {
+                // Removed: keep serving the mapping we hold.
+                return None;
+            }
+            return Some((slot.name.clone(), self.reload_slot(&slot, true)));
+        }
+        let folder = self.folder.as_deref()?;
+        if path.parent() != Some(folder) || !path.is_file() {
+            return None;
+        }
+        let name = snapshot_name(path)?;
+        let result = self.add(&name, path).map(Reloaded::Swapped);
+        Some((name, result))
+    }
+
+    fn reload_slot(&self, slot: &Slot, only_if_changed: bool) -> Result<Reloaded, CatalogError> {
+        let mut state = slot.state();
+        if only_if_changed {
+            if let Ok(stamp) = FileStamp::of(&slot.path) {
+                if stamp == slot.current.load().stamp {
+                    return Ok(Reloaded::Unchanged);
+                }
+            }
+        }
+        match load(&slot.path, self.options) {
+            Ok(loaded) => {
+                let loaded = Arc::new(loaded);
+                slot.current.store(Arc::clone(&loaded));
+                state.reloads += 1;
+                state.last_error = None;
+                Ok(Reloaded::Swapped(loaded))
+            }
+            Err(error) => {
+                state.reload_failures += 1;
+                state.last_error = Some(LoadFailure {
+                    message: error.to_string(),
+                    at: SystemTime::now(),
+                });
+                Err(CatalogError::Load {
+                    name: slot.name.clone(),
+                    error,
+                })
+            }
+        }
+    }
+}
+
+/// `path` made absolute without resolving symlinks, so that a reload follows
+/// a symlink that was re-pointed, and so that paths from the folder watcher
+/// compare equal to the paths indexes were added with.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn slot_status(slot: &Slot) -> IndexStatus {
+    let state = slot.state();
+    IndexStatus {
+        name: slot.name.clone(),
+        path: slot.path.clone(),
+        loaded: slot.current.load_full(),
+        last_error: state.last_error.clone(),
+        reloads: state.reloads,
+        reload_failures: state.reload_failures,
+    }
+}
+
+/// Open `path`, check it, and wrap it for serving.
+fn load(path: &Path, options: LoadOptions) -> Result<Loaded, Error> {
+    let stamp = FileStamp::of(path).map_err(|cause| Error::Io {
+        path: path.to_path_buf(),
+        cause,
+    })?;
+    let snapshot = Snapshot::open(path)?;
+    if options.verify {
+        let report = verify(&snapshot);
+        if !report.is_ok() {
+            return Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                reason: report.problems.join("; "),
+            });
+        }
+    }
+    Ok(Loaded {
+        index: Index::from_snapshot(snapshot),
+        loaded_at: SystemTime::now(),
+        stamp,
+    })
+}
+
+/// The snapshots of a catalog folder, named by file stem, sorted by name.
+/// Hidden files (such as the writer's temporary files) are skipped.
+pub fn scan_folder(dir: &Path) -> Result<Vec<(String, PathBuf)>, CatalogError> {
+    let folder_err = |error| CatalogError::Folder {
+        path: dir.to_path_buf(),
+        error,
+    };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(folder_err)? {
+        let path = entry.map_err(folder_err)?.path();
+        if !path.is_file() {
+            continue;
+        }
+        if let Some(name) = snapshot_name(&path) {
+            found.push((name, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The index name of a snapshot path: its stem, if the file is a visible
+/// `*.fathom` with a valid name.
+pub fn snapshot_name(path: &Path) -> Option<String> {
+    if path.extension()? != SNAPSHOT_EXTENSION {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    if stem.starts_with('.') || check_name(stem).is_err() {
+        return None;
+    }
+    Some(stem.to_string())
+}
+
+/// Index names are what clients type: letters, digits, `-`, `_` and `.`,
+/// starting with a letter or digit, at most 128 bytes.
+pub fn check_name(name: &str) -> Result<(), CatalogError> {
+    let bad = |reason: &str| {
+        Err(CatalogError::BadName {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > 128 {
+        return bad("longer than 128 bytes");
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return bad("must start with a letter or digit");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return bad("only letters, digits, '-', '_' and '.' are allowed");
+    }
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! A small Rust client for a `fathom serve` server: a thin wrapper over the
+//! generated tonic client that adds a connect timeout, an optional per-call
+//! deadline, and plain Rust types in and out.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), fathom_server::client::ClientError> {
+//! use std::time::Duration;
+//! let client = fathom_server::client::Client::connect("http://127.0.0.1:50051", Duration::from_secs(2))
+//!     .await?
+//!     .with_timeout(Duration::from_millis(200));
+//! let item = client.get_items("tracks", &["track:000042"]).await?.remove(0);
+//! for hit in client.search("tracks", &item.vector, 10, 0).await? {
+//!     println!("{} {:.4}", hit.id, hit.distance);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Calls take `&self` and may run concurrently: the client is a cheap
+//! handle on one HTTP/2 connection. Open several clients for several
+//! connections.
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use crate::proto as pb;
+use crate::proto::{
+    retrieval_client::RetrievalClient, BatchSearchRequest, GetItemsRequest, ListIndexesRequest,
+    ReloadRequest, SearchRequest,
+};
+pub use crate::proto::{Hit, IndexInfo, Item};
+
+/// What a call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid target {target:?}: {reason}")]
+    BadTarget { target: String, reason: String },
+
+    #[error("cannot connect to {target}: {reason}")]
+    Connect { target: String, reason: String },
+
+    /// The server (or the transport) answered with a non-OK status.
+    #[error("{}: {}", crate::status::code_name(.0.code()), .0.message())]
+    Rpc(Status),
+}
+
+impl From<Status> for ClientError {
+    fn from(s: Status) -> ClientError {
+        ClientError::Rpc(s)
+    }
+}
+
+impl ClientError {
+    /// The gRPC status code: `UNAVAILABLE` for connection failures.
+    pub fn code(&self) -> Code {
+        match self {
+            ClientError::BadTarget { .. } => Code::InvalidArgument,
+            ClientError::Connect { .. } => Code::Unavailable,
+            ClientError::Rpc(s) => s.code(),
+        }
+    }
+}
+
+/// A connection to a fathom server.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: RetrievalClient<Channel>,
+    timeout: Option<Duration>,
+}
+
+/// Extra time the client waits past a call's deadline for the server's own
+/// DEADLINE_EXCEEDED before giving up itself.
+const CLIENT_SLACK: Duration = Duration::from_millis(100);
+
+impl Client {
+    /// Connect to `target` (`http://host:port`, or `host:port`), failing
+    /// after `connect_timeout` rather than hanging.
+    pub async fn connect(target: &str, connect_timeout: Duration) -> Result<Client, ClientError> {
+        let uri = if target.contains("://") {
+            target.to_string()
+        } else {
+            format!("http://{target}")
+        };
+        let endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError::BadTarget {
+            target: target.to_string(),
+            reason: e.to_string(),
+        })?;
+        let endpoint = endpoint.connect_timeout(connect_timeout).tcp_nodelay(true);
+        let channel = match tokio::time::timeout(connect_timeout, endpoint.connect()).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                let mut reason = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    reason = format!("{reason}: {s}");
+                    source = s.source();
+                }
+                return Err(ClientError::Connect {
+                    target: target.to_string(),
+                    reason,
+                });
+            }
+            Err(_) => {
+                return Err(ClientError::Connect {
+                    target: target.to_string(),
+                    reason: format!("timed out after {connect_timeout:?}"),
+                })
+            }
+        };
+        Ok(Client::from_channel(channel))
+    }
+
+    /// Wrap an existing channel.
+    pub fn from_channel(channel: Channel) -> Client {
+        Client {
+            inner: RetrievalClient::new(channel).max_decoding_message_size(usize::MAX),
+            timeout: None,
+        }
+    }
+
+    /// Give every call this deadline (sent as `grpc-timeout`, so the server
+    /// stops work past it too).
+    pub fn with_timeout(mut self, per_call: Duration) -> Client {
+        self.timeout = Some(per_call);
+        self
+    }
+
+    /// The generated client, for anything this wrapper does not cover.
+    pub fn raw(&self) -> RetrievalClient<Channel> {
+        self.inner.clone()
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut req = Request::new(message);
+        if let Some(t) = self.timeout {
+            req.set_timeout(t);
+        }
+        req
+    }
+
+    /// Await a call, bounded by the per-call deadline plus a little slack.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, ClientError> {
+        let result = match self.timeout {
+            None => call.await,
+            Some(t) => match tokio::time::timeout(t + CLIENT_SLACK, call).await {
+                Ok(r) => r,
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "no answer within {t:?} (client-side deadline)"
+                ))),
+            },
+        };
+        match result {
+            Ok(r) => Ok(r.into_inner()),
+            // tonic's channel enforces `grpc-timeout` on its own side too and
+            // reports it as CANCELLED "Timeout expired"; gRPC says a missed
+            // deadline is DEADLINE_EXCEEDED, whichever side noticed it.
+            Err(s) if s.code() == Code::Cancelled && s.message() == "Timeout expired" => {
+                Err(Status::deadline_exceeded("deadline exceeded (client-side)").into())
+            }
+            Err(s) => Err(s.into()),
+        }
+    }
+
+    /// The `k` nearest items of `vector`; `ef = 0` uses the index default.
+    pub async fn search(
+        &self,
+        index: &str,
+        vector: &[f32],
+        k: u32,
+        ef: u32,
+    ) -> Result<Vec<Hit>, ClientError> {
+        let req = self.request(SearchRequest {
+            index: index.to_string(),
+            vector: vector.to_vec(),
+            k,
+            ef,
+        });
+        let mut c = self.inner.clone();
+        Ok(self.bounded(c.search(req)).await?.hits)
+    }
+
+    /// Several queries in one call; one result list per query, in order.
+    pub async fn batch_search<Q: AsRef<[f32]>>(
+        &self,
+        index: &str,
+        queries: &[Q],
+        k: u32,
+        ef: u32,
+    ) -> Result<Vec<Vec<Hit>>, ClientError> {
+        let req = self.request(BatchSearchRequest {
+            index: index.to_string(),
+            queries: queries
+                .iter()
+                .map(|q| pb::Query {
+                    vector: q.as_ref().to_vec(),
+                })
+                .collect(),
+            k,
+            ef,
+        });
+        let mut c = self.inner.clone();
+        let resp = self.bounded(c.batch_search(req)).await?;
+        Ok(resp.results.into_iter().map(|r| r.hits).collect())
+    }
+
+    /// The stored vectors of `ids` (normalized under cosine), in order.
+    pub async fn get_items<S: AsRef<str>>(
+        &self,
+        index: &str,
+        ids: &[S],
+    ) -> Result<Vec<Item>, ClientError> {
+        let req = self.request(GetItemsRequest {
+            index: index.to_string(),
+            ids: ids.iter().map(|s| s.as_ref().to_string()).collect(),
+        });
+        let mut c = self.inner.clone();
+        Ok(self.bounded(c.get_items(req)).await?.items)
+    }
+
+    /// Every served index, sorted by name.
+    pub async fn list_indexes(&self) -> Result<Vec<IndexInfo>, ClientError> {
+        let req = self.request(ListIndexesRequest {});
+        let mut c = self.inner.clone();
+        Ok(self.bounded(c.list_indexes(req)).await?.indexes)
+    }
+
+    /// Reload one index, or every index with `None`.
+    pub async fn reload(&self, index: Option<&str>) -> Result<Vec<IndexInfo>, ClientError> {
+        let req = self.request(ReloadRequest {
+            index: index.unwrap_or_default().to_string(),
+        });
+        let mut c = self.inner.clone();
+        Ok(self.bounded(c.reload(req)).await?.indexes)
+    }
+}

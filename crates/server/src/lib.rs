@@ -1,0 +1,458 @@
+//! The gRPC retrieval server (`fathom serve`): the `fathom.v1.Retrieval`
+//! service over a [`Catalog`], plus gRPC health and reflection, a folder
+//! watcher for hot reload, Prometheus metrics and graceful shutdown.
+//!
+//! This crate is the only place that knows about tonic, prost or tokio; the
+//! engine underneath (`fathom-engine`) knows nothing of gRPC, and the
+//! compiler holds that line: the engine crate does not depend on them.
+//!
+//! - `proto`: the generated `fathom.v1` types, shared by server, client and bench
+//! - `catalog`: named indexes behind swappable pointers, for hot reload
+//! - `client`: a small Rust client
+//! - `service`: the handlers (validate, convert, call the engine, convert back)
+//! - `status`: the one mapping from errors to status codes
+//! - `exec`: where searches run (inline, blocking pool, dedicated pool)
+//! - `reload`, `watch`: reload triggers, logging and metrics of reloads
+//! - `metrics`: Prometheus metrics and their HTTP endpoint
+
+pub mod catalog;
+pub mod client;
+mod exec;
+pub mod metrics;
+pub mod proto;
+mod reload;
+mod service;
+pub mod status;
+mod watch;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{watch as tokio_watch, Semaphore};
+use tokio::task::JoinHandle;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+pub use self::exec::SearchThreads;
+use self::metrics::Metrics;
+use self::service::Shared;
+pub use self::service::{Limits, RetrievalService};
+use crate::catalog::Catalog;
+use crate::proto as pb;
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub(crate) async fn stopped(shutdown: &mut tokio_watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// The fully qualified name of the service, as reflection and health list it.
+pub const SERVICE_NAME: &str = "fathom.v1.Retrieval";
+
+/// Default gRPC address: loopback unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default metrics address.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+/// How to serve.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    /// Where to serve `GET /metrics`; `None`: no metrics endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    pub limits: Limits,
+    /// Replaces each snapshot's stored default beam width for ef = 0.
+    pub default_ef: Option<usize>,
+    pub search_threads: SearchThreads,
+    /// Watch the catalog's folders and reload on renames into them.
+    pub watch: bool,
+    /// How long shutdown waits for in-flight calls.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: DEFAULT_LISTEN.parse().expect("valid address"),
+            metrics_listen: Some(DEFAULT_METRICS_LISTEN.parse().expect("valid address")),
+            limits: Limits::default(),
+            default_ef: None,
+            search_threads: SearchThreads::default(),
+            watch: true,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    // Causes are in the messages and not also `source`s, so that error
+    // chains do not print them twice.
+    #[error("cannot listen on {addr}: {error}")]
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("cannot start the search thread pool: {0}")]
+    Pool(rayon::ThreadPoolBuildError),
+    #[error("cannot watch the catalog folders: {0}")]
+    Watch(notify::Error),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(tonic_reflection::server::Error),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("the server task failed: {0}")]
+    Task(String),
+}
+
+/// A running server. Dropping it does not stop it; call
+/// [`shutdown`](RunningServer::shutdown).
+pub struct RunningServer {
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    health: HealthReporter,
+    shutdown_tx: tokio_watch::Sender<bool>,
+    serve_task: JoinHandle<()>,
+    _watcher: Option<notify::RecommendedWatcher>,
+    grace: Duration,
+}
+
+/// tonic reports a request over the decoding limit as OUT_OF_RANGE; this
+/// server answers RESOURCE_EXHAUSTED for it, as gRPC's core and Java
+/// implementations do.
+fn oversize_is_resource_exhausted(
+    mut resp: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let h = resp.headers();
+    let out_of_range = h.get("grpc-status").is_some_and(|v| v == "11");
+    let oversize = h
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|m| {
+            m.replace("%20", " ")
+                .starts_with(status::OVERSIZE_MESSAGE_PREFIX)
+        });
+    if out_of_range && oversize {
+        resp.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    resp
+}
+
+/// When a call's headers arrived: its `grpc-timeout` counts from here, not
+/// from when its (possibly large) message was decoded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Arrival(pub std::time::Instant);
+
+fn stamp_arrival<B>(mut req: http::Request<B>) -> http::Request<B> {
+    req.extensions_mut()
+        .insert(Arrival(std::time::Instant::now()));
+    req
+}
+
+/// Accept HTTP/2 connections until `stop` turns true, then stop accepting,
+/// send every connection a GOAWAY and wait until their in-flight calls end.
+///
+/// The server runs its own accept loop over hyper rather than tonic's
+/// `transport::Server` because the latter races every call against the
+/// `grpc-timeout` header and answers CANCELLED when the timer wins; here the
+/// handlers own the deadline and answer DEADLINE_EXCEEDED.
+async fn accept_loop<S>(listener: TcpListener, service: S, mut stop: tokio_watch::Receiver<bool>)
+where
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2.timer(TokioTimer::new());
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        // Small unary messages: send them now, not after Nagle's delay.
+        let _ = stream.set_nodelay(true);
+        let conn = http2.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(service.clone()),
+        );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Bind and start serving `catalog` on the current tokio runtime. Health
+/// reports SERVING as soon as this returns: the catalog is already loaded.
+pub async fn start(
+    config: ServeConfig,
+    catalog: Arc<Catalog>,
+) -> Result<RunningServer, ServeError> {
+    let metrics = Arc::new(Metrics::new());
+    for s in catalog.status() {
+        metrics.index_loaded(&s.name, &s.loaded);
+    }
+    let shared = Arc::new(Shared {
+        catalog,
+        metrics: Arc::clone(&metrics),
+        permits: Arc::new(Semaphore::new(config.limits.max_concurrency)),
+        limits: config.limits.clone(),
+        default_ef: config.default_ef,
+        executor: exec::Executor::new(config.search_threads).map_err(ServeError::Pool)?,
+        shutting_down: AtomicBool::new(false),
+    });
+    let (shutdown_tx, shutdown_rx) = tokio_watch::channel(false);
+
+    let bind_err = |error| ServeError::Bind {
+        addr: config.listen,
+        error,
+    };
+    let listener = TcpListener::bind(config.listen).await.map_err(bind_err)?;
+    let addr = listener.local_addr().map_err(bind_err)?;
+
+    let metrics_addr = match config.metrics_listen {
+        None => None,
+        Some(m) => {
+            let listener = tokio::net::TcpListener::bind(m)
+                .await
+                .map_err(|error| ServeError::Bind { addr: m, error })?;
+            let local = listener
+                .local_addr()
+                .map_err(|error| ServeError::Bind { addr: m, error })?;
+            tokio::spawn(metrics::serve(
+                listener,
+                Arc::clone(&metrics),
+                shutdown_rx.clone(),
+            ));
+            Some(local)
+        }
+    };
+
+    let watcher = if config.watch {
+        Some(watch::start(Arc::clone(&shared), shutdown_rx.clone()).map_err(ServeError::Watch)?)
+    } else {
+        None
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+        .await;
+    health.set_service_status("", ServingStatus::Serving).await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(ServeError::Reflection)?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(ServeError::Reflection)?;
+    let retrieval = pb::retrieval_server::RetrievalServer::new(RetrievalService {
+        shared: Arc::clone(&shared),
+    })
+    .max_decoding_message_size(config.limits.max_message_bytes)
+    .max_encoding_message_size(usize::MAX);
+
+    let routes = tonic::service::Routes::new(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(retrieval)
+        .prepare();
+    let service = tower::ServiceBuilder::new()
+        .map_request(stamp_arrival::<hyper::body::Incoming>)
+        .map_response(oversize_is_resource_exhausted)
+        .service(routes);
+    let serve_task = tokio::spawn(accept_loop(listener, service, shutdown_rx.clone()));
+
+    for s in shared.catalog.status() {
+        reload::log_loaded(&s.name, "startup", &s.loaded, "serving");
+    }
+    tracing::info!(
+        grpc = %addr,
+        metrics = %metrics_addr.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        indexes = shared.catalog.len(),
+        search_threads = %config.search_threads,
+        max_concurrency = config.limits.max_concurrency,
+        watch = config.watch,
+        "listening"
+    );
+    Ok(RunningServer {
+        addr,
+        metrics_addr,
+        shared,
+        health,
+        shutdown_tx,
+        serve_task,
+        _watcher: watcher,
+        grace: config.shutdown_grace,
+    })
+}
+
+impl RunningServer {
+    /// The bound gRPC address (the real port when listening on port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.shared.catalog
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// RPCs being handled right now.
+    pub fn in_flight(&self) -> i64 {
+        self.shared.metrics.in_flight_now()
+    }
+
+    /// Search threads of the dedicated pool (0 when searching inline or on
+    /// the blocking pool).
+    pub fn search_threads(&self) -> usize {
+        self.shared.executor.threads()
+    }
+
+    /// Reload every index (what SIGHUP does).
+    pub async fn reload_all(&self, trigger: &'static str) {
+        let shared = Arc::clone(&self.shared);
+        if let Err(e) =
+            tokio::task::spawn_blocking(move || reload::reload(&shared, None, trigger)).await
+        {
+            tracing::error!(error = %e, "reload task failed");
+        }
+    }
+
+    /// Graceful shutdown: report NOT_SERVING, refuse new calls, let in-flight
+    /// calls finish (up to the grace period), then stop.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        tracing::info!(
+            in_flight = self.in_flight(),
+            "shutting down: finishing in-flight calls"
+        );
+        self.shared.shutting_down.store(true, Ordering::Release);
+        self.health
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+        self.health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        let _ = self.shutdown_tx.send(true);
+        let mut task = self.serve_task;
+        match tokio::time::timeout(self.grace, &mut task).await {
+            Ok(Ok(())) => {
+                tracing::info!("stopped");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(ServeError::Task(e.to_string())),
+            Err(_) => {
+                task.abort();
+                tracing::warn!(grace = ?self.grace, "calls still running after the grace period; stopped anyway");
+                Ok(())
+            }
+        }
+    }
+
+    /// Wait for SIGTERM or Ctrl-C (reloading on SIGHUP meanwhile), then shut
+    /// down gracefully.
+    pub async fn run_until_signalled(self, mut signals: Signals) -> Result<(), ServeError> {
+        #[cfg(unix)]
+        loop {
+            tokio::select! {
+                _ = signals.int.recv() => { tracing::info!("Ctrl-C received"); break; }
+                _ = signals.term.recv() => { tracing::info!("SIGTERM received"); break; }
+                _ = signals.hup.recv() => {
+                    tracing::info!("SIGHUP received: reloading every index");
+                    self.reload_all("sighup").await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = signals;
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        self.shutdown().await
+    }
+}
+
+/// The signals a server reacts to. Register them before the server says it
+/// is ready, so that none sent after that is missed or kills the process.
+pub struct Signals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Must be called within a tokio runtime.
+    pub fn register() -> Result<Signals, ServeError> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                int: signal(SignalKind::interrupt()).map_err(ServeError::Runtime)?,
+                term: signal(SignalKind::terminate()).map_err(ServeError::Runtime)?,
+                hup: signal(SignalKind::hangup()).map_err(ServeError::Runtime)?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+}
+
+/// Build a runtime, start the server, call `ready` once it is listening,
+/// and serve until SIGTERM or Ctrl-C. This is what `fathom serve` runs.
+pub fn serve_blocking(
+    config: ServeConfig,
+    catalog: Arc<Catalog>,
+    ready: impl FnOnce(&RunningServer),
+) -> Result<(), ServeError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fathom-rt")
+        .build()
+        .map_err(ServeError::Runtime)?;
+    runtime.block_on(async move {
+        let signals = Signals::register()?;
+        let server = start(config, catalog).await?;
+        ready(&server);
+        server.run_until_signalled(signals).await
+    })
+}

@@ -1,0 +1,274 @@
+//! Prometheus metrics and the plain-HTTP endpoint that serves them
+//! (`--metrics-listen`, `GET /metrics`).
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `fathom_requests_total` | method, index, code | finished RPCs |
+//! | `fathom_request_duration_seconds` | method, index, code | handler latency histogram |
+//! | `fathom_requests_in_flight` | | RPCs being handled now |
+//! | `fathom_index_items` | index | items in the serving snapshot |
+//! | `fathom_index_file_bytes` | index | size of the serving snapshot file |
+//! | `fathom_index_loaded_timestamp_seconds` | index | when it was loaded |
+//! | `fathom_index_reloads_total` | index | successful reloads |
+//! | `fathom_index_reload_failures_total` | index | refused snapshots |
+//!
+//! The `index` label is the index name for known indexes and `""` for names
+//! the catalog does not hold, so clients cannot grow the label set.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::stopped;
+
+use crate::catalog::Loaded;
+
+/// Latency buckets, in seconds: 25 µs to 5 s.
+const BUCKETS: &[f64] = &[
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Every metric the server exports, registered in its own registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    in_flight: IntGauge,
+    index_items: IntGaugeVec,
+    index_bytes: IntGaugeVec,
+    index_loaded: GaugeVec,
+    reloads: IntCounterVec,
+    reload_failures: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        // The names and labels are constants: construction cannot fail.
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "fathom_requests_total",
+                "Finished RPCs by method, index and status code.",
+            ),
+            &["method", "index", "code"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "fathom_request_duration_seconds",
+                "RPC handling time by method, index and status code.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["method", "index", "code"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGauge::new("fathom_requests_in_flight", "RPCs being handled now.")
+            .expect("valid metric");
+        let index_items = IntGaugeVec::new(
+            Opts::new("fathom_index_items", "Items in the serving snapshot."),
+            &["index"],
+        )
+        .expect("valid metric");
+        let index_bytes = IntGaugeVec::new(
+            Opts::new(
+                "fathom_index_file_bytes",
+                "Size of the serving snapshot file.",
+            ),
+            &["index"],
+        )
+        .expect("valid metric");
+        let index_loaded = GaugeVec::new(
+            Opts::new(
+                "fathom_index_loaded_timestamp_seconds",
+                "When the serving snapshot was loaded (Unix time).",
+            ),
+            &["index"],
+        )
+        .expect("valid metric");
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "fathom_index_reloads_total",
+                "Successful reloads of an index.",
+            ),
+            &["index"],
+        )
+        .expect("valid metric");
+        let reload_failures = IntCounterVec::new(
+            Opts::new(
+                "fathom_index_reload_failures_total",
+                "Reloads refused because the new snapshot failed to open or verify.",
+            ),
+            &["index"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(index_items.clone()),
+            Box::new(index_bytes.clone()),
+            Box::new(index_loaded.clone()),
+            Box::new(reloads.clone()),
+            Box::new(reload_failures.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            in_flight,
+            index_items,
+            index_bytes,
+            index_loaded,
+            reloads,
+            reload_failures,
+        }
+    }
+
+    /// Count a finished RPC.
+    pub fn observe(&self, method: &str, index: &str, code: &str, elapsed: Duration) {
+        let labels = [method, index, code];
+        self.requests.with_label_values(&labels).inc();
+        self.latency
+            .with_label_values(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Mark one RPC in flight until the guard is dropped.
+    pub fn in_flight(self: &Arc<Self>) -> InFlight {
+        self.in_flight.inc();
+        InFlight(Arc::clone(self))
+    }
+
+    pub fn in_flight_now(&self) -> i64 {
+        self.in_flight.get()
+    }
+
+    /// A snapshot started serving as `name` (at startup or on reload).
+    pub fn index_loaded(&self, name: &str, loaded: &Loaded) {
+        let snap = loaded.index().snapshot();
+        self.index_items
+            .with_label_values(&[name])
+            .set(snap.len() as i64);
+        self.index_bytes
+            .with_label_values(&[name])
+            .set(snap.file_len() as i64);
+        let at = loaded
+            .loaded_at()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.index_loaded.with_label_values(&[name]).set(at);
+        // Make the counters visible at zero before the first reload.
+        self.reloads.with_label_values(&[name]);
+        self.reload_failures.with_label_values(&[name]);
+    }
+
+    pub fn reloaded(&self, name: &str, loaded: &Loaded) {
+        self.reloads.with_label_values(&[name]).inc();
+        self.index_loaded(name, loaded);
+    }
+
+    pub fn reload_failed(&self, name: &str) {
+        self.reload_failures.with_label_values(&[name]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec fails only on a broken metric family.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "encoding metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Decrements the in-flight gauge when dropped (also on cancellation).
+pub struct InFlight(Arc<Metrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
+}
+
+/// Serve `GET /metrics` (and `/` with a pointer to it) until `shutdown`
+/// turns true.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, _peer): (_, SocketAddr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics listener accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => return,
+        };
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let metrics = Arc::clone(&metrics);
+                async move { Ok::<_, Infallible>(respond(&req, &metrics)) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(error = %e, "metrics connection ended with an error");
+            }
+        });
+    }
+}
+
+fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (req.method(), req.uri().path()) {
+        (&hyper::Method::GET, "/metrics") => (
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        (&hyper::Method::GET, "/") => (
+            200,
+            "text/plain; charset=utf-8",
+            "fathom metrics: GET /metrics\n".to_string(),
+        ),
+        _ => (
+            404,
+            "text/plain; charset=utf-8",
+            "not found; try GET /metrics\n".to_string(),
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    resp
+}

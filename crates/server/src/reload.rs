@@ -1,0 +1,75 @@
+//! Reloads from every trigger (the `Reload` RPC, SIGHUP, the folder
+//! watcher) go through here, so each gets one log line and its metrics.
+//! These functions block (they open and verify files): call them from a
+//! blocking thread.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::catalog::{CatalogError, Loaded, Reloaded};
+use crate::service::Shared;
+
+/// Reload one index, or every index when `name` is `None`.
+pub(crate) fn reload(
+    shared: &Shared,
+    name: Option<&str>,
+    trigger: &str,
+) -> Vec<(String, Result<Arc<Loaded>, CatalogError>)> {
+    let outcomes = match name {
+        Some(n) => vec![(n.to_string(), shared.catalog.reload(n))],
+        None => shared.catalog.reload_all(),
+    };
+    for (name, outcome) in &outcomes {
+        record(shared, name, trigger, outcome.as_ref().map(Arc::as_ref));
+    }
+    outcomes
+}
+
+/// The folder watcher saw `path` change: reload or add the index it backs.
+pub(crate) fn file_changed(shared: &Shared, path: &Path) {
+    let known = shared.catalog.names();
+    match shared.catalog.file_changed(path) {
+        None => tracing::debug!(path = %path.display(), "change concerns no index"),
+        Some((name, Ok(Reloaded::Unchanged))) => {
+            tracing::debug!(index = %name, path = %path.display(), "file unchanged; not reloaded");
+        }
+        Some((name, Ok(Reloaded::Swapped(loaded)))) if !known.contains(&name) => {
+            log_loaded(&name, "watch", &loaded, "new index added");
+            shared.metrics.index_loaded(&name, &loaded);
+        }
+        Some((name, Ok(Reloaded::Swapped(loaded)))) => record(shared, &name, "watch", Ok(&loaded)),
+        Some((name, Err(e))) => record(shared, &name, "watch", Err(&e)),
+    }
+}
+
+fn record(shared: &Shared, name: &str, trigger: &str, outcome: Result<&Loaded, &CatalogError>) {
+    match outcome {
+        Ok(loaded) => {
+            log_loaded(name, trigger, loaded, "reloaded");
+            shared.metrics.reloaded(name, loaded);
+        }
+        Err(e) => {
+            tracing::warn!(index = %name, trigger, error = %e, "reload refused; the previous snapshot keeps serving");
+            shared.metrics.reload_failed(name);
+        }
+    }
+}
+
+/// One line per loaded snapshot: what it is and where it came from.
+pub(crate) fn log_loaded(name: &str, trigger: &str, loaded: &Loaded, what: &str) {
+    let snap = loaded.index().snapshot();
+    let m = snap.manifest();
+    tracing::info!(
+        index = %name,
+        trigger,
+        count = snap.len(),
+        dim = snap.dim(),
+        metric = %snap.metric(),
+        storage = %snap.storage(),
+        format = snap.format_version(),
+        built_at = m.build.built_at,
+        bytes = snap.file_len(),
+        path = %snap.path().display(),
+        "{what}"
+    );
+}

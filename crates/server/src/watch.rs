@@ -1,0 +1,92 @@
+//! The folder watcher: a snapshot renamed into (or finished writing in) a
+//! watched folder is reloaded, or added when the catalog folder gains a new
+//! `*.fathom`. Events are debounced briefly, so a burst of them for one file
+//! gives one reload.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+
+use crate::reload;
+use crate::service::Shared;
+use crate::stopped;
+
+/// Quiet time after the last event before acting on a burst.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+/// Longest a burst may delay a reload.
+const MAX_DELAY: Duration = Duration::from_millis(500);
+
+/// Does this event mean a file may now hold a complete new snapshot?
+fn relevant(kind: &EventKind) -> bool {
+    match kind {
+        // A rename into place: how snapshots are meant to be replaced.
+        EventKind::Modify(ModifyKind::Name(_)) => true,
+        // A file written in place was closed: it is complete now.
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        // inotify reports renames and close-after-write above; elsewhere a
+        // rename may show up only as a creation.
+        EventKind::Create(_) => !cfg!(target_os = "linux"),
+        _ => false,
+    }
+}
+
+/// Start watching the catalog's folders. The returned watcher must be kept
+/// alive; the task ends when `shutdown` turns true.
+pub(crate) fn start(
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) -> notify::Result<RecommendedWatcher> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
+    let mut watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            Ok(event) if relevant(&event.kind) => {
+                for path in event.paths {
+                    // The receiver is gone only after shutdown.
+                    let _ = tx.send(path);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "folder watcher error"),
+        })?;
+    let folders = shared.catalog.watched_folders();
+    for dir in &folders {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+        tracing::info!(folder = %dir.display(), "watching for new snapshots");
+    }
+    tokio::spawn(async move {
+        loop {
+            let first = tokio::select! {
+                p = rx.recv() => match p { Some(p) => p, None => return },
+                _ = stopped(&mut shutdown) => return,
+            };
+            let mut paths = BTreeSet::from([first]);
+            let until = tokio::time::Instant::now() + MAX_DELAY;
+            loop {
+                let wait = tokio::time::Instant::now() + DEBOUNCE;
+                match tokio::time::timeout_at(wait.min(until), rx.recv()).await {
+                    Ok(Some(p)) => {
+                        paths.insert(p);
+                    }
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            let shared = Arc::clone(&shared);
+            let done = tokio::task::spawn_blocking(move || {
+                for p in &paths {
+                    reload::file_changed(&shared, p);
+                }
+            })
+            .await;
+            if let Err(e) = done {
+                tracing::error!(error = %e, "reload after a file change failed");
+            }
+        }
+    });
+    Ok(watcher)
+}

@@ -1,0 +1,206 @@
+//! The shared harness of the server tests: tiny snapshots built once in temp
+//! folders, a real tonic server on 127.0.0.1 (port 0), clients and polling.
+#![allow(dead_code, unused_imports)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use fathom_engine::builder::{build, BuildOptions, Dataset};
+use fathom_engine::{synth, Index, Metric, SearchParams};
+use fathom_server::catalog::{Catalog, LoadOptions};
+use fathom_server::client::{Client, ClientError};
+use fathom_server::proto as pb;
+use fathom_server::{self as server, Limits, RunningServer, SearchThreads, ServeConfig};
+use tonic::Code;
+
+/// Tests that keep the CPU busy on purpose run one at a time (within one
+/// test binary), so that their timings do not depend on each other.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub const DIM: usize = 16;
+pub const N: usize = 2000;
+pub const SLOW_N: usize = 20_000;
+pub const SLOW_DIM: usize = 256;
+/// A beam as wide as the slow index: every search is exhaustive.
+pub const SLOW_EF: u32 = SLOW_N as u32;
+/// Queries in a slow batch: each is an exhaustive search.
+pub const SLOW_BATCH: usize = 400;
+
+/// Build a clustered snapshot whose ids are `{prefix}:000001`...
+pub fn make_snapshot(path: &Path, n: usize, dim: usize, seed: u64, prefix: &str) {
+    let opts = BuildOptions {
+        metric: Metric::Cosine,
+        ef_construction: 64,
+        threads: 2,
+        default_ef: 32,
+        ..Default::default()
+    };
+    make_snapshot_with(path, n, dim, seed, prefix, &opts);
+}
+
+pub fn make_snapshot_with(
+    path: &Path,
+    n: usize,
+    dim: usize,
+    seed: u64,
+    prefix: &str,
+    opts: &BuildOptions,
+) {
+    let vectors = synth::clustered(n, dim, 12, seed);
+    let ids = (1..=n).map(|i| format!("{prefix}:{i:06}")).collect();
+    let ds = Dataset {
+        dim,
+        vectors,
+        ids,
+        attributes: None,
+    };
+    let built = build(ds, Path::new("test"), opts, &|_, _| {}).expect("build");
+    built.write(path, "test").expect("write");
+}
+
+/// Snapshots built once per test run and copied where a test needs them.
+pub fn prebuilt(which: &str) -> PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let d = tempfile::tempdir().expect("tempdir");
+        for (name, seed) in [("v0", 1), ("v1", 2), ("v2", 3), ("v3", 4)] {
+            make_snapshot(&d.path().join(format!("{name}.fathom")), N, DIM, seed, name);
+        }
+        // Big enough that a batch of exact searches (ef >= n) takes a
+        // while, in a small message; its graph quality does not matter.
+        let coarse = BuildOptions {
+            m: 4,
+            ef_construction: 16,
+            threads: 2,
+            ..Default::default()
+        };
+        make_snapshot_with(
+            &d.path().join("slow.fathom"),
+            SLOW_N,
+            SLOW_DIM,
+            9,
+            "slow",
+            &coarse,
+        );
+        d
+    });
+    dir.path().join(format!("{which}.fathom"))
+}
+
+/// Copy a prebuilt snapshot into `dir` under `name`, atomically (copy to a
+/// hidden temp file, then rename) as a deploy would.
+pub fn deploy(which: &str, dir: &Path, name: &str) -> PathBuf {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::copy(prebuilt(which), &tmp).expect("copy");
+    let dst = dir.join(format!("{name}.fathom"));
+    std::fs::rename(&tmp, &dst).expect("rename");
+    dst
+}
+
+pub fn config(limits: Limits, watch: bool) -> ServeConfig {
+    ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        limits,
+        default_ef: None,
+        search_threads: SearchThreads::default(),
+        watch,
+        shutdown_grace: Duration::from_secs(10),
+    }
+}
+
+pub async fn serve(
+    specs: &[(&str, PathBuf)],
+    folder: Option<&Path>,
+    config: ServeConfig,
+) -> (RunningServer, Client) {
+    let specs: Vec<(String, PathBuf)> = specs
+        .iter()
+        .map(|(n, p)| (n.to_string(), p.clone()))
+        .collect();
+    let catalog = Catalog::open(&specs, folder, LoadOptions::default()).expect("catalog");
+    let server = server::start(config, Arc::new(catalog))
+        .await
+        .expect("start");
+    let client = Client::connect(
+        &format!("http://{}", server.local_addr()),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("connect")
+    .with_timeout(Duration::from_secs(10));
+    (server, client)
+}
+
+pub fn queries(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+    synth::clustered(n, dim, 12, seed)
+        .chunks_exact(dim)
+        .map(<[f32]>::to_vec)
+        .collect()
+}
+
+pub fn code(r: Result<impl std::fmt::Debug, ClientError>) -> Code {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => e.code(),
+    }
+}
+
+/// Poll `f` every 10 ms until it returns true; panic after `limit`.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A batch of exhaustive searches on the slow index: long enough (a tenth
+/// of a second or more) to be caught in flight, in a small message.
+pub fn slow_batch() -> Vec<Vec<f32>> {
+    queries(SLOW_BATCH, SLOW_DIM, 31)
+}
+
+pub fn slow_limits(max_concurrency: usize) -> Limits {
+    Limits {
+        max_batch: 10_000,
+        max_ef: SLOW_N,
+        max_concurrency,
+        ..Limits::default()
+    }
+}
+
+/// Which snapshot version answered: the id prefix of the first hit.
+pub fn version(hits: &[pb::Hit]) -> String {
+    hits[0].id.split(':').next().unwrap_or_default().to_string()
+}
+
+/// A copy of `src` with one byte flipped inside the vector section.
+pub fn corrupt_copy(src: &Path, dst: &Path) {
+    let mut bytes = std::fs::read(src).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x5a;
+    std::fs::write(dst, bytes).unwrap();
+}
+
+/// A minimal HTTP/1.1 GET over loopback.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}

@@ -1,0 +1,209 @@
+//! Health, reflection, metrics and graceful shutdown.
+#![allow(unused_imports)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fathom_engine::builder::{build, BuildOptions, Dataset};
+use fathom_engine::{synth, Index, Metric, SearchParams};
+use fathom_server::catalog::{Catalog, LoadOptions};
+use fathom_server::client::{Client, ClientError};
+use fathom_server::proto as pb;
+use fathom_server::{self as server, Limits, RunningServer, SearchThreads, ServeConfig};
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reflection_and_metrics() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let (server, client) = serve(
+        &[("items", prebuilt("v0"))],
+        None,
+        config(Limits::default(), false),
+    )
+    .await;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.local_addr()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["", server::SERVICE_NAME] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            ServingStatus::Serving as i32,
+            "health of {service:?}"
+        );
+    }
+
+    {
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        let mut reflection = ServerReflectionClient::new(channel.clone());
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = reflection
+            .server_reflection_info(tokio_stream::once(req))
+            .await
+            .unwrap()
+            .into_inner();
+        let resp = stream.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+            panic!("unexpected reflection answer {resp:?}");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(
+            names.iter().any(|n| n == "fathom.v1.Retrieval"),
+            "{names:?}"
+        );
+        assert!(
+            names.iter().any(|n| n == "grpc.health.v1.Health"),
+            "{names:?}"
+        );
+    }
+    {
+        // grpcurl's default protocol.
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        let mut reflection = ServerReflectionClient::new(channel.clone());
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "fathom.v1.Retrieval".into(),
+            )),
+        };
+        let mut stream = reflection
+            .server_reflection_info(tokio_stream::once(req))
+            .await
+            .unwrap()
+            .into_inner();
+        let resp = stream.message().await.unwrap().unwrap();
+        assert!(
+            matches!(resp.message_response, Some(MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()),
+            "{resp:?}"
+        );
+    }
+
+    // Metrics over plain HTTP, after one search and one miss.
+    let q = queries(1, DIM, 4).remove(0);
+    client.search("items", &q, 5, 0).await.unwrap();
+    let _ = client.search("nope", &q, 5, 0).await;
+    let body = http_get(server.metrics_addr().unwrap(), "/metrics").await;
+    for want in [
+        "fathom_requests_total{code=\"OK\",index=\"items\",method=\"Search\"} 1",
+        "fathom_requests_total{code=\"NOT_FOUND\",index=\"\",method=\"Search\"} 1",
+        "fathom_request_duration_seconds_bucket{code=\"OK\",index=\"items\",method=\"Search\",le=",
+        "fathom_requests_in_flight 0",
+        "fathom_index_items{index=\"items\"} 2000",
+        "fathom_index_file_bytes{index=\"items\"}",
+        "fathom_index_reloads_total{index=\"items\"} 0",
+        "fathom_index_reload_failures_total{index=\"items\"} 0",
+    ] {
+        assert!(body.contains(want), "metrics lack {want:?}:\n{body}");
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_calls() {
+    let _heavy = HEAVY.lock().await;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let (server, client) = serve(
+        &[("slow", prebuilt("slow"))],
+        None,
+        config(slow_limits(8), false),
+    )
+    .await;
+    let addr = server.local_addr();
+    let other = Client::connect(&addr.to_string(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let q = queries(1, SLOW_DIM, 3).remove(0);
+    other.search("slow", &q, 10, 0).await.unwrap();
+    let health = HealthClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+
+    let in_flight = {
+        let c = client.clone();
+        tokio::spawn(async move { c.batch_search("slow", &slow_batch(), 10, SLOW_EF).await })
+    };
+    eventually(
+        "the slow call to be in flight",
+        Duration::from_secs(10),
+        || async { server.in_flight() >= 1 },
+    )
+    .await;
+    let stopping = tokio::spawn(server.shutdown());
+    // Health turns NOT_SERVING and new calls are refused while the slow
+    // call is still running.
+    eventually(
+        "health to report NOT_SERVING",
+        Duration::from_secs(5),
+        || {
+            let mut h = health.clone();
+            async move {
+                match h
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                {
+                    Ok(r) => r.into_inner().status == ServingStatus::NotServing as i32,
+                    Err(_) => true,
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        !in_flight.is_finished(),
+        "the slow call ended before shutdown began"
+    );
+    // Refused by the handler (UNAVAILABLE), or at the transport when the
+    // GOAWAY got there first.
+    let refused = other.search("slow", &q, 10, 0).await.unwrap_err();
+    if refused.to_string().contains("shutting down") {
+        assert_eq!(refused.code(), Code::Unavailable, "{refused}");
+    }
+
+    // The in-flight call completes with its full answer.
+    let results = in_flight.await.unwrap().expect("in-flight call completes");
+    assert_eq!(results.len(), SLOW_BATCH);
+    assert!(results.iter().all(|r| r.len() == 10));
+    stopping.await.unwrap().unwrap();
+    // And the port no longer accepts connections.
+    assert!(Client::connect(&addr.to_string(), Duration::from_secs(2))
+        .await
+        .is_err());
+}

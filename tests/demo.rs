@@ -1,0 +1,110 @@
+//! `fathom demo` as a real process: builds, serves, reloads on SIGHUP, stops
+//! on SIGTERM, and reuses its catalog on the second run.
+
+use std::time::{Duration, Instant};
+
+use fathom_server::client::Client;
+
+/// `fathom demo` end to end, as a user runs it: first run builds a (tiny)
+/// catalog and serves it, SIGHUP reloads, SIGTERM stops it cleanly; the
+/// second run reuses the catalog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_builds_serves_reloads_and_stops_on_sigterm() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("demo-catalog");
+    for run in 0..2 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fathom"))
+            .args([
+                "demo",
+                "--tracks",
+                "600",
+                "--episodes",
+                "300",
+                "--dim",
+                "16",
+            ])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "off",
+                "--dir",
+            ])
+            .arg(&catalog)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = |r: Box<dyn std::io::Read + Send>| {
+            let (tx, rx) = std::sync::mpsc::channel::<String>();
+            std::thread::spawn(move || {
+                for l in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+                    let _ = tx.send(l);
+                }
+            });
+            rx
+        };
+        let stdout = lines(Box::new(child.stdout.take().unwrap()));
+        let stderr = lines(Box::new(child.stderr.take().unwrap()));
+        // Wait (bounded) for "serving on ADDR".
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = stdout
+                .recv_timeout(left)
+                .expect("demo never said it was serving");
+            if let Some(rest) = line.strip_prefix("fathom demo is serving on ") {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        let client = Client::connect(&addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let item = client.get_items("tracks", &["track:000042"]).await.unwrap();
+        let hits = client
+            .search("tracks", &item[0].vector, 3, 0)
+            .await
+            .unwrap();
+        assert_eq!(hits[0].id, "track:000042");
+        let list = client.list_indexes().await.unwrap();
+        let names: Vec<&str> = list.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["episodes", "tracks"]);
+
+        let signal = |sig: &str| {
+            let ok = Command::new("kill")
+                .args([sig, &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "kill {sig}");
+        };
+        signal("-HUP");
+        let mut log = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !log
+            .iter()
+            .any(|l: &String| l.contains("reloaded") && l.contains("sighup"))
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            log.push(stderr.recv_timeout(left).expect("no reload after SIGHUP"));
+        }
+        signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "demo did not stop on SIGTERM");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(status.success(), "demo exited with {status}");
+        log.extend(stderr.try_iter());
+        let built = log.iter().any(|l| l.starts_with("built "));
+        let reused = log.iter().any(|l| l.starts_with("reusing "));
+        assert_eq!((built, reused), (run == 0, run == 1), "{log:#?}");
+        assert!(log.iter().any(|l| l.contains("stopped")), "{log:#?}");
+    }
+}
