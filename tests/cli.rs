@@ -60,7 +60,7 @@ fn build_inspect_verify_search_eval() {
     assert_eq!(v["count"], 2000);
     assert_eq!(v["dim"], 16);
     assert_eq!(v["metric"], "l2");
-    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["format_version"], 2);
     assert_eq!(v["m"], 8);
     assert_eq!(v["ef_construction"], 64);
     let human = fathom(&["inspect", s(&out)]);
@@ -240,7 +240,7 @@ fn bad_inputs_fail_cleanly() {
     assert!(o.status.success(), "{}", stderr(&o));
     let o = fathom(&["inspect", s(&out), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["attributes_version"], 1);
+    assert_eq!(v["attributes_version"], 2);
 
     // Corrupt snapshots: inspect and verify fail with a message.
     let mut bytes = std::fs::read(&out).unwrap();

@@ -21,6 +21,10 @@ pub struct Args {
     /// External ids, one a line, for .fvecs and .npy (default: row numbers).
     #[arg(long)]
     ids: Option<PathBuf>,
+    /// Attributes for .fvecs and .npy: a .jsonl with one object per row, in
+    /// row order, each with that row's "id" (a .jsonl input carries its own).
+    #[arg(long)]
+    attributes: Option<PathBuf>,
     #[arg(long, default_value = "cosine")]
     metric: Metric,
     /// Element type of the traversal vectors; i8 and bf16 keep exact f32
@@ -62,7 +66,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         default_ef: a.default_ef,
     };
     let start = Instant::now();
-    let ds = read_dataset(&a.input, a.ids.as_deref())
+    let ds = read_dataset(&a.input, a.ids.as_deref(), a.attributes.as_deref())
         .with_context(|| format!("reading {}", a.input.display()))?;
     let (n, dim) = (ds.len(), ds.dim);
     let bar = ProgressBar::new(n as u64).with_style(

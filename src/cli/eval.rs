@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use fathom_engine::eval::evaluate;
-use fathom_engine::exact::knn_batch;
+use fathom_engine::eval::evaluate_filtered;
+use fathom_engine::exact::knn_batch_among;
 use fathom_engine::formats::{read_ivecs, read_vectors};
+use fathom_engine::index::Plan;
 use fathom_engine::Index;
 
 use super::{default_threads, parse_list};
@@ -39,6 +40,33 @@ pub struct Args {
     /// One JSON object per ef, one per line.
     #[arg(long)]
     json: bool,
+    /// Filter every query with this expression (docs/filters.md); repeat to
+    /// measure several filters, one line per filter per ef. The exact
+    /// filtered truth is computed by brute force unless --ground-truth is
+    /// given.
+    #[arg(long)]
+    filter: Vec<String>,
+    /// How filtered queries run: the planner's choice (auto), an exact scan
+    /// of the matching items (exact), or filtered graph traversal (graph).
+    #[arg(long, value_enum, default_value_t = PlanArg::Auto)]
+    plan: PlanArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum PlanArg {
+    Auto,
+    Exact,
+    Graph,
+}
+
+impl From<PlanArg> for Plan {
+    fn from(p: PlanArg) -> Plan {
+        match p {
+            PlanArg::Auto => Plan::Auto,
+            PlanArg::Exact => Plan::Exact,
+            PlanArg::Graph => Plan::Graph,
+        }
+    }
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
@@ -65,7 +93,76 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if let Some(l) = a.limit {
         queries.truncate(l);
     }
-    let truth: Vec<Vec<u32>> = match &a.ground_truth {
+    let filters: Vec<Option<String>> = if a.filter.is_empty() {
+        vec![None]
+    } else {
+        a.filter.iter().cloned().map(Some).collect()
+    };
+    if !a.json {
+        println!(
+            "{:>6} {:>4} {:>8} {:>10} {:>9} {:>9} {:>11}",
+            "ef", "k", "recall", "qps", "p50_us", "p99_us", "distances"
+        );
+    }
+    for src in &filters {
+        let plan = match src {
+            Some(f) => Some(index.filter(f).with_context(|| format!("filter {f:?}"))?),
+            None => None,
+        };
+        let truth = truth_for(&a, &index, &queries, plan.as_ref().map(|p| p.matches()))?;
+        let filter = src.as_deref().zip(plan.as_ref());
+        if let (Some((f, p)), false) = (filter, a.json) {
+            println!(
+                "filter {f:?}: {} matching ({:.4}%)",
+                p.count(),
+                p.selectivity() * 100.0
+            );
+        }
+        let run = |ef: usize, qs: &[Vec<f32>]| {
+            evaluate_filtered(
+                &index,
+                qs,
+                &truth,
+                a.k,
+                ef,
+                a.threads,
+                filter,
+                a.plan.into(),
+            )
+            .context("searching")
+        };
+        // Warm up: fault in the pages and the scratch pool before timing.
+        run(efs[0], &queries[..queries.len().min(200)])?;
+        for &ef in &efs {
+            let mut row = run(ef, &queries)?.0;
+            for _ in 1..a.repeats {
+                let (again, _) = run(ef, &queries)?;
+                if again.qps > row.qps {
+                    row = again;
+                }
+            }
+            if a.json {
+                println!("{}", serde_json::to_string(&row)?);
+            } else {
+                println!(
+                    "{:>6} {:>4} {:>8.4} {:>10.0} {:>9.1} {:>9.1} {:>11.0}",
+                    row.ef, row.k, row.recall, row.qps, row.p50_us, row.p99_us, row.mean_distances
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The truth to score against: the --ground-truth file (base rows, trusted
+/// as given), or exact neighbours among `subset` by brute force.
+fn truth_for(
+    a: &Args,
+    index: &Index,
+    queries: &[Vec<f32>],
+    subset: Option<&roaring::RoaringBitmap>,
+) -> Result<Vec<Vec<u32>>> {
+    Ok(match &a.ground_truth {
         Some(p) => {
             let gt = read_ivecs(p).with_context(|| format!("reading {}", p.display()))?;
             if gt.len() < queries.len() {
@@ -88,12 +185,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
         }
         None => {
             let t = std::time::Instant::now();
-            let gt = knn_batch(
+            let gt = knn_batch_among(
                 index.snapshot().vectors_f32(),
                 index.snapshot().metric(),
-                &queries,
+                queries,
                 a.k,
                 default_threads(),
+                subset,
             );
             if !a.json {
                 eprintln!(
@@ -104,35 +202,5 @@ pub fn run(a: Args) -> Result<ExitCode> {
             }
             gt
         }
-    };
-    // Warm up: fault in the pages and the scratch pool before timing.
-    let warm = &queries[..queries.len().min(200)];
-    evaluate(&index, warm, &truth, a.k, efs[0], a.threads).context("warm-up")?;
-    if !a.json {
-        println!(
-            "{:>6} {:>4} {:>8} {:>10} {:>9} {:>9} {:>11}",
-            "ef", "k", "recall", "qps", "p50_us", "p99_us", "distances"
-        );
-    }
-    for &ef in &efs {
-        let mut row = evaluate(&index, &queries, &truth, a.k, ef, a.threads)
-            .context("searching")?
-            .0;
-        for _ in 1..a.repeats {
-            let (again, _) =
-                evaluate(&index, &queries, &truth, a.k, ef, a.threads).context("searching")?;
-            if again.qps > row.qps {
-                row = again;
-            }
-        }
-        if a.json {
-            println!("{}", serde_json::to_string(&row)?);
-        } else {
-            println!(
-                "{:>6} {:>4} {:>8.4} {:>10.0} {:>9.1} {:>9.1} {:>11.0}",
-                row.ef, row.k, row.recall, row.qps, row.p50_us, row.p99_us, row.mean_distances
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    })
 }

@@ -80,6 +80,11 @@ pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
             "quant_scales": m.quant_scales,
             "quant_offsets": m.quant_offsets,
             "attributes_version": m.attributes_version,
+            "fields": schema(&s).iter().map(|f| json!({
+                "name": f.name, "type": f.kind, "present": f.present,
+                "distinct": f.distinct, "top_values": f.top,
+                "min": f.min, "max": f.max,
+            })).collect::<Vec<_>>(),
             "build": {
                 "fathom_version": m.build.fathom_version,
                 "built_at": m.build.built_at,
@@ -143,6 +148,26 @@ pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
         m.build.built_at,
         m.build.build_seconds
     );
+    let fields = schema(&s);
+    if !fields.is_empty() {
+        println!("attributes      {} fields (filterable)", fields.len());
+        for f in &fields {
+            let detail = match (&f.min, &f.max) {
+                (Some(lo), Some(hi)) => format!("{lo} .. {hi}"),
+                _ => {
+                    let top: Vec<String> =
+                        f.top.iter().map(|(v, c)| format!("{v:?} {c}")).collect();
+                    format!("{} distinct; {}", f.distinct, top.join(", "))
+                }
+            };
+            println!(
+                "  {:<14} {:<8} in {:>9} items  {detail}",
+                f.name, f.kind, f.present
+            );
+        }
+    } else if m.attributes_version != 0 {
+        println!("attributes      JSON per item (format version 1: not filterable)");
+    }
     println!("sections");
     for e in &sections {
         println!(
@@ -182,4 +207,46 @@ pub fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
         }
         Ok(ExitCode::from(2))
     }
+}
+
+/// One attribute field as `inspect` shows it.
+struct FieldSummary {
+    name: String,
+    kind: &'static str,
+    present: u64,
+    distinct: u32,
+    /// The most frequent values with their counts (dictionary fields).
+    top: Vec<(String, u64)>,
+    /// The range (numeric fields).
+    min: Option<f64>,
+    max: Option<f64>,
+}
+
+fn schema(s: &Snapshot) -> Vec<FieldSummary> {
+    const TOP: usize = 5;
+    let cache = fathom_engine::attributes::PostingCache::default();
+    let Some(attrs) = s.attribute_store(&cache) else {
+        return Vec::new();
+    };
+    attrs
+        .fields
+        .iter()
+        .map(|f| {
+            let kind = f.kind();
+            let range = attrs.min_max(f);
+            FieldSummary {
+                name: f.name.clone(),
+                kind: kind.name(),
+                present: f.present,
+                distinct: f.values,
+                top: if kind.is_dictionary() {
+                    attrs.top_values(f, TOP)
+                } else {
+                    Vec::new()
+                },
+                min: range.map(|r| r.0.as_f64()),
+                max: range.map(|r| r.1.as_f64()),
+            }
+        })
+        .collect()
 }

@@ -32,6 +32,10 @@ pub struct Args {
     ef: usize,
     #[arg(long)]
     json: bool,
+    /// Return only items matching this expression, e.g.
+    /// 'markets = "SE" AND explicit = false' (docs/filters.md).
+    #[arg(long)]
+    filter: Option<String>,
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
@@ -64,8 +68,18 @@ pub fn run(a: Args) -> Result<ExitCode> {
         bail!("give a query: --query-file FILE [--row N], --vector X,Y,.. or --id ID");
     };
     let searched = std::time::Instant::now();
-    let hits = index
-        .search(&query, &SearchParams::new(a.k, a.ef))
+    let plan = match &a.filter {
+        Some(f) => Some(index.filter(f).with_context(|| format!("filter {f:?}"))?),
+        None => None,
+    };
+    let mut hits = Vec::new();
+    index
+        .search_filtered_into(
+            &query,
+            &SearchParams::new(a.k, a.ef),
+            plan.as_ref(),
+            &mut hits,
+        )
         .context("searching")?;
     let search_us = searched.elapsed().as_secs_f64() * 1e6;
     if a.json {

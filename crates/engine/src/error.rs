@@ -31,6 +31,10 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// A filter expression that does not parse or fit the schema.
+    #[error(transparent)]
+    Filter(#[from] crate::filter::FilterError),
+
     /// A search that ran past its deadline and stopped early.
     #[error("deadline exceeded")]
     DeadlineExceeded,

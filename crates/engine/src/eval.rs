@@ -7,7 +7,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::index::{Index, SearchParams};
+use crate::filter::FilterPlan;
+use crate::index::{Index, Plan, SearchParams};
 use crate::search::Neighbor;
 
 /// One line of `fathom eval --json`.
@@ -24,6 +25,17 @@ pub struct EvalRow {
     pub mean_distances: f64,
     pub threads: usize,
     pub queries: usize,
+    /// The filter expression, when the queries were filtered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// Items matching the filter, and their share of the index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matching: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selectivity: Option<f64>,
+    /// The filtered plan asked for: auto, exact or graph.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
 }
 
 /// recall@k of one result list against ground-truth rows (first k used).
@@ -66,9 +78,27 @@ pub fn evaluate(
     ef: usize,
     threads: usize,
 ) -> Result<(EvalRow, Vec<Vec<u32>>)> {
+    evaluate_filtered(index, queries, truth, k, ef, threads, None, Plan::Auto)
+}
+
+/// [`evaluate`] with a filter (planned once, as a server plans a batch's) and
+/// a forced plan, for measuring the planner's switch point.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_filtered(
+    index: &Index,
+    queries: &[Vec<f32>],
+    truth: &[Vec<u32>],
+    k: usize,
+    ef: usize,
+    threads: usize,
+    filter: Option<(&str, &FilterPlan<'_>)>,
+    plan: Plan,
+) -> Result<(EvalRow, Vec<Vec<u32>>)> {
     let threads = threads.clamp(1, queries.len().max(1));
     let chunk = queries.len().div_ceil(threads).max(1);
-    let params = SearchParams::new(k, ef);
+    let mut params = SearchParams::new(k, ef);
+    params.plan = plan;
+    let fplan = filter.map(|f| f.1);
     let mut ids: Vec<Vec<u32>> = vec![Vec::new(); queries.len()];
     let mut lat: Vec<f64> = vec![0.0; queries.len()];
     let mut distances = 0u64;
@@ -83,7 +113,7 @@ pub fn evaluate(
                     let mut dist = 0;
                     for ((q, r), l) in qs.iter().zip(ids.iter_mut()).zip(lat.iter_mut()) {
                         let t = Instant::now();
-                        let stats = index.search_into(q, &params, &mut out)?;
+                        let stats = index.search_filtered_into(q, &params, fplan, &mut out)?;
                         *l = t.elapsed().as_secs_f64() * 1e6;
                         dist += stats.distances;
                         r.extend(out.iter().map(|n| n.id));
@@ -116,6 +146,10 @@ pub fn evaluate(
         mean_distances: distances as f64 / nq as f64,
         threads,
         queries: queries.len(),
+        filter: filter.map(|f| f.0.to_string()),
+        matching: fplan.map(|p| p.count()),
+        selectivity: fplan.map(|p| p.selectivity()),
+        plan: filter.map(|_| format!("{plan:?}").to_lowercase()),
     };
     Ok((row, ids))
 }

@@ -4,9 +4,11 @@
 
 use std::collections::BinaryHeap;
 
+use roaring::RoaringBitmap;
+
 use crate::distance::{normalize, Kernel, Metric};
 use crate::error::{Error, Result};
-use crate::search::{Cancel, Neighbor, NoCancel};
+use crate::search::{prefetch, Cancel, Neighbor, NoCancel};
 use crate::vectors::Rows;
 
 /// Max-heap entry ordered by distance, then node id (deterministic ties).
@@ -47,23 +49,57 @@ pub fn knn_into_cancellable<C: Cancel>(
     out: &mut Vec<Neighbor>,
     cancel: &C,
 ) -> Result<()> {
+    knn_rows_into(rows, kernel, query, k, 0..rows.len() as u32, out, cancel)
+}
+
+/// The `k` nearest among the rows `ids` (each `< rows.len()`), nearest first:
+/// the exact plan of a filtered search, over the matching rows only.
+pub fn knn_rows_into<C: Cancel>(
+    rows: Rows<'_, f32>,
+    kernel: &Kernel<f32>,
+    query: &[f32],
+    k: usize,
+    ids: impl IntoIterator<Item = u32>,
+    out: &mut Vec<Neighbor>,
+    cancel: &C,
+) -> Result<()> {
     out.clear();
     let k = k.min(rows.len());
     if k == 0 {
         return Ok(());
     }
+    let lines = (rows.dim * 4).div_ceil(64);
     let mut heap = BinaryHeap::with_capacity(k + 1);
-    for i in 0..rows.len() as u32 {
-        if i % 4096 == 4095 && cancel.cancelled() {
+    // Rows of a subset are scattered: gather a block of ids, request all
+    // their rows, then compute, so that memory latency overlaps.
+    let mut block = [0u32; 64];
+    let mut ids = ids.into_iter();
+    let mut scanned = 0usize;
+    loop {
+        let mut len = 0;
+        for id in ids.by_ref().take(block.len()) {
+            block[len] = id;
+            len += 1;
+        }
+        if len == 0 {
+            break;
+        }
+        for &i in &block[..len] {
+            prefetch(rows.row_ptr(i).cast(), lines);
+        }
+        scanned += len;
+        if scanned % 4096 < len && cancel.cancelled() {
             return Err(Error::DeadlineExceeded);
         }
-        let d = kernel.distance(query, rows.row(i));
-        if heap.len() < k {
-            heap.push(Entry(d, i));
-        } else if let Some(top) = heap.peek() {
-            if Entry(d, i) < *top {
-                heap.pop();
+        for &i in &block[..len] {
+            let d = kernel.distance(query, rows.row(i));
+            if heap.len() < k {
                 heap.push(Entry(d, i));
+            } else if let Some(top) = heap.peek() {
+                if Entry(d, i) < *top {
+                    heap.pop();
+                    heap.push(Entry(d, i));
+                }
             }
         }
     }
@@ -85,6 +121,19 @@ pub fn knn_batch(
     k: usize,
     threads: usize,
 ) -> Vec<Vec<u32>> {
+    knn_batch_among(rows, metric, queries, k, threads, None)
+}
+
+/// As [`knn_batch`], among the rows of `subset` only (all rows when `None`):
+/// the exact truth of a filtered search.
+pub fn knn_batch_among(
+    rows: Rows<'_, f32>,
+    metric: Metric,
+    queries: &[Vec<f32>],
+    k: usize,
+    threads: usize,
+    subset: Option<&RoaringBitmap>,
+) -> Vec<Vec<u32>> {
     let kernel = Kernel::<f32>::new(metric);
     let mut results = vec![Vec::new(); queries.len()];
     let threads = threads.clamp(1, queries.len().max(1));
@@ -99,7 +148,21 @@ pub fn knn_batch(
                     if metric == Metric::Cosine && !normalize(&mut q) {
                         continue;
                     }
-                    knn_into(rows, kernel, &q, k, &mut found);
+                    match subset {
+                        None => knn_into(rows, kernel, &q, k, &mut found),
+                        Some(ids) => {
+                            // NoCancel never stops the scan.
+                            let _ = knn_rows_into(
+                                rows,
+                                kernel,
+                                &q,
+                                k,
+                                ids.iter(),
+                                &mut found,
+                                &NoCancel,
+                            );
+                        }
+                    }
                     r.extend(found.iter().map(|n| n.id));
                 }
             });

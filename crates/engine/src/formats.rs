@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
+use crate::attributes::{AttributeTable, AttributesBuilder};
 use crate::distance::Metric;
 use crate::error::{Error, Result};
 
@@ -17,8 +18,9 @@ pub struct Dataset {
     /// `ids.len() * dim` floats, row-major.
     pub vectors: Vec<f32>,
     pub ids: Vec<String>,
-    /// One JSON object per row (fields of a `.jsonl` other than id and vector).
-    pub attributes: Option<Vec<String>>,
+    /// The rows' attributes: the fields of a `.jsonl` other than id and
+    /// vector, or an `--attributes` file. `None` when no row has any.
+    pub attributes: Option<AttributeTable>,
 }
 
 impl Dataset {
@@ -61,14 +63,18 @@ impl Dataset {
 
 /// Read a build input by extension, with ids from `ids_path` (one per line)
 /// or row numbers.
-pub fn read_dataset(path: &Path, ids_path: Option<&Path>) -> Result<Dataset> {
+pub fn read_dataset(
+    path: &Path,
+    ids_path: Option<&Path>,
+    attributes_path: Option<&Path>,
+) -> Result<Dataset> {
     let ext = extension(path);
     let mut ds = match ext.as_str() {
         "jsonl" | "ndjson" => {
-            if ids_path.is_some() {
+            if ids_path.is_some() || attributes_path.is_some() {
                 return Err(Error::input(
                     path,
-                    "--ids applies to .fvecs and .npy; a .jsonl carries its own ids",
+                    "--ids and --attributes apply to .fvecs and .npy; a .jsonl carries its own",
                 ));
             }
             return read_jsonl(path);
@@ -100,7 +106,52 @@ pub fn read_dataset(path: &Path, ids_path: Option<&Path>) -> Result<Dataset> {
         }
         ds.ids = ids;
     }
+    if let Some(a) = attributes_path {
+        ds.attributes = read_attributes(a, &ds.ids)?;
+    }
     Ok(ds)
+}
+
+/// An attributes file: one JSON object per row, in row order, each carrying
+/// that row's `id` (which must equal `ids[row]`) and its attributes.
+pub fn read_attributes(path: &Path, ids: &[String]) -> Result<Option<AttributeTable>> {
+    let r = open(path)?;
+    let mut b = AttributesBuilder::new();
+    for (lineno, line) in r.lines().enumerate() {
+        let line = line.map_err(|e| Error::io(path, e))?;
+        let at = |reason: String| Error::input(path, format!("line {}: {reason}", lineno + 1));
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut obj: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&line).map_err(|e| at(format!("not a JSON object: {e}")))?;
+        let row = b.len();
+        let Some(want) = ids.get(row) else {
+            return Err(at(format!(
+                "more attribute rows than the {} vectors",
+                ids.len()
+            )));
+        };
+        match obj.remove("id") {
+            Some(serde_json::Value::String(s)) if s == *want => {}
+            Some(serde_json::Value::Number(n)) if n.to_string() == *want => {}
+            Some(other) => {
+                return Err(at(format!(
+                    "id {other} does not match row {row}'s id {want:?}"
+                )))
+            }
+            None => return Err(at("missing \"id\"".into())),
+        }
+        b.push(&obj, lineno + 1)
+            .map_err(|e| Error::input(path, e.to_string()))?;
+    }
+    if b.len() != ids.len() {
+        return Err(Error::input(
+            path,
+            format!("{} attribute rows for {} vectors", b.len(), ids.len()),
+        ));
+    }
+    Ok(b.has_fields().then(|| b.finish()))
 }
 
 fn extension(path: &Path) -> String {
@@ -330,8 +381,7 @@ pub fn read_jsonl(path: &Path) -> Result<Dataset> {
         ids: Vec::new(),
         attributes: None,
     };
-    let mut attrs = Vec::new();
-    let mut any_attr = false;
+    let mut attrs = AttributesBuilder::new();
     for (lineno, line) in r.lines().enumerate() {
         let line = line.map_err(|e| Error::io(path, e))?;
         let at = |reason: String| Error::input(path, format!("line {}: {reason}", lineno + 1));
@@ -370,11 +420,12 @@ pub fn read_jsonl(path: &Path) -> Result<Dataset> {
             ds.vectors.push(x as f32);
         }
         ds.ids.push(id);
-        any_attr |= !obj.is_empty();
-        attrs.push(serde_json::Value::Object(obj).to_string());
+        attrs
+            .push(&obj, lineno + 1)
+            .map_err(|e| Error::input(path, e.to_string()))?;
     }
-    if any_attr {
-        ds.attributes = Some(attrs);
+    if attrs.has_fields() {
+        ds.attributes = Some(attrs.finish());
     }
     Ok(ds)
 }
@@ -471,7 +522,7 @@ mod tests {
             for name in ["x.fvecs", "x.npy", "x.jsonl"] {
                 let p = dir.path().join(name);
                 std::fs::write(&p, &bytes).unwrap();
-                let _ = read_dataset(&p, None);
+                let _ = read_dataset(&p, None, None);
             }
         }
 
@@ -528,7 +579,27 @@ mod tests {
         assert_eq!(ds.ids, vec!["track:1", "2"]);
         assert_eq!(ds.vectors, vec![1.0, 0.0, 0.0, 1.0]);
         let attrs = ds.attributes.unwrap();
-        assert_eq!(attrs[0], "{\"genre\":\"jazz\"}");
-        assert_eq!(attrs[1], "{}");
+        assert_eq!(attrs.json, ["{\"genre\":\"jazz\"}", "{}"]);
+        assert_eq!(attrs.fields[0].name, "genre");
+        assert_eq!(attrs.values, ["jazz"]);
+    }
+
+    #[test]
+    fn attributes_file_must_match_ids_row_by_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.jsonl");
+        let ids = vec!["a".to_string(), "b".to_string()];
+        std::fs::write(&p, "{\"id\":\"a\",\"x\":1}\n{\"id\":\"b\",\"x\":2}\n").unwrap();
+        let t = read_attributes(&p, &ids).unwrap().unwrap();
+        assert_eq!(t.fields[0].name, "x");
+        std::fs::write(&p, "{\"id\":\"a\",\"x\":1}\n{\"id\":\"c\",\"x\":2}\n").unwrap();
+        let e = read_attributes(&p, &ids).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("\"b\""), "{e}");
+        std::fs::write(&p, "{\"id\":\"a\",\"x\":1}\n").unwrap();
+        let e = read_attributes(&p, &ids).unwrap_err().to_string();
+        assert!(e.contains("1 attribute rows for 2 vectors"), "{e}");
+        std::fs::write(&p, "{\"id\":\"a\",\"x\":1}\n{\"id\":\"b\",\"x\":\"two\"}\n").unwrap();
+        let e = read_attributes(&p, &ids).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("\"x\""), "{e}");
     }
 }

@@ -5,13 +5,15 @@
 use std::path::Path;
 use std::time::Instant;
 
+use crate::attributes::{Attributes, PostingCache};
 use crate::distance::{f32_to_bf16, normalize, Element, Kernel, Metric, Storage};
 use crate::error::{Error, Result};
 use crate::exact;
+use crate::filter::{Admit, AdmitAll, FilterPlan};
 use crate::graph::GraphView;
 use crate::search::{
-    hnsw_search, prefetch, Cancel, Deadline, Neighbor, NoCancel, Scratch, ScratchPool, SearchStats,
-    Space,
+    hnsw_search, hnsw_search_admitted, prefetch, Cancel, Deadline, Neighbor, NoCancel, Scratch,
+    ScratchPool, SearchStats, Space,
 };
 use crate::snapshot::Snapshot;
 use crate::vectors::{Quantizer, Rows, VectorSlice};
@@ -32,6 +34,8 @@ pub struct SearchParams {
     /// Beam width; 0 means the index default. Raised to `k` when below it.
     pub ef: usize,
     pub deadline: Option<Instant>,
+    /// How a filtered search runs; the planner decides unless told.
+    pub plan: Plan,
 }
 
 impl SearchParams {
@@ -40,8 +44,51 @@ impl SearchParams {
             k,
             ef,
             deadline: None,
+            plan: Plan::Auto,
         }
     }
+}
+
+/// The plan of a filtered search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Plan {
+    /// Chosen per query from the number of matching items ([`prefers_exact`]).
+    #[default]
+    Auto,
+    /// Exact scan of the matching items.
+    Exact,
+    /// Filtered graph traversal (still completed exactly if it finds fewer
+    /// than `k` when more match).
+    Graph,
+}
+
+/// Whether an exact scan of `matching` rows beats a filtered traversal of
+/// beam `ef` over `n` items.
+///
+/// A filtered traversal costs about an unfiltered one of the same beam while
+/// the admitted nodes stay connected through two hops, and grows as they
+/// thin out; the exact scan costs one distance per matching row. The
+/// constants were measured on words-dev-384 and the synthetic 1M × 128 set
+/// (`docs/filters.md`).
+pub fn prefers_exact(matching: u64, n: usize, ef: usize) -> bool {
+    let n = n as u64;
+    matching <= EXACT_MIN_ROWS.max(ef as u64 * EXACT_ROWS_PER_EF)
+        || matching * EXACT_MAX_SHARE_INV <= n
+}
+
+/// Below this many matching rows the exact scan always wins.
+const EXACT_MIN_ROWS: u64 = 2_000;
+/// Matching rows per unit of beam width below which exact wins.
+const EXACT_ROWS_PER_EF: u64 = 64;
+/// Exact when at most 1/this of the index matches (two hops stop connecting).
+const EXACT_MAX_SHARE_INV: u64 = 25;
+
+/// The beam of a filtered traversal chosen by the planner: the admitted
+/// nodes thin out below 10% and recall with them, so the beam widens by
+/// `sqrt(0.1 / selectivity)`, at most 4×.
+pub fn filtered_ef(ef: usize, selectivity: f64) -> usize {
+    let boost = (0.1 / selectivity.max(1e-9)).sqrt().clamp(1.0, 4.0);
+    (ef as f64 * boost).round() as usize
 }
 
 /// Borrowed pieces of an index, from a snapshot or from memory.
@@ -112,6 +159,34 @@ impl IndexParts<'_> {
         scratch: &mut Scratch,
         out: &mut Vec<Neighbor>,
     ) -> Result<SearchStats> {
+        self.search_filtered_into(query, params, None, scratch, out)
+    }
+
+    /// As [`Self::search_into`], returning only items `filter` admits: exactly
+    /// `min(k, matching)` of them.
+    pub fn search_filtered_into(
+        &self,
+        query: &[f32],
+        params: &SearchParams,
+        filter: Option<&FilterPlan<'_>>,
+        scratch: &mut Scratch,
+        out: &mut Vec<Neighbor>,
+    ) -> Result<SearchStats> {
+        match params.deadline {
+            None => self.search_with(query, params, filter, scratch, out, &NoCancel),
+            Some(d) => self.search_with(query, params, filter, scratch, out, &Deadline(d)),
+        }
+    }
+
+    fn search_with<C: Cancel>(
+        &self,
+        query: &[f32],
+        params: &SearchParams,
+        filter: Option<&FilterPlan<'_>>,
+        scratch: &mut Scratch,
+        out: &mut Vec<Neighbor>,
+        cancel: &C,
+    ) -> Result<SearchStats> {
         if params.k == 0 {
             return Err(Error::invalid("k must be at least 1"));
         }
@@ -130,73 +205,136 @@ impl IndexParts<'_> {
         self.prepare_query(query, scratch)?;
         out.clear();
         let n = self.len();
+        let k = params.k;
         let ef = match params.ef {
             0 => self.default_ef,
             ef => ef,
         }
-        .max(params.k);
-        // A beam as wide as the index (or a k covering it) is an exhaustive
-        // search: do it exactly, which also returns the whole index sorted.
-        if ef >= n {
-            let kernel = Kernel::<f32>::new(self.metric);
-            let (rows, q, k) = (self.exact, &scratch.q_f32, params.k);
-            match params.deadline {
-                None => exact::knn_into(rows, &kernel, q, k, out),
-                Some(d) => exact::knn_into_cancellable(rows, &kernel, q, k, out, &Deadline(d))?,
+        .max(k);
+        let kernel = Kernel::<f32>::new(self.metric);
+        let Some(filter) = filter else {
+            // A beam as wide as the index (or a k covering it) is an
+            // exhaustive search: do it exactly, which also returns the whole
+            // index sorted.
+            if ef >= n {
+                let q = &scratch.q_f32;
+                exact::knn_rows_into(self.exact, &kernel, q, k, 0..n as u32, out, cancel)?;
+                return Ok(SearchStats {
+                    distances: n as u64,
+                    expansions: 0,
+                });
             }
-            return Ok(SearchStats {
-                distances: n as u64,
-                expansions: 0,
-            });
-        }
-        let stats = match params.deadline {
-            None => self.traverse(ef, scratch, &NoCancel)?,
-            Some(d) => self.traverse(ef, scratch, &Deadline(d))?,
+            let stats = self.traverse(ef, scratch, cancel, &AdmitAll)?;
+            self.finish(scratch, k, out);
+            return Ok(stats);
         };
-        if self.vectors.storage() == Storage::F32 {
-            out.extend(scratch.results().take(params.k));
-        } else {
-            // Re-rank the whole beam against the exact vectors.
-            let kernel = Kernel::<f32>::new(self.metric);
-            let q = &scratch.q_f32;
-            // The exact rows are cold (only re-ranking reads them): request
-            // them all before computing any distance.
-            let lines = (self.dim * 4).div_ceil(64);
-            for c in &scratch.pool {
-                prefetch(self.exact.row_ptr(c.id).cast(), lines);
-            }
-            out.extend(scratch.pool.iter().map(|c| Neighbor {
-                id: c.id,
-                distance: kernel.distance(q, self.exact.row(c.id)),
-            }));
-            out.sort_unstable_by(|a, b| a.distance.total_cmp(&b.distance).then(a.id.cmp(&b.id)));
-            out.truncate(params.k);
+        if filter.is_exact() && filter.count() == 0 {
+            return Ok(SearchStats::default());
         }
+        let exact_plan = match params.plan {
+            Plan::Exact => true,
+            Plan::Graph => false,
+            Plan::Auto => ef >= n || prefers_exact(filter.count(), n, ef),
+        };
+        let mut stats = SearchStats::default();
+        if !exact_plan {
+            let ef = match params.plan {
+                Plan::Auto => filtered_ef(ef, filter.selectivity()).min(MAX_EF),
+                _ => ef,
+            };
+            stats = self.traverse(ef, scratch, cancel, filter)?;
+            self.finish(scratch, k, out);
+            if out.len() >= k {
+                return Ok(stats);
+            }
+        }
+        // The exact plan, or a traversal that found fewer than k (the
+        // admitted nodes were not all reachable): scan the matches exactly,
+        // so a call returns min(k, matching) hits.
+        let matches = filter.matches();
+        if out.len() as u64 >= matches.len().min(k as u64) {
+            return Ok(stats);
+        }
+        let q = &scratch.q_f32;
+        exact::knn_rows_into(self.exact, &kernel, q, k, matches.iter(), out, cancel)?;
+        stats.distances += matches.len();
         Ok(stats)
     }
 
-    fn traverse<C: Cancel>(
+    /// Move the beam into `out`: the first `k` under f32 storage, or the
+    /// whole beam re-ranked exactly under bf16 and i8.
+    fn finish(&self, scratch: &Scratch, k: usize, out: &mut Vec<Neighbor>) {
+        out.clear();
+        if self.vectors.storage() == Storage::F32 {
+            out.extend(scratch.results().take(k));
+            return;
+        }
+        let kernel = Kernel::<f32>::new(self.metric);
+        let q = &scratch.q_f32;
+        // The exact rows are cold (only re-ranking reads them): request
+        // them all before computing any distance.
+        let lines = (self.dim * 4).div_ceil(64);
+        for c in &scratch.pool {
+            prefetch(self.exact.row_ptr(c.id).cast(), lines);
+        }
+        out.extend(scratch.pool.iter().map(|c| Neighbor {
+            id: c.id,
+            distance: kernel.distance(q, self.exact.row(c.id)),
+        }));
+        out.sort_unstable_by(|a, b| a.distance.total_cmp(&b.distance).then(a.id.cmp(&b.id)));
+        out.truncate(k);
+    }
+
+    fn traverse<C: Cancel, A: Admit>(
         &self,
         ef: usize,
         scratch: &mut Scratch,
         cancel: &C,
+        admit: &A,
     ) -> Result<SearchStats> {
         match self.vectors {
             VectorSlice::F32(rows) => {
                 let q = std::mem::take(&mut scratch.q_f32);
-                let r = run(&self.graph, rows, self.metric, &q, ef, scratch, cancel);
+                let r = run(
+                    &self.graph,
+                    rows,
+                    self.metric,
+                    &q,
+                    ef,
+                    scratch,
+                    cancel,
+                    admit,
+                );
                 scratch.q_f32 = q;
                 r
             }
             VectorSlice::Bf16(rows) => {
                 let q = std::mem::take(&mut scratch.q_bf16);
-                let r = run(&self.graph, rows, self.metric, &q, ef, scratch, cancel);
+                let r = run(
+                    &self.graph,
+                    rows,
+                    self.metric,
+                    &q,
+                    ef,
+                    scratch,
+                    cancel,
+                    admit,
+                );
                 scratch.q_bf16 = q;
                 r
             }
             VectorSlice::I8(rows) => {
                 let q = std::mem::take(&mut scratch.q_i8);
-                let r = run(&self.graph, rows, self.metric, &q, ef, scratch, cancel);
+                let r = run(
+                    &self.graph,
+                    rows,
+                    self.metric,
+                    &q,
+                    ef,
+                    scratch,
+                    cancel,
+                    admit,
+                );
                 scratch.q_i8 = q;
                 r
             }
@@ -205,7 +343,7 @@ impl IndexParts<'_> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run<E: Element, C: Cancel>(
+fn run<E: Element, C: Cancel, A: Admit>(
     graph: &GraphView<'_>,
     rows: Rows<'_, E>,
     metric: Metric,
@@ -213,17 +351,24 @@ fn run<E: Element, C: Cancel>(
     ef: usize,
     scratch: &mut Scratch,
     cancel: &C,
+    admit: &A,
 ) -> Result<SearchStats> {
     // Traversal distances only need to rank like the true ones (i8 codes are
     // scaled per query); results are re-ranked exactly.
     let space = Space::new(rows, Kernel::new(metric), q);
-    hnsw_search(graph, &space, ef, scratch, cancel)
+    // The unfiltered path keeps its own loop: it pays nothing for admission.
+    if A::ADMITS_ALL {
+        hnsw_search(graph, &space, ef, scratch, cancel)
+    } else {
+        hnsw_search_admitted(graph, &space, ef, scratch, cancel, admit)
+    }
 }
 
 /// An open snapshot, ready to search from many threads at once.
 pub struct Index {
     snapshot: Snapshot,
     pool: ScratchPool,
+    postings: PostingCache,
 }
 
 impl Index {
@@ -233,7 +378,11 @@ impl Index {
 
     pub fn from_snapshot(snapshot: Snapshot) -> Index {
         let pool = ScratchPool::new(snapshot.len());
-        Index { snapshot, pool }
+        Index {
+            snapshot,
+            pool,
+            postings: PostingCache::default(),
+        }
     }
 
     pub fn snapshot(&self) -> &Snapshot {
@@ -268,6 +417,31 @@ impl Index {
         self.parts().search_into(query, params, &mut scratch, out)
     }
 
+    /// As [`Self::search_into`], returning only items `filter` admits (see
+    /// [`Self::filter`]): exactly `min(k, matching)` of them.
+    pub fn search_filtered_into(
+        &self,
+        query: &[f32],
+        params: &SearchParams,
+        filter: Option<&FilterPlan<'_>>,
+        out: &mut Vec<Neighbor>,
+    ) -> Result<SearchStats> {
+        let mut scratch = self.pool.get();
+        self.parts()
+            .search_filtered_into(query, params, filter, &mut scratch, out)
+    }
+
+    /// The typed attribute store, when the snapshot has one.
+    pub fn attributes(&self) -> Option<Attributes<'_>> {
+        self.snapshot.attribute_store(&self.postings)
+    }
+
+    /// Parse, bind and plan a filter expression against this index's
+    /// attributes; reuse the plan for every query it applies to.
+    pub fn filter(&self, expr: &str) -> Result<FilterPlan<'_>> {
+        Ok(FilterPlan::new(expr, self.attributes())?)
+    }
+
     pub fn search(&self, query: &[f32], params: &SearchParams) -> Result<Vec<Neighbor>> {
         let mut out = Vec::with_capacity(params.k.min(self.snapshot.len()));
         self.search_into(query, params, &mut out)?;
@@ -277,6 +451,11 @@ impl Index {
     /// The external id of a node.
     pub fn id(&self, node: u32) -> &str {
         self.snapshot.id(node).unwrap_or("")
+    }
+
+    /// The attributes of an external id, as one JSON object.
+    pub fn attributes_json(&self, id: &str) -> Option<&str> {
+        self.snapshot.attributes(self.snapshot.find(id)?)
     }
 
     /// The stored (exact, normalized under cosine) vector of an external id.

@@ -14,18 +14,23 @@
 //! - [`snapshot`]: the file format: write, open (O(1), zero-copy), verify.
 //! - [`search`]: the hot path, HNSW over borrowed slices, no allocation.
 //! - [`index`]: an open snapshot you can query from many threads.
+//! - [`attributes`]: typed catalog attributes (keyword postings, numeric
+//!   columns), built from JSON and read in place.
 //! - [`builder`]: the graph builders and the snapshot they produce.
 //! - [`formats`]: readers and writers of `.fvecs`, `.ivecs`, `.npy`, `.jsonl`
 //!   and id lists.
+//! - [`filter`]: the filter language, its planner and the admit-check.
 //! - [`exact`]: brute force, the oracle for recall; [`eval`] measures recall
 //!   and speed; [`synth`] makes seeded clustered data.
 #![deny(unsafe_code)]
 
+pub mod attributes;
 pub mod builder;
 pub mod distance;
 pub mod error;
 pub mod eval;
 pub mod exact;
+pub mod filter;
 pub mod formats;
 pub mod graph;
 pub mod index;

@@ -14,7 +14,9 @@ fn round_trip_reads_back_what_the_builder_produced() {
     let dir = tempfile::tempdir().unwrap();
     for storage in [Storage::F32, Storage::Bf16, Storage::I8] {
         let mut ds = dataset(1500, 24, SEED);
-        ds.attributes = Some((0..1500).map(|i| format!("{{\"n\":{i}}}")).collect());
+        ds.attributes = Some(table(
+            (0..1500).map(|i| format!("{{\"n\":{i},\"tag\":\"t{}\"}}", i % 7)),
+        ));
         let built = build_with(ds, Metric::Cosine, storage, BuilderKind::Fathom, 64);
         let path = write(&built, dir.path(), &format!("rt-{storage}.fathom"));
         let s = Snapshot::open(&path).unwrap();
@@ -28,7 +30,10 @@ fn round_trip_reads_back_what_the_builder_produced() {
             assert_eq!(exact.row(i), want, "vector {i}");
             assert_eq!(s.id(i), Some(built.ids[i as usize].as_str()));
             assert_eq!(s.find(&built.ids[i as usize]), Some(i));
-            assert_eq!(s.attributes(i), Some(format!("{{\"n\":{i}}}").as_str()));
+            assert_eq!(
+                s.attributes(i),
+                Some(format!("{{\"n\":{i},\"tag\":\"t{}\"}}", i % 7).as_str())
+            );
         }
         assert_eq!(s.find("no-such-id"), None);
         let g = s.graph();
@@ -48,7 +53,7 @@ fn round_trip_reads_back_what_the_builder_produced() {
 
 fn small_snapshot(dir: &std::path::Path, storage: Storage) -> std::path::PathBuf {
     let mut ds = dataset(600, 16, SEED);
-    ds.attributes = Some(vec!["{}".to_string(); 600]);
+    ds.attributes = Some(table((0..600).map(|i| format!("{{\"g\":\"v{}\"}}", i % 3))));
     let built = build_with(ds, Metric::L2, storage, BuilderKind::Fathom, 40);
     write(&built, dir, &format!("small-{storage}.fathom"))
 }
@@ -107,15 +112,37 @@ fn damaged_header_or_manifest_fails_open() {
     }
     assert!(matches!(open_err(&[]), Error::Corrupt { .. }));
 
-    // A future format version is Incompatible, not Corrupt.
+    // A future format version (with a valid header checksum) is
+    // Incompatible, not Corrupt.
+    let future = fathom_engine::snapshot::FORMAT_VERSION + 1;
     let mut b = good.clone();
-    b[8..12].copy_from_slice(&(fathom_engine::snapshot::FORMAT_VERSION + 1).to_le_bytes());
+    b[8..12].copy_from_slice(&future.to_le_bytes());
+    let sum = xxhash_rust_sum(&b[..48]);
+    b[48..56].copy_from_slice(&sum.to_le_bytes());
     let e = open_err(&b);
     assert!(
-        matches!(e, Error::Incompatible { found, .. } if found == fathom_engine::snapshot::FORMAT_VERSION + 1),
+        matches!(e, Error::Incompatible { found, .. } if found == future),
         "{e}"
     );
     assert!(e.to_string().contains("incompatible"));
+    // A flipped version bit without a matching checksum is corruption, and
+    // the message mentions the other possibility.
+    let mut b = good.clone();
+    b[8] ^= 4;
+    let e = open_err(&b);
+    assert!(
+        matches!(e, Error::Corrupt { ref reason, .. } if reason.contains("format version")),
+        "{e}"
+    );
+    // Reserved header bytes are checked too: every bit of the header counts.
+    for at in 56..64 {
+        let mut b = good.clone();
+        b[at] ^= 1;
+        assert!(
+            matches!(open_err(&b), Error::Corrupt { .. }),
+            "reserved byte {at}"
+        );
+    }
 
     // A flipped byte in the header or manifest.
     for at in [20usize, 40, 70, 200] {
@@ -176,4 +203,9 @@ fn a_failed_write_leaves_the_old_snapshot_in_place() {
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "temp files left behind");
+}
+
+/// The header checksum as the writer computes it (xxh3-64 of bytes 0..48).
+fn xxhash_rust_sum(b: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(b)
 }

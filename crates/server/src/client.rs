@@ -173,12 +173,19 @@ impl Client {
         k: u32,
         ef: u32,
     ) -> Result<Vec<Hit>, ClientError> {
-        let req = self.request(SearchRequest {
+        self.search_with(SearchRequest {
             index: index.to_string(),
             vector: vector.to_vec(),
             k,
             ef,
-        });
+            ..SearchRequest::default()
+        })
+        .await
+    }
+
+    /// A search with every option of the contract (filter, ...).
+    pub async fn search_with(&self, req: SearchRequest) -> Result<Vec<Hit>, ClientError> {
+        let req = self.request(req);
         let mut c = self.inner.clone();
         Ok(self.bounded(c.search(req)).await?.hits)
     }
@@ -197,10 +204,12 @@ impl Client {
                 .iter()
                 .map(|q| pb::Query {
                     vector: q.as_ref().to_vec(),
+                    ..pb::Query::default()
                 })
                 .collect(),
             k,
             ef,
+            ..BatchSearchRequest::default()
         });
         let mut c = self.inner.clone();
         let resp = self.bounded(c.batch_search(req)).await?;

@@ -2,6 +2,7 @@
 //! the engine and converts back; errors become status codes in
 //! `server::status` only.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -17,6 +18,7 @@ use crate::proto as pb;
 use crate::reload;
 use crate::status::{code_name, RequestError};
 use fathom_engine::error::Error;
+use fathom_engine::filter::FilterPlan;
 use fathom_engine::index::{Index, SearchParams};
 use fathom_engine::search::Neighbor;
 
@@ -166,6 +168,7 @@ impl Shared {
                 _ => ef,
             },
             deadline,
+            plan: Default::default(),
         })
     }
 
@@ -211,6 +214,7 @@ impl Shared {
             built_by: format!("fathom {}", m.build.fathom_version),
             input: m.build.input.clone(),
             last_reload_error_at_unix_ms: s.last_error.as_ref().map_or(0, |e| ms(e.at)),
+            fields: field_infos(index),
         }
     }
 }
@@ -234,23 +238,38 @@ async fn within<T>(
 }
 
 /// Search `queries` (numbered from `first` in error messages), appending one
-/// response each to `results`.
+/// response each to `results`. Each distinct filter is planned once.
 fn search_batch(
     index: &Index,
     queries: &[pb::Query],
     first: usize,
     params: &SearchParams,
+    batch_filter: &str,
     found: &mut Vec<Neighbor>,
     results: &mut Vec<pb::SearchResponse>,
 ) -> Result<(), RequestError> {
+    let mut plans: HashMap<&str, FilterPlan<'_>> = HashMap::new();
     for (i, q) in queries.iter().enumerate() {
+        let src = if q.filter.is_empty() {
+            batch_filter
+        } else {
+            q.filter.as_str()
+        };
+        if !src.is_empty() && !plans.contains_key(src) {
+            let plan = index.filter(src).map_err(|e| match e {
+                Error::Filter(f) => Error::InvalidArgument(format!("query {}: {f}", first + i)),
+                e => e,
+            })?;
+            plans.insert(src, plan);
+        }
+        let plan = plans.get(src);
         // Each search checks the deadline as it runs; this stops a batch
         // between queries too.
         if params.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(RequestError::DeadlineExceeded);
         }
         index
-            .search_into(&q.vector, params, found)
+            .search_filtered_into(&q.vector, params, plan, found)
             .map_err(|e| match e {
                 Error::InvalidArgument(m) => {
                     Error::InvalidArgument(format!("query {}: {m}", first + i))
@@ -301,6 +320,43 @@ fn arrival<T>(request: &Request<T>) -> Instant {
         .map_or_else(Instant::now, |a| a.0)
 }
 
+/// The attribute schema for ListIndexes: each field with its most frequent
+/// values or its range.
+fn field_infos(index: &Index) -> Vec<pb::FieldInfo> {
+    const TOP_VALUES: usize = 10;
+    let Some(attrs) = index.attributes() else {
+        return Vec::new();
+    };
+    attrs
+        .fields
+        .iter()
+        .map(|f| {
+            let kind = f.kind();
+            let (min, max) = match attrs.min_max(f) {
+                Some((a, b)) => (a.as_f64(), b.as_f64()),
+                None => (0.0, 0.0),
+            };
+            pb::FieldInfo {
+                name: f.name.clone(),
+                r#type: kind.name().to_string(),
+                present: f.present,
+                distinct: f.values as u64,
+                top_values: if kind.is_dictionary() {
+                    attrs
+                        .top_values(f, TOP_VALUES)
+                        .into_iter()
+                        .map(|(value, count)| pb::ValueCount { value, count })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                min,
+                max,
+            }
+        })
+        .collect()
+}
+
 fn hits(index: &Index, found: &[Neighbor]) -> Vec<pb::Hit> {
     found
         .iter()
@@ -325,11 +381,16 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
             let loaded = self.shared.index(&req.index)?;
             let params = self.shared.params(req.k, req.ef, deadline)?;
             let query = req.vector;
+            let filter = req.filter;
             self.shared
                 .searched(deadline, Work::Single, move || {
                     let index = loaded.index();
+                    let plan = match filter.as_str() {
+                        "" => None,
+                        f => Some(index.filter(f)?),
+                    };
                     let mut found = Vec::with_capacity(params.k.min(index.snapshot().len()));
-                    index.search_into(&query, &params, &mut found)?;
+                    index.search_filtered_into(&query, &params, plan.as_ref(), &mut found)?;
                     Ok(pb::SearchResponse {
                         hits: hits(index, &found),
                     })
@@ -357,12 +418,21 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
             )?;
             let params = self.shared.params(req.k, req.ef, deadline)?;
             let queries = req.queries;
+            let filter = req.filter;
             self.shared
                 .searched(deadline, Work::Batch, move || {
                     let index = loaded.index();
                     let mut found = Vec::new();
                     let mut results = Vec::with_capacity(queries.len());
-                    search_batch(index, &queries, 0, &params, &mut found, &mut results)?;
+                    search_batch(
+                        index,
+                        &queries,
+                        0,
+                        &params,
+                        &filter,
+                        &mut found,
+                        &mut results,
+                    )?;
                     Ok(pb::BatchSearchResponse { results })
                 })
                 .await
@@ -387,6 +457,7 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
             for id in req.ids {
                 match index.vector_of(&id) {
                     Some(v) => items.push(pb::Item {
+                        attributes_json: index.attributes_json(&id).unwrap_or("{}").to_string(),
                         id,
                         vector: v.to_vec(),
                     }),

@@ -74,7 +74,7 @@ impl From<RequestError> for Status {
 
 fn engine_code(e: &Error) -> Code {
     match e {
-        Error::InvalidArgument(_) | Error::Input { .. } => Code::InvalidArgument,
+        Error::InvalidArgument(_) | Error::Input { .. } | Error::Filter(_) => Code::InvalidArgument,
         Error::DeadlineExceeded => Code::DeadlineExceeded,
         // A snapshot that fails its checks: the data is damaged.
         Error::Corrupt { .. } => Code::DataLoss,

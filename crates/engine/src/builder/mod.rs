@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::attributes::AttributeTable;
 use crate::distance::{normalize, Metric, Storage};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
@@ -87,7 +88,7 @@ pub struct BuiltIndex {
     /// Normalized under cosine.
     pub vectors: Vec<f32>,
     pub ids: Vec<String>,
-    pub attributes: Option<Vec<String>>,
+    pub attributes: Option<AttributeTable>,
     pub graph: Graph,
     pub build_seconds: f64,
     encoded: OnceLock<EncodedVectors>,
@@ -217,7 +218,7 @@ impl BuiltIndex {
                 vectors: &self.vectors,
                 graph: &self.graph,
                 ids: &self.ids,
-                attributes: self.attributes.as_deref(),
+                attributes: self.attributes.as_ref(),
                 ef_construction: self.options.ef_construction,
                 default_ef: self.options.default_ef,
                 build: BuildInfo {

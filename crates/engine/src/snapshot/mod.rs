@@ -40,7 +40,7 @@ pub const MAGIC: [u8; 8] = *b"FATHOMIX";
 /// The layout version written by this build. Independent of the crate version:
 /// bump it whenever the byte layout changes, and keep `OLDEST_SUPPORTED`
 /// honest.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const OLDEST_SUPPORTED_VERSION: u32 = 1;
 
 /// Every section starts at a multiple of this, so mapped slices are aligned for
@@ -49,8 +49,12 @@ pub const ALIGN: u64 = 64;
 pub const HEADER_LEN: u64 = 64;
 
 /// Version of the attributes encoding: 0 = none stored; 1 = one JSON object
-/// per item (`attr_offsets` + `attr_bytes`).
+/// per item (`attr_offsets` + `attr_bytes`, format version 1 only).
 pub const ATTRIBUTES_JSON: u32 = 1;
+/// Attributes version 2 (format version 2): the JSON objects plus the typed
+/// store of `attributes.rs` (value dictionary, postings, numeric columns and
+/// their sorted rows), described by the manifest's `fields`.
+pub const ATTRIBUTES_INDEXED: u32 = 2;
 
 /// The section kinds, stored as `u32` tags in the manifest's section table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -77,10 +81,25 @@ pub enum SectionKind {
     AttrOffsets = 10,
     /// Attributes, one JSON object per item (attributes version 1).
     AttrBytes = 11,
+    /// `values + 1` u64 offsets into `AttrValueBytes` (attributes version 2).
+    AttrValueOffsets = 12,
+    /// The keyword and bool value dictionary, UTF-8, concatenated; each
+    /// field's values are one run sorted by bytes.
+    AttrValueBytes = 13,
+    /// `values + 1` u64 offsets into `AttrPostingBytes`.
+    AttrPostingOffsets = 14,
+    /// One serialized roaring bitmap (portable format) per value: the items
+    /// holding it.
+    AttrPostingBytes = 15,
+    /// Numeric columns: `numeric fields × count` 8-byte values (i64, or f64
+    /// bits); missing is `i64::MIN` or NaN.
+    AttrColumns = 16,
+    /// Per numeric field, the u32 rows holding a value, sorted by value.
+    AttrSorted = 17,
 }
 
 impl SectionKind {
-    pub const ALL: [SectionKind; 11] = [
+    pub const ALL: [SectionKind; 17] = [
         SectionKind::Vectors,
         SectionKind::VectorsF32,
         SectionKind::Links0,
@@ -92,6 +111,12 @@ impl SectionKind {
         SectionKind::IdSorted,
         SectionKind::AttrOffsets,
         SectionKind::AttrBytes,
+        SectionKind::AttrValueOffsets,
+        SectionKind::AttrValueBytes,
+        SectionKind::AttrPostingOffsets,
+        SectionKind::AttrPostingBytes,
+        SectionKind::AttrColumns,
+        SectionKind::AttrSorted,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -111,6 +136,12 @@ impl SectionKind {
             SectionKind::IdSorted => "id_sorted",
             SectionKind::AttrOffsets => "attr_offsets",
             SectionKind::AttrBytes => "attr_bytes",
+            SectionKind::AttrValueOffsets => "attr_value_offsets",
+            SectionKind::AttrValueBytes => "attr_value_bytes",
+            SectionKind::AttrPostingOffsets => "attr_posting_offsets",
+            SectionKind::AttrPostingBytes => "attr_posting_bytes",
+            SectionKind::AttrColumns => "attr_columns",
+            SectionKind::AttrSorted => "attr_sorted",
         }
     }
 }
@@ -163,7 +194,64 @@ pub struct Manifest {
     pub max_level: u8,
     pub attributes_version: u32,
     pub build: BuildInfo,
+    /// The attribute schema (attributes version 2), sorted by name.
+    pub fields: Vec<crate::attributes::FieldEntry>,
     pub sections: Vec<SectionEntry>,
+}
+
+/// The manifest of format version 1: as [`Manifest`] without `fields`.
+/// Kept so version-1 snapshots still open.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub struct ManifestV1 {
+    /// `Metric as u8`.
+    pub metric: u8,
+    /// `Storage as u8`: the element type of the traversal vectors.
+    pub storage: u8,
+    pub dim: u32,
+    pub count: u64,
+    /// Bytes per traversal row (a multiple of 64).
+    pub vector_stride: u32,
+    /// Bytes per row of `vectors_f32` (a multiple of 64), 0 when absent.
+    pub f32_stride: u32,
+    /// i8 quantization (see `vectors::Quantizer`): per-dimension offsets and
+    /// steps, `x_j ≈ offset_j + step_j * code_j`. Empty for f32 and bf16.
+    pub quant_offsets: Vec<f32>,
+    pub quant_scales: Vec<f32>,
+    pub m: u32,
+    pub m0: u32,
+    pub ef_construction: u32,
+    /// The search beam width used when a caller passes ef = 0.
+    pub default_ef: u32,
+    pub entry_point: u32,
+    pub max_level: u8,
+    pub attributes_version: u32,
+    pub build: BuildInfo,
+    pub sections: Vec<SectionEntry>,
+}
+
+impl From<ManifestV1> for Manifest {
+    fn from(m: ManifestV1) -> Manifest {
+        Manifest {
+            metric: m.metric,
+            storage: m.storage,
+            dim: m.dim,
+            count: m.count,
+            vector_stride: m.vector_stride,
+            f32_stride: m.f32_stride,
+            quant_offsets: m.quant_offsets,
+            quant_scales: m.quant_scales,
+            m: m.m,
+            m0: m.m0,
+            ef_construction: m.ef_construction,
+            default_ef: m.default_ef,
+            entry_point: m.entry_point,
+            max_level: m.max_level,
+            attributes_version: m.attributes_version,
+            build: m.build,
+            fields: Vec::new(),
+            sections: m.sections,
+        }
+    }
 }
 
 pub(crate) fn align_up(x: u64) -> u64 {
@@ -174,7 +262,29 @@ pub(crate) fn checksum(bytes: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
-/// Header fields, little-endian at fixed offsets.
+/// The header's bytes, field by field: its layout is this struct, and the
+/// assertion below keeps it at 64 bytes. Integers are little-endian.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct RawHeader {
+    magic: [u8; 8],
+    version: u32,
+    header_len: u32,
+    manifest_offset: u64,
+    manifest_len: u64,
+    manifest_checksum: u64,
+    file_len: u64,
+    /// xxh3-64 of bytes 0..48.
+    header_checksum: u64,
+    /// Must be zero: readers refuse anything else, so no header bit goes
+    /// unchecked.
+    reserved: [u8; 8],
+}
+
+const _: () = assert!(std::mem::size_of::<RawHeader>() == HEADER_LEN as usize);
+const CHECKED_LEN: usize = std::mem::offset_of!(RawHeader, header_checksum);
+
+/// Header fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Header {
     pub version: u32,
@@ -186,51 +296,73 @@ pub(crate) struct Header {
 
 impl Header {
     pub fn encode(&self) -> [u8; HEADER_LEN as usize] {
+        let mut raw = RawHeader {
+            magic: MAGIC,
+            version: self.version.to_le(),
+            header_len: (HEADER_LEN as u32).to_le(),
+            manifest_offset: self.manifest_offset.to_le(),
+            manifest_len: self.manifest_len.to_le(),
+            manifest_checksum: self.manifest_checksum.to_le(),
+            file_len: self.file_len.to_le(),
+            header_checksum: 0,
+            reserved: [0; 8],
+        };
+        let sum = checksum(&bytemuck::bytes_of(&raw)[..CHECKED_LEN]);
+        raw.header_checksum = sum.to_le();
         let mut b = [0u8; HEADER_LEN as usize];
-        b[0..8].copy_from_slice(&MAGIC);
-        b[8..12].copy_from_slice(&self.version.to_le_bytes());
-        b[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
-        b[16..24].copy_from_slice(&self.manifest_offset.to_le_bytes());
-        b[24..32].copy_from_slice(&self.manifest_len.to_le_bytes());
-        b[32..40].copy_from_slice(&self.manifest_checksum.to_le_bytes());
-        b[40..48].copy_from_slice(&self.file_len.to_le_bytes());
-        let sum = checksum(&b[0..48]);
-        b[48..56].copy_from_slice(&sum.to_le_bytes());
+        b.copy_from_slice(bytemuck::bytes_of(&raw));
         b
     }
 
     /// Decode and check the header; `Err` carries a reason for `Corrupt`, or
     /// the found version for `Incompatible`.
+    ///
+    /// The checksum is checked before the version, so a flipped version bit
+    /// reads as corruption. A header whose checksum fails and whose version is
+    /// out of range may also come from a future layout: the message says so.
     pub fn decode(b: &[u8]) -> Result<Header, HeaderError> {
-        if b.len() < HEADER_LEN as usize {
+        let Some(bytes) = b.get(..HEADER_LEN as usize) else {
             return Err(HeaderError::Corrupt(format!(
                 "file is {} bytes, shorter than the {HEADER_LEN}-byte header",
                 b.len()
             )));
-        }
-        if b[0..8] != MAGIC {
+        };
+        let raw: RawHeader = bytemuck::pod_read_unaligned(bytes);
+        if raw.magic != MAGIC {
             return Err(HeaderError::Corrupt(
                 "bad magic: not a fathom snapshot".into(),
             ));
         }
-        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or([0; 4]));
-        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
-        let version = u32_at(8);
-        if !(OLDEST_SUPPORTED_VERSION..=FORMAT_VERSION).contains(&version) {
+        let version = u32::from_le(raw.version);
+        let known = (OLDEST_SUPPORTED_VERSION..=FORMAT_VERSION).contains(&version);
+        if u64::from_le(raw.header_checksum) != checksum(&bytes[..CHECKED_LEN]) {
+            return Err(HeaderError::Corrupt(if known {
+                "header checksum mismatch".into()
+            } else {
+                format!(
+                    "header checksum mismatch (or a snapshot of format version {version}, \
+                     which this build cannot read: it reads {})",
+                    supported_versions()
+                )
+            }));
+        }
+        if !known {
             return Err(HeaderError::Incompatible(version));
         }
-        if u64_at(48) != checksum(&b[0..48]) {
-            return Err(HeaderError::Corrupt("header checksum mismatch".into()));
-        }
-        if u32_at(12) as u64 != HEADER_LEN {
+        if u32::from_le(raw.header_len) as u64 != HEADER_LEN {
             return Err(HeaderError::Corrupt("unexpected header length".into()));
+        }
+        if raw.reserved != [0; 8] {
+            return Err(HeaderError::Corrupt(
+                "reserved header bytes 56..64 are not zero".into(),
+            ));
         }
         Ok(Header {
             version,
-            manifest_offset: u64_at(16),
-            manifest_len: u64_at(24),
-            manifest_checksum: u64_at(32),
-            file_len: u64_at(40),
+            manifest_offset: u64::from_le(raw.manifest_offset),
+            manifest_len: u64::from_le(raw.manifest_len),
+            manifest_checksum: u64::from_le(raw.manifest_checksum),
+            file_len: u64::from_le(raw.file_len),
         })
     }
 }

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 
 use super::{
-    checksum, mmap, supported_versions, Header, HeaderError, Manifest, SectionEntry, SectionKind,
-    ALIGN, ATTRIBUTES_JSON,
+    checksum, mmap, supported_versions, Header, HeaderError, Manifest, ManifestV1, SectionEntry,
+    SectionKind, ALIGN, ATTRIBUTES_INDEXED, ATTRIBUTES_JSON,
 };
+use crate::attributes::{Attributes, FieldKind, PostingCache};
 use crate::distance::{Metric, Storage};
 use crate::error::{Error, Result};
 use crate::graph::GraphView;
@@ -69,10 +70,15 @@ impl Snapshot {
         if checksum(m_bytes) != header.manifest_checksum {
             return Err(corrupt("manifest checksum mismatch".into()));
         }
-        let manifest = rkyv::from_bytes::<Manifest, rkyv::rancor::BoxedError>(m_bytes)
-            .map_err(|e| corrupt(format!("manifest does not decode: {e}")))?;
+        let manifest = match header.version {
+            1 => rkyv::from_bytes::<ManifestV1, rkyv::rancor::BoxedError>(m_bytes)
+                .map(Manifest::from),
+            _ => rkyv::from_bytes::<Manifest, rkyv::rancor::BoxedError>(m_bytes),
+        }
+        .map_err(|e| corrupt(format!("manifest does not decode: {e}")))?;
         let (metric, storage, quantizer, sections) =
-            validate_manifest(&manifest, map.len() as u64).map_err(corrupt)?;
+            validate_manifest(&manifest, header.version, m_end, map.len() as u64)
+                .map_err(corrupt)?;
         Ok(Snapshot {
             path: path.to_path_buf(),
             map,
@@ -211,9 +217,28 @@ impl Snapshot {
         Some(sorted[pos])
     }
 
+    /// The typed attribute store (format version 2 with attributes), with
+    /// `cache` holding its decoded postings.
+    pub fn attribute_store<'a>(&'a self, cache: &'a PostingCache) -> Option<Attributes<'a>> {
+        if self.manifest.attributes_version != ATTRIBUTES_INDEXED {
+            return None;
+        }
+        Some(Attributes {
+            n: self.len(),
+            fields: &self.manifest.fields,
+            value_offsets: self.cast(SectionKind::AttrValueOffsets),
+            value_bytes: self.section_bytes(SectionKind::AttrValueBytes),
+            posting_offsets: self.cast(SectionKind::AttrPostingOffsets),
+            posting_bytes: self.section_bytes(SectionKind::AttrPostingBytes),
+            columns: self.cast(SectionKind::AttrColumns),
+            sorted: self.cast(SectionKind::AttrSorted),
+            cache,
+        })
+    }
+
     /// The attributes of node `i` (a JSON object), if the snapshot has them.
     pub fn attributes(&self, i: u32) -> Option<&str> {
-        if self.manifest.attributes_version != ATTRIBUTES_JSON {
+        if self.manifest.attributes_version == 0 {
             return None;
         }
         string_at(
@@ -239,7 +264,12 @@ type Validated = (
 
 /// Check the manifest against itself and the file length. Every later slice
 /// access relies on what this establishes.
-fn validate_manifest(m: &Manifest, file_len: u64) -> Result<Validated, String> {
+fn validate_manifest(
+    m: &Manifest,
+    version: u32,
+    manifest_end: u64,
+    file_len: u64,
+) -> Result<Validated, String> {
     let metric = Metric::from_u8(m.metric).ok_or(format!("unknown metric tag {}", m.metric))?;
     let storage =
         Storage::from_u8(m.storage).ok_or(format!("unknown storage tag {}", m.storage))?;
@@ -277,9 +307,13 @@ fn validate_manifest(m: &Manifest, file_len: u64) -> Result<Validated, String> {
     if m.entry_point as u64 >= n {
         return Err(format!("entry point {} >= count {n}", m.entry_point));
     }
-    if m.attributes_version > ATTRIBUTES_JSON {
+    let attributes_ok = match version {
+        1 => m.attributes_version <= ATTRIBUTES_JSON,
+        _ => m.attributes_version == 0 || m.attributes_version == ATTRIBUTES_INDEXED,
+    };
+    if !attributes_ok {
         return Err(format!(
-            "unknown attributes version {}",
+            "unknown attributes version {} for format version {version}",
             m.attributes_version
         ));
     }
@@ -306,6 +340,21 @@ fn validate_manifest(m: &Manifest, file_len: u64) -> Result<Validated, String> {
             return Err(format!("section {} appears twice", kind.name()));
         }
     }
+    // Sections may not overlap the header, the manifest or each other.
+    let mut spans: Vec<(usize, usize, SectionKind)> =
+        sections.iter().map(|(k, (o, l))| (*o, *l, *k)).collect();
+    // Empty sections first at a shared offset: they take no bytes.
+    spans.sort_unstable_by_key(|s| (s.0, s.1));
+    let mut end = manifest_end as usize;
+    for (offset, len, kind) in spans {
+        if len > 0 && offset < end {
+            return Err(format!(
+                "section {} at {offset} overlaps what precedes it (ending at {end})",
+                kind.name()
+            ));
+        }
+        end = end.max(offset + len);
+    }
     let len_of = |k: SectionKind| sections.get(&k).map(|s| s.1 as u64);
     let expect = |k: SectionKind, want: u64| -> Result<(), String> {
         match len_of(k) {
@@ -331,9 +380,42 @@ fn validate_manifest(m: &Manifest, file_len: u64) -> Result<Validated, String> {
     expect(SectionKind::IdOffsets, (n + 1) * 8)?;
     len_of(SectionKind::IdBytes).ok_or("section id_bytes is missing")?;
     expect(SectionKind::IdSorted, n * 4)?;
-    if m.attributes_version == ATTRIBUTES_JSON {
+    if m.attributes_version != 0 {
         expect(SectionKind::AttrOffsets, (n + 1) * 8)?;
         len_of(SectionKind::AttrBytes).ok_or("section attr_bytes is missing")?;
+    }
+    if m.attributes_version == ATTRIBUTES_INDEXED {
+        let (mut values, mut numeric, mut sorted) = (0u64, 0u64, 0u64);
+        for f in &m.fields {
+            let kind = FieldKind::from_u8(f.kind)
+                .ok_or(format!("field {:?} has unknown kind {}", f.name, f.kind))?;
+            if f.present > n {
+                return Err(format!(
+                    "field {:?} is present in more than count items",
+                    f.name
+                ));
+            }
+            if kind.is_dictionary() {
+                if f.first_value as u64 != values {
+                    return Err(format!("field {:?}: value runs out of order", f.name));
+                }
+                values += f.values as u64;
+            } else {
+                if f.column as u64 != numeric || f.sorted_start != sorted {
+                    return Err(format!("field {:?}: columns out of order", f.name));
+                }
+                numeric += 1;
+                sorted += f.present;
+            }
+        }
+        expect(SectionKind::AttrValueOffsets, (values + 1) * 8)?;
+        len_of(SectionKind::AttrValueBytes).ok_or("section attr_value_bytes is missing")?;
+        expect(SectionKind::AttrPostingOffsets, (values + 1) * 8)?;
+        len_of(SectionKind::AttrPostingBytes).ok_or("section attr_posting_bytes is missing")?;
+        expect(SectionKind::AttrColumns, numeric * n * 8)?;
+        expect(SectionKind::AttrSorted, sorted * 4)?;
+    } else if !m.fields.is_empty() {
+        return Err("fields listed without attributes version 2".into());
     }
     Ok((metric, storage, quantizer, sections))
 }

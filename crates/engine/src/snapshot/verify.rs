@@ -43,7 +43,88 @@ pub fn verify(snap: &Snapshot) -> VerifyReport {
     check_vectors(snap, &mut report.problems);
     check_graph(snap, &mut report.problems);
     check_ids(snap, &mut report.problems);
+    check_attributes(snap, &mut report.problems);
     report
+}
+
+/// The typed attribute store: offsets ascend within their sections, values
+/// are UTF-8 and sorted within each field, every posting decodes and names
+/// only existing items, and each numeric field's sorted rows are exactly its
+/// present rows in value order.
+fn check_attributes(snap: &Snapshot, problems: &mut Vec<String>) {
+    let cache = crate::attributes::PostingCache::default();
+    let Some(a) = snap.attribute_store(&cache) else {
+        return;
+    };
+    let mut fail = |what: String| problems.push(format!("attributes: {what}"));
+    for (name, offs, len) in [
+        ("attr_value_offsets", a.value_offsets, a.value_bytes.len()),
+        (
+            "attr_posting_offsets",
+            a.posting_offsets,
+            a.posting_bytes.len(),
+        ),
+    ] {
+        if offs.first() != Some(&0)
+            || offs.windows(2).any(|w| w[0] > w[1])
+            || offs.last().copied() != Some(len as u64)
+        {
+            return fail(format!("section {name} does not ascend to the section end"));
+        }
+    }
+    for f in a.fields {
+        let kind = f.kind();
+        if kind.is_dictionary() {
+            let mut prev: Option<&str> = None;
+            let mut items = roaring::RoaringBitmap::new();
+            for v in f.first_value..f.first_value + f.values {
+                let a0 = a.value_offsets[v as usize] as usize;
+                let a1 = a.value_offsets[v as usize + 1] as usize;
+                let Ok(s) = std::str::from_utf8(&a.value_bytes[a0..a1]) else {
+                    return fail(format!("field {:?}: value {v} is not UTF-8", f.name));
+                };
+                if prev.is_some_and(|p| p >= s) {
+                    return fail(format!("field {:?}: values out of order", f.name));
+                }
+                prev = Some(s);
+                let p0 = a.posting_offsets[v as usize] as usize;
+                let p1 = a.posting_offsets[v as usize + 1] as usize;
+                match roaring::RoaringBitmap::deserialize_from(&a.posting_bytes[p0..p1]) {
+                    Ok(bm) if bm.max().is_none_or(|m| (m as usize) < a.n) => items |= bm,
+                    _ => {
+                        return fail(format!(
+                            "field {:?}: posting of {s:?} does not decode or names a missing item",
+                            f.name
+                        ))
+                    }
+                }
+            }
+            if items.len() != f.present {
+                return fail(format!("field {:?}: present count disagrees", f.name));
+            }
+        } else {
+            let col = a.column(f);
+            let rows = a.sorted_rows(f);
+            let present = (0..a.n as u32)
+                .filter(|&r| a.number(f, col, r).is_some())
+                .count() as u64;
+            let value = |r: u32| match a.number(f, col, r) {
+                Some(crate::attributes::Number::Int(x)) => Some(x as f64),
+                Some(crate::attributes::Number::Float(x)) => Some(x),
+                None => None,
+            };
+            let sorted = rows.windows(2).all(|w| match (value(w[0]), value(w[1])) {
+                (Some(x), Some(y)) => x < y || (x == y && w[0] < w[1]),
+                _ => false,
+            });
+            if present != f.present || rows.len() as u64 != present || !sorted {
+                return fail(format!(
+                    "field {:?}: sorted rows disagree with the column",
+                    f.name
+                ));
+            }
+        }
+    }
 }
 
 /// Every byte outside the header, manifest and sections is alignment padding

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::{
-    align_up, checksum, BuildInfo, Header, Manifest, SectionEntry, SectionKind, ATTRIBUTES_JSON,
+    align_up, checksum, BuildInfo, Header, Manifest, SectionEntry, SectionKind, ATTRIBUTES_INDEXED,
     FORMAT_VERSION, HEADER_LEN,
 };
+use crate::attributes::AttributeTable;
 use crate::distance::{Metric, Storage};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
@@ -26,8 +27,8 @@ pub struct SnapshotContents<'a> {
     pub vectors: &'a [f32],
     pub graph: &'a Graph,
     pub ids: &'a [String],
-    /// One JSON object per item, or `None`.
-    pub attributes: Option<&'a [String]>,
+    /// The items' attributes, or `None`.
+    pub attributes: Option<&'a AttributeTable>,
     pub ef_construction: usize,
     pub default_ef: usize,
     pub build: BuildInfo,
@@ -94,7 +95,7 @@ fn check_contents(path: &Path, c: &SnapshotContents<'_>) -> Result<()> {
         return bad("graph size differs from the vector count".into());
     }
     if let Some(a) = c.attributes {
-        if a.len() != n {
+        if a.json.len() != n {
             return bad("attribute count differs from the vector count".into());
         }
     }
@@ -185,11 +186,12 @@ fn write_to(tmp: &Path, c: &SnapshotContents<'_>, count: usize) -> Result<u64> {
         entry_point: g.entry_point,
         max_level: g.max_level,
         attributes_version: if c.attributes.is_some() {
-            ATTRIBUTES_JSON
+            ATTRIBUTES_INDEXED
         } else {
             0
         },
         build: c.build.clone(),
+        fields: c.attributes.map(|a| a.fields.clone()).unwrap_or_default(),
         sections: Vec::new(),
     };
     // The manifest's archived size does not depend on the values of its
@@ -198,7 +200,7 @@ fn write_to(tmp: &Path, c: &SnapshotContents<'_>, count: usize) -> Result<u64> {
     // vectors, links0, levels, upper_offsets, upper_links, id_offsets,
     // id_bytes, id_sorted; then the optional ones.
     let n_sections =
-        8 + usize::from(c.storage != Storage::F32) + 2 * usize::from(c.attributes.is_some());
+        8 + usize::from(c.storage != Storage::F32) + 8 * usize::from(c.attributes.is_some());
     manifest.sections = vec![
         SectionEntry {
             kind: 0,
@@ -257,13 +259,27 @@ fn write_to(tmp: &Path, c: &SnapshotContents<'_>, count: usize) -> Result<u64> {
         ));
     }
     w.slice(SectionKind::IdSorted, &order)?;
-    if let Some(attrs) = c.attributes {
+    if let Some(a) = c.attributes {
         write_strings(
             &mut w,
             SectionKind::AttrOffsets,
             SectionKind::AttrBytes,
-            attrs,
+            &a.json,
         )?;
+        write_strings(
+            &mut w,
+            SectionKind::AttrValueOffsets,
+            SectionKind::AttrValueBytes,
+            &a.values,
+        )?;
+        write_strings(
+            &mut w,
+            SectionKind::AttrPostingOffsets,
+            SectionKind::AttrPostingBytes,
+            &a.postings,
+        )?;
+        w.slice(SectionKind::AttrColumns, &a.columns)?;
+        w.slice(SectionKind::AttrSorted, &a.sorted)?;
     }
     let file_len = align_up(w.pos);
     let pad = (file_len - w.pos) as usize;
@@ -295,23 +311,23 @@ fn write_to(tmp: &Path, c: &SnapshotContents<'_>, count: usize) -> Result<u64> {
     Ok(file_len)
 }
 
-fn write_strings(
+fn write_strings<S: AsRef<[u8]>>(
     w: &mut SectionWriter,
     offsets: SectionKind,
     bytes: SectionKind,
-    items: &[String],
+    items: &[S],
 ) -> Result<()> {
     let mut acc = 0u64;
     let offs: Vec<u64> = std::iter::once(0)
         .chain(items.iter().map(|s| {
-            acc += s.len() as u64;
+            acc += s.as_ref().len() as u64;
             acc
         }))
         .collect();
     w.slice(offsets, &offs)?;
     w.section(bytes, |sink| {
         for s in items {
-            sink(s.as_bytes())?;
+            sink(s.as_ref())?;
         }
         Ok(())
     })

@@ -61,3 +61,13 @@ pub fn truth(built: &BuiltIndex, queries: &[Vec<f32>], k: usize) -> Vec<Vec<u32>
     };
     knn_batch(rows, built.options.metric, queries, k, 2)
 }
+
+/// An attribute table from one JSON object per row.
+pub fn table(rows: impl IntoIterator<Item = String>) -> fathom_engine::attributes::AttributeTable {
+    let mut b = fathom_engine::attributes::AttributesBuilder::new();
+    for (i, r) in rows.into_iter().enumerate() {
+        let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&r).unwrap();
+        b.push(&obj, i + 1).unwrap();
+    }
+    b.finish()
+}

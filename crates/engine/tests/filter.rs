@@ -1,0 +1,369 @@
+//! Filtered search against a brute-force oracle: random filters over seeded
+//! attributes, every hit matches, a call returns min(k, matching) hits, the
+//! planner at both extremes, and the version-1 fixture.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use fathom_engine::attributes::AttributesBuilder;
+use fathom_engine::builder::BuilderKind;
+use fathom_engine::index::Plan;
+use fathom_engine::snapshot::{verify, Snapshot};
+use fathom_engine::{Error, Index, Metric, SearchParams, Storage};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Map, Value};
+
+const N: usize = 3000;
+const DIM: usize = 16;
+const LANGS: [&str; 5] = ["sv", "en", "de", "fr", "ja"];
+const MARKETS: [&str; 6] = ["SE", "NO", "US", "GB", "DE", "JP"];
+
+/// Seeded attributes: a language tied to the cluster (so it correlates with
+/// the vector), multi-valued markets, a bool, a skewed int, a float that is
+/// sometimes missing, and a label with many values.
+fn attributes(n: usize, seed: u64) -> Vec<Map<String, Value>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| {
+            let mut o = Map::new();
+            o.insert("lang".into(), json!(LANGS[(i / 7) % LANGS.len()]));
+            let markets: Vec<&str> = MARKETS
+                .iter()
+                .copied()
+                .filter(|_| rng.random_bool(0.4))
+                .collect();
+            o.insert("markets".into(), json!(markets));
+            o.insert("explicit".into(), json!(rng.random_bool(0.1)));
+            let u: f64 = rng.random();
+            o.insert("popularity".into(), json!((100.0 * u * u * u) as i64));
+            if rng.random_bool(0.8) {
+                o.insert("score".into(), json!(rng.random::<f64>() * 10.0));
+            }
+            o.insert(
+                "label".into(),
+                json!(format!("label:{}", rng.random_range(0..400))),
+            );
+            o
+        })
+        .collect()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    index: Index,
+    attrs: Vec<Map<String, Value>>,
+    queries: Vec<Vec<f32>>,
+}
+
+fn fixture(storage: Storage) -> Fixture {
+    let mut ds = dataset(N, DIM, SEED);
+    let attrs = attributes(N, SEED);
+    let mut b = AttributesBuilder::new();
+    for (i, a) in attrs.iter().enumerate() {
+        b.push(a, i + 1).unwrap();
+    }
+    ds.attributes = Some(b.finish());
+    let built = build_with(ds, Metric::L2, storage, BuilderKind::Fathom, 100);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&built, dir.path(), "f.fathom");
+    let snap = Snapshot::open(&path).unwrap();
+    assert!(verify(&snap).is_ok(), "{:?}", verify(&snap).problems);
+    Fixture {
+        _dir: dir,
+        index: Index::from_snapshot(snap),
+        attrs,
+        queries: queries(40, DIM, SEED),
+    }
+}
+
+/// The oracle: the filter semantics, written over the JSON attributes.
+#[derive(Debug, Clone)]
+enum F {
+    Eq(&'static str, Value),
+    Range(&'static str, &'static str, f64),
+    In(&'static str, Vec<Value>),
+    Not(Box<F>),
+    And(Box<F>, Box<F>),
+    Or(Box<F>, Box<F>),
+}
+
+impl F {
+    fn matches(&self, o: &Map<String, Value>) -> bool {
+        let eq = |field: &str, v: &Value| match o.get(field) {
+            Some(Value::Array(a)) => a.contains(v),
+            Some(Value::Number(x)) => x.as_f64() == v.as_f64(),
+            Some(x) => x == v,
+            None => false,
+        };
+        match self {
+            F::Eq(f, v) => eq(f, v),
+            F::In(f, vs) => vs.iter().any(|v| eq(f, v)),
+            F::Range(f, op, b) => match o.get(*f).and_then(Value::as_f64) {
+                None => false,
+                Some(x) => match *op {
+                    "<" => x < *b,
+                    "<=" => x <= *b,
+                    ">" => x > *b,
+                    ">=" => x >= *b,
+                    _ => unreachable!(),
+                },
+            },
+            F::Not(f) => !f.matches(o),
+            F::And(a, b) => a.matches(o) && b.matches(o),
+            F::Or(a, b) => a.matches(o) || b.matches(o),
+        }
+    }
+
+    fn expr(&self) -> String {
+        match self {
+            F::Eq(f, v) => format!("{f} = {v}"),
+            F::In(f, vs) => format!(
+                "{f} IN ({})",
+                vs.iter()
+                    .map(Value::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            F::Range(f, op, b) => format!("{f} {op} {b}"),
+            F::Not(f) => format!("NOT ({})", f.expr()),
+            F::And(a, b) => format!("({}) AND ({})", a.expr(), b.expr()),
+            F::Or(a, b) => format!("({}) or ({})", a.expr(), b.expr()),
+        }
+    }
+}
+
+fn random_filter(rng: &mut StdRng, depth: usize) -> F {
+    let leaf = |rng: &mut StdRng| -> F {
+        match rng.random_range(0..7) {
+            0 => F::Eq("lang", json!(LANGS[rng.random_range(0..LANGS.len())])),
+            1 => F::Eq(
+                "markets",
+                json!(MARKETS[rng.random_range(0..MARKETS.len())]),
+            ),
+            2 => F::Eq("explicit", json!(rng.random_bool(0.5))),
+            3 => {
+                let op = ["<", "<=", ">", ">="][rng.random_range(0..4)];
+                F::Range("popularity", op, rng.random_range(0..100) as f64)
+            }
+            4 => {
+                let op = ["<", "<=", ">", ">="][rng.random_range(0..4)];
+                F::Range(
+                    "score",
+                    op,
+                    (rng.random::<f64>() * 10.0 * 100.0).round() / 100.0,
+                )
+            }
+            5 => F::In(
+                "label",
+                (0..rng.random_range(1..4))
+                    .map(|_| json!(format!("label:{}", rng.random_range(0..420))))
+                    .collect(),
+            ),
+            _ => F::Eq("popularity", json!(rng.random_range(0..5))),
+        }
+    };
+    if depth == 0 {
+        return leaf(rng);
+    }
+    match rng.random_range(0..5) {
+        0 => F::Not(Box::new(random_filter(rng, depth - 1))),
+        1 => F::And(
+            Box::new(random_filter(rng, depth - 1)),
+            Box::new(random_filter(rng, depth - 1)),
+        ),
+        2 => F::Or(
+            Box::new(random_filter(rng, depth - 1)),
+            Box::new(random_filter(rng, depth - 1)),
+        ),
+        _ => leaf(rng),
+    }
+}
+
+fn l2(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+#[test]
+fn every_hit_matches_and_the_count_is_min_k_matching() {
+    let fx = fixture(Storage::F32);
+    let vectors = fx.index.snapshot().vectors_f32();
+    let mut rng = StdRng::seed_from_u64(99);
+    let k = 10;
+    let mut out = Vec::new();
+    for round in 0..150 {
+        let f = random_filter(&mut rng, 3);
+        let src = f.expr();
+        let plan = fx
+            .index
+            .filter(&src)
+            .unwrap_or_else(|e| panic!("{src}: {e}"));
+        let want: Vec<u32> = (0..N as u32)
+            .filter(|&i| f.matches(&fx.attrs[i as usize]))
+            .collect();
+        assert_eq!(plan.matches().len(), want.len() as u64, "{src}");
+        assert_eq!(plan.count(), want.len() as u64, "{src}");
+        let q = &fx.queries[round % fx.queries.len()];
+        for mode in [Plan::Auto, Plan::Exact, Plan::Graph] {
+            let mut params = SearchParams::new(k, 32);
+            params.plan = mode;
+            fx.index
+                .search_filtered_into(q, &params, Some(&plan), &mut out)
+                .unwrap();
+            assert_eq!(out.len(), k.min(want.len()), "{src} {mode:?}");
+            for h in &out {
+                assert!(f.matches(&fx.attrs[h.id as usize]), "{src}: hit {}", h.id);
+            }
+            if mode == Plan::Exact {
+                // The exact plan is the brute-force answer.
+                let mut truth: Vec<(f32, u32)> =
+                    want.iter().map(|&i| (l2(q, vectors.row(i)), i)).collect();
+                truth.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                let ids: Vec<u32> = out.iter().map(|h| h.id).collect();
+                let expect: Vec<u32> = truth.iter().take(k).map(|t| t.1).collect();
+                assert_eq!(ids, expect, "{src}");
+            }
+        }
+    }
+}
+
+#[test]
+fn filtered_graph_recall_holds_and_bf16_i8_rerank_stay_exact() {
+    for storage in [Storage::F32, Storage::Bf16, Storage::I8] {
+        let fx = fixture(storage);
+        let vectors = fx.index.snapshot().vectors_f32();
+        let plan = fx
+            .index
+            .filter("markets = \"SE\" AND explicit = false")
+            .unwrap();
+        let sel = plan.selectivity();
+        assert!((0.2..0.5).contains(&sel), "selectivity {sel}");
+        let matches = plan.matches().clone();
+        let mut params = SearchParams::new(10, 64);
+        params.plan = Plan::Graph;
+        let (mut hit, mut total) = (0, 0);
+        let mut out = Vec::new();
+        for q in &fx.queries {
+            fx.index
+                .search_filtered_into(q, &params, Some(&plan), &mut out)
+                .unwrap();
+            let mut truth: Vec<(f32, u32)> =
+                matches.iter().map(|i| (l2(q, vectors.row(i)), i)).collect();
+            truth.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let truth: Vec<u32> = truth.iter().take(10).map(|t| t.1).collect();
+            hit += out.iter().filter(|h| truth.contains(&h.id)).count();
+            total += 10;
+            // Returned distances are exact, whatever the traversal type.
+            for h in &out {
+                let d = l2(q, vectors.row(h.id));
+                assert!((h.distance - d).abs() <= 1e-4 * d.max(1.0), "{storage:?}");
+            }
+        }
+        let recall = hit as f64 / total as f64;
+        // Measured 0.99+ here; the floor catches a broken traversal.
+        assert!(recall >= 0.85, "{storage:?}: filtered recall {recall}");
+    }
+}
+
+#[test]
+fn planner_scans_few_matches_exactly_and_walks_the_graph_for_many() {
+    let fx = fixture(Storage::F32);
+    let q = &fx.queries[0];
+    let mut out = Vec::new();
+    let params = SearchParams::new(10, 32);
+    // One label: a handful of items, scanned exactly (no expansions).
+    let few = fx.index.filter("label = \"label:7\"").unwrap();
+    assert!(few.count() < 30);
+    let stats = fx
+        .index
+        .search_filtered_into(q, &params, Some(&few), &mut out)
+        .unwrap();
+    assert_eq!(stats.expansions, 0);
+    assert_eq!(out.len(), 10.min(few.count() as usize));
+    // Nearly everything: the graph.
+    let many = fx.index.filter("NOT label = \"label:7\"").unwrap();
+    let stats = fx
+        .index
+        .search_filtered_into(q, &params, Some(&many), &mut out)
+        .unwrap();
+    assert!(stats.expansions > 0);
+    assert_eq!(out.len(), 10);
+    // Nothing matches: an empty answer, not an error.
+    let none = fx.index.filter("lang = \"xx\"").unwrap();
+    assert_eq!(none.count(), 0);
+    fx.index
+        .search_filtered_into(q, &params, Some(&none), &mut out)
+        .unwrap();
+    assert!(out.is_empty());
+    // A forced graph plan on a sparse filter still returns min(k, matching).
+    let sparse = fx
+        .index
+        .filter("label IN (\"label:1\", \"label:2\")")
+        .unwrap();
+    let mut forced = params;
+    forced.plan = Plan::Graph;
+    fx.index
+        .search_filtered_into(q, &forced, Some(&sparse), &mut out)
+        .unwrap();
+    assert_eq!(out.len(), 10.min(sparse.count() as usize));
+}
+
+#[test]
+fn filter_errors_name_the_position_and_the_fields() {
+    let fx = fixture(Storage::F32);
+    let err = |src: &str| match fx.index.filter(src) {
+        Err(Error::Filter(e)) => e,
+        other => panic!("{src}: {other:?}"),
+    };
+    let e = err("lnag = \"sv\"");
+    assert_eq!(e.position, 0);
+    assert!(e.message.contains("unknown field \"lnag\""), "{e}");
+    assert!(e.message.contains("lang (keyword)") && e.message.contains("popularity (int)"));
+    let e = err("lang = \"sv\" AND popularity = \"high\"");
+    assert_eq!(e.position, 29);
+    assert!(
+        e.message.contains("is int, but the value is a string"),
+        "{e}"
+    );
+    let e = err("label >= \"label:3\"");
+    assert_eq!(e.position, 9);
+    assert!(e.message.contains(">= on keyword field"), "{e}");
+    let e = err("explicit = 1");
+    assert!(e.message.contains("is bool"), "{e}");
+    let e = err("lang = ");
+    assert_eq!(e.position, 7);
+}
+
+#[test]
+fn version_1_fixture_opens_verifies_and_answers() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-l2-300x8.fathom");
+    let snap = Snapshot::open(&path).unwrap();
+    assert_eq!(snap.format_version(), 1);
+    assert!(verify(&snap).is_ok(), "{:?}", verify(&snap).problems);
+    let index = Index::from_snapshot(snap);
+    // Version 1 kept the extra .jsonl fields as JSON only: no typed store.
+    assert!(index.attributes().is_none());
+    assert_eq!(
+        index.attributes_json("item:042"),
+        Some("{\"genre\":\"rock\"}")
+    );
+    assert!(matches!(
+        index.filter("genre = \"jazz\""),
+        Err(Error::Filter(_))
+    ));
+    let hits = index
+        .search(
+            &[0.1, 0.2, 0.3, 0.4, -0.5, 0.6, -0.7, 0.8],
+            &SearchParams::new(5, 0),
+        )
+        .unwrap();
+    let ids: Vec<&str> = hits.iter().map(|h| index.id(h.id)).collect();
+    // Recorded when the fixture was written by the version-1 build.
+    assert_eq!(
+        ids,
+        ["item:258", "item:020", "item:025", "item:179", "item:149"]
+    );
+    assert!((hits[0].distance - 0.965_707_8).abs() < 1e-5);
+}
