@@ -18,7 +18,7 @@ use crate::reload;
 use crate::status::{code_name, RequestError};
 use fathom_engine::error::Error;
 use fathom_engine::index::{Index, SearchParams};
-use fathom_engine::search::Neighbor;
+use fathom_engine::search::{Neighbor, SearchStats};
 
 /// Caps on what one request may ask for.
 #[derive(Debug, Clone)]
@@ -234,7 +234,7 @@ async fn within<T>(
 }
 
 /// Search `queries` (numbered from `first` in error messages), appending one
-/// response each to `results`.
+/// response each to `results` and the work of each to `work`.
 fn search_batch(
     index: &Index,
     queries: &[pb::Query],
@@ -242,6 +242,7 @@ fn search_batch(
     params: &SearchParams,
     found: &mut Vec<Neighbor>,
     results: &mut Vec<pb::SearchResponse>,
+    work: &mut Vec<SearchStats>,
 ) -> Result<(), RequestError> {
     for (i, q) in queries.iter().enumerate() {
         // Each search checks the deadline as it runs; this stops a batch
@@ -249,7 +250,7 @@ fn search_batch(
         if params.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(RequestError::DeadlineExceeded);
         }
-        index
+        let stats = index
             .search_into(&q.vector, params, found)
             .map_err(|e| match e {
                 Error::InvalidArgument(m) => {
@@ -257,6 +258,7 @@ fn search_batch(
                 }
                 e => e,
             })?;
+        work.push(stats);
         results.push(pb::SearchResponse {
             hits: hits(index, found),
         });
@@ -320,6 +322,7 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
         let deadline = deadline_of(request.metadata(), arrival(&request));
         let req = request.into_inner();
         let call = Call::begin(&self.shared, "Search", &req.index);
+        let name = req.index.clone();
         let result = async {
             let _permit = self.shared.permit()?;
             let loaded = self.shared.index(&req.index)?;
@@ -329,14 +332,21 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
                 .searched(deadline, Work::Single, move || {
                     let index = loaded.index();
                     let mut found = Vec::with_capacity(params.k.min(index.snapshot().len()));
-                    index.search_into(&query, &params, &mut found)?;
-                    Ok(pb::SearchResponse {
-                        hits: hits(index, &found),
-                    })
+                    let stats = index.search_into(&query, &params, &mut found)?;
+                    Ok((
+                        pb::SearchResponse {
+                            hits: hits(index, &found),
+                        },
+                        stats,
+                    ))
                 })
                 .await
         }
-        .await;
+        .await
+        .map(|(resp, stats)| {
+            self.shared.metrics.searched(&name, stats);
+            resp
+        });
         call.finish(result)
     }
 
@@ -347,6 +357,7 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
         let deadline = deadline_of(request.metadata(), arrival(&request));
         let req = request.into_inner();
         let call = Call::begin(&self.shared, "BatchSearch", &req.index);
+        let name = req.index.clone();
         let result = async {
             let _permit = self.shared.permit()?;
             let loaded = self.shared.index(&req.index)?;
@@ -362,12 +373,27 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
                     let index = loaded.index();
                     let mut found = Vec::new();
                     let mut results = Vec::with_capacity(queries.len());
-                    search_batch(index, &queries, 0, &params, &mut found, &mut results)?;
-                    Ok(pb::BatchSearchResponse { results })
+                    let mut work = Vec::with_capacity(queries.len());
+                    search_batch(
+                        index,
+                        &queries,
+                        0,
+                        &params,
+                        &mut found,
+                        &mut results,
+                        &mut work,
+                    )?;
+                    Ok((pb::BatchSearchResponse { results }, work))
                 })
                 .await
         }
-        .await;
+        .await
+        .map(|(resp, work)| {
+            for stats in work {
+                self.shared.metrics.searched(&name, stats);
+            }
+            resp
+        });
         call.finish(result)
     }
 
