@@ -240,7 +240,9 @@ async fn graceful_shutdown_finishes_in_flight_calls() {
     assert!(results.iter().all(|r| r.len() == 10));
     stopping.await.unwrap().unwrap();
     // And the port no longer accepts connections.
-    assert!(Client::connect(&addr.to_string(), Duration::from_secs(2))
+    let gone = Client::connect(&addr.to_string(), Duration::from_secs(2))
         .await
-        .is_err());
+        .unwrap_err();
+    assert!(matches!(gone, ClientError::Connect { .. }), "{gone:?}");
+    assert_eq!(gone.code(), Code::Unavailable);
 }
