@@ -482,7 +482,38 @@ fn ef_sweep_prints_a_table_and_draws_the_chart() {
         "{}",
         &chart[..100.min(chart.len())]
     );
-    assert!(chart.contains("ef 10") && chart.contains("ef 40"));
+    assert!(chart.contains("ef 10, ") && chart.contains("ef 40, "));
+    assert!(chart.contains(" QPS"), "every point shows its QPS");
+    assert!(chart.contains("log scale"));
+}
+
+/// A reload while measuring is reported: recall may mix two snapshots.
+#[test]
+fn a_reload_during_the_run_is_reported() {
+    let server = TestServer::start();
+    let args = with(
+        &base_args(&server.target),
+        &["--duration", "1500ms", "--warmup", "0s", "--json"],
+    );
+    let bench = spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    std::thread::sleep(Duration::from_millis(600));
+    let target = server.target.clone();
+    server.rt.block_on(async move {
+        let client = fathom_server::client::Client::connect(&target, Duration::from_secs(2))
+            .await
+            .unwrap();
+        client.reload(Some("items")).await.unwrap();
+    });
+    let r = bench.wait(Duration::from_secs(30));
+    assert!(r.ok, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("was reloaded during this measurement")
+            && r.stderr.contains("same file, build time and size"),
+        "{}",
+        r.stderr
+    );
+    let runs = json_lines(&r.stdout);
+    assert!(runs[0]["snapshot_changed"].is_string(), "{}", r.stdout);
 }
 
 #[test]
@@ -607,7 +638,7 @@ fn bad_inputs_fail_with_clear_messages() {
         ),
         (
             vec!["--target", t, "--index", "items", "--queries", &gt],
-            "reading",
+            "unknown vector file type",
         ),
         (
             // The server's ids are not row numbers: recall needs --ids.

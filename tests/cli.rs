@@ -63,8 +63,16 @@ fn build_inspect_verify_search_eval() {
     assert_eq!(v["format_version"], 2);
     assert_eq!(v["m"], 8);
     assert_eq!(v["ef_construction"], 64);
+    // The build time, in RFC 3339 for people, Unix seconds in JSON.
+    let built_at = v["build"]["built_at"].as_i64().unwrap();
+    let rfc = v["build"]["built_at_rfc3339"].as_str().unwrap();
+    assert!(rfc.len() == 20 && rfc.ends_with('Z'), "{rfc}");
+    assert!(built_at > 1_600_000_000, "{built_at}");
     let human = fathom(&["inspect", s(&out)]);
-    assert!(String::from_utf8_lossy(&human.stdout).contains("level 0 degree"));
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("level 0 degree"));
+    let build_line = text.lines().find(|l| l.starts_with("build ")).unwrap();
+    assert!(build_line.contains(&format!(" at {rfc},")), "{build_line}");
 
     assert!(fathom(&["verify", s(&out)]).status.success());
 
@@ -254,4 +262,24 @@ fn bad_inputs_fail_cleanly() {
     let o = fathom(&["inspect", s(&cut)]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("corrupt"), "{}", stderr(&o));
+}
+
+/// Enumerated flags list their values, and only those are accepted.
+#[test]
+fn enumerations_list_their_values() {
+    let help = fathom(&["build", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    for value in [
+        "cosine:", "dot:", "l2:", "f32:", "bf16:", "i8:", "fathom:", "hnsw-rs:",
+    ] {
+        assert!(text.contains(value), "build --help lacks {value}:\n{text}");
+    }
+    for (flag, alias) in [("--metric", "euclidean"), ("--storage", "int8")] {
+        let o = fathom(&["build", flag, alias, "--input", "x", "--output", "y"]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(&o).contains("possible values"), "{}", stderr(&o));
+    }
+    let help = fathom(&["serve", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout)
+        .contains("[possible values: auto, inline, blocking, pool, pool:N]"));
 }

@@ -60,6 +60,65 @@ async fn demo_builds_serves_reloads_and_stops_on_sigterm() {
                 break rest.split_whitespace().next().unwrap().to_string();
             }
         };
+        // The examples: fathom query first, grpcurl second, then a bench
+        // line over the query files the demo wrote.
+        let mut examples = Vec::new();
+        while !examples
+            .iter()
+            .any(|l: &String| l.contains("python3 tools/client.py"))
+        {
+            examples.push(
+                stdout
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("the examples end with the Python client"),
+            );
+        }
+        let first = |needle: &str| {
+            examples
+                .iter()
+                .position(|l| l.trim_start().starts_with(needle))
+                .unwrap_or_else(|| panic!("no {needle:?} line in {examples:#?}"))
+        };
+        assert!(first("fathom query") < first("grpcurl"), "{examples:#?}");
+        assert!(first("grpcurl") < first("fathom bench"), "{examples:#?}");
+        assert!(
+            examples
+                .iter()
+                .any(|l| l.contains("go install github.com/fullstorydev/grpcurl")),
+            "{examples:#?}"
+        );
+        for index in ["tracks", "episodes"] {
+            for file in ["query.fvecs", "gt.ivecs", "ids.txt"] {
+                assert!(catalog.join(index).join(file).is_file(), "{index}/{file}");
+            }
+        }
+        // Run the printed bench line (shortened) and check its recall: the
+        // query files, ground truth and ids fit the served index.
+        let at = first("fathom bench");
+        let line = format!("{} {}", examples[at], examples[at + 1]);
+        let mut args: Vec<String> = line
+            .split_whitespace()
+            .skip(2)
+            .filter(|w| *w != "\\")
+            .map(str::to_string)
+            .collect();
+        for flag in ["--duration", "--sweep-ef", "--plot"] {
+            let i = args.iter().position(|a| a == flag).unwrap();
+            args.drain(i..i + 2);
+        }
+        let bench = Command::new(env!("CARGO_BIN_EXE_fathom"))
+            .arg("bench")
+            .args(&args)
+            .args(["--duration", "300ms", "--warmup", "0s", "--json"])
+            .args(["--concurrency", "2"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&bench.stderr);
+        assert!(bench.status.success(), "{args:?}: {err}");
+        let report: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
+        let recall = report["recall"].as_f64().unwrap();
+        assert!(recall > 0.8, "recall {recall} from {args:?}");
+
         let client = Client::connect(&addr, Duration::from_secs(5))
             .await
             .unwrap();

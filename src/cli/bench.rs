@@ -171,15 +171,14 @@ pub fn run(a: Args) -> Result<ExitCode> {
         plot::check_path(p)?;
     }
 
-    let (dim, rows) =
-        read_vectors(&a.queries).with_context(|| format!("reading {}", a.queries.display()))?;
+    let (dim, rows) = crate::cli::about_path(read_vectors(&a.queries), "reading", &a.queries)?;
     let queries: Vec<Vec<f32>> = rows.chunks_exact(dim).map(<[f32]>::to_vec).collect();
     if queries.is_empty() {
         bail!("{} holds no queries", a.queries.display());
     }
     let truth = match &a.ground_truth {
         Some(p) => {
-            let rows = read_ivecs(p).with_context(|| format!("reading {}", p.display()))?;
+            let rows = crate::cli::about_path(read_ivecs(p), "reading", p)?;
             Some(
                 GroundTruth::new(rows, queries.len(), a.k as usize).with_context(|| {
                     format!(
@@ -277,6 +276,8 @@ async fn run_async(s: Setup<'_>, efs: &[u32]) -> Result<ExitCode> {
         }
     }
     let default_ef = index.default_ef;
+    // Which snapshot serves the index, to notice a reload mid-run.
+    let first_stamp = SnapshotStamp::of(index);
 
     let interactive = std::io::stderr().is_terminal();
     let mut reports: Vec<Report> = Vec::new();
@@ -310,8 +311,10 @@ async fn run_async(s: Setup<'_>, efs: &[u32]) -> Result<ExitCode> {
         } else {
             "measuring".to_string()
         };
+        let before = current_stamp(&clients[0], &a.index).await;
         let outcome = load::run_phase(&clients, &plan, &settings, a.duration, &label).await;
-        let report = Report::new(
+        let after = current_stamp(&clients[0], &a.index).await;
+        let mut report = Report::new(
             &report::Context {
                 target: &a.target,
                 index: &a.index,
@@ -328,6 +331,19 @@ async fn run_async(s: Setup<'_>, efs: &[u32]) -> Result<ExitCode> {
             },
             &outcome,
         );
+        report.snapshot_changed = match (&before, &after) {
+            (Some(b), Some(x)) if b != x => Some(format!(
+                "index {:?} was reloaded during this measurement ({})",
+                a.index,
+                b.change_to(x)
+            )),
+            (Some(b), _) if *b != first_stamp => Some(format!(
+                "index {:?} was reloaded since the first measurement of this run ({})",
+                a.index,
+                first_stamp.change_to(b)
+            )),
+            _ => None,
+        };
         if a.json {
             println!("{}", serde_json::to_string(&report)?);
         } else if efs.len() == 1 {
@@ -357,6 +373,62 @@ async fn run_async(s: Setup<'_>, efs: &[u32]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What identifies the snapshot serving an index, from ListIndexes: a
+/// reload changes `loaded_at_unix_ms` even when the file is the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SnapshotStamp {
+    path: String,
+    loaded_at_unix_ms: u64,
+    built_at_unix_s: u64,
+    file_bytes: u64,
+    count: u64,
+}
+
+impl SnapshotStamp {
+    fn of(i: &fathom_server::client::IndexInfo) -> SnapshotStamp {
+        SnapshotStamp {
+            path: i.path.clone(),
+            loaded_at_unix_ms: i.loaded_at_unix_ms,
+            built_at_unix_s: i.built_at_unix_s,
+            file_bytes: i.file_bytes,
+            count: i.count,
+        }
+    }
+
+    /// How `self` became `new`, in words.
+    fn change_to(&self, new: &SnapshotStamp) -> String {
+        let same_build = self.path == new.path
+            && self.built_at_unix_s == new.built_at_unix_s
+            && self.file_bytes == new.file_bytes
+            && self.count == new.count;
+        format!(
+            "loaded at {} then at {}; {}",
+            super::rfc3339((self.loaded_at_unix_ms / 1000) as i64),
+            super::rfc3339((new.loaded_at_unix_ms / 1000) as i64),
+            if same_build {
+                "same file, build time and size".to_string()
+            } else {
+                format!(
+                    "{} ({} items, built {}) then {} ({} items, built {})",
+                    self.path,
+                    self.count,
+                    super::rfc3339(self.built_at_unix_s as i64),
+                    new.path,
+                    new.count,
+                    super::rfc3339(new.built_at_unix_s as i64)
+                )
+            }
+        )
+    }
+}
+
+/// The stamp of `index` now; `None` if the server cannot say (the run's own
+/// errors report why).
+async fn current_stamp(client: &Client, index: &str) -> Option<SnapshotStamp> {
+    let list = client.list_indexes().await.ok()?;
+    list.iter().find(|i| i.name == index).map(SnapshotStamp::of)
+}
+
 /// `--out`: the same JSON lines `--json` prints.
 fn write_outputs(a: &Args, reports: &[Report]) -> Result<()> {
     if let Some(p) = &a.out {
@@ -365,7 +437,7 @@ fn write_outputs(a: &Args, reports: &[Report]) -> Result<()> {
             text.push_str(&serde_json::to_string(r)?);
             text.push('\n');
         }
-        std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?;
+        crate::cli::about_path(std::fs::write(p, text), "writing", p)?;
     }
     Ok(())
 }
@@ -393,7 +465,7 @@ async fn connect_all(
 }
 
 /// "30s", "500ms", "2m", "1.5s", "250us", or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

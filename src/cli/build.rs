@@ -5,13 +5,12 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use fathom_engine::builder::{build, BuildOptions, BuilderKind};
+use fathom_engine::builder::{build, BuildOptions};
 use fathom_engine::formats::read_dataset;
 use fathom_engine::snapshot::check_output_dir;
-use fathom_engine::{Metric, Storage};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{default_threads, human_bytes};
+use super::{default_threads, human_bytes, BuilderArg, MetricArg, StorageArg};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,15 +24,17 @@ pub struct Args {
     /// row order, each with that row's "id" (a .jsonl input carries its own).
     #[arg(long)]
     attributes: Option<PathBuf>,
-    #[arg(long, default_value = "cosine")]
-    metric: Metric,
+    /// Distance between vectors; lower is closer.
+    #[arg(long, value_enum, default_value_t = MetricArg::Cosine)]
+    metric: MetricArg,
     /// Element type of the traversal vectors; i8 and bf16 keep exact f32
     /// vectors beside them for re-ranking.
-    #[arg(long, default_value = "f32")]
-    storage: Storage,
+    #[arg(long, value_enum, default_value_t = StorageArg::F32)]
+    storage: StorageArg,
     /// Links per node on upper layers (layer 0 keeps 2·M).
     #[arg(long, default_value_t = 16)]
     m: usize,
+    /// Beam width while inserting (higher: better graph, slower build).
     #[arg(long, default_value_t = 200)]
     ef_construction: usize,
     /// Beam width stored as the index default (used when a query passes ef = 0).
@@ -42,32 +43,37 @@ pub struct Args {
     /// Build threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Graph builder: fathom (default) or hnsw-rs.
-    #[arg(long, default_value = "fathom")]
-    builder: BuilderKind,
+    /// Graph builder.
+    #[arg(long, value_enum, default_value_t = BuilderArg::Fathom)]
+    builder: BuilderArg,
     /// Seed for the level draw.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// The snapshot file to write (.fathom); written to a temporary file
+    /// and renamed into place, so a server never sees it half-written.
     #[arg(long)]
     output: PathBuf,
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
     // Fail before a long build, not after it.
-    check_output_dir(&a.output).with_context(|| format!("cannot write {}", a.output.display()))?;
+    crate::cli::about_path(check_output_dir(&a.output), "cannot write", &a.output)?;
     let opts = BuildOptions {
-        metric: a.metric,
-        storage: a.storage,
+        metric: a.metric.into(),
+        storage: a.storage.into(),
         m: a.m,
         ef_construction: a.ef_construction,
         threads: a.threads.unwrap_or_else(default_threads),
         seed: a.seed,
-        builder: a.builder,
+        builder: a.builder.into(),
         default_ef: a.default_ef,
     };
     let start = Instant::now();
-    let ds = read_dataset(&a.input, a.ids.as_deref(), a.attributes.as_deref())
-        .with_context(|| format!("reading {}", a.input.display()))?;
+    let ds = crate::cli::about_path(
+        read_dataset(&a.input, a.ids.as_deref(), a.attributes.as_deref()),
+        "reading",
+        &a.input,
+    )?;
     let (n, dim) = (ds.len(), ds.dim);
     let bar = ProgressBar::new(n as u64).with_style(
         ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
@@ -85,9 +91,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let size = built
-        .write(&a.output, &input_name)
-        .with_context(|| format!("writing {}", a.output.display()))?;
+    let size = crate::cli::about_path(built.write(&a.output, &input_name), "writing", &a.output)?;
     println!(
         "built {}: {n} vectors × {dim} ({}, {}, M={}, ef_construction={}, builder {}) in {:.2}s (graph {:.2}s), {}",
         a.output.display(),

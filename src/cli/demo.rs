@@ -1,6 +1,12 @@
 //! `fathom demo`: make a seeded demo catalog on first run (two clustered
 //! synthetic indexes), then serve it and print example calls. Later runs
 //! reuse the catalog and start at once.
+//!
+//! Beside each `NAME.fathom`, the folder `NAME/` holds `query.fvecs`,
+//! `gt.ivecs` (exact neighbours as base rows) and `ids.txt` (the id of each
+//! base row), ready for `fathom bench`. The catalog loads only `*.fathom`
+//! files from the top of the folder, so it never mistakes these for
+//! snapshots.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,6 +14,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use fathom_engine::builder::{build, BuildOptions, Dataset};
+use fathom_engine::exact::knn_batch;
+use fathom_engine::formats::{write_fvecs, write_ivecs};
+use fathom_engine::vectors::Rows;
 use fathom_engine::{synth, Index, Metric, Storage};
 use fathom_server::catalog::Catalog;
 use fathom_server::RunningServer;
@@ -47,6 +56,10 @@ struct DemoIndex {
     seed: u64,
 }
 
+/// Queries written for `fathom bench`, and exact neighbours kept per query.
+const DEMO_QUERIES: usize = 500;
+const DEMO_GT_K: usize = 100;
+
 /// Beam width stored in the demo snapshots: recall@10 ≈ 0.96 on `tracks`
 /// (see docs/server.md).
 const DEMO_DEFAULT_EF: usize = 96;
@@ -72,7 +85,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         },
     ];
     for d in &demo {
-        ensure(&a.dir, d, a.dim)?;
+        let built = ensure(&a.dir, d, a.dim)?;
+        ensure_eval_files(&a.dir, d, a.dim, built)?;
     }
     if a.build_only {
         println!("demo catalog ready in {}", a.dir.display());
@@ -80,16 +94,82 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     let catalog = Catalog::open(&[], Some(&a.dir), a.flags.load_options())
         .context("loading the demo catalog")?;
-    super::serve::serve(config, catalog, print_examples)
+    let dir = a.dir.clone();
+    super::serve::serve(config, catalog, move |s| print_examples(s, &dir))
 }
 
 fn snapshot_path(dir: &Path, d: &DemoIndex) -> PathBuf {
     dir.join(format!("{}.fathom", d.name))
 }
 
+/// The folder of `d`'s query set, ground truth and ids.
+fn eval_dir(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+const EVAL_FILES: [&str; 3] = ["query.fvecs", "gt.ivecs", "ids.txt"];
+
+/// The base vectors and ids of `d`, as built (seeded: the same every run).
+fn dataset(d: &DemoIndex, dim: usize) -> Dataset {
+    let vectors = synth::clustered(d.count, dim, d.clusters, d.seed);
+    let ids = (1..=d.count)
+        .map(|i| format!("{}:{i:06}", d.id_prefix))
+        .collect();
+    Dataset {
+        dim,
+        vectors,
+        ids,
+        attributes: None,
+    }
+}
+
+/// Write `d`'s query set, exact ground truth (cosine, over base rows) and
+/// ids, unless `fresh` is false and all three are already there.
+fn ensure_eval_files(dir: &Path, d: &DemoIndex, dim: usize, fresh: bool) -> Result<()> {
+    let out = eval_dir(dir, d.name);
+    if !fresh && EVAL_FILES.iter().all(|f| out.join(f).is_file()) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let start = Instant::now();
+    let ds = dataset(d, dim);
+    let mut base = ds.vectors;
+    base.chunks_exact_mut(dim).for_each(|r| {
+        fathom_engine::distance::normalize(r);
+    });
+    let queries = synth::clustered_queries(DEMO_QUERIES, dim, d.clusters, d.seed);
+    let rows = Rows {
+        data: &base,
+        dim,
+        stride: dim,
+    };
+    let truth = knn_batch(
+        rows,
+        Metric::Cosine,
+        &queries,
+        DEMO_GT_K.min(d.count),
+        default_threads(),
+    );
+    let path = out.join("query.fvecs");
+    crate::cli::about_path(write_fvecs(&path, dim, &queries.concat()), "writing", &path)?;
+    let path = out.join("gt.ivecs");
+    crate::cli::about_path(write_ivecs(&path, &truth), "writing", &path)?;
+    let path = out.join("ids.txt");
+    let mut text = ds.ids.join("\n");
+    text.push('\n');
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!(
+        "wrote {}/{{query.fvecs,gt.ivecs,ids.txt}}: {DEMO_QUERIES} queries, exact top {} in {:.1}s",
+        out.display(),
+        DEMO_GT_K.min(d.count),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// Reuse `d`'s snapshot if it is there with the right shape; build it
-/// otherwise.
-fn ensure(dir: &Path, d: &DemoIndex, dim: usize) -> Result<()> {
+/// otherwise. True when it was (re)built.
+fn ensure(dir: &Path, d: &DemoIndex, dim: usize) -> Result<bool> {
     let path = snapshot_path(dir, d);
     if path.exists() {
         match Index::open(&path) {
@@ -99,7 +179,7 @@ fn ensure(dir: &Path, d: &DemoIndex, dim: usize) -> Result<()> {
                     && ix.snapshot().manifest().default_ef == DEMO_DEFAULT_EF as u32 =>
             {
                 eprintln!("reusing {} ({} × {dim})", path.display(), d.count);
-                return Ok(());
+                return Ok(false);
             }
             Ok(ix) => eprintln!(
                 "{} holds {} × {} (default ef {}), not {} × {dim} (default ef {DEMO_DEFAULT_EF}): rebuilding",
@@ -113,16 +193,7 @@ fn ensure(dir: &Path, d: &DemoIndex, dim: usize) -> Result<()> {
         }
     }
     let start = Instant::now();
-    let vectors = synth::clustered(d.count, dim, d.clusters, d.seed);
-    let ids = (1..=d.count)
-        .map(|i| format!("{}:{i:06}", d.id_prefix))
-        .collect();
-    let ds = Dataset {
-        dim,
-        vectors,
-        ids,
-        attributes: None,
-    };
+    let ds = dataset(d, dim);
     let opts = BuildOptions {
         metric: Metric::Cosine,
         storage: Storage::F32,
@@ -142,9 +213,7 @@ fn ensure(dir: &Path, d: &DemoIndex, dim: usize) -> Result<()> {
     })
     .with_context(|| format!("building the demo index {}", d.name))?;
     bar.finish_and_clear();
-    let size = built
-        .write(&path, &input)
-        .with_context(|| format!("writing {}", path.display()))?;
+    let size = crate::cli::about_path(built.write(&path, &input), "writing", &path)?;
     eprintln!(
         "built {}: {} × {dim} in {:.1}s, {}",
         path.display(),
@@ -152,23 +221,41 @@ fn ensure(dir: &Path, d: &DemoIndex, dim: usize) -> Result<()> {
         start.elapsed().as_secs_f64(),
         human_bytes(size)
     );
-    Ok(())
+    Ok(true)
 }
 
-/// Ready-to-paste calls against the running demo.
-fn print_examples(server: &RunningServer) {
+/// Ready-to-paste calls against the running demo: `fathom query` first,
+/// grpcurl second, then a `fathom bench` sweep over the demo's query files.
+fn print_examples(server: &RunningServer, dir: &Path) {
     let addr = server.local_addr();
-    let vector = server
-        .catalog()
-        .get("tracks")
-        .and_then(|l| l.index().vector_of("track:000042").map(|v| v.to_vec()));
+    let target = if addr.to_string() == fathom_server::DEFAULT_LISTEN {
+        String::new()
+    } else {
+        format!(" --target http://{addr}")
+    };
     let mut out = String::new();
     out.push_str(&format!("\nfathom demo is serving on {addr}"));
     if let Some(m) = server.metrics_addr() {
         out.push_str(&format!(" (metrics: http://{m}/metrics)"));
     }
     out.push_str(
-        "\nPress Ctrl-C to stop.\n\nTry it with grpcurl (reflection is on, no .proto needed):\n\n",
+        "\nPress Ctrl-C to stop.\n\nTry it with fathom query (from another terminal):\n\n",
+    );
+    out.push_str(&format!("  fathom query{target} list\n"));
+    out.push_str(&format!(
+        "  fathom query{target} search --index tracks --id track:000042 -k 5\n"
+    ));
+    out.push_str(&format!(
+        "  fathom query{target} search --index tracks --query-file {} --row 0 -k 5 --json\n",
+        eval_dir(dir, "tracks").join("query.fvecs").display()
+    ));
+    out.push_str(&format!(
+        "  fathom query{target} get --index episodes episode:000007\n"
+    ));
+    out.push_str(
+        "\nOr with grpcurl (reflection is on, no .proto needed; grpcurl is not packaged in\n\
+         Debian: `go install github.com/fullstorydev/grpcurl/cmd/grpcurl@latest`, or a\n\
+         release binary from https://github.com/fullstorydev/grpcurl/releases):\n\n",
     );
     out.push_str(&format!("  grpcurl -plaintext {addr} list\n"));
     out.push_str(&format!(
@@ -177,18 +264,22 @@ fn print_examples(server: &RunningServer) {
     out.push_str(&format!(
         "  grpcurl -plaintext -d '{{\"index\": \"tracks\", \"ids\": [\"track:000042\"]}}' {addr} fathom.v1.Retrieval/GetItems\n"
     ));
-    if let Some(v) = vector {
-        let floats: Vec<String> = v.iter().map(|x| format!("{x:.4}")).collect();
-        out.push_str(&format!(
-            "  grpcurl -plaintext -d '{{\"index\": \"tracks\", \"k\": 5, \"vector\": [{}]}}' {addr} fathom.v1.Retrieval/Search\n",
-            floats.join(",")
-        ));
-    }
     out.push_str(&format!(
         "  grpcurl -plaintext {addr} grpc.health.v1.Health/Check\n"
     ));
+    let eval = eval_dir(dir, "tracks");
+    let plot = dir.join("tracks-sweep.svg");
     out.push_str(&format!(
-        "\nOr with the Python client (makes tools/.venv with grpcio on first use):\n\n  python3 tools/client.py --target {addr} --index tracks --id track:000042 -k 10\n\n"
+        "\nMeasure recall against latency over gRPC (writes an SVG chart):\n\n  \
+         fathom bench{target} --index tracks --queries {} --ground-truth {} --ids {} \\\n      \
+         --sweep-ef 16,32,64,128,256 --duration 5s --plot {}\n",
+        eval.join("query.fvecs").display(),
+        eval.join("gt.ivecs").display(),
+        eval.join("ids.txt").display(),
+        plot.display()
+    ));
+    out.push_str(&format!(
+        "\nOr with the Python client (makes tools/.venv with grpcio on first use):\n\n  python3 tools/client.py --target {addr} --index tracks --id track:000042 -k 10\n"
     ));
     println!("{out}");
 }

@@ -14,6 +14,7 @@ use super::{default_threads, parse_list};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The snapshot file to evaluate (.fathom).
     snapshot: PathBuf,
     /// Query vectors (.fvecs or .npy).
     #[arg(long)]
@@ -22,6 +23,7 @@ pub struct Args {
     /// when absent.
     #[arg(long)]
     ground_truth: Option<PathBuf>,
+    /// Hits per query; recall is recall@k.
     #[arg(short, long, default_value_t = 10)]
     k: usize,
     /// Comma-separated beam widths to sweep.
@@ -79,10 +81,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if a.k == 0 {
         bail!("k must be at least 1");
     }
-    let index =
-        Index::open(&a.snapshot).with_context(|| format!("opening {}", a.snapshot.display()))?;
-    let (dim, rows) =
-        read_vectors(&a.queries).with_context(|| format!("reading {}", a.queries.display()))?;
+    let index = crate::cli::about_path(Index::open(&a.snapshot), "opening", &a.snapshot)?;
+    let (dim, rows) = crate::cli::about_path(read_vectors(&a.queries), "reading", &a.queries)?;
     if dim != index.snapshot().dim() {
         bail!(
             "queries have dimension {dim}, the snapshot has {}",
@@ -164,7 +164,7 @@ fn truth_for(
 ) -> Result<Vec<Vec<u32>>> {
     Ok(match &a.ground_truth {
         Some(p) => {
-            let gt = read_ivecs(p).with_context(|| format!("reading {}", p.display()))?;
+            let gt = crate::cli::about_path(read_ivecs(p), "reading", p)?;
             if gt.len() < queries.len() {
                 bail!(
                     "{} has {} rows for {} queries",

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use fathom_engine::snapshot::{verify, SectionKind, Snapshot};
 use serde_json::json;
 
@@ -11,6 +11,7 @@ use super::human_bytes;
 
 #[derive(clap::Args)]
 pub struct InspectArgs {
+    /// The snapshot file to describe (.fathom).
     snapshot: PathBuf,
     /// One JSON object instead of the human summary.
     #[arg(long)]
@@ -19,11 +20,12 @@ pub struct InspectArgs {
 
 #[derive(clap::Args)]
 pub struct VerifyArgs {
+    /// The snapshot file to check (.fathom).
     snapshot: PathBuf,
 }
 
 fn open(path: &PathBuf) -> Result<Snapshot> {
-    Snapshot::open(path).with_context(|| format!("opening {}", path.display()))
+    crate::cli::about_path(Snapshot::open(path), "opening", path)
 }
 
 struct GraphStats {
@@ -88,6 +90,7 @@ pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
             "build": {
                 "fathom_version": m.build.fathom_version,
                 "built_at": m.build.built_at,
+                "built_at_rfc3339": super::rfc3339(m.build.built_at as i64),
                 "input": m.build.input,
                 "builder": m.build.builder,
                 "seed": m.build.seed,
@@ -140,12 +143,12 @@ pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
         m.entry_point, m.max_level
     );
     println!(
-        "build           fathom {} builder {} seed {} from {:?} at {} (unix), {:.2}s",
+        "build           fathom {} builder {} seed {} from {:?} at {}, {:.2}s",
         m.build.fathom_version,
         m.build.builder,
         m.build.seed,
         m.build.input,
-        m.build.built_at,
+        super::rfc3339(m.build.built_at as i64),
         m.build.build_seconds
     );
     let fields = schema(&s);

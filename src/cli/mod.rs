@@ -6,6 +6,7 @@ mod build;
 mod demo;
 mod eval;
 mod inspect;
+mod query;
 mod search;
 mod serve;
 mod synth;
@@ -46,6 +47,9 @@ enum Command {
     /// Load a running server over gRPC: latency percentiles, QPS, status
     /// codes and recall (closed or open loop, ef sweeps).
     Bench(bench::Args),
+    /// Call a running server: list its indexes, search by id or vector, get
+    /// items.
+    Query(query::Args),
 }
 
 /// Exit code for failures the user can fix (bad input, bad file).
@@ -63,6 +67,7 @@ pub fn run() -> ExitCode {
         Command::Serve(a) => serve::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Query(a) => query::run(a),
     };
     match result {
         Ok(code) => code,
@@ -71,6 +76,26 @@ pub fn run() -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// Name `path` in an error once: add "`doing` PATH" context unless the
+/// error already names the path (engine I/O and input errors do).
+pub(crate) fn about_path<T, E>(
+    r: Result<T, E>,
+    doing: &str,
+    path: &std::path::Path,
+) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    r.map_err(|e| {
+        let shown = path.display().to_string();
+        if e.to_string().contains(&shown) {
+            anyhow::Error::new(e)
+        } else {
+            anyhow::Error::new(e).context(format!("{doing} {shown}"))
+        }
+    })
 }
 
 /// Parse "16,32,64" into numbers.
@@ -94,6 +119,68 @@ pub(crate) fn parse_vector(s: &str) -> Result<Vec<f32>, String> {
                 .map_err(|_| format!("not a number: {p:?}"))
         })
         .collect()
+}
+
+/// `--metric`: the distances a snapshot (or ground truth) uses; lower is
+/// closer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum MetricArg {
+    /// 1 - cosine similarity (vectors are normalized at build time).
+    Cosine,
+    /// negative inner product.
+    Dot,
+    /// squared Euclidean distance.
+    L2,
+}
+
+impl From<MetricArg> for fathom_engine::Metric {
+    fn from(m: MetricArg) -> Self {
+        match m {
+            MetricArg::Cosine => fathom_engine::Metric::Cosine,
+            MetricArg::Dot => fathom_engine::Metric::Dot,
+            MetricArg::L2 => fathom_engine::Metric::L2,
+        }
+    }
+}
+
+/// `--storage`: the element type of the traversal vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum StorageArg {
+    /// 32-bit floats, 4 bytes per dimension.
+    F32,
+    /// bfloat16, 2 bytes per dimension (exact f32 kept for re-ranking).
+    Bf16,
+    /// 8-bit integers with per-dimension scales, 1 byte per dimension (exact
+    /// f32 kept for re-ranking).
+    I8,
+}
+
+impl From<StorageArg> for fathom_engine::Storage {
+    fn from(s: StorageArg) -> Self {
+        match s {
+            StorageArg::F32 => fathom_engine::Storage::F32,
+            StorageArg::Bf16 => fathom_engine::Storage::Bf16,
+            StorageArg::I8 => fathom_engine::Storage::I8,
+        }
+    }
+}
+
+/// `--builder`: which HNSW construction to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BuilderArg {
+    /// fathom's own parallel builder.
+    Fathom,
+    /// the hnsw_rs crate's builder, for comparison.
+    HnswRs,
+}
+
+impl From<BuilderArg> for fathom_engine::builder::BuilderKind {
+    fn from(b: BuilderArg) -> Self {
+        match b {
+            BuilderArg::Fathom => fathom_engine::builder::BuilderKind::Fathom,
+            BuilderArg::HnswRs => fathom_engine::builder::BuilderKind::HnswRs,
+        }
+    }
 }
 
 /// Log to stderr with `tracing`; `RUST_LOG` overrides the default `info`.
@@ -123,5 +210,46 @@ pub(crate) fn human_bytes(b: u64) -> String {
         format!("{b} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// A Unix time in seconds as RFC 3339 in UTC, e.g. `2026-11-27T11:07:43Z`.
+pub(crate) fn rfc3339(unix_s: i64) -> String {
+    let (days, secs) = (unix_s.div_euclid(86_400), unix_s.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Year, month, day of a day count since 1970-01-01 (proleptic Gregorian;
+/// Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn rfc3339_of_known_times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
     }
 }

@@ -12,6 +12,7 @@ use super::parse_vector;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The snapshot file to search (.fathom).
     snapshot: PathBuf,
     /// A file of query vectors (.fvecs or .npy); pick one with --row.
     #[arg(long, conflicts_with_all = ["vector", "id"])]
@@ -25,11 +26,13 @@ pub struct Args {
     /// Search with the stored vector of this external id.
     #[arg(long)]
     id: Option<String>,
+    /// Number of hits to return.
     #[arg(short, long, default_value_t = 10)]
     k: usize,
     /// Beam width (0: the snapshot's default).
     #[arg(long, default_value_t = 0)]
     ef: usize,
+    /// Print the hits as JSON instead of a table.
     #[arg(long)]
     json: bool,
     /// Return only items matching this expression, e.g.
@@ -40,12 +43,10 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let opened = std::time::Instant::now();
-    let index =
-        Index::open(&a.snapshot).with_context(|| format!("opening {}", a.snapshot.display()))?;
+    let index = crate::cli::about_path(Index::open(&a.snapshot), "opening", &a.snapshot)?;
     let open_us = opened.elapsed().as_secs_f64() * 1e6;
     let query: Vec<f32> = if let Some(path) = &a.query_file {
-        let (dim, rows) =
-            read_vectors(path).with_context(|| format!("reading {}", path.display()))?;
+        let (dim, rows) = crate::cli::about_path(read_vectors(path), "reading", path)?;
         let n = rows.len() / dim;
         if a.row >= n {
             bail!(

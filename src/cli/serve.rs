@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use fathom_server::catalog::{Catalog, LoadOptions};
-use fathom_server::{self as server, Limits, RunningServer, SearchThreads, ServeConfig};
+use fathom_server::{
+    self as server, Limits, RunningServer, SearchThreads, ServeConfig, ServeError,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,7 +31,8 @@ pub struct ServeFlags {
     /// gRPC address.
     #[arg(long, default_value = server::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
-    /// Prometheus metrics address (GET /metrics), or "off".
+    /// Prometheus metrics address (GET /metrics), or "off". Another
+    /// server on the same host needs its own port here (or "off").
     #[arg(long, default_value = server::DEFAULT_METRICS_LISTEN)]
     pub metrics_listen: String,
     /// Most requests handled at once; more are refused with
@@ -51,10 +54,13 @@ pub struct ServeFlags {
     /// Largest request message, in bytes.
     #[arg(long, default_value_t = Limits::default().max_message_bytes)]
     pub max_message_bytes: usize,
-    /// Where searches run: auto (single searches inline on the async
-    /// workers, batches on tokio's blocking pool), inline, blocking, pool
-    /// (dedicated threads, one per core) or pool:N.
-    #[arg(long, default_value_t = SearchThreads::default())]
+    /// Where searches run [possible values: auto, inline, blocking, pool,
+    /// pool:N]. auto: a dedicated pool of search threads (one per core) runs
+    /// batches, and single searches run inline on the async workers unless
+    /// that pool is busy, when they queue on it; inline: on the async
+    /// workers; blocking: on tokio's blocking pool; pool: every search on
+    /// the dedicated pool (pool:N: of N threads).
+    #[arg(long, default_value_t = SearchThreads::default(), value_name = "MODE")]
     pub search_threads: SearchThreads,
     /// Do not watch the snapshot folders for renamed-in files.
     #[arg(long)]
@@ -137,6 +143,28 @@ pub fn serve(
     catalog: Catalog,
     ready: impl FnOnce(&RunningServer),
 ) -> Result<ExitCode> {
-    server::serve_blocking(config, Arc::new(catalog), ready).context("serving")?;
+    let (listen, metrics) = (config.listen, config.metrics_listen);
+    server::serve_blocking(config, Arc::new(catalog), ready).map_err(|e| match &e {
+        ServeError::Bind { addr, error } if error.kind() == std::io::ErrorKind::AddrInUse => {
+            let hint = if Some(*addr) == metrics {
+                format!(
+                    "another server (another fathom?) holds the metrics port; give this one \
+                     --metrics-listen off, or another address such as --metrics-listen 127.0.0.1:{}",
+                    addr.port().wrapping_add(1)
+                )
+            } else if *addr == listen {
+                "another server holds the gRPC port; give this one another --listen address"
+                    .to_string()
+            } else {
+                String::new()
+            };
+            if hint.is_empty() {
+                anyhow::anyhow!("{e}")
+            } else {
+                anyhow::anyhow!("{e}\nhint: {hint}")
+            }
+        }
+        _ => anyhow::anyhow!("{e}").context("serving"),
+    })?;
     Ok(ExitCode::SUCCESS)
 }

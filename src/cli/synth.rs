@@ -11,27 +11,32 @@ use fathom_engine::formats::{write_fvecs, write_ivecs};
 use fathom_engine::vectors::Rows;
 use fathom_engine::Metric;
 
-use super::default_threads;
+use super::{default_threads, MetricArg};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Output directory: base.fvecs, query.fvecs, gt.ivecs, ids.txt.
     #[arg(long)]
     out_dir: PathBuf,
+    /// Number of base vectors.
     #[arg(long, default_value_t = 100_000)]
     n: usize,
+    /// Dimension of every vector.
     #[arg(long, default_value_t = 128)]
     dim: usize,
+    /// Number of query vectors.
     #[arg(long, default_value_t = 1000)]
     queries: usize,
+    /// Number of clusters the vectors are drawn around.
     #[arg(long, default_value_t = 1000)]
     clusters: usize,
     /// Neighbours per ground-truth row.
     #[arg(long, default_value_t = 100)]
     gt_k: usize,
     /// Metric of the ground truth.
-    #[arg(long, default_value = "l2")]
-    metric: Metric,
+    #[arg(long, value_enum, default_value_t = MetricArg::L2)]
+    metric: MetricArg,
+    /// Random seed (same seed, same files).
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Prefix of the external ids written to ids.txt.
@@ -52,7 +57,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         .collect();
     std::fs::write(a.out_dir.join("ids.txt"), ids)?;
     let mut normalized;
-    let rows_data = if a.metric == Metric::Cosine {
+    let metric = Metric::from(a.metric);
+    let rows_data = if metric == Metric::Cosine {
         normalized = base.clone();
         normalized.chunks_exact_mut(a.dim).for_each(|r| {
             fathom_engine::distance::normalize(r);
@@ -66,7 +72,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         dim: a.dim,
         stride: a.dim,
     };
-    let gt: Vec<Vec<u32>> = knn_batch(rows, a.metric, &queries, a.gt_k, default_threads());
+    let gt: Vec<Vec<u32>> = knn_batch(rows, metric, &queries, a.gt_k, default_threads());
     write_ivecs(&a.out_dir.join("gt.ivecs"), &gt)?;
     println!(
         "wrote {} ({} × {}, {} queries, exact {} top-{}) in {:.1}s",
@@ -74,7 +80,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         a.n,
         a.dim,
         a.queries,
-        a.metric,
+        metric,
         a.gt_k,
         t.elapsed().as_secs_f64()
     );

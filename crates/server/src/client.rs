@@ -62,6 +62,27 @@ impl ClientError {
     }
 }
 
+/// An error and its sources as one line, each cause once: transport errors
+/// repeat their source's text in their own message ("tcp connect error:
+/// tcp connect error: ..."), so a source already said is skipped.
+fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut reason = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !text.is_empty() && !reason.contains(&text) {
+            reason = format!("{reason}: {text}");
+        }
+        source = s.source();
+    }
+    reason
+}
+
+/// Whether `s` came from the transport (the connection), not the server.
+fn broken_connection(s: &Status) -> bool {
+    std::error::Error::source(s).is_some_and(|e| e.is::<tonic::transport::Error>())
+}
+
 /// A connection to a fathom server.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -90,12 +111,7 @@ impl Client {
         let channel = match tokio::time::timeout(connect_timeout, endpoint.connect()).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                let mut reason = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    reason = format!("{reason}: {s}");
-                    source = s.source();
-                }
+                let reason = cause_chain(&e);
                 return Err(ClientError::Connect {
                     target: target.to_string(),
                     reason,
@@ -160,6 +176,12 @@ impl Client {
             // deadline is DEADLINE_EXCEEDED, whichever side noticed it.
             Err(s) if s.code() == Code::Cancelled && s.message() == "Timeout expired" => {
                 Err(Status::deadline_exceeded("deadline exceeded (client-side)").into())
+            }
+            // tonic reports a connection that closed under a call (a server
+            // going away) as CANCELLED; gRPC says a broken connection is
+            // UNAVAILABLE, which is also what tells a caller to retry.
+            Err(s) if s.code() == Code::Cancelled && broken_connection(&s) => {
+                Err(Status::unavailable(format!("connection closed: {}", s.message())).into())
             }
             Err(s) => Err(s.into()),
         }
@@ -244,5 +266,41 @@ impl Client {
         });
         let mut c = self.inner.clone();
         Ok(self.bounded(c.reload(req)).await?.indexes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cause_chain;
+
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn causes_are_named_once() {
+        let e = E(
+            "transport error",
+            Some(Box::new(E(
+                "tcp connect error",
+                Some(Box::new(E(
+                    "tcp connect error",
+                    Some(Box::new(E("Connection refused (os error 111)", None))),
+                ))),
+            ))),
+        );
+        assert_eq!(
+            cause_chain(&e),
+            "transport error: tcp connect error: Connection refused (os error 111)"
+        );
     }
 }

@@ -11,6 +11,11 @@
 //! | `fathom_index_loaded_timestamp_seconds` | index | when it was loaded |
 //! | `fathom_index_reloads_total` | index | successful reloads |
 //! | `fathom_index_reload_failures_total` | index | refused snapshots |
+//! | `fathom_index_info` | index, metric, storage, dim, format_version | 1 per serving snapshot |
+//! | `fathom_search_distances` | index | distances computed per query (histogram) |
+//! | `fathom_search_expansions` | index | graph nodes expanded per query (histogram) |
+//! | `fathom_build_info` | version | 1 |
+//! | `process_*` | | RSS, virtual memory, CPU seconds, open and max fds, start time (Linux) |
 //!
 //! The `index` label is the index name for known indexes and `""` for names
 //! the catalog does not hold, so clients cannot grow the label set.
@@ -20,10 +25,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use fathom_engine::search::SearchStats;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -41,6 +48,11 @@ const BUCKETS: &[f64] = &[
     0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// Work buckets (distances or expansions per query): 16 to about 1M, ×2.
+fn work_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(16.0, 2.0, 17).expect("valid buckets")
+}
+
 /// Every metric the server exports, registered in its own registry.
 pub struct Metrics {
     registry: Registry,
@@ -52,6 +64,12 @@ pub struct Metrics {
     index_loaded: GaugeVec,
     reloads: IntCounterVec,
     reload_failures: IntCounterVec,
+    index_info: IntGaugeVec,
+    /// The `fathom_index_info` labels set for each index, removed when a
+    /// reload changes them.
+    info_labels: Mutex<std::collections::HashMap<String, [String; 4]>>,
+    distances: HistogramVec,
+    expansions: HistogramVec,
 }
 
 impl Metrics {
@@ -114,6 +132,43 @@ impl Metrics {
             &["index"],
         )
         .expect("valid metric");
+        let index_info = IntGaugeVec::new(
+            Opts::new(
+                "fathom_index_info",
+                "The serving snapshot's shape and format (always 1).",
+            ),
+            &["index", "metric", "storage", "dim", "format_version"],
+        )
+        .expect("valid metric");
+        let distances = HistogramVec::new(
+            HistogramOpts::new(
+                "fathom_search_distances",
+                "Distances computed per query (Search and each BatchSearch query).",
+            )
+            .buckets(work_buckets()),
+            &["index"],
+        )
+        .expect("valid metric");
+        let expansions = HistogramVec::new(
+            HistogramOpts::new(
+                "fathom_search_expansions",
+                "Graph nodes expanded per query (Search and each BatchSearch query).",
+            )
+            .buckets(work_buckets()),
+            &["index"],
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "fathom_build_info",
+                "The fathom version serving (always 1).",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -123,9 +178,20 @@ impl Metrics {
             Box::new(index_loaded.clone()),
             Box::new(reloads.clone()),
             Box::new(reload_failures.clone()),
+            Box::new(index_info.clone()),
+            Box::new(distances.clone()),
+            Box::new(expansions.clone()),
+            Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
         }
+        // RSS, CPU time, file descriptors, start time: read from /proc.
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("metric names are unique");
         Metrics {
             registry,
             requests,
@@ -136,7 +202,21 @@ impl Metrics {
             index_loaded,
             reloads,
             reload_failures,
+            index_info,
+            info_labels: Mutex::new(Default::default()),
+            distances,
+            expansions,
         }
+    }
+
+    /// Count the work of one query on `index`.
+    pub fn searched(&self, index: &str, stats: SearchStats) {
+        self.distances
+            .with_label_values(&[index])
+            .observe(stats.distances as f64);
+        self.expansions
+            .with_label_values(&[index])
+            .observe(stats.expansions as f64);
     }
 
     /// Count a finished RPC.
@@ -172,6 +252,24 @@ impl Metrics {
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         self.index_loaded.with_label_values(&[name]).set(at);
+        let info = [
+            snap.metric().name().to_string(),
+            snap.storage().name().to_string(),
+            snap.dim().to_string(),
+            snap.format_version().to_string(),
+        ];
+        let mut labels = self.info_labels.lock();
+        if let Some(old) = labels.get(name) {
+            if *old != info {
+                let [m, s, d, f] = old;
+                let _ = self.index_info.remove_label_values(&[name, m, s, d, f]);
+            }
+        }
+        let [m, s, d, f] = &info;
+        self.index_info
+            .with_label_values(&[name, m, s, d, f])
+            .set(1);
+        labels.insert(name.to_string(), info);
         // Make the counters visible at zero before the first reload.
         self.reloads.with_label_values(&[name]);
         self.reload_failures.with_label_values(&[name]);

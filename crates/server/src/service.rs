@@ -20,7 +20,7 @@ use crate::status::{code_name, RequestError};
 use fathom_engine::error::Error;
 use fathom_engine::filter::FilterPlan;
 use fathom_engine::index::{Index, SearchParams};
-use fathom_engine::search::Neighbor;
+use fathom_engine::search::{Neighbor, SearchStats};
 
 /// Caps on what one request may ask for.
 #[derive(Debug, Clone)]
@@ -237,17 +237,19 @@ async fn within<T>(
         .unwrap_or(Err(RequestError::DeadlineExceeded))
 }
 
-/// Search `queries` (numbered from `first` in error messages), appending one
-/// response each to `results`. Each distinct filter is planned once.
+/// Search `queries`: one response each, in order, and the work each took.
+/// Errors name the query by its position.
+/// Each distinct filter is planned once.
 fn search_batch(
     index: &Index,
     queries: &[pb::Query],
-    first: usize,
     params: &SearchParams,
     batch_filter: &str,
-    found: &mut Vec<Neighbor>,
-    results: &mut Vec<pb::SearchResponse>,
-) -> Result<(), RequestError> {
+) -> Result<(Vec<pb::SearchResponse>, Vec<SearchStats>), RequestError> {
+    let mut found: Vec<Neighbor> = Vec::with_capacity(params.k);
+    let mut results = Vec::with_capacity(queries.len());
+    let mut work = Vec::with_capacity(queries.len());
+    let found = &mut found;
     let mut plans: HashMap<&str, FilterPlan<'_>> = HashMap::new();
     for (i, q) in queries.iter().enumerate() {
         let src = if q.filter.is_empty() {
@@ -257,7 +259,7 @@ fn search_batch(
         };
         if !src.is_empty() && !plans.contains_key(src) {
             let plan = index.filter(src).map_err(|e| match e {
-                Error::Filter(f) => Error::InvalidArgument(format!("query {}: {f}", first + i)),
+                Error::Filter(f) => Error::InvalidArgument(format!("query {}: {f}", i)),
                 e => e,
             })?;
             plans.insert(src, plan);
@@ -268,19 +270,18 @@ fn search_batch(
         if params.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(RequestError::DeadlineExceeded);
         }
-        index
+        let stats = index
             .search_filtered_into(&q.vector, params, plan, found)
             .map_err(|e| match e {
-                Error::InvalidArgument(m) => {
-                    Error::InvalidArgument(format!("query {}: {m}", first + i))
-                }
+                Error::InvalidArgument(m) => Error::InvalidArgument(format!("query {}: {m}", i)),
                 e => e,
             })?;
+        work.push(stats);
         results.push(pb::SearchResponse {
             hits: hits(index, found),
         });
     }
-    Ok(())
+    Ok((results, work))
 }
 
 fn check_limit(what: &'static str, value: usize, limit: usize) -> Result<(), RequestError> {
@@ -376,6 +377,7 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
         let deadline = deadline_of(request.metadata(), arrival(&request));
         let req = request.into_inner();
         let call = Call::begin(&self.shared, "Search", &req.index);
+        let name = req.index.clone();
         let result = async {
             let _permit = self.shared.permit()?;
             let loaded = self.shared.index(&req.index)?;
@@ -390,14 +392,22 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
                         f => Some(index.filter(f)?),
                     };
                     let mut found = Vec::with_capacity(params.k.min(index.snapshot().len()));
-                    index.search_filtered_into(&query, &params, plan.as_ref(), &mut found)?;
-                    Ok(pb::SearchResponse {
-                        hits: hits(index, &found),
-                    })
+                    let stats =
+                        index.search_filtered_into(&query, &params, plan.as_ref(), &mut found)?;
+                    Ok((
+                        pb::SearchResponse {
+                            hits: hits(index, &found),
+                        },
+                        stats,
+                    ))
                 })
                 .await
         }
-        .await;
+        .await
+        .map(|(resp, stats)| {
+            self.shared.metrics.searched(&name, stats);
+            resp
+        });
         call.finish(result)
     }
 
@@ -408,6 +418,7 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
         let deadline = deadline_of(request.metadata(), arrival(&request));
         let req = request.into_inner();
         let call = Call::begin(&self.shared, "BatchSearch", &req.index);
+        let name = req.index.clone();
         let result = async {
             let _permit = self.shared.permit()?;
             let loaded = self.shared.index(&req.index)?;
@@ -421,23 +432,18 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
             let filter = req.filter;
             self.shared
                 .searched(deadline, Work::Batch, move || {
-                    let index = loaded.index();
-                    let mut found = Vec::new();
-                    let mut results = Vec::with_capacity(queries.len());
-                    search_batch(
-                        index,
-                        &queries,
-                        0,
-                        &params,
-                        &filter,
-                        &mut found,
-                        &mut results,
-                    )?;
-                    Ok(pb::BatchSearchResponse { results })
+                    let (results, work) = search_batch(loaded.index(), &queries, &params, &filter)?;
+                    Ok((pb::BatchSearchResponse { results }, work))
                 })
                 .await
         }
-        .await;
+        .await
+        .map(|(resp, work)| {
+            for stats in work {
+                self.shared.metrics.searched(&name, stats);
+            }
+            resp
+        });
         call.finish(result)
     }
 

@@ -107,12 +107,39 @@ async fn health_reflection_and_metrics() {
         );
     }
 
-    // Metrics over plain HTTP, after one search and one miss.
+    // Metrics over plain HTTP, after one search, one miss and a batch of 3.
     let q = queries(1, DIM, 4).remove(0);
     client.search("items", &q, 5, 0).await.unwrap();
-    let _ = client.search("nope", &q, 5, 0).await;
+    let miss = client.search("nope", &q, 5, 0).await.unwrap_err();
+    assert_eq!(miss.code(), Code::NotFound, "{miss}");
+    client
+        .batch_search("items", &queries(3, DIM, 5), 5, 0)
+        .await
+        .unwrap();
     let body = http_get(server.metrics_addr().unwrap(), "/metrics").await;
+    let format_version = Index::open(prebuilt("v0"))
+        .unwrap()
+        .snapshot()
+        .format_version();
+    let build_info = format!(
+        "fathom_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    let index_info = format!(
+        "fathom_index_info{{dim=\"{DIM}\",format_version=\"{format_version}\",index=\"items\",metric=\"cosine\",storage=\"f32\"}} 1"
+    );
     for want in [
+        build_info.as_str(),
+        index_info.as_str(),
+        // One Search and three BatchSearch queries.
+        "fathom_search_distances_count{index=\"items\"} 4",
+        "fathom_search_expansions_count{index=\"items\"} 4",
+        "fathom_search_distances_bucket{index=\"items\",le=\"16\"}",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
         "fathom_requests_total{code=\"OK\",index=\"items\",method=\"Search\"} 1",
         "fathom_requests_total{code=\"NOT_FOUND\",index=\"\",method=\"Search\"} 1",
         "fathom_request_duration_seconds_bucket{code=\"OK\",index=\"items\",method=\"Search\",le=",
@@ -123,6 +150,18 @@ async fn health_reflection_and_metrics() {
         "fathom_index_reload_failures_total{index=\"items\"} 0",
     ] {
         assert!(body.contains(want), "metrics lack {want:?}:\n{body}");
+    }
+    // Every search computed some distances and expanded some nodes.
+    for sum in [
+        "fathom_search_distances_sum",
+        "fathom_search_expansions_sum",
+    ] {
+        let line = body
+            .lines()
+            .find(|l| l.starts_with(sum))
+            .unwrap_or_else(|| panic!("no {sum}:\n{body}"));
+        let v: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(v >= 4.0, "{line}");
     }
     server.shutdown().await.unwrap();
 }
@@ -164,38 +203,36 @@ async fn graceful_shutdown_finishes_in_flight_calls() {
         || async { server.in_flight() >= 1 },
     )
     .await;
+    // A health watch opened before shutdown sees SERVING, then NOT_SERVING
+    // once shutdown begins (a check could race the GOAWAY instead).
+    let mut watch = health
+        .clone()
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
     let stopping = tokio::spawn(server.shutdown());
     // Health turns NOT_SERVING and new calls are refused while the slow
     // call is still running.
-    eventually(
-        "health to report NOT_SERVING",
-        Duration::from_secs(5),
-        || {
-            let mut h = health.clone();
-            async move {
-                match h
-                    .check(HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await
-                {
-                    Ok(r) => r.into_inner().status == ServingStatus::NotServing as i32,
-                    Err(_) => true,
-                }
-            }
-        },
-    )
-    .await;
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("health to report NOT_SERVING within 5 s")
+        .expect("the health watch stays open")
+        .expect("a status");
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    drop(watch);
     assert!(
         !in_flight.is_finished(),
         "the slow call ended before shutdown began"
     );
-    // Refused by the handler (UNAVAILABLE), or at the transport when the
-    // GOAWAY got there first.
+    // Refused by the handler, or at the transport when the GOAWAY got there
+    // first: UNAVAILABLE either way.
     let refused = other.search("slow", &q, 10, 0).await.unwrap_err();
-    if refused.to_string().contains("shutting down") {
-        assert_eq!(refused.code(), Code::Unavailable, "{refused}");
-    }
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
 
     // The in-flight call completes with its full answer.
     let results = in_flight.await.unwrap().expect("in-flight call completes");
@@ -203,7 +240,9 @@ async fn graceful_shutdown_finishes_in_flight_calls() {
     assert!(results.iter().all(|r| r.len() == 10));
     stopping.await.unwrap().unwrap();
     // And the port no longer accepts connections.
-    assert!(Client::connect(&addr.to_string(), Duration::from_secs(2))
+    let gone = Client::connect(&addr.to_string(), Duration::from_secs(2))
         .await
-        .is_err());
+        .unwrap_err();
+    assert!(matches!(gone, ClientError::Connect { .. }), "{gone:?}");
+    assert_eq!(gone.code(), Code::Unavailable);
 }

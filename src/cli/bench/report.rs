@@ -96,6 +96,10 @@ pub struct Report {
     pub first_error: Option<String>,
     /// Why the measurement stopped early, if it did.
     pub aborted: Option<String>,
+    /// Set when the index was reloaded during this measurement (or since
+    /// the first one of a sweep): its answers may come from two snapshots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_changed: Option<String>,
 }
 
 impl Report {
@@ -159,6 +163,7 @@ impl Report {
             max_send_lag_us: schedule.map(|s| s.max_lag.as_secs_f64() * 1e6),
             first_error: o.first_error.clone(),
             aborted: o.aborted.clone(),
+            snapshot_changed: None,
         }
     }
 
@@ -309,6 +314,11 @@ impl Report {
                 self.errors,
                 self.sent,
                 self.first_error.as_deref().unwrap_or("?")
+            ));
+        }
+        if let Some(change) = &self.snapshot_changed {
+            w.push(format!(
+                "{change}: its recall and latency may mix answers from two snapshots"
             ));
         }
         if let Some(n) = self.unmapped_ids.filter(|&n| n > 0) {

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use fathom_engine::formats::read_ids;
 
 /// From a server's external id to a ground-truth row.
@@ -30,7 +30,7 @@ pub enum IdMap {
 
 impl IdMap {
     pub fn from_file(path: &Path) -> Result<IdMap> {
-        let ids = read_ids(path).with_context(|| format!("reading {}", path.display()))?;
+        let ids = crate::cli::about_path(read_ids(path), "reading", path)?;
         if ids.is_empty() {
             bail!("{} lists no ids", path.display());
         }

@@ -1,0 +1,328 @@
+//! `fathom query`: call a running `fathom serve` (or `fathom demo`) through
+//! the Rust client: list its indexes, search by stored id or by vector, get
+//! stored items. Prints a table, or JSON with `--json`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Subcommand;
+use fathom_engine::formats::read_vectors;
+use fathom_server::client::{Client, ClientError, Hit, IndexInfo, Item};
+use serde_json::{json, Value};
+use tonic::Code;
+
+use super::rfc3339;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(subcommand)]
+    command: QueryCommand,
+}
+
+/// Where the server is and how to print; accepted before or after the
+/// subcommand.
+#[derive(clap::Args)]
+struct Connection {
+    /// Server address (http://host:port or host:port).
+    #[arg(long, global = true, default_value = "http://127.0.0.1:50051")]
+    target: String,
+    /// Deadline of each call, and of connecting (e.g. 2s, 500ms).
+    #[arg(long, global = true, default_value = "5s", value_parser = super::bench::parse_duration)]
+    timeout: Duration,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum QueryCommand {
+    /// List the served indexes: shape, metric, default ef, provenance, reload state.
+    List,
+    /// The k nearest items of a stored item (--id), a vector (--vector), or a
+    /// row of a query file (--query-file --row).
+    Search(SearchArgs),
+    /// The stored vectors of some ids (normalized under cosine).
+    Get(GetArgs),
+}
+
+#[derive(clap::Args)]
+struct SearchArgs {
+    /// Index name, as `fathom query list` shows it.
+    #[arg(long)]
+    index: String,
+    #[command(flatten)]
+    query: QuerySource,
+    /// The 0-based row of --query-file to search with.
+    #[arg(long, value_name = "N", requires = "query_file")]
+    row: Option<usize>,
+    /// Number of hits to return.
+    #[arg(short, long, default_value_t = 10)]
+    k: u32,
+    /// Beam width; 0 uses the index default (see `fathom query list`).
+    #[arg(long, default_value_t = 0)]
+    ef: u32,
+}
+
+/// What to search for: exactly one of these.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct QuerySource {
+    /// Search with the stored vector of this id (fetched with GetItems);
+    /// the item itself comes back as the first hit.
+    #[arg(long, value_name = "ID")]
+    id: Option<String>,
+    /// The query vector, comma-separated (e.g. 0.1,-0.2,0.3).
+    #[arg(long, value_name = "X,X,...", allow_hyphen_values = true)]
+    vector: Option<String>,
+    /// Take the query from this .fvecs or .npy file (with --row).
+    #[arg(long, value_name = "FILE", requires = "row")]
+    query_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct GetArgs {
+    /// Index name, as `fathom query list` shows it.
+    #[arg(long)]
+    index: String,
+    /// External ids to fetch.
+    #[arg(required = true, value_name = "ID")]
+    ids: Vec<String>,
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    if a.conn.timeout.is_zero() {
+        bail!("--timeout must be more than 0");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the client runtime")?;
+    runtime.block_on(run_async(a))
+}
+
+async fn run_async(a: Args) -> Result<ExitCode> {
+    let c = &a.conn;
+    // A client error names its target and cause once; no context to add.
+    let client = Client::connect(&c.target, c.timeout)
+        .await?
+        .with_timeout(c.timeout);
+    match a.command {
+        QueryCommand::List => {
+            let list = client.list_indexes().await?;
+            if c.json {
+                let v: Vec<Value> = list.iter().map(index_json).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", list_table(&list));
+            }
+        }
+        QueryCommand::Search(s) => {
+            let vector = query_vector(&client, &s).await?;
+            let hits = client
+                .search(&s.index, &vector, s.k, s.ef)
+                .await
+                .map_err(explain)?;
+            if c.json {
+                let v: Vec<Value> = hits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| json!({"rank": i + 1, "id": h.id, "distance": h.distance}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", hits_table(&hits));
+            }
+        }
+        QueryCommand::Get(g) => {
+            let items = get(&client, &g.index, &g.ids).await?;
+            if c.json {
+                let v: Vec<Value> = items
+                    .iter()
+                    .map(|i| json!({"id": i.id, "vector": i.vector}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", items_table(&items));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn get(client: &Client, index: &str, ids: &[String]) -> Result<Vec<Item>> {
+    client.get_items(index, ids).await.map_err(explain)
+}
+
+/// The query vector of a search: fetched, parsed or read.
+async fn query_vector(client: &Client, s: &SearchArgs) -> Result<Vec<f32>> {
+    let q = &s.query;
+    if let Some(id) = &q.id {
+        let mut items = get(client, &s.index, std::slice::from_ref(id)).await?;
+        return items
+            .pop()
+            .map(|i| i.vector)
+            .ok_or_else(|| anyhow!("the server returned no item for {id:?}"));
+    }
+    if let Some(v) = &q.vector {
+        return super::parse_vector(v)
+            .map_err(anyhow::Error::msg)
+            .context("parsing --vector");
+    }
+    if let (Some(path), Some(row)) = (&q.query_file, s.row) {
+        // The engine's error names the file.
+        let (dim, rows) = read_vectors(path)?;
+        let n = rows.len() / dim.max(1);
+        if row >= n {
+            bail!(
+                "--row {row} is past the end of {} ({n} rows)",
+                path.display()
+            );
+        }
+        return Ok(rows[row * dim..(row + 1) * dim].to_vec());
+    }
+    bail!("give one of --id, --vector or --query-file with --row")
+}
+
+/// A client error, with a pointer to `fathom query list` when the index is
+/// unknown.
+fn explain(e: ClientError) -> anyhow::Error {
+    if e.code() == Code::NotFound && e.to_string().contains("no index named") {
+        return anyhow!("{e} (`fathom query list` shows the served indexes)");
+    }
+    anyhow::Error::new(e)
+}
+
+fn index_json(i: &IndexInfo) -> Value {
+    json!({
+        "name": i.name,
+        "count": i.count,
+        "dim": i.dim,
+        "metric": i.metric,
+        "storage": i.storage,
+        "default_ef": i.default_ef,
+        "format_version": i.format_version,
+        "built_at": rfc3339(i.built_at_unix_s as i64),
+        "built_at_unix_s": i.built_at_unix_s,
+        "built_by": i.built_by,
+        "input": i.input,
+        "path": i.path,
+        "file_bytes": i.file_bytes,
+        "loaded_at": rfc3339((i.loaded_at_unix_ms / 1000) as i64),
+        "loaded_at_unix_ms": i.loaded_at_unix_ms,
+        "last_reload_error": i.last_reload_error,
+    })
+}
+
+/// Left-aligned columns separated by two spaces.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&line(r.clone()));
+    }
+    out
+}
+
+fn list_table(list: &[IndexInfo]) -> String {
+    if list.is_empty() {
+        return "no indexes served\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|i| {
+            vec![
+                i.name.clone(),
+                i.count.to_string(),
+                i.dim.to_string(),
+                i.metric.clone(),
+                i.storage.clone(),
+                i.default_ef.to_string(),
+                i.format_version.to_string(),
+                rfc3339(i.built_at_unix_s as i64),
+                rfc3339((i.loaded_at_unix_ms / 1000) as i64),
+                i.path.clone(),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "INDEX", "ITEMS", "DIM", "METRIC", "STORAGE", "EF", "FORMAT", "BUILT", "LOADED", "PATH",
+        ],
+        &rows,
+    );
+    for i in list.iter().filter(|i| !i.last_reload_error.is_empty()) {
+        out.push_str(&format!(
+            "{}: last reload failed at {}: {}\n",
+            i.name,
+            rfc3339((i.last_reload_error_at_unix_ms / 1000) as i64),
+            i.last_reload_error
+        ));
+    }
+    out
+}
+
+fn hits_table(hits: &[Hit]) -> String {
+    if hits.is_empty() {
+        return "no hits\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = hits
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            vec![
+                (i + 1).to_string(),
+                h.id.clone(),
+                format!("{:.6}", h.distance),
+            ]
+        })
+        .collect();
+    table(&["RANK", "ID", "DISTANCE"], &rows)
+}
+
+/// Components shown per vector in the table; `--json` prints them all.
+const PREVIEW: usize = 6;
+
+fn items_table(items: &[Item]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|i| {
+            let norm = i.vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let mut head: Vec<String> = i
+                .vector
+                .iter()
+                .take(PREVIEW)
+                .map(|x| format!("{x:.4}"))
+                .collect();
+            if i.vector.len() > PREVIEW {
+                head.push(format!("… ({} more)", i.vector.len() - PREVIEW));
+            }
+            vec![
+                i.id.clone(),
+                i.vector.len().to_string(),
+                format!("{norm:.4}"),
+                format!("[{}]", head.join(", ")),
+            ]
+        })
+        .collect();
+    table(&["ID", "DIM", "NORM", "VECTOR"], &rows)
+}

@@ -1,0 +1,350 @@
+//! `fathom query` against a real `fathom serve` process: list, search by id,
+//! by vector and by query-file row, get, `--json`, and clear failures for an
+//! unknown index and an unreachable server. Also: a second server on the
+//! same metrics port is told about `--metrics-listen`, and a missing file is
+//! named once in the error.
+
+use std::io::BufRead;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use fathom_engine::builder::{build, BuildOptions, Dataset};
+use fathom_engine::formats::write_fvecs;
+use fathom_engine::{synth, Metric};
+use serde_json::Value;
+
+const N: usize = 1500;
+const DIM: usize = 12;
+
+/// A `fathom serve` process, killed when dropped.
+struct Server {
+    child: Child,
+    target: String,
+    metrics: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Build a small snapshot (ids `item:00000`...) and a query file in `dir`.
+fn fixture(dir: &Path) {
+    let vectors = synth::clustered(N, DIM, 8, 5);
+    let ids: Vec<String> = (0..N).map(|i| format!("item:{i:05}")).collect();
+    let ds = Dataset {
+        dim: DIM,
+        vectors,
+        ids,
+        attributes: None,
+    };
+    let opts = BuildOptions {
+        metric: Metric::Cosine,
+        m: 8,
+        ef_construction: 40,
+        threads: 2,
+        default_ef: 32,
+        ..Default::default()
+    };
+    let built = build(ds, Path::new("test"), &opts, &|_, _| {}).unwrap();
+    built.write(&dir.join("items.fathom"), "test").unwrap();
+    let queries = synth::clustered_queries(4, DIM, 8, 5);
+    write_fvecs(&dir.join("q.fvecs"), DIM, &queries.concat()).unwrap();
+}
+
+/// Start `fathom serve` on free ports; wait (bounded) for its listening line.
+fn serve(dir: &Path) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_fathom"))
+        .arg("serve")
+        .arg("--index")
+        .arg(format!("items={}", dir.join("items.fathom").display()))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--no-watch",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed on drop, also when this function panics.
+    let mut server = Server {
+        child,
+        target: String::new(),
+        metrics: String::new(),
+    };
+    let stderr = server.child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let field = |line: &str, key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(str::to_string)
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("the server never listened");
+        if line.contains("listening") {
+            let grpc = field(&line, "grpc=").expect("grpc address");
+            server.target = format!("http://{grpc}");
+            server.metrics = field(&line, "metrics=").expect("metrics address");
+            return server;
+        }
+    }
+}
+
+fn fathom(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fathom"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn query(target: &str, args: &[&str]) -> Output {
+    let mut all = vec!["query", "--target", target, "--timeout", "5s"];
+    all.extend_from_slice(args);
+    fathom(&all)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: Output) -> String {
+    assert!(o.status.success(), "failed: {}", stderr(&o));
+    stdout(&o)
+}
+
+fn json(o: Output) -> Value {
+    let out = ok(o);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+#[test]
+fn query_lists_searches_and_gets_from_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path());
+    let server = serve(dir.path());
+    let t = server.target.as_str();
+
+    // list: a table with the index and RFC 3339 times; JSON parses.
+    let list = ok(query(t, &["list"]));
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("items "))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        row.contains(&N.to_string()) && row.contains("cosine"),
+        "{row}"
+    );
+    assert!(
+        row.split_whitespace()
+            .any(|w| w.len() == 20 && w.ends_with('Z') && w.as_bytes()[10] == b'T'),
+        "no RFC 3339 time in {row}"
+    );
+    let v = json(query(t, &["list", "--json"]));
+    assert_eq!(v[0]["name"], "items");
+    assert_eq!(v[0]["count"], N);
+    assert_eq!(v[0]["dim"], DIM);
+    assert!(v[0]["built_at"].as_str().unwrap().ends_with('Z'), "{v}");
+
+    // search by id: the item itself comes first.
+    let table = ok(query(
+        t,
+        &[
+            "search",
+            "--index",
+            "items",
+            "--id",
+            "item:00042",
+            "-k",
+            "5",
+        ],
+    ));
+    let first = table.lines().nth(1).unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        first.split_whitespace().nth(1) == Some("item:00042"),
+        "{table}"
+    );
+    let hits = json(query(
+        t,
+        &[
+            "search",
+            "--index",
+            "items",
+            "--id",
+            "item:00042",
+            "-k",
+            "5",
+            "--ef",
+            "64",
+            "--json",
+        ],
+    ));
+    let hits = hits.as_array().unwrap();
+    assert_eq!(hits.len(), 5);
+    assert_eq!(hits[0]["id"], "item:00042");
+    assert_eq!(hits[0]["rank"], 1);
+    assert!(hits[0]["distance"].as_f64().unwrap() < 1e-4);
+
+    // get: the stored vector; searching with it finds the item again.
+    let items = json(query(
+        t,
+        &[
+            "get",
+            "--index",
+            "items",
+            "item:00007",
+            "item:00008",
+            "--json",
+        ],
+    ));
+    assert_eq!(items.as_array().unwrap().len(), 2);
+    let vector: Vec<String> = items[0]["vector"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap().to_string())
+        .collect();
+    assert_eq!(vector.len(), DIM);
+    let table = ok(query(t, &["get", "--index", "items", "item:00007"]));
+    assert!(table.contains("item:00007"), "{table}");
+    let hits = json(query(
+        t,
+        &[
+            "search",
+            "--index",
+            "items",
+            "--vector",
+            &vector.join(","),
+            "-k",
+            "3",
+            "--json",
+        ],
+    ));
+    assert_eq!(hits[0]["id"], "item:00007");
+
+    // A row of a query file.
+    let q = dir.path().join("q.fvecs");
+    let hits = json(query(
+        t,
+        &[
+            "search",
+            "--index",
+            "items",
+            "--query-file",
+            q.to_str().unwrap(),
+            "--row",
+            "3",
+            "-k",
+            "4",
+            "--json",
+        ],
+    ));
+    assert_eq!(hits.as_array().unwrap().len(), 4);
+    let past = query(
+        t,
+        &[
+            "search",
+            "--index",
+            "items",
+            "--query-file",
+            q.to_str().unwrap(),
+            "--row",
+            "4",
+        ],
+    );
+    assert_eq!(past.status.code(), Some(1));
+    assert!(stderr(&past).contains("past the end"), "{}", stderr(&past));
+
+    // An unknown index: exit 1 with the status and a pointer to `list`.
+    let o = query(t, &["search", "--index", "nope", "--id", "item:00001"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.starts_with("error: NOT_FOUND") && e.contains("nope") && e.contains("fathom query list"),
+        "{e}"
+    );
+    // An unknown id.
+    let o = query(t, &["get", "--index", "items", "item:99999"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("item:99999"), "{}", stderr(&o));
+
+    // A second server on the same metrics port is told what to do.
+    let o = fathom(&[
+        "serve",
+        "--index",
+        &format!("items={}", dir.path().join("items.fathom").display()),
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        &server.metrics,
+        "--no-watch",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("cannot listen on {}", server.metrics))
+            && e.contains("--metrics-listen off"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unreachable_server_fails_with_one_clear_message() {
+    // Nothing listens on a port just released.
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let target = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    let o = query(&target, &["list"]);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.starts_with(&format!("error: cannot connect to {target}: ")),
+        "{e}"
+    );
+    // Each cause once.
+    assert_eq!(e.matches("tcp connect error").count(), 1, "{e}");
+    assert_eq!(e.matches(&target).count(), 1, "{e}");
+}
+
+#[test]
+fn a_missing_file_is_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.fvecs");
+    let o = fathom(&[
+        "build",
+        "--input",
+        missing.to_str().unwrap(),
+        "--output",
+        dir.path().join("x.fathom").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert_eq!(e.matches(missing.to_str().unwrap()).count(), 1, "{e}");
+    assert!(e.contains("No such file"), "{e}");
+}
