@@ -105,3 +105,71 @@ pub fn open_fixture(n: usize, dim: usize) -> PathBuf {
     .expect("write open fixture");
     p
 }
+
+/// A snapshot of `n` items with catalog attributes (language, markets,
+/// explicit, popularity, label) and an edgeless graph: enough to time filter
+/// planning and admission, which never read the graph.
+pub fn filter_fixture(n: usize) -> PathBuf {
+    use fathom_engine::attributes::AttributesBuilder;
+    use rand::{Rng, SeedableRng};
+    let p = cache_dir().join(format!("filter-{n}.fathom"));
+    if fathom_engine::snapshot::Snapshot::open(&p).is_ok() {
+        return p;
+    }
+    eprintln!("writing {n}-item filter fixture");
+    let dim = 8;
+    let vectors = fathom_engine::synth::clustered(n, dim, 100, SEED);
+    let ids: Vec<String> = (0..n).map(|i| format!("item:{i:07}")).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(SEED);
+    let langs = ["sv", "en", "de", "fr", "ja", "es", "pt", "ru", "ar"];
+    let markets = ["SE", "NO", "US", "GB", "DE", "JP", "BR", "FR"];
+    let mut attrs = AttributesBuilder::new();
+    for i in 0..n {
+        let m: Vec<&str> = markets
+            .iter()
+            .copied()
+            .filter(|_| rng.random_bool(0.4))
+            .collect();
+        let u: f64 = rng.random();
+        let obj = serde_json::json!({
+            "lang": langs[i % langs.len()],
+            "markets": m,
+            "explicit": rng.random_bool(0.1),
+            "popularity": (100.0 * u * u * u) as i64,
+            "label": format!("label:{}", rng.random_range(0..2000)),
+        });
+        attrs
+            .push(obj.as_object().expect("an object"), i + 1)
+            .expect("typed");
+    }
+    let attrs = attrs.finish();
+    let graph = Graph::with_levels(
+        16,
+        32,
+        fathom_engine::builder::hnsw::draw_levels(n, 16, SEED),
+    );
+    write_snapshot(
+        &p,
+        &SnapshotContents {
+            metric: Metric::L2,
+            storage: Storage::F32,
+            dim,
+            vectors: &vectors,
+            graph: &graph,
+            ids: &ids,
+            attributes: Some(&attrs),
+            ef_construction: 200,
+            default_ef: 64,
+            build: BuildInfo {
+                fathom_version: env!("CARGO_PKG_VERSION").into(),
+                built_at: 0,
+                input: "synthetic".into(),
+                builder: "none".into(),
+                seed: SEED,
+                build_seconds: 0.0,
+            },
+        },
+    )
+    .expect("write");
+    p
+}

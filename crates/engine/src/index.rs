@@ -5,11 +5,12 @@
 use std::path::Path;
 use std::time::Instant;
 
+use crate::admit::{Admission, Admit, AdmitAll};
 use crate::attributes::{Attributes, PostingCache};
 use crate::distance::{f32_to_bf16, normalize, Element, Kernel, Metric, Storage};
 use crate::error::{Error, Result};
 use crate::exact;
-use crate::filter::{Admit, AdmitAll, FilterPlan};
+use crate::filter::FilterPlan;
 use crate::graph::GraphView;
 use crate::search::{
     hnsw_search, hnsw_search_admitted, prefetch, Cancel, Deadline, Neighbor, NoCancel, Scratch,
@@ -159,22 +160,22 @@ impl IndexParts<'_> {
         scratch: &mut Scratch,
         out: &mut Vec<Neighbor>,
     ) -> Result<SearchStats> {
-        self.search_filtered_into(query, params, None, scratch, out)
+        self.search_admitted_into(query, params, &Admission::default(), scratch, out)
     }
 
-    /// As [`Self::search_into`], returning only items `filter` admits: exactly
-    /// `min(k, matching)` of them.
-    pub fn search_filtered_into(
+    /// As [`Self::search_into`], returning only items `admission` admits:
+    /// exactly `min(k, admitted)` of them.
+    pub fn search_admitted_into(
         &self,
         query: &[f32],
         params: &SearchParams,
-        filter: Option<&FilterPlan<'_>>,
+        admission: &Admission<'_, '_>,
         scratch: &mut Scratch,
         out: &mut Vec<Neighbor>,
     ) -> Result<SearchStats> {
         match params.deadline {
-            None => self.search_with(query, params, filter, scratch, out, &NoCancel),
-            Some(d) => self.search_with(query, params, filter, scratch, out, &Deadline(d)),
+            None => self.search_with(query, params, admission, scratch, out, &NoCancel),
+            Some(d) => self.search_with(query, params, admission, scratch, out, &Deadline(d)),
         }
     }
 
@@ -182,7 +183,7 @@ impl IndexParts<'_> {
         &self,
         query: &[f32],
         params: &SearchParams,
-        filter: Option<&FilterPlan<'_>>,
+        admission: &Admission<'_, '_>,
         scratch: &mut Scratch,
         out: &mut Vec<Neighbor>,
         cancel: &C,
@@ -212,7 +213,7 @@ impl IndexParts<'_> {
         }
         .max(k);
         let kernel = Kernel::<f32>::new(self.metric);
-        let Some(filter) = filter else {
+        if admission.admits_all() {
             // A beam as wide as the index (or a k covering it) is an
             // exhaustive search: do it exactly, which also returns the whole
             // index sorted.
@@ -227,22 +228,23 @@ impl IndexParts<'_> {
             let stats = self.traverse(ef, scratch, cancel, &AdmitAll)?;
             self.finish(scratch, k, out);
             return Ok(stats);
-        };
-        if filter.is_exact() && filter.count() == 0 {
+        }
+        if admission.admits_none() {
             return Ok(SearchStats::default());
         }
+        let admitted = admission.estimate(n);
         let exact_plan = match params.plan {
             Plan::Exact => true,
             Plan::Graph => false,
-            Plan::Auto => ef >= n || prefers_exact(filter.count(), n, ef),
+            Plan::Auto => ef >= n || prefers_exact(admitted, n, ef),
         };
         let mut stats = SearchStats::default();
         if !exact_plan {
             let ef = match params.plan {
-                Plan::Auto => filtered_ef(ef, filter.selectivity()).min(MAX_EF),
+                Plan::Auto => filtered_ef(ef, admitted as f64 / n.max(1) as f64).min(MAX_EF),
                 _ => ef,
             };
-            stats = self.traverse(ef, scratch, cancel, filter)?;
+            stats = self.traverse(ef, scratch, cancel, admission)?;
             self.finish(scratch, k, out);
             if out.len() >= k {
                 return Ok(stats);
@@ -251,7 +253,7 @@ impl IndexParts<'_> {
         // The exact plan, or a traversal that found fewer than k (the
         // admitted nodes were not all reachable): scan the matches exactly,
         // so a call returns min(k, matching) hits.
-        let matches = filter.matches();
+        let matches = admission.admitted(n);
         if out.len() as u64 >= matches.len().min(k as u64) {
             return Ok(stats);
         }
@@ -426,9 +428,21 @@ impl Index {
         filter: Option<&FilterPlan<'_>>,
         out: &mut Vec<Neighbor>,
     ) -> Result<SearchStats> {
+        self.search_admitted_into(query, params, &Admission::filter(filter), out)
+    }
+
+    /// As [`Self::search_into`], returning only items `admission` admits
+    /// (a filter, exclusions, deletions): exactly `min(k, admitted)` of them.
+    pub fn search_admitted_into(
+        &self,
+        query: &[f32],
+        params: &SearchParams,
+        admission: &Admission<'_, '_>,
+        out: &mut Vec<Neighbor>,
+    ) -> Result<SearchStats> {
         let mut scratch = self.pool.get();
         self.parts()
-            .search_filtered_into(query, params, filter, &mut scratch, out)
+            .search_admitted_into(query, params, admission, &mut scratch, out)
     }
 
     /// The typed attribute store, when the snapshot has one.

@@ -14,6 +14,8 @@
 //! - [`snapshot`]: the file format: write, open (O(1), zero-copy), verify.
 //! - [`search`]: the hot path, HNSW over borrowed slices, no allocation.
 //! - [`index`]: an open snapshot you can query from many threads.
+//! - [`admit`]: the one admit-check (filter, exclusions, deletions) that
+//!   every restricted search shares.
 //! - [`attributes`]: typed catalog attributes (keyword postings, numeric
 //!   columns), built from JSON and read in place.
 //! - [`builder`]: the graph builders and the snapshot they produce.
@@ -24,6 +26,7 @@
 //!   and speed; [`synth`] makes seeded clustered data.
 #![deny(unsafe_code)]
 
+pub mod admit;
 pub mod attributes;
 pub mod builder;
 pub mod distance;

@@ -367,3 +367,64 @@ fn version_1_fixture_opens_verifies_and_answers() {
     );
     assert!((hits[0].distance - 0.965_707_8).abs() < 1e-5);
 }
+
+#[test]
+fn exclusions_and_filters_share_one_admit_check_and_keep_k_hits() {
+    use fathom_engine::admit::Admission;
+    use roaring::RoaringBitmap;
+    let fx = fixture(Storage::F32);
+    let vectors = fx.index.snapshot().vectors_f32();
+    let mut rng = StdRng::seed_from_u64(5);
+    let k = 10;
+    let mut out = Vec::new();
+    for (round, q) in fx.queries.iter().enumerate() {
+        let plan = fx.index.filter("markets = \"SE\"").unwrap();
+        let plan = [None, Some(&plan)][round % 2];
+        // Exclude most of the true neighbours, plus random others: the call
+        // must find the next ones and still return k.
+        let admitted_by_filter = |i: u32| plan.is_none_or(|p| p.matches().contains(i));
+        let mut order: Vec<(f32, u32)> = (0..N as u32)
+            .filter(|&i| admitted_by_filter(i))
+            .map(|i| (l2(q, vectors.row(i)), i))
+            .collect();
+        order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let mut excluded = RoaringBitmap::new();
+        excluded.extend(order.iter().take(25).map(|o| o.1));
+        excluded.extend((0..200).map(|_| rng.random_range(0..N as u32)));
+        let admission = Admission {
+            filter: plan,
+            excluded: Some(&excluded),
+            deleted: None,
+        };
+        for mode in [Plan::Auto, Plan::Exact, Plan::Graph] {
+            let mut params = SearchParams::new(k, 32);
+            params.plan = mode;
+            fx.index
+                .search_admitted_into(q, &params, &admission, &mut out)
+                .unwrap();
+            assert_eq!(out.len(), k, "{mode:?}");
+            for h in &out {
+                assert!(
+                    !excluded.contains(h.id),
+                    "{mode:?}: excluded {} returned",
+                    h.id
+                );
+                assert!(
+                    admitted_by_filter(h.id),
+                    "{mode:?}: {} fails the filter",
+                    h.id
+                );
+            }
+            if mode == Plan::Exact {
+                let want: Vec<u32> = order
+                    .iter()
+                    .filter(|o| !excluded.contains(o.1))
+                    .take(k)
+                    .map(|o| o.1)
+                    .collect();
+                let got: Vec<u32> = out.iter().map(|h| h.id).collect();
+                assert_eq!(got, want);
+            }
+        }
+    }
+}

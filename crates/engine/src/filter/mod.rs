@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 
 use roaring::RoaringBitmap;
 
+pub use crate::admit::{Admit, AdmitAll};
 use crate::attributes::{Attributes, FieldEntry, FieldKind};
 
 /// A filter that does not parse or does not fit the schema, with the
@@ -34,33 +35,6 @@ impl FilterError {
             position,
             message: message.into(),
         }
-    }
-}
-
-/// Decides which nodes may be returned: the one admit-check that filters
-/// (and, later, exclusions and deletions) share.
-pub trait Admit {
-    /// True only for [`AdmitAll`]: lets search keep its unfiltered loop,
-    /// decided at compile time.
-    const ADMITS_ALL: bool = false;
-    fn admit(&self, node: u32) -> bool;
-}
-
-/// Admits everything; the unfiltered path.
-pub struct AdmitAll;
-
-impl Admit for AdmitAll {
-    const ADMITS_ALL: bool = true;
-    #[inline(always)]
-    fn admit(&self, _node: u32) -> bool {
-        true
-    }
-}
-
-impl Admit for RoaringBitmap {
-    #[inline(always)]
-    fn admit(&self, node: u32) -> bool {
-        self.contains(node)
     }
 }
 
