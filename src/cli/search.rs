@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use fathom_engine::formats::read_vectors;
+use fathom_engine::admit::Admission;
+use fathom_engine::formats::{read_ids, read_vectors};
+use fathom_engine::recommend::average_vector;
 use fathom_engine::{Index, SearchParams};
 use serde_json::json;
 
@@ -39,6 +41,18 @@ pub struct Args {
     /// 'markets = "SE" AND explicit = false' (docs/filters.md).
     #[arg(long)]
     filter: Option<String>,
+    /// Recommend: search like these stored items (comma-separated ids), with
+    /// the average-vector strategy (docs/recommend.md). Seeds never appear
+    /// in the results.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["query_file", "vector", "id"])]
+    like: Vec<String>,
+    /// Recommend: and unlike these stored items (needs --like).
+    #[arg(long, value_delimiter = ',', requires = "like")]
+    unlike: Vec<String>,
+    /// Never return the ids in this file (one a line), e.g. a listening
+    /// history; ids the index does not hold are ignored.
+    #[arg(long)]
+    exclude_file: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
@@ -65,22 +79,45 @@ pub fn run(a: Args) -> Result<ExitCode> {
             Some(v) => v.to_vec(),
             None => bail!("id {id:?} is not in {}", a.snapshot.display()),
         }
+    } else if !a.like.is_empty() {
+        let stored = |ids: &[String]| -> Result<Vec<&[f32]>> {
+            ids.iter()
+                .map(|id| match index.vector_of(id) {
+                    Some(v) => Ok(v),
+                    None => bail!("id {id:?} is not in {}", a.snapshot.display()),
+                })
+                .collect()
+        };
+        let snap = index.snapshot();
+        average_vector(
+            snap.metric(),
+            snap.dim(),
+            &stored(&a.like)?,
+            &stored(&a.unlike)?,
+        )?
     } else {
-        bail!("give a query: --query-file FILE [--row N], --vector X,Y,.. or --id ID");
+        bail!(
+            "give a query: --query-file FILE [--row N], --vector X,Y,.., --id ID or --like ID,.."
+        );
     };
+    let mut excluded = index.nodes_of(&[a.like.as_slice(), a.unlike.as_slice()].concat(), false)?;
+    if let Some(path) = &a.exclude_file {
+        let ids = crate::cli::about_path(read_ids(path), "reading", path)?;
+        excluded |= index.nodes_of(&ids, true)?;
+    }
     let searched = std::time::Instant::now();
     let plan = match &a.filter {
         Some(f) => Some(index.filter(f).with_context(|| format!("filter {f:?}"))?),
         None => None,
     };
+    let admission = Admission {
+        filter: plan.as_ref(),
+        excluded: Some(&excluded),
+        deleted: None,
+    };
     let mut hits = Vec::new();
     index
-        .search_filtered_into(
-            &query,
-            &SearchParams::new(a.k, a.ef),
-            plan.as_ref(),
-            &mut hits,
-        )
+        .search_admitted_into(&query, &SearchParams::new(a.k, a.ef), &admission, &mut hits)
         .context("searching")?;
     let search_us = searched.elapsed().as_secs_f64() * 1e6;
     if a.json {

@@ -54,6 +54,9 @@ pub struct ServeFlags {
     /// Largest request message, in bytes.
     #[arg(long, default_value_t = Limits::default().max_message_bytes)]
     pub max_message_bytes: usize,
+    /// Most exclude_ids in one Search.
+    #[arg(long, default_value_t = Limits::default().max_exclusions)]
+    pub max_exclusions: usize,
     /// Where searches run [possible values: auto, inline, blocking, pool,
     /// pool:N]. auto: a dedicated pool of search threads (one per core) runs
     /// batches, and single searches run inline on the async workers unless
@@ -104,6 +107,7 @@ impl ServeFlags {
                 max_batch: self.max_batch,
                 max_message_bytes: self.max_message_bytes,
                 max_concurrency: self.max_concurrency,
+                max_exclusions: self.max_exclusions,
             },
             default_ef: self.default_ef,
             search_threads: self.search_threads,

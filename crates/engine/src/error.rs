@@ -31,6 +31,10 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// An external id the index does not hold (a seed of a recommendation).
+    #[error("no item {0:?} in this index")]
+    UnknownItem(String),
+
     /// A filter expression that does not parse or fit the schema.
     #[error(transparent)]
     Filter(#[from] crate::filter::FilterError),

@@ -467,6 +467,27 @@ impl Index {
         self.snapshot.id(node).unwrap_or("")
     }
 
+    /// The node numbers of external ids, as a bitmap. Unknown ids are an
+    /// error naming the first, unless `skip_unknown` (exclusions may name
+    /// items the index no longer holds).
+    pub fn nodes_of<S: AsRef<str>>(
+        &self,
+        ids: &[S],
+        skip_unknown: bool,
+    ) -> Result<roaring::RoaringBitmap> {
+        let mut nodes = roaring::RoaringBitmap::new();
+        for id in ids {
+            match self.snapshot.find(id.as_ref()) {
+                Some(n) => {
+                    nodes.insert(n);
+                }
+                None if skip_unknown => {}
+                None => return Err(Error::UnknownItem(id.as_ref().to_string())),
+            }
+        }
+        Ok(nodes)
+    }
+
     /// The attributes of an external id, as one JSON object.
     pub fn attributes_json(&self, id: &str) -> Option<&str> {
         self.snapshot.attributes(self.snapshot.find(id)?)

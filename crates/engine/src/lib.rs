@@ -22,6 +22,7 @@
 //! - [`formats`]: readers and writers of `.fvecs`, `.ivecs`, `.npy`, `.jsonl`
 //!   and id lists.
 //! - [`filter`]: the filter language, its planner and the admit-check.
+//! - [`recommend`]: examples (seed ids, taste vectors) turned into a query.
 //! - [`exact`]: brute force, the oracle for recall; [`eval`] measures recall
 //!   and speed; [`synth`] makes seeded clustered data.
 #![deny(unsafe_code)]
@@ -37,6 +38,7 @@ pub mod filter;
 pub mod formats;
 pub mod graph;
 pub mod index;
+pub mod recommend;
 pub mod search;
 pub mod snapshot;
 pub mod synth;

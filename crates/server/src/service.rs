@@ -17,9 +17,11 @@ use crate::metrics::Metrics;
 use crate::proto as pb;
 use crate::reload;
 use crate::status::{code_name, RequestError};
+use fathom_engine::admit::Admission;
 use fathom_engine::error::Error;
 use fathom_engine::filter::FilterPlan;
 use fathom_engine::index::{Index, SearchParams};
+use fathom_engine::recommend::average_vector;
 use fathom_engine::search::{Neighbor, SearchStats};
 
 /// Caps on what one request may ask for.
@@ -37,6 +39,8 @@ pub struct Limits {
     /// Most requests handled at once; more are shed with
     /// RESOURCE_EXHAUSTED instead of queueing without bound.
     pub max_concurrency: usize,
+    /// Most `exclude_ids` in one Search (INVALID_ARGUMENT above it).
+    pub max_exclusions: usize,
 }
 
 impl Default for Limits {
@@ -47,6 +51,7 @@ impl Default for Limits {
             max_batch: 1_024,
             max_message_bytes: 16 << 20,
             max_concurrency: 256,
+            max_exclusions: 100_000,
         }
     }
 }
@@ -321,6 +326,42 @@ fn arrival<T>(request: &Request<T>) -> Instant {
         .map_or_else(Instant::now, |a| a.0)
 }
 
+/// The query vector of a Search, and the seed items it must not return:
+/// the raw vector, or the examples combined by the request's strategy.
+fn query_of(
+    index: &Index,
+    req: &pb::SearchRequest,
+) -> Result<(Vec<f32>, roaring::RoaringBitmap), RequestError> {
+    let examples = !(req.positive_ids.is_empty()
+        && req.negative_ids.is_empty()
+        && req.positive_vectors.is_empty()
+        && req.negative_vectors.is_empty());
+    if !examples {
+        return Ok((req.vector.clone(), roaring::RoaringBitmap::new()));
+    }
+    let stored = |ids: &[String]| -> Result<Vec<&[f32]>, RequestError> {
+        ids.iter()
+            .map(|id| {
+                index
+                    .vector_of(id)
+                    .ok_or_else(|| Error::UnknownItem(id.clone()).into())
+            })
+            .collect()
+    };
+    let mut pos = stored(&req.positive_ids)?;
+    let mut neg = stored(&req.negative_ids)?;
+    pos.extend(req.positive_vectors.iter().map(|q| q.vector.as_slice()));
+    neg.extend(req.negative_vectors.iter().map(|q| q.vector.as_slice()));
+    if !req.vector.is_empty() {
+        pos.push(&req.vector);
+    }
+    let snap = index.snapshot();
+    let q = average_vector(snap.metric(), snap.dim(), &pos, &neg)?;
+    let mut seeds = index.nodes_of(&req.positive_ids, false)?;
+    seeds |= index.nodes_of(&req.negative_ids, false)?;
+    Ok((q, seeds))
+}
+
 /// The attribute schema for ListIndexes: each field with its most frequent
 /// values or its range.
 fn field_infos(index: &Index) -> Vec<pb::FieldInfo> {
@@ -382,18 +423,38 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
             let _permit = self.shared.permit()?;
             let loaded = self.shared.index(&req.index)?;
             let params = self.shared.params(req.k, req.ef, deadline)?;
-            let query = req.vector;
-            let filter = req.filter;
+            check_limit(
+                "exclude_ids",
+                req.exclude_ids.len(),
+                self.shared.limits.max_exclusions,
+            )?;
+            if req.strategy != pb::Strategy::AverageVector as i32 {
+                return Err(RequestError::Unimplemented(format!(
+                    "strategy {} is not served yet; use AVERAGE_VECTOR",
+                    pb::Strategy::try_from(req.strategy).map_or_else(
+                        |_| req.strategy.to_string(),
+                        |s| s.as_str_name().to_string()
+                    )
+                )));
+            }
             self.shared
                 .searched(deadline, Work::Single, move || {
                     let index = loaded.index();
-                    let plan = match filter.as_str() {
+                    let plan = match req.filter.as_str() {
                         "" => None,
                         f => Some(index.filter(f)?),
                     };
+                    let (query, seeds) = query_of(index, &req)?;
+                    let mut excluded = index.nodes_of(&req.exclude_ids, true)?;
+                    excluded |= seeds;
+                    let admission = Admission {
+                        filter: plan.as_ref(),
+                        excluded: Some(&excluded),
+                        deleted: None,
+                    };
                     let mut found = Vec::with_capacity(params.k.min(index.snapshot().len()));
                     let stats =
-                        index.search_filtered_into(&query, &params, plan.as_ref(), &mut found)?;
+                        index.search_admitted_into(&query, &params, &admission, &mut found)?;
                     Ok((
                         pb::SearchResponse {
                             hits: hits(index, &found),

@@ -39,6 +39,10 @@ pub enum RequestError {
     #[error("server is shutting down")]
     ShuttingDown,
 
+    /// A part of the contract this server does not serve yet.
+    #[error("{0}")]
+    Unimplemented(String),
+
     /// A search task died (a bug): reported, never a crash of the server.
     #[error("internal error: {0}")]
     Internal(String),
@@ -65,6 +69,7 @@ impl From<RequestError> for Status {
             RequestError::DeadlineExceeded => Code::DeadlineExceeded,
             RequestError::ShuttingDown => Code::Unavailable,
             RequestError::Internal(_) => Code::Internal,
+            RequestError::Unimplemented(_) => Code::Unimplemented,
             RequestError::Engine(e) => engine_code(e),
             RequestError::Catalog(e) => catalog_code(e),
         };
@@ -76,6 +81,7 @@ fn engine_code(e: &Error) -> Code {
     match e {
         Error::InvalidArgument(_) | Error::Input { .. } | Error::Filter(_) => Code::InvalidArgument,
         Error::DeadlineExceeded => Code::DeadlineExceeded,
+        Error::UnknownItem(_) => Code::NotFound,
         // A snapshot that fails its checks: the data is damaged.
         Error::Corrupt { .. } => Code::DataLoss,
         // A well-formed file this build cannot read, or a missing file:
