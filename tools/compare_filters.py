@@ -45,7 +45,16 @@ What it does, in one run:
     returns nothing). mode = "per-query" marks such rows.
   - faiss: IndexHNSWFlat searched with SearchParametersHNSW(sel=
     IDSelectorBitmap(matching rows), efSearch=ef); missing results are -1.
-  Both are asked for min(k, matching) results, the most that can exist.
+  Both are asked for k results, as fathom is (--cap-k asks for
+  min(k, matching), the most that can exist: with it hnswlib does not raise
+  merely because fewer than k items match).
+* "(all pass)" is a pseudo-filter run for the peers only: the callback /
+  selector admits every row, so comparing it with "(none)" shows what the
+  filter mechanism itself costs (for hnswlib: the Python callback).
+* fathom's planner (--plan auto) scans the matching items exactly when that is
+  cheaper; rows whose mean_distances equal the matching count are marked
+  "exact scan" in the tables (inferred: eval does not print the chosen plan).
+  fathom eval does not report short results ("n/a").
 * Timing. For each (engine, filter, ef): a pilot batch of the first 50
   queries (also the warm-up), then the best of --repeats batch calls over
   all queries. When the pilot predicts one batch would take longer than
@@ -81,6 +90,7 @@ import plot_compare as pc         # noqa: E402
 PEERS = ["hnswlib", "faiss"]
 TARGET = 0.95
 UNFILTERED = "(none)"
+ALLPASS = "(all pass)"
 
 DEFAULT_FILTERS = [
     'markets = "GB"',                     # ~50%
@@ -268,6 +278,7 @@ class HnswlibFiltered:
         self.index.set_ef(ef)
         self.filter = None if mask is None else mask.tolist().__getitem__
         self.per_query = False
+        self.raised = 0
 
     def search(self, queries, k):
         """(ids [nq, k] with -1 for missing, distance computations or None)."""
@@ -279,12 +290,13 @@ class HnswlibFiltered:
             except RuntimeError:
                 self.per_query = True        # some query found < k: go one by one
         out = np.full((queries.shape[0], k), -1, dtype=np.int64)
+        self.raised = 0
         for j, q in enumerate(queries):
             try:
                 out[j] = self.index.knn_query(q[None, :], k=k, num_threads=1,
                                               filter=self.filter)[0][0]
             except RuntimeError:
-                pass                          # hnswlib returns nothing at all
+                self.raised += 1              # hnswlib returns nothing at all
         return out, None
 
 
@@ -335,14 +347,14 @@ def recall_short(found, truth):
 
 def measure_peer(peer, args, queries, mask, truth, filt, matching, n_base):
     """All ef values of one peer on one filter (mask None = unfiltered)."""
-    kk = truth.shape[1]
+    ask = truth.shape[1] if args.cap_k else args.k
     nq = queries.shape[0]
     rows = []
     for ef in args.ef:
         peer.prepare(mask, ef)
         pilot = min(50, nq)
         t0 = time.perf_counter()
-        peer.search(queries[:pilot], kk)
+        peer.search(queries[:pilot], ask)
         per_q = (time.perf_counter() - t0) / pilot
         n_use, repeats = nq, args.repeats
         if per_q * nq * repeats > args.budget:
@@ -354,25 +366,27 @@ def measure_peer(peer, args, queries, mask, truth, filt, matching, n_base):
         for _ in range(repeats):
             mode_before = peer.per_query
             t0 = time.perf_counter()
-            ids, ndis = peer.search(q, kk)
+            ids, ndis = peer.search(q, ask)
             dt = time.perf_counter() - t0
             if peer.per_query and not mode_before:   # the batch aborted midway: redo
                 t0 = time.perf_counter()
-                ids, ndis = peer.search(q, kk)
+                ids, ndis = peer.search(q, ask)
                 dt = time.perf_counter() - t0
             best = dt if best is None else min(best, dt)
         recall, short = recall_short(ids, truth[:n_use])
         row = {
-            "engine": peer.name, "filter": filt, "ef": ef, "k": args.k, "k_asked": kk,
+            "engine": peer.name, "filter": filt, "ef": ef, "k": args.k, "k_asked": ask,
             "matching": matching, "selectivity": round(matching / n_base, 6),
             "recall": round(recall, 6), "qps": round(n_use / best, 2),
             "short": short, "n_queries": n_use, "repeats": repeats,
             "mean_distances": None if ndis is None else round(ndis / n_use, 2),
             "mode": "per-query" if peer.per_query else "batch", "search_threads": 1,
+            "raised": getattr(peer, "raised", 0) if peer.per_query else 0,
         }
         rows.append(row)
         log(f"{peer.name:8} {filt:36} ef={ef:<4} recall={recall:.4f} "
-            f"qps={row['qps']:>9.1f} short={short}/{n_use} {row['mode']}")
+            f"qps={row['qps']:>9.1f} short={short}/{n_use} {row['mode']}"
+            + (f" raised={row['raised']}" if row["raised"] else ""))
         if not args.full_sweep and recall >= 0.999999 and short == 0:
             break
     return rows
@@ -444,7 +458,7 @@ def run_fathom(args, exe, index, filters, counts, n_base):
 def summarise(rows, filters, engines):
     """{(filter, engine): dict(qps95, lower, best_recall, best_ef, short_lo, short_hi)}."""
     out = {}
-    for filt in [UNFILTERED] + filters:
+    for filt in [UNFILTERED, ALLPASS] + filters:
         for eng in engines:
             recs = sorted((r for r in rows if r["filter"] == filt and r["engine"] == eng),
                           key=lambda r: r["ef"])
@@ -458,20 +472,34 @@ def summarise(rows, filters, engines):
                 ef_lo=recs[0]["ef"], ef_hi=recs[-1]["ef"],
                 nq=min(r.get("n_queries") or 0 for r in recs) or None,
                 per_query=any(r.get("mode") == "per-query" for r in recs),
+                raised=max((r.get("raised") or 0) for r in recs),
+                exact=eng.startswith("fathom") and all(
+                    isinstance(r.get("mean_distances"), (int, float))
+                    and abs(r["mean_distances"] - r["matching"]) < 0.5 for r in recs),
                 selectivity=recs[0].get("selectivity"), matching=recs[0].get("matching"))
     return out
+
+
+def vs_unfiltered(summary, filt, eng, x="x"):
+    """QPS@target of this filter / unfiltered, '~' when either is a lower bound."""
+    s, un = summary.get((filt, eng)), summary.get((UNFILTERED, eng))
+    if not s or not un or s["qps"] is None or un["qps"] is None:
+        return "—"
+    return ("~" if s["lower"] or un["lower"] else "") + f"{s['qps'] / un['qps']:.2f}{x}"
 
 
 def fmt_sel(s):
     return f"{100 * s:.3g}%"
 
 
-def fmt_short(s):
+def fmt_short(s, n_queries):
+    """Short results at the smallest and the largest ef measured."""
     if s["short_lo"] is None:
         return "n/a"
+    of = "" if not s["nq"] or s["nq"] >= n_queries else f" of {s['nq']}"
     if s["short_lo"] == s["short_hi"] or s["ef_lo"] == s["ef_hi"]:
-        return str(s["short_lo"])
-    return f"{s['short_lo']} (ef {s['ef_lo']}) → {s['short_hi']} (ef {s['ef_hi']})"
+        return f"{s['short_lo']}{of}"
+    return f"{s['short_lo']} (ef {s['ef_lo']}) → {s['short_hi']} (ef {s['ef_hi']}){of}"
 
 
 def tables(summary, filters, engines, n_queries):
@@ -479,7 +507,9 @@ def tables(summary, filters, engines, n_queries):
             + " |", "|---|---:|" + "---:|" * len(engines)]
     long = ["| filter | selectivity | engine | QPS @ recall 0.95 | vs unfiltered "
             "| max recall (ef) | short results |", "|---|---:|---|---:|---:|---:|---|"]
-    for filt in [UNFILTERED] + filters:
+    for filt in [UNFILTERED, ALLPASS] + filters:
+        if not any((filt, e) in summary for e in engines):
+            continue
         cells = []
         for eng in engines:
             s = summary.get((filt, eng))
@@ -489,17 +519,15 @@ def tables(summary, filters, engines, n_queries):
             c = pc.fmt_qps(s["qps"], s["lower"])
             if s["qps"] is None:
                 c += f" (max {s['recall']:.3f})"
-            cells.append(c)
-            un = summary.get((UNFILTERED, eng))
-            ratio = "—" if s["qps"] is None or un is None or un["qps"] is None \
-                else f"{s['qps'] / un['qps']:.2f}×"
-            note = ""
+            cells.append(c + (" (exact scan)" if s["exact"] else ""))
+            ratio = vs_unfiltered(summary, filt, eng, "×")
+            note = "; exact scan of the matches" if s["exact"] else ""
             if s["nq"] and s["nq"] < n_queries:
-                note += f"; timed on {s['nq']}+ of {n_queries} queries"
+                note += f"; timed on the first {s['nq']}+ of {n_queries} queries"
             if s["per_query"]:
-                note += "; hnswlib raised → per-query loop"
+                note += f"; hnswlib raised on up to {s['raised']} queries (0 hits each)"
             long.append(f"| `{filt}` | {fmt_sel(s['selectivity'])} | {eng} | {c} | {ratio} "
-                        f"| {s['recall']:.4f} ({s['ef']}) | {fmt_short(s)}{note} |")
+                        f"| {s['recall']:.4f} ({s['ef']}) | {fmt_short(s, n_queries)}{note} |")
         any_s = next((summary[filt, e] for e in engines if (filt, e) in summary), None)
         match = f"{any_s['matching']:,} ({fmt_sel(any_s['selectivity'])})" if any_s else "?"
         wide.append(f"| `{filt}` | {match} | " + " | ".join(cells) + " |")
@@ -530,6 +558,8 @@ def parse_args(argv):
                         "the queries is timed (default 6)")
     p.add_argument("--full-sweep", action="store_true",
                    help="keep sweeping ef after a peer reached recall 1.0")
+    p.add_argument("--cap-k", action="store_true",
+                   help="ask the peers for min(k, matching) results instead of k")
     p.add_argument("--m", type=int, default=16)
     p.add_argument("--ef-construction", type=int, default=200)
     p.add_argument("--build-threads", type=int, default=cores)
@@ -593,6 +623,9 @@ def main(argv):
         truths[UNFILTERED] = cp.brute_force_topk(base, queries, args.k, args.metric)
     masks[UNFILTERED] = None
     counts[UNFILTERED] = n
+    masks[ALLPASS] = np.ones(n, dtype=bool)
+    truths[ALLPASS] = truths[UNFILTERED]
+    counts[ALLPASS] = n
 
     rows = []
     raw_path = os.path.join(args.out, "raw.jsonl")
@@ -631,8 +664,10 @@ def main(argv):
                                   args.build_threads)
         build_s = round(time.perf_counter() - t0, 3)
         log(f"{name}: built in {build_s:.1f} s")
+        peer.prepare(None, args.ef[0])
+        peer.search(queries, args.k)              # one full warm-up batch (caches, pages)
         engines.append(name)
-        for filt in [UNFILTERED] + filters:
+        for filt in [UNFILTERED, ALLPASS] + filters:
             new = measure_peer(peer, args, queries, masks[filt], truths[filt], filt,
                                counts[filt], n)
             emit([dict(r, build_s=build_s) for r in new])
@@ -642,18 +677,20 @@ def main(argv):
 
     summary = summarise(rows, filters, engines)
     wide, long = tables(summary, filters, engines, nq)
-    for filt in [UNFILTERED] + filters:
+    for filt in [UNFILTERED, ALLPASS] + filters:
+        if not any((filt, e) in summary for e in engines):
+            continue
         print(f"\n== {filt}  ({counts[filt]:,} of {n:,} match, {fmt_sel(counts[filt] / n)})")
         print(f"   {'engine':12} {'QPS@0.95':>12} {'vs unfilt.':>10} {'max recall (ef)':>16}  short")
         for eng in engines:
             s = summary.get((filt, eng))
             if s is None:
                 continue
-            un = summary.get((UNFILTERED, eng))
-            ratio = "—" if s["qps"] is None or not un or un["qps"] is None \
-                else f"{s['qps'] / un['qps']:.2f}x"
+            ratio = vs_unfiltered(summary, filt, eng)
             print(f"   {eng:12} {pc.fmt_qps(s['qps'], s['lower']):>12} {ratio:>10} "
-                  f"{s['recall']:>9.4f} ({s['ef']:>3})  {fmt_short(s)}")
+                  f"{s['recall']:>9.4f} ({s['ef']:>3})  {fmt_short(s, nq)}"
+                  + ("  [exact scan]" if s["exact"] else "")
+                  + (f"  [hnswlib raised on up to {s['raised']} queries]" if s["raised"] else ""))
     md_path = os.path.join(args.out, "filters.md")
     with open(md_path, "w") as f:
         f.write(f"QPS at recall@{args.k} = {TARGET} (one search thread; interpolated over "
