@@ -482,7 +482,8 @@ def summarise(rows, filters, engines):
 
 def vs_unfiltered(summary, filt, eng, x="x"):
     """QPS@target of this filter / unfiltered, '~' when either is a lower bound."""
-    s, un = summary.get((filt, eng)), summary.get((UNFILTERED, eng))
+    s = summary.get((filt, eng))
+    un = summary.get((UNFILTERED, eng)) or summary.get((UNFILTERED, eng.split("[")[0]))
     if not s or not un or s["qps"] is None or un["qps"] is None:
         return "—"
     return ("~" if s["lower"] or un["lower"] else "") + f"{s['qps'] / un['qps']:.2f}{x}"
@@ -540,10 +541,10 @@ def parse_args(argv):
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base", required=True, help="base vectors (.fvecs)")
-    p.add_argument("--queries", required=True, help="query vectors (.fvecs)")
-    p.add_argument("--ids", required=True, help="ids.txt aligned with the base rows")
-    p.add_argument("--attrs", required=True, help="attrs.jsonl, one object per base row")
+    p.add_argument("--base", help="base vectors (.fvecs)")
+    p.add_argument("--queries", help="query vectors (.fvecs)")
+    p.add_argument("--ids", help="ids.txt aligned with the base rows")
+    p.add_argument("--attrs", help="attrs.jsonl, one object per base row")
     p.add_argument("--ground-truth", help="unfiltered exact neighbours (.ivecs); "
                    "brute force when omitted")
     p.add_argument("--metric", choices=["cosine", "l2", "dot"], default="cosine")
@@ -571,7 +572,11 @@ def parse_args(argv):
                    default=["auto"], help="fathom --plan values to run (default auto)")
     p.add_argument("--no-fathom", action="store_true")
     p.add_argument("--reinstall", action="store_true")
+    p.add_argument("--report-only", action="store_true",
+                   help="only re-make the tables from an existing OUT/raw.jsonl")
     args = p.parse_args(argv)
+    if not args.report_only and not (args.base and args.queries and args.ids and args.attrs):
+        p.error("--base, --queries, --ids and --attrs are required")
     bad = [x for x in args.peers if x not in PEER_CLASSES]
     if bad:
         p.error(f"unknown peers {bad}")
@@ -584,6 +589,10 @@ def main(argv):
     import importlib.util
     import numpy as np
 
+    if args.report_only:
+        with open(os.path.join(args.out, "raw.jsonl")) as f:
+            report([json.loads(ln) for ln in f if ln.strip()], args)
+        return 0
     os.makedirs(args.out, exist_ok=True)
     filters = read_filters(args.filters)
     base = cp.read_vecs(args.base, "f")
@@ -675,29 +684,41 @@ def main(argv):
         gc.collect()
     raw.close()
 
+    report(rows, args)
+    return 0
+
+
+def report(rows, args):
+    """Print the per-filter tables and write OUT/filters.md from result rows."""
+    filters, engines = [], []
+    for r in rows:
+        if r["filter"] not in (UNFILTERED, ALLPASS) and r["filter"] not in filters:
+            filters.append(r["filter"])
+        if r["engine"] not in engines:
+            engines.append(r["engine"])
+    nq = max(r.get("n_queries") or r.get("queries") or 0 for r in rows)
+    efs = sorted({r["ef"] for r in rows})
     summary = summarise(rows, filters, engines)
     wide, long = tables(summary, filters, engines, nq)
     for filt in [UNFILTERED, ALLPASS] + filters:
-        if not any((filt, e) in summary for e in engines):
+        ss = [(e, summary[filt, e]) for e in engines if (filt, e) in summary]
+        if not ss:
             continue
-        print(f"\n== {filt}  ({counts[filt]:,} of {n:,} match, {fmt_sel(counts[filt] / n)})")
-        print(f"   {'engine':12} {'QPS@0.95':>12} {'vs unfilt.':>10} {'max recall (ef)':>16}  short")
-        for eng in engines:
-            s = summary.get((filt, eng))
-            if s is None:
-                continue
+        sel = ss[0][1]["selectivity"]
+        print(f"\n== {filt}  ({ss[0][1]['matching']:,} match, {fmt_sel(sel)})")
+        print(f"   {'engine':14} {'QPS@0.95':>12} {'vs unfilt.':>10} {'max recall (ef)':>16}  short")
+        for eng, s in ss:
             ratio = vs_unfiltered(summary, filt, eng)
-            print(f"   {eng:12} {pc.fmt_qps(s['qps'], s['lower']):>12} {ratio:>10} "
+            print(f"   {eng:14} {pc.fmt_qps(s['qps'], s['lower']):>12} {ratio:>10} "
                   f"{s['recall']:>9.4f} ({s['ef']:>3})  {fmt_short(s, nq)}"
                   + ("  [exact scan]" if s["exact"] else "")
                   + (f"  [hnswlib raised on up to {s['raised']} queries]" if s["raised"] else ""))
     md_path = os.path.join(args.out, "filters.md")
     with open(md_path, "w") as f:
         f.write(f"QPS at recall@{args.k} = {TARGET} (one search thread; interpolated over "
-                f"ef {','.join(map(str, args.ef))}; \"—\" = never reached, with the best "
+                f"ef {','.join(map(str, efs))}; \"—\" = never reached, with the best "
                 f"recall in parentheses):\n\n{wide}\n\nDetails:\n\n{long}\n")
-    print(f"\nwrote {raw_path} and {md_path}")
-    return 0
+    print(f"\nwrote {md_path}")
 
 
 if __name__ == "__main__":
