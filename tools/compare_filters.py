@@ -470,14 +470,26 @@ def summarise(rows, filters, engines):
                 qps=qps, lower=lower, recall=best["recall"], ef=best["ef"],
                 short_lo=recs[0].get("short"), short_hi=recs[-1].get("short"),
                 ef_lo=recs[0]["ef"], ef_hi=recs[-1]["ef"],
+                nq_lo=recs[0].get("n_queries"), nq_hi=recs[-1].get("n_queries"),
                 nq=min(r.get("n_queries") or 0 for r in recs) or None,
                 per_query=any(r.get("mode") == "per-query" for r in recs),
                 raised=max((r.get("raised") or 0) for r in recs),
-                exact=eng.startswith("fathom") and all(
-                    isinstance(r.get("mean_distances"), (int, float))
-                    and abs(r["mean_distances"] - r["matching"]) < 0.5 for r in recs),
+                exact_efs=[r["ef"] for r in recs if eng.startswith("fathom")
+                           and isinstance(r.get("mean_distances"), (int, float))
+                           and abs(r["mean_distances"] - r["matching"]) < 0.5],
+                nq_min=min(r.get("n_queries") or 0 for r in recs),
+                nq_max=max(r.get("n_queries") or 0 for r in recs),
                 selectivity=recs[0].get("selectivity"), matching=recs[0].get("matching"))
     return out
+
+
+def exact_note(s):
+    """'exact scan' when fathom scanned the matches at every ef, else from which ef."""
+    if not s["exact_efs"]:
+        return ""
+    if min(s["exact_efs"]) == s["ef_lo"]:
+        return "exact scan"
+    return f"exact scan from ef {min(s['exact_efs'])}"
 
 
 def vs_unfiltered(summary, filt, eng, x="x"):
@@ -497,10 +509,12 @@ def fmt_short(s, n_queries):
     """Short results at the smallest and the largest ef measured."""
     if s["short_lo"] is None:
         return "n/a"
-    of = "" if not s["nq"] or s["nq"] >= n_queries else f" of {s['nq']}"
-    if s["short_lo"] == s["short_hi"] or s["ef_lo"] == s["ef_hi"]:
-        return f"{s['short_lo']}{of}"
-    return f"{s['short_lo']} (ef {s['ef_lo']}) → {s['short_hi']} (ef {s['ef_hi']}){of}"
+    def of(n):
+        return "" if not n or n >= n_queries else f"/{n}"
+    lo = f"{s['short_lo']}{of(s['nq_lo'])}"
+    if s["ef_lo"] == s["ef_hi"] or (s["short_lo"], s["nq_lo"]) == (s["short_hi"], s["nq_hi"]):
+        return lo
+    return f"{lo} (ef {s['ef_lo']}) → {s['short_hi']}{of(s['nq_hi'])} (ef {s['ef_hi']})"
 
 
 def tables(summary, filters, engines, n_queries):
@@ -515,16 +529,19 @@ def tables(summary, filters, engines, n_queries):
         for eng in engines:
             s = summary.get((filt, eng))
             if s is None:
-                cells.append("—")
+                cells.append("n/a")
                 continue
             c = pc.fmt_qps(s["qps"], s["lower"])
             if s["qps"] is None:
                 c += f" (max {s['recall']:.3f})"
-            cells.append(c + (" (exact scan)" if s["exact"] else ""))
+            ex = exact_note(s)
+            cells.append(c + (f" ({ex})" if ex == "exact scan" else ""))
             ratio = vs_unfiltered(summary, filt, eng, "×")
-            note = "; exact scan of the matches" if s["exact"] else ""
-            if s["nq"] and s["nq"] < n_queries:
-                note += f"; timed on the first {s['nq']}+ of {n_queries} queries"
+            note = f"; {ex}" if ex else ""
+            if s["nq_min"] and s["nq_min"] < n_queries:
+                rng = (str(s["nq_min"]) if s["nq_min"] == s["nq_max"]
+                       else f"{s['nq_min']}–{s['nq_max']}")
+                note += f"; timed on the first {rng} of {n_queries} queries (budget)"
             if s["per_query"]:
                 note += f"; hnswlib raised on up to {s['raised']} queries (0 hits each)"
             long.append(f"| `{filt}` | {fmt_sel(s['selectivity'])} | {eng} | {c} | {ratio} "
@@ -711,7 +728,7 @@ def report(rows, args):
             ratio = vs_unfiltered(summary, filt, eng)
             print(f"   {eng:14} {pc.fmt_qps(s['qps'], s['lower']):>12} {ratio:>10} "
                   f"{s['recall']:>9.4f} ({s['ef']:>3})  {fmt_short(s, nq)}"
-                  + ("  [exact scan]" if s["exact"] else "")
+                  + (f"  [{exact_note(s)}]" if s["exact_efs"] else "")
                   + (f"  [hnswlib raised on up to {s['raised']} queries]" if s["raised"] else ""))
     md_path = os.path.join(args.out, "filters.md")
     with open(md_path, "w") as f:
