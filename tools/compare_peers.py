@@ -110,9 +110,10 @@ def _missing_modules(modules):
     return [m for m in out.split() if m]
 
 
-def ensure_venv(reinstall=False, script=None):
+def ensure_venv(reinstall=False, script=None, peers=None):
     """Create tools/.venv, install what is missing, and re-exec `script`
     (default: this file) with the same arguments under the venv's python.
+    `peers` limits the peer packages installed (default: all of ALL_PEERS).
 
     Returns only when already running inside the venv.
     """
@@ -126,7 +127,8 @@ def ensure_venv(reinstall=False, script=None):
             failed = {line.strip() for line in f if line.strip()}
 
     wanted = dict(REQUIRED)
-    wanted.update({mod: dist for mod, dist in PEER_PACKAGES.values()})
+    wanted.update({PEER_PACKAGES[p][0]: PEER_PACKAGES[p][1]
+                   for p in (ALL_PEERS if peers is None else peers)})
     # Required packages are retried on every run; a peer that failed before
     # is not (a failing source build can take minutes) unless --reinstall.
     missing = [m for m in _missing_modules(list(wanted))
