@@ -90,6 +90,6 @@ mod tests {
         );
         assert!(average_vector(Metric::L2, 2, &[], &[&n1]).is_err());
         assert!(average_vector(Metric::L2, 3, &[&p1], &[]).is_err());
-        assert!(average_vector(Metric::Cosine, 2, &[&p1], &[&p1]).is_err());
+        assert!(average_vector(Metric::Cosine, 2, &[&p1, &[-1.0, 0.0]], &[]).is_err());
     }
 }
