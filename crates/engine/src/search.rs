@@ -557,7 +557,7 @@ pub(crate) fn search_layer_admitted<L: Links, E: Element, C: Cancel, A: Admit>(
 /// [`hnsw_search`] returning only admitted nodes: unfiltered greedy descent
 /// through the upper layers (they only navigate), then
 /// [`search_layer_admitted`] on layer 0 with a beam one wider, for the entry
-/// point it may have to drop.
+/// point it may have to drop, bridging until `fanout` admitted neighbours.
 pub fn hnsw_search_admitted<E: Element, C: Cancel, A: Admit>(
     graph: &GraphView<'_>,
     space: &Space<'_, E>,
@@ -565,6 +565,7 @@ pub fn hnsw_search_admitted<E: Element, C: Cancel, A: Admit>(
     scratch: &mut Scratch,
     cancel: &C,
     admit: &A,
+    fanout: usize,
 ) -> Result<SearchStats> {
     let mut stats = SearchStats::default();
     if graph.is_empty() {
@@ -580,9 +581,7 @@ pub fn hnsw_search_admitted<E: Element, C: Cancel, A: Admit>(
         space,
         entry,
         ef + 1,
-        // Bridging up to a full neighbour list (m0) measured better at 10%
-        // selectivity than stopping at m, for about the same work at 50%.
-        graph.m0,
+        fanout,
         scratch,
         cancel,
         admit,
