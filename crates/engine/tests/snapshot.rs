@@ -209,3 +209,110 @@ fn a_failed_write_leaves_the_old_snapshot_in_place() {
 fn xxhash_rust_sum(b: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(b)
 }
+
+fn contents<'a>(
+    vectors: &'a [f32],
+    dim: usize,
+    graph: &'a fathom_engine::graph::Graph,
+    ids: &'a [String],
+    storage: Storage,
+    default_ef: usize,
+) -> fathom_engine::snapshot::SnapshotContents<'a> {
+    fathom_engine::snapshot::SnapshotContents {
+        metric: Metric::L2,
+        storage,
+        dim,
+        vectors,
+        graph,
+        ids,
+        attributes: None,
+        ef_construction: 64,
+        default_ef,
+        build: fathom_engine::snapshot::BuildInfo {
+            fathom_version: "test".into(),
+            built_at: 0,
+            input: "test".into(),
+            builder: "none".into(),
+            seed: 0,
+            build_seconds: 0.0,
+        },
+    }
+}
+
+/// Found by hostile testing: each of these used to write a file that
+/// `open` then refused, with exit status 0.
+#[test]
+fn the_writer_refuses_what_the_reader_would() {
+    use fathom_engine::graph::Graph;
+    use fathom_engine::snapshot::write_snapshot;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.fathom");
+    let ids: Vec<String> = (0..2).map(|i| format!("i{i}")).collect();
+    let graph = Graph::with_levels(4, 8, vec![0, 0]);
+    let refused = |c: &fathom_engine::snapshot::SnapshotContents<'_>, want: &str| {
+        let e = write_snapshot(&p, c).unwrap_err().to_string();
+        assert!(e.contains(want), "{e} lacks {want:?}");
+        assert!(!p.exists(), "a refused write left a file");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "temp files left: {left:?}");
+    };
+    let big = 70_000;
+    let wide = vec![0.5f32; 2 * big];
+    refused(
+        &contents(&wide, big, &graph, &ids, Storage::F32, 64),
+        "dimension 70000",
+    );
+    let huge = [2e38f32, -2e38, 2e38, -2e38];
+    refused(
+        &contents(&huge, 2, &graph, &ids, Storage::I8, 64),
+        "i8 quantization",
+    );
+    let ok = [0.1f32, 0.2, 0.3, 0.4];
+    refused(
+        &contents(&ok, 2, &graph, &ids, Storage::F32, 1 << 40),
+        "default_ef",
+    );
+    // And the same contents within limits write and open.
+    write_snapshot(&p, &contents(&ok, 2, &graph, &ids, Storage::I8, 64)).unwrap();
+    Snapshot::open(&p).unwrap();
+}
+
+#[test]
+fn outputs_that_are_not_regular_files_are_refused_and_stale_temps_removed() {
+    use fathom_engine::graph::Graph;
+    use fathom_engine::snapshot::write_snapshot;
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<String> = (0..2).map(|i| format!("i{i}")).collect();
+    let graph = Graph::with_levels(4, 8, vec![0, 0]);
+    let ok = [0.1f32, 0.2, 0.3, 0.4];
+    let c = contents(&ok, 2, &graph, &ids, Storage::F32, 64);
+    // A directory is never replaced.
+    let sub = dir.path().join("sub");
+    fs::create_dir(&sub).unwrap();
+    assert!(write_snapshot(&sub, &c)
+        .unwrap_err()
+        .to_string()
+        .contains("not a regular file"));
+    assert!(sub.is_dir());
+    // Nor a FIFO (standing in for a device node such as /dev/null).
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|s| s.success()) {
+        let e = write_snapshot(&fifo, &c).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        use std::os::unix::fs::FileTypeExt;
+        assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    }
+    // A killed build's temp file (its process is gone) is removed by the next
+    // write to the same target; a live process's is left alone.
+    let target = dir.path().join("t.fathom");
+    let stale = dir.path().join(".t.fathom.tmp-4000000000");
+    // PID 1 is always alive.
+    let live = dir.path().join(".t.fathom.tmp-1");
+    fs::write(&stale, b"half a snapshot").unwrap();
+    fs::write(&live, b"another build in progress").unwrap();
+    write_snapshot(&target, &c).unwrap();
+    assert!(!stale.exists(), "stale temp file left behind");
+    assert!(live.exists(), "a live build's temp file was removed");
+    Snapshot::open(&target).unwrap();
+}

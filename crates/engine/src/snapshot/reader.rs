@@ -278,7 +278,7 @@ fn validate_manifest(
     if n == 0 || n > u32::MAX as u64 {
         return Err(format!("bad vector count {n}"));
     }
-    if dim == 0 || dim > 1 << 16 {
+    if dim == 0 || dim > super::writer::MAX_DIM as u64 {
         return Err(format!("bad dimension {dim}"));
     }
     if m.vector_stride as usize != row_stride(dim as usize, storage.element_size()) {
@@ -301,7 +301,8 @@ fn validate_manifest(
     } else {
         None
     };
-    if m.m == 0 || m.m0 == 0 || m.m > 4096 || m.m0 > 4096 {
+    let cap = super::writer::MAX_DEGREE as u32;
+    if m.m == 0 || m.m0 == 0 || m.m > cap || m.m0 > cap {
         return Err(format!("bad degree caps m={} m0={}", m.m, m.m0));
     }
     if m.entry_point as u64 >= n {

@@ -16,7 +16,7 @@ use crate::attributes::AttributeTable;
 use crate::distance::{Metric, Storage};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::vectors::{row_stride, Encoding};
+use crate::vectors::{row_stride, Encoding, Quantizer};
 
 /// Everything a snapshot holds, borrowed from the builder.
 pub struct SnapshotContents<'a> {
@@ -43,8 +43,11 @@ pub fn write_snapshot(path: &Path, contents: &SnapshotContents<'_>) -> Result<u6
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "snapshot".into());
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = write_to(&tmp, contents, count);
+    refuse_non_regular(path)?;
+    let prefix = format!(".{file_name}.tmp-");
+    remove_stale_temps(&dir, &prefix);
+    let tmp = dir.join(format!("{prefix}{}", std::process::id()));
+    let result = write_to(&tmp, path, contents, count);
     let result = result.and_then(|len| {
         fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
         // Make the rename itself durable.
@@ -102,8 +105,38 @@ fn check_contents(path: &Path, c: &SnapshotContents<'_>) -> Result<()> {
     if n > u32::MAX as usize {
         return bad("more than 2^32 - 1 vectors".into());
     }
+    // Everything the reader checks at open, checked before writing: a build
+    // never exits 0 with a file the reader refuses.
+    if c.dim > MAX_DIM {
+        return bad(format!(
+            "dimension {} exceeds the format's limit of {MAX_DIM}",
+            c.dim
+        ));
+    }
+    let (m, m0) = (c.graph.m, c.graph.m0);
+    if m == 0 || m0 == 0 || m > MAX_DEGREE || m0 > MAX_DEGREE {
+        return bad(format!(
+            "degree caps m={m} m0={m0} are outside 1..={MAX_DEGREE}"
+        ));
+    }
+    for (what, v) in [
+        ("default_ef", c.default_ef),
+        ("ef_construction", c.ef_construction),
+    ] {
+        if v > crate::index::MAX_EF {
+            return bad(format!(
+                "{what} = {v} exceeds the maximum {}",
+                crate::index::MAX_EF
+            ));
+        }
+    }
     Ok(())
 }
+
+/// The largest dimension a snapshot may hold (checked again at open).
+pub const MAX_DIM: usize = 1 << 16;
+/// The largest neighbour cap a snapshot may hold (checked again at open).
+pub const MAX_DEGREE: usize = 4096;
 
 /// Streams sections, padding each to a 64-byte boundary and hashing its bytes.
 struct SectionWriter {
@@ -157,12 +190,58 @@ impl SectionWriter {
     }
 }
 
-fn write_to(tmp: &Path, c: &SnapshotContents<'_>, count: usize) -> Result<u64> {
+/// The rename lands on whatever `path` names: refuse anything but a regular
+/// file (or nothing), so a mistyped `--output /dev/null` or a directory is
+/// never replaced.
+fn refuse_non_regular(path: &Path) -> Result<()> {
+    match fs::metadata(path) {
+        Ok(m) if !m.is_file() => Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a regular file; refusing to replace it",
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Remove temp files of earlier writes to the same target whose process is
+/// gone (a killed build). Only on systems with `/proc`, where liveness can
+/// be told; elsewhere they are left for the operator.
+fn remove_stale_temps(dir: &Path, prefix: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+fn write_to(tmp: &Path, path: &Path, c: &SnapshotContents<'_>, count: usize) -> Result<u64> {
     let file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
     let g = c.graph;
     let dim = c.dim;
     let encoding = Encoding::fit(c.storage, c.metric, c.vectors, dim);
     let quant = encoding.quantizer();
+    if let Some(q) = quant {
+        if Quantizer::from_parts(c.metric, q.offsets.clone(), q.scales.clone(), dim).is_none() {
+            return Err(Error::input(
+                path,
+                "i8 quantization needs finite, positive steps: the values are too large \
+                 for i8 (use --storage f32 or bf16)",
+            ));
+        }
+    }
     let vector_stride = row_stride(dim, c.storage.element_size());
     let f32_stride = if c.storage == Storage::F32 {
         0
