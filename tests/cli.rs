@@ -283,3 +283,111 @@ fn enumerations_list_their_values() {
     assert!(String::from_utf8_lossy(&help.stdout)
         .contains("[possible values: auto, inline, blocking, pool, pool:N]"));
 }
+
+/// `fathom synth` writes attrs.jsonl beside base.fvecs (one object per row,
+/// its id the row's line of ids.txt), the same for the same seed, and
+/// `fathom build --attributes` + `fathom search --filter` take it.
+#[test]
+fn synth_writes_seeded_attributes_that_build_and_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = |out: &Path, seed: &str| {
+        let o = fathom(&[
+            "synth",
+            "--out-dir",
+            s(out),
+            "--n",
+            "3000",
+            "--dim",
+            "16",
+            "--queries",
+            "5",
+            "--clusters",
+            "20",
+            "--gt-k",
+            "10",
+            "--seed",
+            seed,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    synth(&a, "3");
+    synth(&b, "3");
+    synth(&c, "4");
+    let attrs = std::fs::read_to_string(a.join("attrs.jsonl")).unwrap();
+    assert_eq!(
+        attrs,
+        std::fs::read_to_string(b.join("attrs.jsonl")).unwrap()
+    );
+    assert_ne!(
+        attrs,
+        std::fs::read_to_string(c.join("attrs.jsonl")).unwrap()
+    );
+    let ids = std::fs::read_to_string(a.join("ids.txt")).unwrap();
+    assert_eq!(attrs.lines().count(), 3000);
+    for (line, id) in attrs.lines().zip(ids.lines()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["id"], id);
+        for field in ["lang", "genre", "artist", "label"] {
+            assert!(v[field].is_string(), "{field} in {line}");
+        }
+        let markets = v["markets"].as_array().unwrap();
+        assert!(matches!(markets.len(), 1..=4 | 30), "{line}");
+        assert!(v["explicit"].is_boolean(), "{line}");
+        assert!(v["popularity"].as_u64().unwrap() <= 100, "{line}");
+        assert!(
+            (1960..=2026).contains(&v["year"].as_u64().unwrap()),
+            "{line}"
+        );
+    }
+
+    let out = dir.path().join("a.fathom");
+    let o = fathom(&[
+        "build",
+        "--input",
+        s(&a.join("base.fvecs")),
+        "--ids",
+        s(&a.join("ids.txt")),
+        "--attributes",
+        s(&a.join("attrs.jsonl")),
+        "--m",
+        "8",
+        "--ef-construction",
+        "40",
+        "--output",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = fathom(&[
+        "search",
+        s(&out),
+        "--id",
+        "item:000001",
+        "-k",
+        "5",
+        "--filter",
+        "markets = \"SE\" AND explicit = false AND popularity >= 10",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let hits: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let by_id: std::collections::HashMap<String, serde_json::Value> = attrs
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["id"].as_str().unwrap().to_string(), v)
+        })
+        .collect();
+    let hits = hits["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 5, "{hits:?}");
+    for h in hits {
+        let a = &by_id[h["id"].as_str().unwrap()];
+        assert_eq!(a["explicit"], false);
+        assert!(a["popularity"].as_u64().unwrap() >= 10);
+        assert!(a["markets"].as_array().unwrap().iter().any(|m| m == "SE"));
+    }
+}

@@ -1,5 +1,6 @@
-//! `fathom demo` as a real process: builds, serves, reloads on SIGHUP, stops
-//! on SIGTERM, and reuses its catalog on the second run.
+//! `fathom demo` as a real process: builds (over a stale version-1
+//! snapshot), serves filtered examples, reloads on SIGHUP, stops on SIGTERM,
+//! and reuses its catalog on the second run.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,12 @@ async fn demo_builds_serves_reloads_and_stops_on_sigterm() {
 
     let dir = tempfile::tempdir().unwrap();
     let catalog = dir.path().join("demo-catalog");
+    // A demo catalog from before attributes: a version-1 snapshot is rebuilt,
+    // not reused.
+    std::fs::create_dir_all(&catalog).unwrap();
+    let v1 = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crates/engine/tests/fixtures/v1-l2-300x8.fathom");
+    std::fs::copy(v1, catalog.join("tracks.fathom")).unwrap();
     for run in 0..2 {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fathom"))
             .args([
@@ -87,8 +94,43 @@ async fn demo_builds_serves_reloads_and_stops_on_sigterm() {
                 .any(|l| l.contains("go install github.com/fullstorydev/grpcurl")),
             "{examples:#?}"
         );
+        // A filtered search, with fathom query and with grpcurl.
+        let filtered = &examples[first("fathom query")..first("grpcurl")];
+        let filtered = filtered
+            .iter()
+            .find(|l| l.contains(" search ") && l.contains(" --filter '"))
+            .unwrap_or_else(|| panic!("no filtered fathom query line in {examples:#?}"));
+        let (head, expr) = filtered.trim().split_once(" --filter '").unwrap();
+        let expr = expr.strip_suffix('\'').unwrap();
+        let mut args: Vec<&str> = head.split_whitespace().skip(1).collect();
+        args.extend(["--filter", expr, "--json"]);
+        let o = Command::new(env!("CARGO_BIN_EXE_fathom"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let hits: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(hits.as_array().unwrap().len(), 5, "{hits}");
+        let grpcurl = examples
+            .iter()
+            .find(|l| l.contains("grpcurl") && l.contains("Retrieval/Search"))
+            .unwrap_or_else(|| panic!("no grpcurl Search line in {examples:#?}"));
+        let file = grpcurl.split("< ").nth(1).unwrap().trim();
+        let request: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        assert_eq!(request["filter"], expr, "{request}");
+        assert_eq!(request["vector"].as_array().unwrap().len(), 16);
+        assert!(
+            examples.iter().any(|l| l.contains("\"filter\": ")),
+            "{examples:#?}"
+        );
+
         for index in ["tracks", "episodes"] {
-            for file in ["query.fvecs", "gt.ivecs", "ids.txt"] {
+            for file in ["query.fvecs", "gt.ivecs", "ids.txt", "search-filtered.json"] {
                 assert!(catalog.join(index).join(file).is_file(), "{index}/{file}");
             }
         }
@@ -131,6 +173,54 @@ async fn demo_builds_serves_reloads_and_stops_on_sigterm() {
         let list = client.list_indexes().await.unwrap();
         let names: Vec<&str> = list.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["episodes", "tracks"]);
+        let fields =
+            |i: usize| -> Vec<&str> { list[i].fields.iter().map(|f| f.name.as_str()).collect() };
+        assert_eq!(
+            fields(0),
+            [
+                "explicit",
+                "lang",
+                "markets",
+                "popularity",
+                "show",
+                "topic",
+                "year"
+            ]
+        );
+        assert_eq!(
+            fields(1),
+            [
+                "artist",
+                "explicit",
+                "genre",
+                "label",
+                "lang",
+                "markets",
+                "popularity",
+                "year"
+            ]
+        );
+        // Filtered hits match: checked against GetItems' attributes.
+        let hits = client
+            .search_with(fathom_server::proto::SearchRequest {
+                index: "episodes".into(),
+                vector: item[0].vector.clone(),
+                k: 10,
+                ef: 0,
+                filter: r#"lang = "en" AND explicit = false"#.into(),
+            })
+            .await
+            .unwrap();
+        assert!(!hits.is_empty());
+        let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+        for it in client.get_items("episodes", &ids).await.unwrap() {
+            let a: serde_json::Value = serde_json::from_str(&it.attributes_json).unwrap();
+            assert_eq!(
+                (&a["lang"], &a["explicit"]),
+                (&"en".into(), &false.into()),
+                "{a}"
+            );
+        }
 
         let signal = |sig: &str| {
             let ok = Command::new("kill")
@@ -162,6 +252,10 @@ async fn demo_builds_serves_reloads_and_stops_on_sigterm() {
         assert!(status.success(), "demo exited with {status}");
         log.extend(stderr.try_iter());
         let built = log.iter().any(|l| l.starts_with("built "));
+        let stale = log
+            .iter()
+            .any(|l| l.contains("is format version 1") && l.ends_with("rebuilding"));
+        assert_eq!(stale, run == 0, "{log:#?}");
         let reused = log.iter().any(|l| l.starts_with("reusing "));
         assert_eq!((built, reused), (run == 0, run == 1), "{log:#?}");
         assert!(log.iter().any(|l| l.contains("stopped")), "{log:#?}");

@@ -1,6 +1,7 @@
-//! `fathom query` against a real `fathom serve` process: list, search by id,
-//! by vector and by query-file row, get, `--json`, and clear failures for an
-//! unknown index and an unreachable server. Also: a second server on the
+//! `fathom query` against a real `fathom serve` process: list (with the
+//! attribute fields), search by id, by vector and by query-file row, with a
+//! filter, get (with attributes), `--json`, and clear failures for an
+//! unknown index, a bad filter and an unreachable server. Also: a second server on the
 //! same metrics port is told about `--metrics-listen`, and a missing file is
 //! named once in the error.
 
@@ -10,6 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use fathom_engine::attributes::AttributesBuilder;
 use fathom_engine::builder::{build, BuildOptions, Dataset};
 use fathom_engine::formats::write_fvecs;
 use fathom_engine::{synth, Metric};
@@ -32,15 +34,21 @@ impl Drop for Server {
     }
 }
 
-/// Build a small snapshot (ids `item:00000`...) and a query file in `dir`.
-fn fixture(dir: &Path) {
-    let vectors = synth::clustered(N, DIM, 8, 5);
+/// Build a small snapshot (ids `item:00000`..., with `synth::attributes`)
+/// and a query file in `dir`; the attributes of each row.
+fn fixture(dir: &Path) -> Vec<synth::SynthItem> {
+    let (vectors, labels) = synth::clustered_labeled(N, DIM, 8, 5);
+    let items = synth::attributes(&vectors, &labels, DIM, 5);
+    let mut attrs = AttributesBuilder::new();
+    for (row, item) in items.iter().enumerate() {
+        attrs.push(&item.to_map(), row + 1).unwrap();
+    }
     let ids: Vec<String> = (0..N).map(|i| format!("item:{i:05}")).collect();
     let ds = Dataset {
         dim: DIM,
         vectors,
         ids,
-        attributes: None,
+        attributes: Some(attrs.finish()),
     };
     let opts = BuildOptions {
         metric: Metric::Cosine,
@@ -54,6 +62,7 @@ fn fixture(dir: &Path) {
     built.write(&dir.join("items.fathom"), "test").unwrap();
     let queries = synth::clustered_queries(4, DIM, 8, 5);
     write_fvecs(&dir.join("q.fvecs"), DIM, &queries.concat()).unwrap();
+    items
 }
 
 /// Start `fathom serve` on free ports; wait (bounded) for its listening line.
@@ -143,7 +152,7 @@ fn json(o: Output) -> Value {
 #[test]
 fn query_lists_searches_and_gets_from_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
-    fixture(dir.path());
+    let attrs = fixture(dir.path());
     let server = serve(dir.path());
     let t = server.target.as_str();
 
@@ -167,6 +176,38 @@ fn query_lists_searches_and_gets_from_a_running_server() {
     assert_eq!(v[0]["count"], N);
     assert_eq!(v[0]["dim"], DIM);
     assert!(v[0]["built_at"].as_str().unwrap().ends_with('Z'), "{v}");
+    // The fields filters can use: in the table and in JSON.
+    assert!(list.contains("items fields (for --filter):"), "{list}");
+    let field_row = |name: &str| {
+        list.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} field in {list}"))
+            .to_string()
+    };
+    let markets = field_row("markets");
+    assert!(
+        markets.contains("keywords") && markets.contains("30 distinct: US ("),
+        "{markets}"
+    );
+    let lo = attrs.iter().map(|x| x.popularity).min().unwrap();
+    let hi = attrs.iter().map(|x| x.popularity).max().unwrap();
+    let popularity = field_row("popularity");
+    assert!(
+        popularity.contains(" int ") && popularity.ends_with(&format!("{lo}..{hi}")),
+        "{popularity}"
+    );
+    assert!(field_row("explicit").contains("2 distinct: false ("));
+    let fields = v[0]["fields"].as_array().unwrap();
+    assert_eq!(fields.len(), 8, "{v}");
+    let year = fields.iter().find(|f| f["name"] == "year").unwrap();
+    assert_eq!(year["type"], "int");
+    assert_eq!(year["present"], N);
+    assert!(year["min"].as_f64().unwrap() >= 1960.0, "{year}");
+    let lang = fields.iter().find(|f| f["name"] == "lang").unwrap();
+    assert!(
+        lang["top_values"][0]["count"].as_u64().unwrap() > 0,
+        "{lang}"
+    );
 
     // search by id: the item itself comes first.
     let table = ok(query(
@@ -220,6 +261,10 @@ fn query_lists_searches_and_gets_from_a_running_server() {
         ],
     ));
     assert_eq!(items.as_array().unwrap().len(), 2);
+    assert_eq!(
+        items[0]["attributes"],
+        serde_json::Value::Object(attrs[7].to_map())
+    );
     let vector: Vec<String> = items[0]["vector"]
         .as_array()
         .unwrap()
@@ -229,6 +274,76 @@ fn query_lists_searches_and_gets_from_a_running_server() {
     assert_eq!(vector.len(), DIM);
     let table = ok(query(t, &["get", "--index", "items", "item:00007"]));
     assert!(table.contains("item:00007"), "{table}");
+    assert!(
+        table.lines().next().unwrap().ends_with("ATTRIBUTES"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("\"artist\":\"artist:{}\"", attrs[7].artist)),
+        "{table}"
+    );
+
+    // search with a filter: only matching items, in the table and JSON.
+    let filter = "explicit = false AND popularity >= 20";
+    let hits = json(query(
+        t,
+        &[
+            "search",
+            "--index",
+            "items",
+            "--id",
+            "item:00042",
+            "-k",
+            "8",
+            "--filter",
+            filter,
+            "--json",
+        ],
+    ));
+    let hits = hits.as_array().unwrap();
+    assert_eq!(hits.len(), 8);
+    for h in hits {
+        let row: usize = h["id"].as_str().unwrap()[5..].parse().unwrap();
+        assert!(
+            !attrs[row].explicit && attrs[row].popularity >= 20,
+            "{h} {:?}",
+            attrs[row]
+        );
+    }
+    let table = ok(query(
+        t,
+        &[
+            "search",
+            "--index",
+            "items",
+            "--id",
+            "item:00042",
+            "-k",
+            "3",
+            "--filter",
+            filter,
+        ],
+    ));
+    assert_eq!(table.lines().count(), 4, "{table}");
+    // A bad filter: INVALID_ARGUMENT with the position.
+    let o = query(
+        t,
+        &[
+            "search",
+            "--index",
+            "items",
+            "--id",
+            "item:00042",
+            "--filter",
+            "popularity = \"high\"",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.starts_with("error: INVALID_ARGUMENT") && e.contains("position 13"),
+        "{e}"
+    );
     let hits = json(query(
         t,
         &[

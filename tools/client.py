@@ -8,6 +8,10 @@ so they always match the contract in this checkout.
 
     python3 tools/client.py                      # against `fathom demo`
     python3 tools/client.py --target 127.0.0.1:50051 --index tracks --id track:000042 -k 10
+    python3 tools/client.py --filter 'markets = "SE" AND explicit = false'
+
+With --filter, only items matching the expression come back (the language
+is in docs/filters.md; `fathom query list` shows each index's fields).
 
 Run with a Python that lacks grpcio, it creates tools/.venv, installs
 tools/requirements-client.txt into it, and re-runs itself there.
@@ -85,6 +89,9 @@ def main():
     ap.add_argument("--id", default="track:000042", help="item whose vector is the query")
     ap.add_argument("-k", type=int, default=10, help="number of hits")
     ap.add_argument("--ef", type=int, default=0, help="beam width (0: the index default)")
+    ap.add_argument("--filter", default="",
+                    help='only return items matching this expression, '
+                         'e.g. \'markets = "SE" AND explicit = false\'')
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds per call")
     args = ap.parse_args()
 
@@ -110,7 +117,8 @@ def main():
                                   timeout=args.timeout).items
             query = list(items[0].vector)
             start = time.perf_counter()
-            resp = stub.Search(pb.SearchRequest(index=args.index, vector=query, k=args.k, ef=args.ef),
+            resp = stub.Search(pb.SearchRequest(index=args.index, vector=query, k=args.k,
+                                                ef=args.ef, filter=args.filter),
                                timeout=args.timeout)
             took_ms = (time.perf_counter() - start) * 1e3
         except grpc.RpcError as e:
@@ -118,7 +126,8 @@ def main():
         finally:
             channel.close()
 
-    print(f"\n{args.k} nearest to {args.id} in {args.index} ({took_ms:.2f} ms round trip):")
+    where = f" where {args.filter}" if args.filter else ""
+    print(f"\n{args.k} nearest to {args.id} in {args.index}{where} ({took_ms:.2f} ms round trip):")
     print(f"{'rank':>4}  {'id':<20} {'distance':>10}")
     for rank, hit in enumerate(resp.hits, 1):
         print(f"{rank:>4}  {hit.id:<20} {hit.distance:>10.6f}")

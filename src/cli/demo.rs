@@ -1,10 +1,16 @@
 //! `fathom demo`: make a seeded demo catalog on first run (two clustered
-//! synthetic indexes), then serve it and print example calls. Later runs
-//! reuse the catalog and start at once.
+//! synthetic indexes with catalog attributes), then serve it and print
+//! example calls. Later runs reuse the catalog and start at once; a catalog
+//! from an older format, or without attributes, is rebuilt.
+//!
+//! `tracks` items carry lang, genre, artist, label, markets, explicit,
+//! popularity and year (`fathom_engine::synth::attributes`); `episodes`
+//! items carry show, topic, lang, markets, explicit, popularity and year.
 //!
 //! Beside each `NAME.fathom`, the folder `NAME/` holds `query.fvecs`,
 //! `gt.ivecs` (exact neighbours as base rows) and `ids.txt` (the id of each
-//! base row), ready for `fathom bench`. The catalog loads only `*.fathom`
+//! base row), ready for `fathom bench`, and `search-filtered.json`, a
+//! filtered Search request for grpcurl. The catalog loads only `*.fathom`
 //! files from the top of the folder, so it never mistakes these for
 //! snapshots.
 
@@ -13,9 +19,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use fathom_engine::attributes::AttributesBuilder;
 use fathom_engine::builder::{build, BuildOptions, Dataset};
 use fathom_engine::exact::knn_batch;
 use fathom_engine::formats::{write_fvecs, write_ivecs};
+use fathom_engine::snapshot::FORMAT_VERSION;
 use fathom_engine::vectors::Rows;
 use fathom_engine::{synth, Index, Metric, Storage};
 use fathom_server::catalog::Catalog;
@@ -54,7 +62,38 @@ struct DemoIndex {
     /// Like genres (tracks) or topics (episodes).
     clusters: usize,
     seed: u64,
+    kind: Kind,
 }
+
+/// Which attributes the items get.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Tracks,
+    Episodes,
+}
+
+/// Podcast topics, one per synthetic genre (a cluster's main topic).
+const TOPICS: [&str; 16] = [
+    "news",
+    "comedy",
+    "true-crime",
+    "business",
+    "technology",
+    "science",
+    "history",
+    "sports",
+    "health",
+    "education",
+    "society",
+    "arts",
+    "music",
+    "fiction",
+    "kids",
+    "religion",
+];
+
+/// The filter of the printed examples (and of search-filtered.json).
+const DEMO_FILTER: &str = r#"markets = "SE" AND explicit = false AND popularity >= 50"#;
 
 /// Queries written for `fathom bench`, and exact neighbours kept per query.
 const DEMO_QUERIES: usize = 500;
@@ -75,6 +114,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             count: a.tracks,
             clusters: 64,
             seed: 2024,
+            kind: Kind::Tracks,
         },
         DemoIndex {
             name: "episodes",
@@ -82,6 +122,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             count: a.episodes,
             clusters: 24,
             seed: 2025,
+            kind: Kind::Episodes,
         },
     ];
     for d in &demo {
@@ -107,20 +148,38 @@ fn eval_dir(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
 
-const EVAL_FILES: [&str; 3] = ["query.fvecs", "gt.ivecs", "ids.txt"];
+const EVAL_FILES: [&str; 4] = ["query.fvecs", "gt.ivecs", "ids.txt", "search-filtered.json"];
 
-/// The base vectors and ids of `d`, as built (seeded: the same every run).
-fn dataset(d: &DemoIndex, dim: usize) -> Dataset {
-    let vectors = synth::clustered(d.count, dim, d.clusters, d.seed);
+/// The base vectors, ids and attributes of `d`, as built (seeded: the same
+/// every run).
+fn dataset(d: &DemoIndex, dim: usize) -> Result<Dataset> {
+    let (vectors, labels) = synth::clustered_labeled(d.count, dim, d.clusters, d.seed);
+    let items = synth::attributes(&vectors, &labels, dim, d.seed);
     let ids = (1..=d.count)
         .map(|i| format!("{}:{i:06}", d.id_prefix))
         .collect();
-    Dataset {
+    let mut attrs = AttributesBuilder::new();
+    for (row, item) in items.iter().enumerate() {
+        let mut m = item.to_map();
+        if d.kind == Kind::Episodes {
+            // Shows play the part of artists, topics of genres.
+            for f in ["artist", "genre", "label"] {
+                m.remove(f);
+            }
+            let genre = synth::GENRES.iter().position(|g| *g == item.genre);
+            m.insert("show".into(), format!("show:{}", item.artist).into());
+            m.insert("topic".into(), TOPICS[genre.unwrap_or(0)].into());
+        }
+        attrs
+            .push(&m, row + 1)
+            .map_err(|e| anyhow::anyhow!("demo attributes of {}: {e}", d.name))?;
+    }
+    Ok(Dataset {
         dim,
         vectors,
         ids,
-        attributes: None,
-    }
+        attributes: Some(attrs.finish()),
+    })
 }
 
 /// Write `d`'s query set, exact ground truth (cosine, over base rows) and
@@ -132,7 +191,7 @@ fn ensure_eval_files(dir: &Path, d: &DemoIndex, dim: usize, fresh: bool) -> Resu
     }
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let start = Instant::now();
-    let ds = dataset(d, dim);
+    let ds = dataset(d, dim)?;
     let mut base = ds.vectors;
     base.chunks_exact_mut(dim).for_each(|r| {
         fathom_engine::distance::normalize(r);
@@ -158,8 +217,18 @@ fn ensure_eval_files(dir: &Path, d: &DemoIndex, dim: usize, fresh: bool) -> Resu
     let mut text = ds.ids.join("\n");
     text.push('\n');
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    // A filtered Search request with the first query, for `grpcurl -d @`.
+    let path = out.join("search-filtered.json");
+    let request = serde_json::json!({
+        "index": d.name,
+        "vector": queries.first().cloned().unwrap_or_default(),
+        "k": 5,
+        "filter": DEMO_FILTER,
+    });
+    std::fs::write(&path, format!("{request}\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
     eprintln!(
-        "wrote {}/{{query.fvecs,gt.ivecs,ids.txt}}: {DEMO_QUERIES} queries, exact top {} in {:.1}s",
+        "wrote {}/{{query.fvecs,gt.ivecs,ids.txt,search-filtered.json}}: {DEMO_QUERIES} queries, exact top {} in {:.1}s",
         out.display(),
         DEMO_GT_K.min(d.count),
         start.elapsed().as_secs_f64()
@@ -167,12 +236,23 @@ fn ensure_eval_files(dir: &Path, d: &DemoIndex, dim: usize, fresh: bool) -> Resu
     Ok(())
 }
 
-/// Reuse `d`'s snapshot if it is there with the right shape; build it
-/// otherwise. True when it was (re)built.
+/// Reuse `d`'s snapshot if it is there with the right shape, the current
+/// format and attributes; build it otherwise. True when it was (re)built.
 fn ensure(dir: &Path, d: &DemoIndex, dim: usize) -> Result<bool> {
     let path = snapshot_path(dir, d);
     if path.exists() {
         match Index::open(&path) {
+            Ok(ix)
+                if ix.snapshot().format_version() != FORMAT_VERSION
+                    || ix.attributes().is_none() =>
+            {
+                eprintln!(
+                    "{} is format version {}{} (the demo needs version {FORMAT_VERSION} with attributes): rebuilding",
+                    path.display(),
+                    ix.snapshot().format_version(),
+                    if ix.attributes().is_none() { " without attributes" } else { "" }
+                );
+            }
             Ok(ix)
                 if ix.snapshot().len() == d.count
                     && ix.snapshot().dim() == dim
@@ -193,7 +273,7 @@ fn ensure(dir: &Path, d: &DemoIndex, dim: usize) -> Result<bool> {
         }
     }
     let start = Instant::now();
-    let ds = dataset(d, dim);
+    let ds = dataset(d, dim)?;
     let opts = BuildOptions {
         metric: Metric::Cosine,
         storage: Storage::F32,
@@ -250,6 +330,9 @@ fn print_examples(server: &RunningServer, dir: &Path) {
         eval_dir(dir, "tracks").join("query.fvecs").display()
     ));
     out.push_str(&format!(
+        "  fathom query{target} search --index tracks --id track:000042 -k 5 --filter '{DEMO_FILTER}'\n"
+    ));
+    out.push_str(&format!(
         "  fathom query{target} get --index episodes episode:000007\n"
     ));
     out.push_str(
@@ -263,6 +346,16 @@ fn print_examples(server: &RunningServer, dir: &Path) {
     ));
     out.push_str(&format!(
         "  grpcurl -plaintext -d '{{\"index\": \"tracks\", \"ids\": [\"track:000042\"]}}' {addr} fathom.v1.Retrieval/GetItems\n"
+    ));
+    let request = eval_dir(dir, "tracks").join("search-filtered.json");
+    out.push_str(&format!(
+        "  # {}: {{\"index\": \"tracks\", \"k\": 5, \"filter\": {}, \"vector\": [row 0 of query.fvecs]}}\n",
+        request.display(),
+        serde_json::Value::from(DEMO_FILTER)
+    ));
+    out.push_str(&format!(
+        "  grpcurl -plaintext -d @ {addr} fathom.v1.Retrieval/Search < {}\n",
+        request.display()
     ));
     out.push_str(&format!(
         "  grpcurl -plaintext {addr} grpc.health.v1.Health/Check\n"

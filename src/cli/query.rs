@@ -1,6 +1,7 @@
 //! `fathom query`: call a running `fathom serve` (or `fathom demo`) through
-//! the Rust client: list its indexes, search by stored id or by vector, get
-//! stored items. Prints a table, or JSON with `--json`.
+//! the Rust client: list its indexes (with their attribute fields), search
+//! by stored id or by vector (optionally filtered), get stored items with
+//! their attributes. Prints a table, or JSON with `--json`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use fathom_engine::formats::read_vectors;
 use fathom_server::client::{Client, ClientError, Hit, IndexInfo, Item};
+use fathom_server::proto::{FieldInfo, SearchRequest};
 use serde_json::{json, Value};
 use tonic::Code;
 
@@ -40,12 +42,13 @@ struct Connection {
 
 #[derive(Subcommand)]
 enum QueryCommand {
-    /// List the served indexes: shape, metric, default ef, provenance, reload state.
+    /// List the served indexes: shape, metric, default ef, provenance, reload
+    /// state, and the attribute fields filters can use.
     List,
     /// The k nearest items of a stored item (--id), a vector (--vector), or a
     /// row of a query file (--query-file --row).
     Search(SearchArgs),
-    /// The stored vectors of some ids (normalized under cosine).
+    /// The stored vectors (normalized under cosine) and attributes of some ids.
     Get(GetArgs),
 }
 
@@ -65,6 +68,11 @@ struct SearchArgs {
     /// Beam width; 0 uses the index default (see `fathom query list`).
     #[arg(long, default_value_t = 0)]
     ef: u32,
+    /// Return only items matching this expression, e.g.
+    /// 'markets = "SE" AND explicit = false' (docs/filters.md; `fathom query
+    /// list` shows the fields).
+    #[arg(long, value_name = "EXPR")]
+    filter: Option<String>,
 }
 
 /// What to search for: exactly one of these.
@@ -123,7 +131,13 @@ async fn run_async(a: Args) -> Result<ExitCode> {
         QueryCommand::Search(s) => {
             let vector = query_vector(&client, &s).await?;
             let hits = client
-                .search(&s.index, &vector, s.k, s.ef)
+                .search_with(SearchRequest {
+                    index: s.index.clone(),
+                    vector,
+                    k: s.k,
+                    ef: s.ef,
+                    filter: s.filter.clone().unwrap_or_default(),
+                })
                 .await
                 .map_err(explain)?;
             if c.json {
@@ -142,7 +156,7 @@ async fn run_async(a: Args) -> Result<ExitCode> {
             if c.json {
                 let v: Vec<Value> = items
                     .iter()
-                    .map(|i| json!({"id": i.id, "vector": i.vector}))
+                    .map(|i| json!({"id": i.id, "attributes": attributes(i), "vector": i.vector}))
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -196,6 +210,76 @@ fn explain(e: ClientError) -> anyhow::Error {
     anyhow::Error::new(e)
 }
 
+/// An item's attributes as JSON (`{}` when it has none).
+fn attributes(i: &Item) -> Value {
+    if i.attributes_json.is_empty() {
+        return json!({});
+    }
+    serde_json::from_str(&i.attributes_json).unwrap_or(Value::String(i.attributes_json.clone()))
+}
+
+fn field_json(f: &FieldInfo) -> Value {
+    let mut v = json!({"name": f.name, "type": f.r#type, "present": f.present});
+    if is_number(f) {
+        v["min"] = json!(f.min);
+        v["max"] = json!(f.max);
+    } else {
+        v["distinct"] = json!(f.distinct);
+        v["top_values"] = f
+            .top_values
+            .iter()
+            .map(|t| json!({"value": t.value, "count": t.count}))
+            .collect();
+    }
+    v
+}
+
+fn is_number(f: &FieldInfo) -> bool {
+    matches!(f.r#type.as_str(), "int" | "float")
+}
+
+/// Top values shown per field in the table; `--json` prints all the server sent.
+const TOP_SHOWN: usize = 5;
+
+/// What a field holds, in a few words: `min..max` for numbers, the distinct
+/// count and most frequent values otherwise.
+fn field_values(f: &FieldInfo) -> String {
+    if is_number(f) {
+        return if f.present == 0 {
+            "-".to_string()
+        } else {
+            format!("{}..{}", f.min, f.max)
+        };
+    }
+    let top: Vec<String> = f
+        .top_values
+        .iter()
+        .take(TOP_SHOWN)
+        .map(|t| format!("{} ({})", t.value, t.count))
+        .collect();
+    let more = if f.distinct as usize > top.len() {
+        ", …"
+    } else {
+        ""
+    };
+    format!("{} distinct: {}{more}", f.distinct, top.join(", "))
+}
+
+fn fields_table(fields: &[FieldInfo]) -> String {
+    let rows: Vec<Vec<String>> = fields
+        .iter()
+        .map(|f| {
+            vec![
+                format!("  {}", f.name),
+                f.r#type.clone(),
+                f.present.to_string(),
+                field_values(f),
+            ]
+        })
+        .collect();
+    table(&["  FIELD", "TYPE", "PRESENT", "VALUES"], &rows)
+}
+
 fn index_json(i: &IndexInfo) -> Value {
     json!({
         "name": i.name,
@@ -214,6 +298,7 @@ fn index_json(i: &IndexInfo) -> Value {
         "loaded_at": rfc3339((i.loaded_at_unix_ms / 1000) as i64),
         "loaded_at_unix_ms": i.loaded_at_unix_ms,
         "last_reload_error": i.last_reload_error,
+        "fields": i.fields.iter().map(field_json).collect::<Vec<_>>(),
     })
 }
 
@@ -278,6 +363,14 @@ fn list_table(list: &[IndexInfo]) -> String {
             i.last_reload_error
         ));
     }
+    for i in list {
+        if i.fields.is_empty() {
+            out.push_str(&format!("\n{}: no attributes\n", i.name));
+        } else {
+            out.push_str(&format!("\n{} fields (for --filter):\n", i.name));
+            out.push_str(&fields_table(&i.fields));
+        }
+    }
     out
 }
 
@@ -321,8 +414,9 @@ fn items_table(items: &[Item]) -> String {
                 i.vector.len().to_string(),
                 format!("{norm:.4}"),
                 format!("[{}]", head.join(", ")),
+                attributes(i).to_string(),
             ]
         })
         .collect();
-    table(&["ID", "DIM", "NORM", "VECTOR"], &rows)
+    table(&["ID", "DIM", "NORM", "VECTOR", "ATTRIBUTES"], &rows)
 }

@@ -1,7 +1,9 @@
 //! `fathom synth`: write a seeded, clustered synthetic dataset with queries
-//! and exact ground truth, in the ANN-benchmark file layout.
+//! and exact ground truth, in the ANN-benchmark file layout, plus catalog
+//! attributes (`attrs.jsonl`) for `fathom build --attributes`.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -15,7 +17,9 @@ use super::{default_threads, MetricArg};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Output directory: base.fvecs, query.fvecs, gt.ivecs, ids.txt.
+    /// Output directory: base.fvecs, query.fvecs, gt.ivecs, ids.txt and
+    /// attrs.jsonl (one object per base row: id, lang, genre, artist, label,
+    /// markets, explicit, popularity, year).
     #[arg(long)]
     out_dir: PathBuf,
     /// Number of base vectors.
@@ -48,14 +52,18 @@ pub fn run(a: Args) -> Result<ExitCode> {
     std::fs::create_dir_all(&a.out_dir)
         .with_context(|| format!("creating {}", a.out_dir.display()))?;
     let t = Instant::now();
-    let base = fathom_engine::synth::clustered(a.n, a.dim, a.clusters, a.seed);
+    let (base, labels) = fathom_engine::synth::clustered_labeled(a.n, a.dim, a.clusters, a.seed);
     let queries = fathom_engine::synth::clustered_queries(a.queries, a.dim, a.clusters, a.seed);
     write_fvecs(&a.out_dir.join("base.fvecs"), a.dim, &base)?;
     write_fvecs(&a.out_dir.join("query.fvecs"), a.dim, &queries.concat())?;
-    let ids: String = (1..=a.n)
-        .map(|i| format!("{}:{i:06}\n", a.id_prefix))
+    let ids: Vec<String> = (1..=a.n)
+        .map(|i| format!("{}:{i:06}", a.id_prefix))
         .collect();
-    std::fs::write(a.out_dir.join("ids.txt"), ids)?;
+    let mut text = ids.join("\n");
+    text.push('\n');
+    std::fs::write(a.out_dir.join("ids.txt"), text)?;
+    let attrs = fathom_engine::synth::attributes(&base, &labels, a.dim, a.seed);
+    write_attributes(&a.out_dir.join("attrs.jsonl"), &ids, &attrs)?;
     let mut normalized;
     let metric = Metric::from(a.metric);
     let rows_data = if metric == Metric::Cosine {
@@ -85,4 +93,26 @@ pub fn run(a: Args) -> Result<ExitCode> {
         t.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// One JSON object per row, with the row's id, buffered.
+fn write_attributes(
+    path: &Path,
+    ids: &[String],
+    attrs: &[fathom_engine::synth::SynthItem],
+) -> Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut line = String::with_capacity(512);
+    for (id, item) in ids.iter().zip(attrs) {
+        line.clear();
+        item.write_json(id, &mut line);
+        line.push('\n');
+        w.write_all(line.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    w.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }

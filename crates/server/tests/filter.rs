@@ -1,0 +1,303 @@
+//! Filters over gRPC: Search and BatchSearch return only matching items
+//! (min(k, matching) of them), bad filters get INVALID_ARGUMENT naming the
+//! position, ListIndexes shows the fields and GetItems the attributes.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use common::*;
+use fathom_engine::attributes::AttributesBuilder;
+use fathom_engine::builder::{build, BuildOptions, Dataset};
+use fathom_engine::synth::{self, SynthItem};
+use fathom_engine::Metric;
+use fathom_server::client::Client;
+use fathom_server::proto as pb;
+use fathom_server::{Limits, RunningServer};
+use tonic::Code;
+
+const SEED: u64 = 17;
+
+/// A snapshot of N synthetic items with `synth::attributes`, and those
+/// attributes (row i has id `item:{i+1:06}`).
+fn fixture() -> &'static (tempfile::TempDir, Vec<SynthItem>) {
+    static F: OnceLock<(tempfile::TempDir, Vec<SynthItem>)> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let (vectors, labels) = synth::clustered_labeled(N, DIM, 12, SEED);
+        let items = synth::attributes(&vectors, &labels, DIM, SEED);
+        let mut b = AttributesBuilder::new();
+        for (row, item) in items.iter().enumerate() {
+            b.push(&item.to_map(), row + 1).unwrap();
+        }
+        let ds = Dataset {
+            dim: DIM,
+            vectors,
+            ids: (1..=N).map(id).collect(),
+            attributes: Some(b.finish()),
+        };
+        let opts = BuildOptions {
+            metric: Metric::Cosine,
+            ef_construction: 64,
+            threads: 2,
+            default_ef: 32,
+            ..Default::default()
+        };
+        let built = build(ds, Path::new("test"), &opts, &|_, _| {}).unwrap();
+        built
+            .write(&dir.path().join("items.fathom"), "test")
+            .unwrap();
+        (dir, items)
+    })
+}
+
+fn id(i: usize) -> String {
+    format!("item:{i:06}")
+}
+
+fn items() -> &'static [SynthItem] {
+    &fixture().1
+}
+
+/// The item behind a hit's id.
+fn item(hit_id: &str) -> &'static SynthItem {
+    let row: usize = hit_id.strip_prefix("item:").unwrap().parse().unwrap();
+    &items()[row - 1]
+}
+
+async fn start() -> (RunningServer, Client) {
+    let path = fixture().0.path().join("items.fathom");
+    serve(&[("items", path)], None, config(Limits::default(), false)).await
+}
+
+fn in_market(x: &SynthItem, code: &str) -> bool {
+    x.market_codes().any(|m| m == code)
+}
+
+type Pred = fn(&SynthItem) -> bool;
+
+/// Filters and the same condition in Rust.
+fn cases() -> Vec<(String, Pred)> {
+    let rare_artist = items()[41].artist;
+    let mut v: Vec<(String, Pred)> = vec![
+        (
+            r#"markets = "SE" AND explicit = false AND popularity >= 50"#.into(),
+            |x| in_market(x, "SE") && !x.explicit && x.popularity >= 50,
+        ),
+        (r#"genre IN ("rock", "jazz") OR year >= 2024"#.into(), |x| {
+            matches!(x.genre, "rock" | "jazz") || x.year >= 2024
+        }),
+        (
+            r#"markets = "IS" AND NOT lang IN ("en", "es")"#.into(),
+            |x| in_market(x, "IS") && !matches!(x.lang, "en" | "es"),
+        ),
+        ("popularity >= 97".into(), |x| x.popularity >= 97),
+        // Nothing matches: no hits, no error.
+        ("popularity > 100".into(), |x| x.popularity > 100),
+    ];
+    // A handful of items: fewer than k.
+    static ARTIST: OnceLock<u32> = OnceLock::new();
+    ARTIST.get_or_init(|| rare_artist);
+    v.push((format!("artist = \"artist:{rare_artist}\""), |x| {
+        x.artist == *ARTIST.get().unwrap()
+    }));
+    v
+}
+
+fn matching(p: Pred) -> usize {
+    items().iter().filter(|x| p(x)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_with_a_filter_returns_only_matching_items() {
+    let (_server, client) = start().await;
+    let qs = queries(4, DIM, 99);
+    let k = 20u32;
+    for (filter, pred) in cases() {
+        let want = matching(pred).min(k as usize);
+        for q in &qs {
+            let hits = client
+                .search_with(pb::SearchRequest {
+                    index: "items".into(),
+                    vector: q.clone(),
+                    k,
+                    ef: 0,
+                    filter: filter.clone(),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{filter}: {e}"));
+            assert_eq!(hits.len(), want, "{filter}");
+            for h in &hits {
+                assert!(pred(item(&h.id)), "{filter}: {} = {:?}", h.id, item(&h.id));
+            }
+            assert!(hits.windows(2).all(|w| w[0].distance <= w[1].distance));
+        }
+    }
+    // The first case matches a few hundred of the items; the last two
+    // fewer than k, and none.
+    let c = cases();
+    assert!(matching(c[0].1) > 100, "{}", matching(c[0].1));
+    assert_eq!(matching(c[4].1), 0);
+    assert!((1..k as usize).contains(&matching(c[5].1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_filter_and_per_query_override() {
+    let (_server, client) = start().await;
+    let qs = queries(3, DIM, 98);
+    let override_filter = "explicit = false AND year >= 2020";
+    let req = pb::BatchSearchRequest {
+        index: "items".into(),
+        queries: vec![
+            pb::Query {
+                vector: qs[0].clone(),
+                filter: String::new(),
+            },
+            pb::Query {
+                vector: qs[1].clone(),
+                filter: override_filter.into(),
+            },
+            pb::Query {
+                vector: qs[2].clone(),
+                filter: String::new(),
+            },
+        ],
+        k: 10,
+        ef: 0,
+        filter: "explicit = true".into(),
+    };
+    let resp = client.raw().batch_search(req).await.unwrap().into_inner();
+    assert_eq!(resp.results.len(), 3);
+    for (i, r) in resp.results.iter().enumerate() {
+        assert_eq!(r.hits.len(), 10, "query {i}");
+        for h in &r.hits {
+            let x = item(&h.id);
+            if i == 1 {
+                assert!(!x.explicit && x.year >= 2020, "{} = {x:?}", h.id);
+            } else {
+                assert!(x.explicit, "query {i}: {} = {x:?}", h.id);
+            }
+        }
+    }
+    // A bad per-query filter fails the call, naming the query.
+    let bad = pb::BatchSearchRequest {
+        index: "items".into(),
+        queries: vec![
+            pb::Query {
+                vector: qs[0].clone(),
+                filter: String::new(),
+            },
+            pb::Query {
+                vector: qs[1].clone(),
+                filter: "lnag = \"sv\"".into(),
+            },
+        ],
+        k: 10,
+        ef: 0,
+        filter: String::new(),
+    };
+    let e = client.raw().batch_search(bad).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("query 1") && e.message().contains("position 0"),
+        "{}",
+        e.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_filters_are_invalid_argument_with_the_position() {
+    let (_server, client) = start().await;
+    let q = queries(1, DIM, 97).remove(0);
+    for (filter, position, words) in [
+        // Syntax: the value is missing at the end.
+        ("lang = ", 7, "position 7"),
+        ("lnag = \"sv\"", 0, "unknown field \"lnag\""),
+        (
+            "lang = \"sv\" AND popularity = \"high\"",
+            29,
+            "is int, but the value is a string",
+        ),
+        ("label >= \"label:3\"", 9, ">= on keyword field"),
+    ] {
+        let e = client
+            .search_with(pb::SearchRequest {
+                index: "items".into(),
+                vector: q.clone(),
+                k: 5,
+                ef: 0,
+                filter: filter.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{filter}: {e}");
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("position {position}")) && text.contains(words),
+            "{filter}: {text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_indexes_shows_fields_and_get_items_the_attributes() {
+    let (_server, client) = start().await;
+    let list = client.list_indexes().await.unwrap();
+    let fields: HashMap<&str, &pb::FieldInfo> = list[0]
+        .fields
+        .iter()
+        .map(|f| (f.name.as_str(), f))
+        .collect();
+    let names: Vec<&str> = list[0].fields.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "artist",
+            "explicit",
+            "genre",
+            "label",
+            "lang",
+            "markets",
+            "popularity",
+            "year"
+        ]
+    );
+    let kind = |name: &str| fields[name].r#type.as_str();
+    assert_eq!(kind("markets"), "keywords");
+    assert_eq!(kind("explicit"), "bool");
+    assert_eq!(kind("lang"), "keyword");
+    assert_eq!(kind("popularity"), "int");
+    assert_eq!(kind("year"), "int");
+    assert!(list[0].fields.iter().all(|f| f.present == N as u64));
+
+    let explicit = fields["explicit"];
+    assert_eq!(explicit.distinct, 2);
+    let trues = items().iter().filter(|x| x.explicit).count() as u64;
+    let top: HashMap<&str, u64> = explicit
+        .top_values
+        .iter()
+        .map(|t| (t.value.as_str(), t.count))
+        .collect();
+    assert_eq!(top["true"], trues);
+    assert_eq!(top["false"], N as u64 - trues);
+    let us = items().iter().filter(|x| in_market(x, "US")).count() as u64;
+    assert_eq!(fields["markets"].top_values[0].value, "US");
+    assert_eq!(fields["markets"].top_values[0].count, us);
+    let pop = fields["popularity"];
+    let lo = items().iter().map(|x| x.popularity).min().unwrap();
+    let hi = items().iter().map(|x| x.popularity).max().unwrap();
+    assert_eq!((pop.min, pop.max), (lo as f64, hi as f64));
+
+    let got = client.get_items("items", &[id(1), id(42)]).await.unwrap();
+    for (g, row) in got.iter().zip([1usize, 42]) {
+        let v: serde_json::Value = serde_json::from_str(&g.attributes_json).unwrap();
+        assert_eq!(
+            v,
+            serde_json::Value::Object(items()[row - 1].to_map()),
+            "{}",
+            g.id
+        );
+    }
+}
