@@ -208,6 +208,7 @@ async fn demo_builds_serves_reloads_and_stops_on_sigterm() {
                 k: 10,
                 ef: 0,
                 filter: r#"lang = "en" AND explicit = false"#.into(),
+                ..Default::default()
             })
             .await
             .unwrap();

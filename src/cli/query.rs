@@ -137,6 +137,7 @@ async fn run_async(a: Args) -> Result<ExitCode> {
                     k: s.k,
                     ef: s.ef,
                     filter: s.filter.clone().unwrap_or_default(),
+                    ..Default::default()
                 })
                 .await
                 .map_err(explain)?;

@@ -125,6 +125,7 @@ async fn search_with_a_filter_returns_only_matching_items() {
                     k,
                     ef: 0,
                     filter: filter.clone(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap_or_else(|e| panic!("{filter}: {e}"));
@@ -229,6 +230,7 @@ async fn bad_filters_are_invalid_argument_with_the_position() {
                 k: 5,
                 ef: 0,
                 filter: filter.into(),
+                ..Default::default()
             })
             .await
             .unwrap_err();
