@@ -325,6 +325,43 @@ fn query_lists_searches_and_gets_from_a_running_server() {
         ],
     ));
     assert_eq!(table.lines().count(), 4, "{table}");
+    // Recommend: seeds by id, an exclusion file; seeds and exclusions never
+    // come back, and k hits are kept.
+    let excl = dir.path().join("played.txt");
+    std::fs::write(&excl, "item:00043\nitem:00044\nno-such-item\n").unwrap();
+    let hits = json(query(
+        t,
+        &[
+            "search",
+            "--index",
+            "items",
+            "--like",
+            "item:00042,item:00050",
+            "--unlike",
+            "item:00100",
+            "--exclude-file",
+            excl.to_str().unwrap(),
+            "-k",
+            "8",
+            "--json",
+        ],
+    ));
+    let ids: Vec<&str> = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 8, "{ids:?}");
+    for never in [
+        "item:00042",
+        "item:00050",
+        "item:00100",
+        "item:00043",
+        "item:00044",
+    ] {
+        assert!(!ids.contains(&never), "{never} in {ids:?}");
+    }
     // A bad filter: INVALID_ARGUMENT with the position.
     let o = query(
         t,

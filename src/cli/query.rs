@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
-use fathom_engine::formats::read_vectors;
+use fathom_engine::formats::{read_ids, read_vectors};
 use fathom_server::client::{Client, ClientError, Hit, IndexInfo, Item};
 use fathom_server::proto::{FieldInfo, SearchRequest};
 use serde_json::{json, Value};
@@ -73,6 +73,13 @@ struct SearchArgs {
     /// list` shows the fields).
     #[arg(long, value_name = "EXPR")]
     filter: Option<String>,
+    /// Recommend: search unlike these stored items too (with --like).
+    #[arg(long, value_name = "ID,ID", value_delimiter = ',', requires = "like")]
+    unlike: Vec<String>,
+    /// Never return the ids in this file (one a line), e.g. a listening
+    /// history (`SearchRequest.exclude_ids`).
+    #[arg(long, value_name = "FILE")]
+    exclude_file: Option<PathBuf>,
 }
 
 /// What to search for: exactly one of these.
@@ -89,6 +96,10 @@ struct QuerySource {
     /// Take the query from this .fvecs or .npy file (with --row).
     #[arg(long, value_name = "FILE", requires = "row")]
     query_file: Option<PathBuf>,
+    /// Recommend: search like these stored items (average-vector strategy;
+    /// the seeds never come back; docs/recommend.md).
+    #[arg(long, value_name = "ID,ID", value_delimiter = ',')]
+    like: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -137,6 +148,12 @@ async fn run_async(a: Args) -> Result<ExitCode> {
                     k: s.k,
                     ef: s.ef,
                     filter: s.filter.clone().unwrap_or_default(),
+                    positive_ids: s.query.like.clone(),
+                    negative_ids: s.unlike.clone(),
+                    exclude_ids: match &s.exclude_file {
+                        Some(p) => read_ids(p)?,
+                        None => Vec::new(),
+                    },
                     ..Default::default()
                 })
                 .await
@@ -199,7 +216,11 @@ async fn query_vector(client: &Client, s: &SearchArgs) -> Result<Vec<f32>> {
         }
         return Ok(rows[row * dim..(row + 1) * dim].to_vec());
     }
-    bail!("give one of --id, --vector or --query-file with --row")
+    if !q.like.is_empty() {
+        // The server combines the seeds; no vector is sent.
+        return Ok(Vec::new());
+    }
+    bail!("give one of --id, --vector, --query-file with --row, or --like")
 }
 
 /// A client error, with a pointer to `fathom query list` when the index is

@@ -57,9 +57,9 @@ impl std::str::FromStr for Metric {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s.to_ascii_lowercase().as_str() {
-            "cosine" | "cos" | "angular" => Ok(Metric::Cosine),
-            "dot" | "ip" | "inner" => Ok(Metric::Dot),
-            "l2" | "euclidean" | "l2sq" => Ok(Metric::L2),
+            "cosine" => Ok(Metric::Cosine),
+            "dot" => Ok(Metric::Dot),
+            "l2" => Ok(Metric::L2),
             _ => Err(format!("unknown metric {s:?} (expected cosine, dot or l2)")),
         }
     }
@@ -110,9 +110,9 @@ impl std::str::FromStr for Storage {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s.to_ascii_lowercase().as_str() {
-            "f32" | "float32" => Ok(Storage::F32),
-            "bf16" | "bfloat16" => Ok(Storage::Bf16),
-            "i8" | "int8" => Ok(Storage::I8),
+            "f32" => Ok(Storage::F32),
+            "bf16" => Ok(Storage::Bf16),
+            "i8" => Ok(Storage::I8),
             _ => Err(format!("unknown storage {s:?} (expected f32, bf16 or i8)")),
         }
     }

@@ -263,3 +263,34 @@ fn a_deadline_also_stops_an_exhaustive_search() {
         .search_into(&[0.3; 16], &p, &mut scratch, &mut out);
     assert!(matches!(r, Err(Error::DeadlineExceeded)), "{r:?}");
 }
+
+/// The visited marks are tagged with a 16-bit query generation that wraps
+/// after 65,535 queries and must then be cleared: a scratch reused across the
+/// wrap answers exactly as a fresh one does.
+#[test]
+fn visited_generation_wraps_without_stale_marks() {
+    let built = build_with(
+        dataset(400, 8, SEED),
+        Metric::L2,
+        Storage::F32,
+        BuilderKind::Fathom,
+        40,
+    );
+    let parts = built.parts();
+    let queries = queries(64, 8, SEED);
+    let p = SearchParams::new(5, 16);
+    let mut reused = Scratch::new(built.len());
+    let (mut out, mut fresh_out) = (Vec::new(), Vec::new());
+    for i in 0..(u16::MAX as usize + 200) {
+        let q = &queries[i % queries.len()];
+        parts.search_into(q, &p, &mut reused, &mut out).unwrap();
+        // Compare around the wrap, and now and then elsewhere.
+        if i % 4096 == 0 || (65_500..65_600).contains(&i) {
+            let mut fresh = Scratch::new(built.len());
+            parts
+                .search_into(q, &p, &mut fresh, &mut fresh_out)
+                .unwrap();
+            assert_eq!(out, fresh_out, "query {i}");
+        }
+    }
+}
