@@ -168,6 +168,8 @@ pub struct Scratch {
     batch: Vec<u32>,
     /// Neighbours a filter turned away: bridges to their own neighbours.
     bridges: Vec<u32>,
+    /// Layer-0 starting points of a filtered search.
+    entries: Vec<(u32, f32)>,
     /// Query converted to each storage type.
     pub(crate) q_f32: Vec<f32>,
     pub(crate) q_bf16: Vec<u16>,
@@ -182,6 +184,7 @@ impl Scratch {
             pool: Vec::with_capacity(256),
             batch: Vec::with_capacity(64),
             bridges: Vec::with_capacity(64),
+            entries: Vec::new(),
             q_f32: Vec::new(),
             q_bf16: Vec::new(),
             q_i8: Vec::new(),
@@ -453,7 +456,8 @@ pub fn hnsw_search<E: Element, C: Cancel>(
 pub(crate) fn search_layer_admitted<L: Links, E: Element, C: Cancel, A: Admit>(
     links: &L,
     space: &Space<'_, E>,
-    entry: (u32, f32),
+    entries: &[(u32, f32)],
+    layer: usize,
     ef: usize,
     fanout: usize,
     scratch: &mut Scratch,
@@ -464,12 +468,19 @@ pub(crate) fn search_layer_admitted<L: Links, E: Element, C: Cancel, A: Admit>(
     let ef = ef.max(1);
     scratch.next_epoch(space.rows.len());
     scratch.pool.clear();
-    scratch.visit(entry.0);
-    scratch.pool.push(Candidate {
-        dist: entry.1,
-        id: entry.0,
-        expanded: false,
-    });
+    for &(id, dist) in entries {
+        if scratch.visit(id) {
+            insert(
+                &mut scratch.pool,
+                ef,
+                Candidate {
+                    dist,
+                    id,
+                    expanded: false,
+                },
+            );
+        }
+    }
     let mut cursor = 0;
     while cursor < scratch.pool.len() {
         let current = &mut scratch.pool[cursor];
@@ -484,7 +495,7 @@ pub(crate) fn search_layer_admitted<L: Links, E: Element, C: Cancel, A: Admit>(
         let mut bridges = std::mem::take(&mut scratch.bridges);
         batch.clear();
         bridges.clear();
-        links.for_each_neighbor(node, 0, |nb| {
+        links.for_each_neighbor(node, layer, |nb| {
             if scratch.visit(nb) {
                 if admit.admit(nb) {
                     batch.push(nb);
@@ -505,7 +516,7 @@ pub(crate) fn search_layer_admitted<L: Links, E: Element, C: Cancel, A: Admit>(
                 links.prefetch_links(later);
             }
             // Turned-away nodes are not marked visited: they may bridge again.
-            links.for_each_neighbor(b, 0, |x| {
+            links.for_each_neighbor(b, layer, |x| {
                 if admit.admit(x) && scratch.visit(x) {
                     batch.push(x);
                 }
@@ -548,9 +559,8 @@ pub(crate) fn search_layer_admitted<L: Links, E: Element, C: Cancel, A: Admit>(
         }
         cursor = next;
     }
-    if !admit.admit(entry.0) {
-        scratch.pool.retain(|c| c.id != entry.0);
-    }
+    // Entries are starting places; only admitted nodes are results.
+    scratch.pool.retain(|c| admit.admit(c.id));
     Ok(())
 }
 
@@ -575,17 +585,46 @@ pub fn hnsw_search_admitted<E: Element, C: Cancel, A: Admit>(
     let ep = graph.entry_point;
     let d = space.distance(ep);
     stats.distances += 1;
-    let entry = greedy_descent(graph, space, ep, d, graph.max_level as usize, 0, &mut stats);
-    search_layer_admitted(
+    // A filter that excludes the query's neighbourhood (an anti-correlated
+    // one) leaves admitted islands there that two hops on layer 0 cannot
+    // leave. Layer 1's long links can: search it admitted-only first, and
+    // start layer 0 from the admitted nodes it finds.
+    let mut entries = std::mem::take(&mut scratch.entries);
+    entries.clear();
+    if graph.max_level >= 1 {
+        let entry = greedy_descent(graph, space, ep, d, graph.max_level as usize, 1, &mut stats);
+        search_layer_admitted(
+            graph,
+            space,
+            &[entry],
+            1,
+            ef,
+            graph.m,
+            scratch,
+            cancel,
+            admit,
+            &mut stats,
+        )?;
+        entries.extend(scratch.pool.iter().map(|c| (c.id, c.dist)));
+        if entries.is_empty() {
+            entries.push(entry);
+        }
+    } else {
+        entries.push((ep, d));
+    }
+    let r = search_layer_admitted(
         graph,
         space,
-        entry,
+        &entries,
+        0,
         ef + 1,
         fanout,
         scratch,
         cancel,
         admit,
         &mut stats,
-    )?;
+    );
+    scratch.entries = entries;
+    r?;
     Ok(stats)
 }
