@@ -605,10 +605,10 @@ pub fn hnsw_search_admitted<E: Element, C: Cancel, A: Admit>(
             admit,
             &mut stats,
         )?;
+        // The query's own neighbourhood stays a starting place too: the
+        // nearest admitted nodes may be rare there but still nearest.
+        entries.push(entry);
         entries.extend(scratch.pool.iter().map(|c| (c.id, c.dist)));
-        if entries.is_empty() {
-            entries.push(entry);
-        }
     } else {
         entries.push((ep, d));
     }
