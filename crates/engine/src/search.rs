@@ -356,45 +356,61 @@ pub(crate) fn search_layer<L: Links, E: Element, C: Cancel>(
                 batch.push(nb);
             }
         });
-        let ahead = space.ahead;
-        for &nb in batch.iter().take(ahead) {
-            space.prefetch(nb);
-        }
-        let mut next = cursor + 1;
-        for i in 0..batch.len() {
-            if let Some(&later) = batch.get(i + ahead) {
-                space.prefetch(later);
-            }
-            let nb = batch[i];
-            let d = space.distance(nb);
-            stats.distances += 1;
-            let pool = &mut scratch.pool;
-            if pool.len() < ef || d < pool[pool.len() - 1].dist {
-                let pos = insert(
-                    pool,
-                    ef,
-                    Candidate {
-                        dist: d,
-                        id: nb,
-                        expanded: false,
-                    },
-                );
-                next = next.min(pos);
-                // A candidate that enters the beam is likely to be expanded
-                // soon: start fetching its links now, not when it is popped.
-                links.prefetch_links(nb);
-            }
-        }
+        cursor = score_batch(links, space, &batch, &mut scratch.pool, ef, cursor, stats);
         scratch.batch = batch;
-        while next < scratch.pool.len() && scratch.pool[next].expanded {
-            next += 1;
-        }
-        if let Some(c) = scratch.pool.get(next) {
-            links.prefetch_links(c.id);
-        }
-        cursor = next;
     }
     Ok(())
+}
+
+/// One expansion's arithmetic, shared by the plain and the filtered beam:
+/// compute the distances of `batch` (prefetching a few rows ahead so memory
+/// latency overlaps), insert each that beats the beam's worst, and return
+/// the next node to expand: the first unexpanded entry after `cursor` or
+/// at the earliest insertion, whose links are prefetched.
+#[inline(always)]
+fn score_batch<L: Links, E: Element>(
+    links: &L,
+    space: &Space<'_, E>,
+    batch: &[u32],
+    pool: &mut Vec<Candidate>,
+    ef: usize,
+    cursor: usize,
+    stats: &mut SearchStats,
+) -> usize {
+    let ahead = space.ahead;
+    for &nb in batch.iter().take(ahead) {
+        space.prefetch(nb);
+    }
+    let mut next = cursor + 1;
+    for (i, &nb) in batch.iter().enumerate() {
+        if let Some(&later) = batch.get(i + ahead) {
+            space.prefetch(later);
+        }
+        let d = space.distance(nb);
+        stats.distances += 1;
+        if pool.len() < ef || d < pool[pool.len() - 1].dist {
+            let pos = insert(
+                pool,
+                ef,
+                Candidate {
+                    dist: d,
+                    id: nb,
+                    expanded: false,
+                },
+            );
+            next = next.min(pos);
+            // A candidate that enters the beam is likely to be expanded
+            // soon: start fetching its links now, not when it is popped.
+            links.prefetch_links(nb);
+        }
+    }
+    while next < pool.len() && pool[next].expanded {
+        next += 1;
+    }
+    if let Some(c) = pool.get(next) {
+        links.prefetch_links(c.id);
+    }
+    next
 }
 
 /// Insert into a sorted pool capped at `ef`; returns the position.
@@ -522,42 +538,9 @@ pub(crate) fn search_layer_admitted<L: Links, E: Element, C: Cancel, A: Admit>(
                 }
             });
         }
-        let ahead = space.ahead;
-        for &nb in batch.iter().take(ahead) {
-            space.prefetch(nb);
-        }
-        let mut next = cursor + 1;
-        for i in 0..batch.len() {
-            if let Some(&later) = batch.get(i + ahead) {
-                space.prefetch(later);
-            }
-            let nb = batch[i];
-            let d = space.distance(nb);
-            stats.distances += 1;
-            let pool = &mut scratch.pool;
-            if pool.len() < ef || d < pool[pool.len() - 1].dist {
-                let pos = insert(
-                    pool,
-                    ef,
-                    Candidate {
-                        dist: d,
-                        id: nb,
-                        expanded: false,
-                    },
-                );
-                next = next.min(pos);
-                links.prefetch_links(nb);
-            }
-        }
+        cursor = score_batch(links, space, &batch, &mut scratch.pool, ef, cursor, stats);
         scratch.batch = batch;
         scratch.bridges = bridges;
-        while next < scratch.pool.len() && scratch.pool[next].expanded {
-            next += 1;
-        }
-        if let Some(c) = scratch.pool.get(next) {
-            links.prefetch_links(c.id);
-        }
-        cursor = next;
     }
     // Entries are starting places; only admitted nodes are results.
     scratch.pool.retain(|c| admit.admit(c.id));
