@@ -316,3 +316,42 @@ fn outputs_that_are_not_regular_files_are_refused_and_stale_temps_removed() {
     assert!(live.exists(), "a live build's temp file was removed");
     Snapshot::open(&target).unwrap();
 }
+
+/// Found by hostile testing: a section pointed into another one (with every
+/// checksum recomputed) used to pass `open`.
+#[test]
+fn overlapping_sections_fail_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = small_snapshot(dir.path(), Storage::F32);
+    let good = fs::read(&p).unwrap();
+    let mut m = Snapshot::open(&p).unwrap().manifest().clone();
+    let vectors = m
+        .sections
+        .iter()
+        .find(|e| e.kind == SectionKind::Vectors as u32)
+        .unwrap()
+        .offset;
+    let levels = m
+        .sections
+        .iter_mut()
+        .find(|e| e.kind == SectionKind::Levels as u32)
+        .unwrap();
+    levels.offset = vectors;
+    let archived = rkyv::to_bytes::<rkyv::rancor::BoxedError>(&m).unwrap();
+    let len = u64::from_le_bytes(good[24..32].try_into().unwrap()) as usize;
+    assert_eq!(
+        archived.len(),
+        len,
+        "fixed-width change keeps the manifest size"
+    );
+    let mut b = good.clone();
+    b[64..64 + len].copy_from_slice(&archived);
+    b[32..40].copy_from_slice(&xxhash_rust_sum(&archived).to_le_bytes());
+    let sum = xxhash_rust_sum(&b[..48]);
+    b[48..56].copy_from_slice(&sum.to_le_bytes());
+    fs::write(&p, &b).unwrap();
+    match Snapshot::open(&p) {
+        Err(Error::Corrupt { reason, .. }) => assert!(reason.contains("overlaps"), "{reason}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
