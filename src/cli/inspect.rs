@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use fathom_engine::attributes::{FieldSummary, PostingCache};
 use fathom_engine::snapshot::{verify, SectionKind, Snapshot};
 use serde_json::json;
 
@@ -83,7 +84,7 @@ pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
             "quant_offsets": m.quant_offsets,
             "attributes_version": m.attributes_version,
             "fields": schema(&s).iter().map(|f| json!({
-                "name": f.name, "type": f.kind, "present": f.present,
+                "name": f.name, "type": f.kind.name(), "present": f.present,
                 "distinct": f.distinct, "top_values": f.top,
                 "min": f.min, "max": f.max,
             })).collect::<Vec<_>>(),
@@ -165,7 +166,9 @@ pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
             };
             println!(
                 "  {:<14} {:<8} in {:>9} items  {detail}",
-                f.name, f.kind, f.present
+                f.name,
+                f.kind.name(),
+                f.present
             );
         }
     } else if m.attributes_version != 0 {
@@ -212,44 +215,11 @@ pub fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
     }
 }
 
-/// One attribute field as `inspect` shows it.
-struct FieldSummary {
-    name: String,
-    kind: &'static str,
-    present: u64,
-    distinct: u32,
-    /// The most frequent values with their counts (dictionary fields).
-    top: Vec<(String, u64)>,
-    /// The range (numeric fields).
-    min: Option<f64>,
-    max: Option<f64>,
-}
-
+/// The attribute schema, with the five most frequent values of each
+/// dictionary field.
 fn schema(s: &Snapshot) -> Vec<FieldSummary> {
-    const TOP: usize = 5;
-    let cache = fathom_engine::attributes::PostingCache::default();
-    let Some(attrs) = s.attribute_store(&cache) else {
-        return Vec::new();
-    };
-    attrs
-        .fields
-        .iter()
-        .map(|f| {
-            let kind = f.kind();
-            let range = attrs.min_max(f);
-            FieldSummary {
-                name: f.name.clone(),
-                kind: kind.name(),
-                present: f.present,
-                distinct: f.values,
-                top: if kind.is_dictionary() {
-                    attrs.top_values(f, TOP)
-                } else {
-                    Vec::new()
-                },
-                min: range.map(|r| r.0.as_f64()),
-                max: range.map(|r| r.1.as_f64()),
-            }
-        })
-        .collect()
+    let cache = PostingCache::default();
+    s.attribute_store(&cache)
+        .map(|a| a.summaries(5))
+        .unwrap_or_default()
 }

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use fathom_engine::admit::Admission;
 use fathom_engine::formats::{read_ids, read_vectors};
-use fathom_engine::recommend::average_vector;
 use fathom_engine::{Index, SearchParams};
 use serde_json::json;
 
@@ -59,6 +58,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let opened = std::time::Instant::now();
     let index = crate::cli::about_path(Index::open(&a.snapshot), "opening", &a.snapshot)?;
     let open_us = opened.elapsed().as_secs_f64() * 1e6;
+    // Seed items (--like, --unlike) are never returned.
+    let mut excluded = roaring::RoaringBitmap::new();
     let query: Vec<f32> = if let Some(path) = &a.query_file {
         let (dim, rows) = crate::cli::about_path(read_vectors(path), "reading", path)?;
         let n = rows.len() / dim;
@@ -80,27 +81,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
             None => bail!("id {id:?} is not in {}", a.snapshot.display()),
         }
     } else if !a.like.is_empty() {
-        let stored = |ids: &[String]| -> Result<Vec<&[f32]>> {
-            ids.iter()
-                .map(|id| match index.vector_of(id) {
-                    Some(v) => Ok(v),
-                    None => bail!("id {id:?} is not in {}", a.snapshot.display()),
-                })
-                .collect()
-        };
-        let snap = index.snapshot();
-        average_vector(
-            snap.metric(),
-            snap.dim(),
-            &stored(&a.like)?,
-            &stored(&a.unlike)?,
-        )?
+        let (q, seeds) = index
+            .examples_query(&a.like, &a.unlike, &[], &[])
+            .with_context(|| format!("in {}", a.snapshot.display()))?;
+        excluded = seeds;
+        q
     } else {
         bail!(
             "give a query: --query-file FILE [--row N], --vector X,Y,.., --id ID or --like ID,.."
         );
     };
-    let mut excluded = index.nodes_of(&[a.like.as_slice(), a.unlike.as_slice()].concat(), false)?;
     if let Some(path) = &a.exclude_file {
         let ids = crate::cli::about_path(read_ids(path), "reading", path)?;
         excluded |= index.nodes_of(&ids, true)?;

@@ -404,6 +404,22 @@ impl std::fmt::Debug for PostingCache {
     }
 }
 
+/// One field of the schema, summarized for people and for `ListIndexes`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldSummary {
+    pub name: String,
+    pub kind: FieldKind,
+    /// Items holding a value.
+    pub present: u64,
+    /// Distinct values (dictionary fields; 0 for numbers).
+    pub distinct: u32,
+    /// The most frequent values with their item counts (dictionary fields).
+    pub top: Vec<(String, u64)>,
+    /// The range (numeric fields).
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
 /// A numeric attribute value.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Number {
@@ -551,6 +567,31 @@ impl<'a> Attributes<'a> {
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         v.truncate(limit);
         v
+    }
+
+    /// Every field as `inspect` and `ListIndexes` show it: its type and
+    /// count, and its `top` most frequent values or its range.
+    pub fn summaries(&self, top: usize) -> Vec<FieldSummary> {
+        self.fields
+            .iter()
+            .map(|f| {
+                let kind = f.kind();
+                let range = self.min_max(f);
+                FieldSummary {
+                    name: f.name.clone(),
+                    kind,
+                    present: f.present,
+                    distinct: f.values,
+                    top: if kind.is_dictionary() {
+                        self.top_values(f, top)
+                    } else {
+                        Vec::new()
+                    },
+                    min: range.map(|r| r.0.as_f64()),
+                    max: range.map(|r| r.1.as_f64()),
+                }
+            })
+            .collect()
     }
 
     /// Smallest and largest value of a numeric field.

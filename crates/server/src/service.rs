@@ -21,7 +21,6 @@ use fathom_engine::admit::Admission;
 use fathom_engine::error::Error;
 use fathom_engine::filter::FilterPlan;
 use fathom_engine::index::{Index, SearchParams};
-use fathom_engine::recommend::average_vector;
 use fathom_engine::search::{Neighbor, SearchStats};
 
 /// Caps on what one request may ask for.
@@ -339,27 +338,20 @@ fn query_of(
     if !examples {
         return Ok((req.vector.clone(), roaring::RoaringBitmap::new()));
     }
-    let stored = |ids: &[String]| -> Result<Vec<&[f32]>, RequestError> {
-        ids.iter()
-            .map(|id| {
-                index
-                    .vector_of(id)
-                    .ok_or_else(|| Error::UnknownItem(id.clone()).into())
-            })
-            .collect()
-    };
-    let mut pos = stored(&req.positive_ids)?;
-    let mut neg = stored(&req.negative_ids)?;
-    pos.extend(req.positive_vectors.iter().map(|q| q.vector.as_slice()));
-    neg.extend(req.negative_vectors.iter().map(|q| q.vector.as_slice()));
+    let mut pos: Vec<&[f32]> = req
+        .positive_vectors
+        .iter()
+        .map(|q| q.vector.as_slice())
+        .collect();
     if !req.vector.is_empty() {
         pos.push(&req.vector);
     }
-    let snap = index.snapshot();
-    let q = average_vector(snap.metric(), snap.dim(), &pos, &neg)?;
-    let mut seeds = index.nodes_of(&req.positive_ids, false)?;
-    seeds |= index.nodes_of(&req.negative_ids, false)?;
-    Ok((q, seeds))
+    let neg: Vec<&[f32]> = req
+        .negative_vectors
+        .iter()
+        .map(|q| q.vector.as_slice())
+        .collect();
+    Ok(index.examples_query(&req.positive_ids, &req.negative_ids, &pos, &neg)?)
 }
 
 /// The attribute schema for ListIndexes: each field with its most frequent
@@ -370,31 +362,20 @@ fn field_infos(index: &Index) -> Vec<pb::FieldInfo> {
         return Vec::new();
     };
     attrs
-        .fields
-        .iter()
-        .map(|f| {
-            let kind = f.kind();
-            let (min, max) = match attrs.min_max(f) {
-                Some((a, b)) => (a.as_f64(), b.as_f64()),
-                None => (0.0, 0.0),
-            };
-            pb::FieldInfo {
-                name: f.name.clone(),
-                r#type: kind.name().to_string(),
-                present: f.present,
-                distinct: f.values as u64,
-                top_values: if kind.is_dictionary() {
-                    attrs
-                        .top_values(f, TOP_VALUES)
-                        .into_iter()
-                        .map(|(value, count)| pb::ValueCount { value, count })
-                        .collect()
-                } else {
-                    Vec::new()
-                },
-                min,
-                max,
-            }
+        .summaries(TOP_VALUES)
+        .into_iter()
+        .map(|f| pb::FieldInfo {
+            name: f.name,
+            r#type: f.kind.name().to_string(),
+            present: f.present,
+            distinct: f.distinct as u64,
+            top_values: f
+                .top
+                .into_iter()
+                .map(|(value, count)| pb::ValueCount { value, count })
+                .collect(),
+            min: f.min.unwrap_or(0.0),
+            max: f.max.unwrap_or(0.0),
         })
         .collect()
 }

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use roaring::RoaringBitmap;
 
 pub use crate::admit::{Admit, AdmitAll};
-use crate::attributes::{Attributes, FieldEntry, FieldKind};
+use crate::attributes::{Attributes, FieldEntry, FieldKind, Number};
 
 /// A filter that does not parse or does not fit the schema, with the
 /// character position it concerns.
@@ -62,10 +62,8 @@ impl Pred<'_> {
             Pred::Range {
                 field, col, lo, hi, ..
             } => {
-                let x = match attrs.number(field, col, row) {
-                    Some(crate::attributes::Number::Int(i)) => i as f64,
-                    Some(crate::attributes::Number::Float(f)) => f,
-                    None => return false,
+                let Some(x) = attrs.number(field, col, row).map(Number::as_f64) else {
+                    return false;
                 };
                 lo.is_none_or(|(b, inc)| if inc { x >= b } else { x > b })
                     && hi.is_none_or(|(b, inc)| if inc { x <= b } else { x < b })

@@ -108,11 +108,7 @@ fn check_attributes(snap: &Snapshot, problems: &mut Vec<String>) {
             let present = (0..a.n as u32)
                 .filter(|&r| a.number(f, col, r).is_some())
                 .count() as u64;
-            let value = |r: u32| match a.number(f, col, r) {
-                Some(crate::attributes::Number::Int(x)) => Some(x as f64),
-                Some(crate::attributes::Number::Float(x)) => Some(x),
-                None => None,
-            };
+            let value = |r: u32| a.number(f, col, r).map(crate::attributes::Number::as_f64);
             let sorted = rows.windows(2).all(|w| match (value(w[0]), value(w[1])) {
                 (Some(x), Some(y)) => x < y || (x == y && w[0] < w[1]),
                 _ => false,
