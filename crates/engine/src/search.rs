@@ -203,6 +203,26 @@ impl Scratch {
         }
     }
 
+    /// Start a beam search: clear the marks and seed the beam with the
+    /// entries, nearest first, at most `ef` of them.
+    fn start(&mut self, n: usize, entries: &[(u32, f32)], ef: usize) {
+        self.next_epoch(n);
+        self.pool.clear();
+        for &(id, dist) in entries {
+            if self.visit(id) {
+                insert(
+                    &mut self.pool,
+                    ef,
+                    Candidate {
+                        dist,
+                        id,
+                        expanded: false,
+                    },
+                );
+            }
+        }
+    }
+
     /// Mark `node` visited; returns true if it was not visited before.
     #[inline(always)]
     fn visit(&mut self, node: u32) -> bool {
@@ -324,21 +344,7 @@ pub(crate) fn search_layer<L: Links, E: Element, C: Cancel>(
     stats: &mut SearchStats,
 ) -> Result<()> {
     let ef = ef.max(1);
-    scratch.next_epoch(space.rows.len());
-    scratch.pool.clear();
-    for &(id, dist) in entries {
-        if scratch.visit(id) {
-            insert(
-                &mut scratch.pool,
-                ef,
-                Candidate {
-                    dist,
-                    id,
-                    expanded: false,
-                },
-            );
-        }
-    }
+    scratch.start(space.rows.len(), entries, ef);
     let mut cursor = 0;
     while cursor < scratch.pool.len() {
         let current = &mut scratch.pool[cursor];
@@ -482,21 +488,7 @@ pub(crate) fn search_layer_admitted<L: Links, E: Element, C: Cancel, A: Admit>(
     stats: &mut SearchStats,
 ) -> Result<()> {
     let ef = ef.max(1);
-    scratch.next_epoch(space.rows.len());
-    scratch.pool.clear();
-    for &(id, dist) in entries {
-        if scratch.visit(id) {
-            insert(
-                &mut scratch.pool,
-                ef,
-                Candidate {
-                    dist,
-                    id,
-                    expanded: false,
-                },
-            );
-        }
-    }
+    scratch.start(space.rows.len(), entries, ef);
     let mut cursor = 0;
     while cursor < scratch.pool.len() {
         let current = &mut scratch.pool[cursor];
