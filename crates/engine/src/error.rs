@@ -42,6 +42,10 @@ pub enum Error {
     /// A search that ran past its deadline and stopped early.
     #[error("deadline exceeded")]
     DeadlineExceeded,
+
+    /// A search stopped because its caller no longer wants the answer.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl Error {

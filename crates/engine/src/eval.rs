@@ -98,6 +98,7 @@ pub fn evaluate_filtered(
     let chunk = queries.len().div_ceil(threads).max(1);
     let mut params = SearchParams::new(k, ef);
     params.plan = plan;
+    let params = &params;
     let fplan = filter.map(|f| f.1);
     let mut ids: Vec<Vec<u32>> = vec![Vec::new(); queries.len()];
     let mut lat: Vec<f64> = vec![0.0; queries.len()];
@@ -113,7 +114,7 @@ pub fn evaluate_filtered(
                     let mut dist = 0;
                     for ((q, r), l) in qs.iter().zip(ids.iter_mut()).zip(lat.iter_mut()) {
                         let t = Instant::now();
-                        let stats = index.search_filtered_into(q, &params, fplan, &mut out)?;
+                        let stats = index.search_filtered_into(q, params, fplan, &mut out)?;
                         *l = t.elapsed().as_secs_f64() * 1e6;
                         dist += stats.distances;
                         r.extend(out.iter().map(|n| n.id));

@@ -7,7 +7,7 @@ use std::collections::BinaryHeap;
 use roaring::RoaringBitmap;
 
 use crate::distance::{normalize, Kernel, Metric};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::search::{prefetch, Cancel, Neighbor, NoCancel};
 use crate::vectors::Rows;
 
@@ -89,7 +89,7 @@ pub fn knn_rows_into<C: Cancel>(
         }
         scanned += len;
         if scanned % 4096 < len && cancel.cancelled() {
-            return Err(Error::DeadlineExceeded);
+            return Err(cancel.error());
         }
         for &i in &block[..len] {
             let d = kernel.distance(query, rows.row(i));

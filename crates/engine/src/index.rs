@@ -3,6 +3,8 @@
 //! tiny indexes). The traversal itself is in `search`.
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::admit::{Admission, Admit, AdmitAll};
@@ -13,8 +15,8 @@ use crate::exact;
 use crate::filter::FilterPlan;
 use crate::graph::GraphView;
 use crate::search::{
-    hnsw_search, hnsw_search_admitted, prefetch, Cancel, Deadline, Neighbor, NoCancel, Scratch,
-    ScratchPool, SearchStats, Space,
+    hnsw_search, hnsw_search_admitted, prefetch, Cancel, Deadline, Flag, FlagOrDeadline, Neighbor,
+    NoCancel, Scratch, ScratchPool, SearchStats, Space,
 };
 use crate::snapshot::Snapshot;
 use crate::vectors::{Quantizer, Rows, VectorSlice};
@@ -29,12 +31,16 @@ pub const MAX_K: usize = 100_000;
 pub const MAX_EF: usize = 100_000;
 
 /// Per-query knobs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SearchParams {
     pub k: usize,
     /// Beam width; 0 means the index default. Raised to `k` when below it.
     pub ef: usize,
     pub deadline: Option<Instant>,
+    /// Set by whoever asked for the search once nobody wants the answer any
+    /// more (a server's caller went away): the search stops with
+    /// [`Error::Cancelled`], checked where the deadline is.
+    pub cancel: Option<Arc<AtomicBool>>,
     /// How a filtered search runs; the planner decides unless told.
     pub plan: Plan,
 }
@@ -45,6 +51,7 @@ impl SearchParams {
             k,
             ef,
             deadline: None,
+            cancel: None,
             plan: Plan::Auto,
         }
     }
@@ -173,9 +180,16 @@ impl IndexParts<'_> {
         scratch: &mut Scratch,
         out: &mut Vec<Neighbor>,
     ) -> Result<SearchStats> {
-        match params.deadline {
-            None => self.search_with(query, params, admission, scratch, out, &NoCancel),
-            Some(d) => self.search_with(query, params, admission, scratch, out, &Deadline(d)),
+        match (params.deadline, params.cancel.as_deref()) {
+            (None, None) => self.search_with(query, params, admission, scratch, out, &NoCancel),
+            (Some(d), None) => {
+                self.search_with(query, params, admission, scratch, out, &Deadline(d))
+            }
+            (None, Some(f)) => self.search_with(query, params, admission, scratch, out, &Flag(f)),
+            (Some(d), Some(f)) => {
+                let cancel = FlagOrDeadline(f, d);
+                self.search_with(query, params, admission, scratch, out, &cancel)
+            }
         }
     }
 

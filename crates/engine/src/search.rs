@@ -13,6 +13,7 @@
 //! The same routines serve the builder (over its concurrently-updated graph)
 //! and queries (over a mapped snapshot): both implement [`Links`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -70,6 +71,11 @@ impl Links for GraphView<'_> {
 /// Stops a search early: checked once every few expanded nodes.
 pub trait Cancel {
     fn cancelled(&self) -> bool;
+
+    /// The error a stopped search returns.
+    fn error(&self) -> Error {
+        Error::DeadlineExceeded
+    }
 }
 
 /// Never cancels; compiles to nothing.
@@ -88,6 +94,36 @@ pub struct Deadline(pub Instant);
 impl Cancel for Deadline {
     fn cancelled(&self) -> bool {
         Instant::now() >= self.0
+    }
+}
+
+/// Cancels once the flag is set (by another thread: the caller went away).
+pub struct Flag<'a>(pub &'a AtomicBool);
+
+impl Cancel for Flag<'_> {
+    fn cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn error(&self) -> Error {
+        Error::Cancelled
+    }
+}
+
+/// Cancels on the flag or at the deadline, whichever comes first.
+pub struct FlagOrDeadline<'a>(pub &'a AtomicBool, pub Instant);
+
+impl Cancel for FlagOrDeadline<'_> {
+    fn cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed) || Instant::now() >= self.1
+    }
+
+    fn error(&self) -> Error {
+        if self.0.load(Ordering::Relaxed) {
+            Error::Cancelled
+        } else {
+            Error::DeadlineExceeded
+        }
     }
 }
 
@@ -352,7 +388,7 @@ pub(crate) fn search_layer<L: Links, E: Element, C: Cancel>(
         let node = current.id;
         stats.expansions += 1;
         if stats.expansions & CANCEL_CHECK_MASK == 0 && cancel.cancelled() {
-            return Err(Error::DeadlineExceeded);
+            return Err(cancel.error());
         }
 
         let mut batch = std::mem::take(&mut scratch.batch);
@@ -496,7 +532,7 @@ pub(crate) fn search_layer_admitted<L: Links, E: Element, C: Cancel, A: Admit>(
         let node = current.id;
         stats.expansions += 1;
         if stats.expansions & CANCEL_CHECK_MASK == 0 && cancel.cancelled() {
-            return Err(Error::DeadlineExceeded);
+            return Err(cancel.error());
         }
 
         let mut batch = std::mem::take(&mut scratch.batch);

@@ -51,6 +51,20 @@ pub enum CatalogError {
 
     #[error("catalog folder {0} holds no *.fathom snapshot")]
     EmptyFolder(PathBuf),
+
+    /// Opening a FIFO blocks until a writer comes, and a device or folder
+    /// is no snapshot: refused before any open.
+    #[error("index {name:?}: {} is not a regular file but {kind}", path.display())]
+    NotAFile {
+        name: String,
+        path: PathBuf,
+        kind: &'static str,
+    },
+
+    /// Another reload of the index is still opening or verifying its file
+    /// (a slow or hung file system): refused rather than stacked behind it.
+    #[error("index {name:?}: a reload started {secs} s ago is still running")]
+    ReloadRunning { name: String, secs: u64 },
 }
 
 impl CatalogError {
@@ -133,6 +147,8 @@ pub struct IndexStatus {
     /// Successful reloads since startup (the first load is not counted).
     pub reloads: u64,
     pub reload_failures: u64,
+    /// When the reload running now started, if one is.
+    pub reloading_since: Option<SystemTime>,
 }
 
 #[derive(Default)]
@@ -140,20 +156,27 @@ struct SlotState {
     last_error: Option<LoadFailure>,
     reloads: u64,
     reload_failures: u64,
+    reloading_since: Option<SystemTime>,
+    /// The file changed again while a reload ran: look at it once more.
+    again: bool,
 }
 
 struct Slot {
     name: String,
     path: PathBuf,
     current: ArcSwap<Loaded>,
-    /// Held for the whole of a reload, so reloads of one index never overlap.
+    /// Held for the whole of a reload, so reloads of one index never
+    /// overlap. Opening a file can block without end (a FIFO, a hung network
+    /// file system), so nothing that serves calls ever waits for this lock.
+    reloading: Mutex<()>,
+    /// Counters and the last error; held only to read or update them.
     state: Mutex<SlotState>,
 }
 
 impl Slot {
     fn state(&self) -> MutexGuard<'_, SlotState> {
         // A panic while holding the lock cannot leave the counters invalid.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 }
 
@@ -170,8 +193,11 @@ pub enum Reloaded {
 /// threads: [`get`](Catalog::get) is two atomic loads and a map lookup.
 pub struct Catalog {
     slots: ArcSwap<BTreeMap<String, Arc<Slot>>>,
-    /// Serializes additions of new names.
+    /// Serializes additions of new names (only the map update: files are
+    /// opened outside it).
     adding: Mutex<()>,
+    /// Names whose file is being opened to be added.
+    opening: Mutex<std::collections::BTreeSet<String>>,
     folder: Option<PathBuf>,
     options: LoadOptions,
 }
@@ -183,6 +209,7 @@ impl Catalog {
         Catalog {
             slots: ArcSwap::from_pointee(BTreeMap::new()),
             adding: Mutex::new(()),
+            opening: Mutex::new(Default::default()),
             folder: folder.map(|f| absolute(&f)),
             options,
         }
@@ -214,20 +241,21 @@ impl Catalog {
     pub fn add(&self, name: &str, path: &Path) -> Result<Arc<Loaded>, CatalogError> {
         check_name(name)?;
         let path = &absolute(path);
-        let _adding = self.adding.lock().unwrap_or_else(|e| e.into_inner());
         if self.slots.load().contains_key(name) {
             return Err(CatalogError::DuplicateName(name.to_string()));
         }
-        let loaded = Arc::new(
-            load(path, self.options).map_err(|error| CatalogError::Load {
-                name: name.to_string(),
-                error,
-            })?,
-        );
+        let opening = Opening::start(&self.opening, name)?;
+        let loaded = Arc::new(load(name, path, self.options)?);
+        drop(opening);
+        let _adding = lock(&self.adding);
+        if self.slots.load().contains_key(name) {
+            return Err(CatalogError::DuplicateName(name.to_string()));
+        }
         let slot = Arc::new(Slot {
             name: name.to_string(),
             path: path.to_path_buf(),
             current: ArcSwap::new(Arc::clone(&loaded)),
+            reloading: Mutex::new(()),
             state: Mutex::new(SlotState::default()),
         });
         let mut map = BTreeMap::clone(&self.slots.load());
@@ -337,8 +365,36 @@ impl Catalog {
         Some((name, result))
     }
 
+    /// Reload `slot` unless a reload of it is running: then refuse at once
+    /// (`ReloadRunning`), and, for a watcher-driven reload, have the running
+    /// one look at the file again when it is done, so that the newest file
+    /// is not missed.
     fn reload_slot(&self, slot: &Slot, only_if_changed: bool) -> Result<Reloaded, CatalogError> {
-        let mut state = slot.state();
+        let _reloading = match slot.reloading.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                let mut state = slot.state();
+                state.again |= only_if_changed;
+                let since = state.reloading_since.unwrap_or_else(SystemTime::now);
+                return Err(CatalogError::ReloadRunning {
+                    name: slot.name.clone(),
+                    secs: since.elapsed().map_or(0, |d| d.as_secs()),
+                });
+            }
+        };
+        let mut outcome = self.reload_once(slot, only_if_changed);
+        while std::mem::take(&mut slot.state().again) {
+            match self.reload_once(slot, true) {
+                Ok(Reloaded::Unchanged) => {}
+                later => outcome = later,
+            }
+        }
+        outcome
+    }
+
+    /// One reload; the caller holds the slot's `reloading` lock.
+    fn reload_once(&self, slot: &Slot, only_if_changed: bool) -> Result<Reloaded, CatalogError> {
         if only_if_changed {
             if let Ok(stamp) = FileStamp::of(&slot.path) {
                 if stamp == slot.current.load().stamp {
@@ -346,7 +402,11 @@ impl Catalog {
                 }
             }
         }
-        match load(&slot.path, self.options) {
+        slot.state().reloading_since = Some(SystemTime::now());
+        let result = load(&slot.name, &slot.path, self.options);
+        let mut state = slot.state();
+        state.reloading_since = None;
+        match result {
             Ok(loaded) => {
                 let loaded = Arc::new(loaded);
                 slot.current.store(Arc::clone(&loaded));
@@ -356,16 +416,52 @@ impl Catalog {
             }
             Err(error) => {
                 state.reload_failures += 1;
+                let message = match &error {
+                    CatalogError::Load { error, .. } => error.to_string(),
+                    e => e.to_string(),
+                };
                 state.last_error = Some(LoadFailure {
-                    message: error.to_string(),
+                    message,
                     at: SystemTime::now(),
                 });
-                Err(CatalogError::Load {
-                    name: slot.name.clone(),
-                    error,
-                })
+                Err(error)
             }
         }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A name being added: its file is being opened. A second add of the same
+/// name meanwhile is refused rather than stacked behind a hung open.
+struct Opening<'a> {
+    names: &'a Mutex<std::collections::BTreeSet<String>>,
+    name: String,
+}
+
+impl<'a> Opening<'a> {
+    fn start(
+        names: &'a Mutex<std::collections::BTreeSet<String>>,
+        name: &str,
+    ) -> Result<Opening<'a>, CatalogError> {
+        if !lock(names).insert(name.to_string()) {
+            return Err(CatalogError::ReloadRunning {
+                name: name.to_string(),
+                secs: 0,
+            });
+        }
+        Ok(Opening {
+            names,
+            name: name.to_string(),
+        })
+    }
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        lock(self.names).remove(&self.name);
     }
 }
 
@@ -385,11 +481,55 @@ fn slot_status(slot: &Slot) -> IndexStatus {
         last_error: state.last_error.clone(),
         reloads: state.reloads,
         reload_failures: state.reload_failures,
+        reloading_since: state.reloading_since,
     }
 }
 
-/// Open `path`, check it, and wrap it for serving.
-fn load(path: &Path, options: LoadOptions) -> Result<Loaded, Error> {
+/// Open `path` as index `name`, check it, and wrap it for serving.
+fn load(name: &str, path: &Path, options: LoadOptions) -> Result<Loaded, CatalogError> {
+    let as_load_error = |error| CatalogError::Load {
+        name: name.to_string(),
+        error,
+    };
+    let meta = std::fs::metadata(path).map_err(|cause| {
+        as_load_error(Error::Io {
+            path: path.to_path_buf(),
+            cause,
+        })
+    })?;
+    if !meta.is_file() {
+        return Err(CatalogError::NotAFile {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            kind: file_kind(&meta.file_type()),
+        });
+    }
+    load_file(path, options).map_err(as_load_error)
+}
+
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Open a regular file, check it, and wrap it for serving.
+fn load_file(path: &Path, options: LoadOptions) -> Result<Loaded, Error> {
     let stamp = FileStamp::of(path).map_err(|cause| Error::Io {
         path: path.to_path_buf(),
         cause,
@@ -470,4 +610,71 @@ pub fn check_name(name: &str) -> Result<(), CatalogError> {
         return bad("only letters, digits, '-', '_' and '.' are allowed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fathom_engine::builder::{build, BuildOptions, Dataset};
+
+    fn snapshot(path: &Path) {
+        let (n, dim) = (50, 8);
+        let ds = Dataset {
+            dim,
+            vectors: fathom_engine::synth::clustered(n, dim, 2, 7),
+            ids: (0..n).map(|i| format!("x:{i}")).collect(),
+            attributes: None,
+        };
+        let built = build(ds, Path::new("test"), &BuildOptions::default(), &|_, _| {}).unwrap();
+        built.write(path, "test").unwrap();
+    }
+
+    /// A reload stuck opening its file (here: one that holds the slot's
+    /// reload lock and does not let go) leaves readers and other reloads
+    /// alone, and a second reload of the same index is refused at once.
+    #[test]
+    fn a_stuck_reload_blocks_no_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.fathom");
+        snapshot(&path);
+        let catalog = Catalog::open(&[("a".into(), path)], None, LoadOptions::default()).unwrap();
+        let slot = Arc::clone(catalog.slots.load().get("a").unwrap());
+        let stuck = slot.reloading.lock().unwrap();
+        slot.state().reloading_since = Some(SystemTime::now());
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let status = catalog.status();
+                let again = catalog.reload("a");
+                tx.send((status, again)).unwrap();
+            });
+            let (status, again) = rx
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .expect("status and reload answer while a reload is stuck");
+            assert!(status[0].reloading_since.is_some());
+            assert!(matches!(again, Err(CatalogError::ReloadRunning { .. })));
+            drop(stuck);
+        });
+        assert!(catalog.get("a").is_some());
+        assert!(catalog.reload("a").is_ok());
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_being_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("p.fathom");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let catalog = Catalog::new(None, LoadOptions::default());
+        // Opening it would block this test forever.
+        let e = catalog.add("p", &fifo).err().unwrap();
+        assert!(
+            matches!(e, CatalogError::NotAFile { kind: "a FIFO", .. }),
+            "{e}"
+        );
+    }
 }

@@ -215,6 +215,7 @@ pub async fn start(
     catalog: Arc<Catalog>,
 ) -> Result<RunningServer, ServeError> {
     let metrics = Arc::new(Metrics::new());
+    metrics.watch_reloads(Arc::clone(&catalog));
     for s in catalog.status() {
         metrics.index_loaded(&s.name, &s.loaded);
     }
@@ -349,9 +350,7 @@ impl RunningServer {
     /// Reload every index (what SIGHUP does).
     pub async fn reload_all(&self, trigger: &'static str) {
         let shared = Arc::clone(&self.shared);
-        if let Err(e) =
-            tokio::task::spawn_blocking(move || reload::reload(&shared, None, trigger)).await
-        {
+        if let Err(e) = reload::off_runtime(move || reload::reload(&shared, None, trigger)).await {
             tracing::error!(error = %e, "reload task failed");
         }
     }
@@ -396,7 +395,12 @@ impl RunningServer {
                 _ = signals.term.recv() => { tracing::info!("SIGTERM received"); break; }
                 _ = signals.hup.recv() => {
                     tracing::info!("SIGHUP received: reloading every index");
-                    self.reload_all("sighup").await;
+                    // Not awaited: SIGTERM must be heard while a reload is
+                    // stuck on a hung file.
+                    let shared = Arc::clone(&self.shared);
+                    tokio::spawn(reload::off_runtime(move || {
+                        reload::reload(&shared, None, "sighup")
+                    }));
                 }
             }
         }
@@ -449,10 +453,14 @@ pub fn serve_blocking(
         .thread_name("fathom-rt")
         .build()
         .map_err(ServeError::Runtime)?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let signals = Signals::register()?;
         let server = start(config, catalog).await?;
         ready(&server);
         server.run_until_signalled(signals).await
-    })
+    });
+    // Dropping a runtime waits for its blocking tasks without end (a search
+    // in `--search-threads blocking` mode, say); the grace period is over.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }

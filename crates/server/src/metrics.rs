@@ -11,6 +11,7 @@
 //! | `fathom_index_loaded_timestamp_seconds` | index | when it was loaded |
 //! | `fathom_index_reloads_total` | index | successful reloads |
 //! | `fathom_index_reload_failures_total` | index | refused snapshots |
+//! | `fathom_index_reload_running_seconds` | index | age of a reload still opening or verifying its file |
 //! | `fathom_index_info` | index, metric, storage, dim, format_version | 1 per serving snapshot |
 //! | `fathom_search_distances` | index | distances computed per query (histogram) |
 //! | `fathom_search_expansions` | index | graph nodes expanded per query (histogram) |
@@ -284,6 +285,25 @@ impl Metrics {
         self.reload_failures.with_label_values(&[name]).inc();
     }
 
+    /// Export, at each scrape, how long each running reload has run: a
+    /// reload stuck on a hung file shows as a growing value.
+    pub(crate) fn watch_reloads(&self, catalog: Arc<crate::catalog::Catalog>) {
+        let gauge = GaugeVec::new(
+            Opts::new(
+                "fathom_index_reload_running_seconds",
+                "How long the reload running now has run, per index (absent when none runs).",
+            ),
+            &["index"],
+        )
+        .expect("valid metric");
+        if let Err(e) = self
+            .registry
+            .register(Box::new(RunningReloads { catalog, gauge }))
+        {
+            tracing::error!(error = %e, "registering the reload metric");
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -292,6 +312,30 @@ impl Metrics {
             tracing::error!(error = %e, "encoding metrics");
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Reads the catalog at scrape time; the catalog never holds the lock this
+/// takes across file I/O.
+struct RunningReloads {
+    catalog: Arc<crate::catalog::Catalog>,
+    gauge: GaugeVec,
+}
+
+impl prometheus::core::Collector for RunningReloads {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.gauge.reset();
+        for s in self.catalog.status() {
+            if let Some(since) = s.reloading_since {
+                let secs = since.elapsed().map_or(0.0, |d| d.as_secs_f64());
+                self.gauge.with_label_values(&[s.name.as_str()]).set(secs);
+            }
+        }
+        self.gauge.collect()
     }
 }
 

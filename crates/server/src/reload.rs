@@ -1,13 +1,35 @@
 //! Reloads from every trigger (the `Reload` RPC, SIGHUP, the folder
 //! watcher) go through here, so each gets one log line and its metrics.
-//! These functions block (they open and verify files): call them from a
-//! blocking thread.
+//! These functions block (they open and verify files): call them through
+//! [`off_runtime`].
 
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::catalog::{CatalogError, Loaded, Reloaded};
 use crate::service::Shared;
+use crate::status::RequestError;
+
+/// Run `f` on a thread of its own and await its result. Opening a file can
+/// block without end (a FIFO, a hung network file system); on a thread of
+/// tokio's blocking pool that would also hold up the runtime's shutdown,
+/// while a thread of its own is left behind when the process exits.
+pub(crate) async fn off_runtime<T, F>(f: F) -> Result<T, RequestError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("fathom-reload".into())
+        .spawn(move || {
+            // The receiver is gone when the caller stopped waiting.
+            let _ = tx.send(f());
+        })
+        .map_err(|e| RequestError::Internal(format!("cannot start a reload thread: {e}")))?;
+    rx.await
+        .map_err(|_| RequestError::Internal("the reload thread panicked".into()))
+}
 
 /// Reload one index, or every index when `name` is `None`.
 pub(crate) fn reload(
@@ -38,6 +60,9 @@ pub(crate) fn file_changed(shared: &Shared, path: &Path) {
             shared.metrics.index_loaded(&name, &loaded);
         }
         Some((name, Ok(Reloaded::Swapped(loaded)))) => record(shared, &name, "watch", Ok(&loaded)),
+        Some((name, Err(e @ CatalogError::ReloadRunning { .. }))) => {
+            tracing::info!(index = %name, path = %path.display(), reason = %e, "the running reload will look at the file again when it ends");
+        }
         Some((name, Err(e))) => record(shared, &name, "watch", Err(&e)),
     }
 }
@@ -47,6 +72,10 @@ fn record(shared: &Shared, name: &str, trigger: &str, outcome: Result<&Loaded, &
         Ok(loaded) => {
             log_loaded(name, trigger, loaded, "reloaded");
             shared.metrics.reloaded(name, loaded);
+        }
+        // Not a refused snapshot: a reload call that found another running.
+        Err(e @ CatalogError::ReloadRunning { .. }) => {
+            tracing::warn!(index = %name, trigger, error = %e, "reload not started");
         }
         Err(e) => {
             tracing::warn!(index = %name, trigger, error = %e, "reload refused; the previous snapshot keeps serving");

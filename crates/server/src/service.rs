@@ -172,22 +172,21 @@ impl Shared {
                 _ => ef,
             },
             deadline,
+            cancel: Some(Arc::new(AtomicBool::new(false))),
             plan: Default::default(),
         })
     }
 
-    /// Run a search closure on the search threads, within the deadline.
-    async fn searched<T, F>(
-        &self,
-        deadline: Option<Instant>,
-        work: Work,
-        f: F,
-    ) -> Result<T, RequestError>
+    /// Run a search closure on the search threads, within the deadline. When
+    /// the caller goes away, this future is dropped and the search stops at
+    /// its next check of `params.cancel`, instead of running on unheard.
+    async fn searched<T, F>(&self, caller: Caller, work: Work, f: F) -> Result<T, RequestError>
     where
         T: Send + 'static,
         F: FnOnce() -> Result<T, RequestError> + Send + 'static,
     {
-        within(deadline, async { self.executor.run(work, f).await? }).await
+        let _cancel_on_drop = caller.cancel.map(CancelOnDrop);
+        within(caller.deadline, async { self.executor.run(work, f).await? }).await
     }
 
     pub(crate) fn index_info(&self, s: &IndexStatus) -> pb::IndexInfo {
@@ -220,6 +219,33 @@ impl Shared {
             last_reload_error_at_unix_ms: s.last_error.as_ref().map_or(0, |e| ms(e.at)),
             fields: field_infos(index),
         }
+    }
+}
+
+/// What a search's caller still wants: the answer by its deadline, unless
+/// it goes away first.
+struct Caller {
+    deadline: Option<Instant>,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Caller {
+    fn of(params: &SearchParams) -> Caller {
+        Caller {
+            deadline: params.deadline,
+            cancel: params.cancel.clone(),
+        }
+    }
+}
+
+/// Sets the flag when dropped: after the answer (harmless), or when the
+/// handler's future is dropped because the caller reset the stream or
+/// closed the connection.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -273,6 +299,13 @@ fn search_batch(
         // between queries too.
         if params.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(RequestError::DeadlineExceeded);
+        }
+        if params
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return Err(Error::Cancelled.into());
         }
         let stats = index
             .search_filtered_into(&q.vector, params, plan, found)
@@ -419,7 +452,7 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
                 )));
             }
             self.shared
-                .searched(deadline, Work::Single, move || {
+                .searched(Caller::of(&params), Work::Single, move || {
                     let index = loaded.index();
                     let plan = match req.filter.as_str() {
                         "" => None,
@@ -473,7 +506,7 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
             let queries = req.queries;
             let filter = req.filter;
             self.shared
-                .searched(deadline, Work::Batch, move || {
+                .searched(Caller::of(&params), Work::Batch, move || {
                     let (results, work) = search_batch(loaded.index(), &queries, &params, &filter)?;
                     Ok((pb::BatchSearchResponse { results }, work))
                 })
@@ -556,11 +589,9 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
             }
             // Opening and verifying a snapshot reads the file: keep it off
             // the async workers.
-            let outcomes = tokio::task::spawn_blocking(move || {
-                reload::reload(&shared, name.as_deref(), "rpc")
-            })
-            .await
-            .map_err(|e| RequestError::Internal(format!("reload task failed: {e}")))?;
+            let outcomes =
+                reload::off_runtime(move || reload::reload(&shared, name.as_deref(), "rpc"))
+                    .await?;
             let mut indexes = Vec::new();
             let mut first_error = None;
             for (name, outcome) in outcomes {

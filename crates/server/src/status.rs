@@ -81,6 +81,8 @@ fn engine_code(e: &Error) -> Code {
     match e {
         Error::InvalidArgument(_) | Error::Input { .. } | Error::Filter(_) => Code::InvalidArgument,
         Error::DeadlineExceeded => Code::DeadlineExceeded,
+        // Only searches whose caller went away stop this way: nobody reads it.
+        Error::Cancelled => Code::Cancelled,
         Error::UnknownItem(_) => Code::NotFound,
         // A snapshot that fails its checks: the data is damaged.
         Error::Corrupt { .. } => Code::DataLoss,
@@ -102,6 +104,9 @@ fn catalog_code(e: &CatalogError) -> Code {
         CatalogError::Load { error, .. } => engine_code(error),
         CatalogError::Folder { .. } => Code::Internal,
         CatalogError::EmptyFolder(_) => Code::FailedPrecondition,
+        CatalogError::NotAFile { .. } => Code::FailedPrecondition,
+        // Another reload of the index holds it; retrying later may work.
+        CatalogError::ReloadRunning { .. } => Code::Aborted,
     }
 }
 

@@ -76,16 +76,21 @@ pub(crate) fn start(
                     Err(_) => break,
                 }
             }
+            // Not awaited: a reload stuck on a hung file must not keep the
+            // watcher from the next change. The catalog runs one reload per
+            // index at a time, and a change seen meanwhile is looked at
+            // again when it ends.
             let shared = Arc::clone(&shared);
-            let done = tokio::task::spawn_blocking(move || {
+            let reloads = reload::off_runtime(move || {
                 for p in &paths {
                     reload::file_changed(&shared, p);
                 }
-            })
-            .await;
-            if let Err(e) = done {
-                tracing::error!(error = %e, "reload after a file change failed");
-            }
+            });
+            tokio::spawn(async move {
+                if let Err(e) = reloads.await {
+                    tracing::error!(error = %e, "reload after a file change failed");
+                }
+            });
         }
     });
     Ok(watcher)
