@@ -115,6 +115,7 @@ impl TestServer {
             search_threads: SearchThreads::Pool(2),
             watch: false,
             shutdown_grace: Duration::from_secs(5),
+            ..ServeConfig::default()
         };
         let server = rt
             .block_on(server::start(config, Arc::new(catalog)))

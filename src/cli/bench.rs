@@ -39,6 +39,8 @@ pub struct Args {
     /// Index name, as listed by ListIndexes.
     #[arg(long)]
     index: String,
+    #[command(flatten)]
+    security: super::ClientSecurity,
     /// Query vectors (.fvecs or .npy); calls cycle through them in order.
     #[arg(long)]
     queries: PathBuf,
@@ -234,7 +236,15 @@ struct Setup<'a> {
 
 async fn run_async(s: Setup<'_>, efs: &[u32]) -> Result<ExitCode> {
     let a = s.args;
-    let clients = connect_all(&a.target, s.connections, a.connect_timeout, a.timeout).await?;
+    let security = a.security.load()?;
+    let clients = connect_all(
+        &a.target,
+        &security,
+        s.connections,
+        a.connect_timeout,
+        a.timeout,
+    )
+    .await?;
     let info = clients[0]
         .list_indexes()
         .await
@@ -446,14 +456,18 @@ fn write_outputs(a: &Args, reports: &[Report]) -> Result<()> {
 /// deadline.
 async fn connect_all(
     target: &str,
+    security: &fathom_server::client::Security,
     n: usize,
     connect_timeout: Duration,
     timeout: Duration,
 ) -> Result<Vec<Client>> {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
-        let target = target.to_string();
-        tasks.spawn(async move { (i, Client::connect(&target, connect_timeout).await) });
+        let (target, security) = (target.to_string(), security.clone());
+        tasks.spawn(async move {
+            let c = Client::connect_with(&target, connect_timeout, &security).await;
+            (i, c)
+        });
     }
     let mut clients: Vec<Option<Client>> = vec![None; n];
     while let Some(joined) = tasks.join_next().await {

@@ -55,6 +55,36 @@ enum Command {
 /// Exit code for failures the user can fix (bad input, bad file).
 const EXIT_FAILURE: u8 = 1;
 
+/// How a client reaches a server with `--tls-cert` or `--tokens` (shared by
+/// `query` and `bench`).
+#[derive(clap::Args, Clone)]
+pub struct ClientSecurity {
+    /// PEM of the CA that signed the server's certificate; turns on TLS
+    /// (as does an https:// target, checked against the system's roots).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate, for a server with --tls-client-ca.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_client_key")]
+    pub tls_client_cert: Option<std::path::PathBuf>,
+    /// PEM key of --tls-client-cert.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_client_cert")]
+    pub tls_client_key: Option<std::path::PathBuf>,
+    /// Bearer token sent with every call, for a server with --tokens.
+    #[arg(long, global = true, env = "FATHOM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ClientSecurity {
+    pub fn load(&self) -> anyhow::Result<fathom_server::client::Security> {
+        Ok(fathom_server::client::Security::from_files(
+            self.tls_ca.as_deref(),
+            self.tls_client_cert.as_deref(),
+            self.tls_client_key.as_deref(),
+            self.token.clone(),
+        )?)
+    }
+}
+
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

@@ -38,6 +38,8 @@ struct Connection {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    security: super::ClientSecurity,
 }
 
 #[derive(Subcommand)]
@@ -126,7 +128,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
 async fn run_async(a: Args) -> Result<ExitCode> {
     let c = &a.conn;
     // A client error names its target and cause once; no context to add.
-    let client = Client::connect(&c.target, c.timeout)
+    let security = c.security.load()?;
+    let client = Client::connect_with(&c.target, c.timeout, &security)
         .await?
         .with_timeout(c.timeout);
     match a.command {

@@ -75,6 +75,27 @@ pub struct ServeFlags {
     /// Seconds to wait for in-flight calls at shutdown.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace: u64,
+    /// Most connections open at once; more are closed as they arrive.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Seconds after which a connection with no call running is closed
+    /// (with a GOAWAY; clients reconnect); 0 never closes one.
+    #[arg(long, default_value_t = server::DEFAULT_IDLE_TIMEOUT.as_secs(), value_name = "SECS")]
+    pub idle_timeout: u64,
+    /// Serve over TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this PEM CA (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Require a bearer token on every call but health and reflection: a
+    /// file of `ROLE TOKEN` lines, ROLE being `search` or `admin` (Reload,
+    /// and GetItems of more than one id, need admin); `#` starts a comment.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
 }
 
 impl ServeFlags {
@@ -87,6 +108,9 @@ impl ServeFlags {
         };
         if self.max_concurrency == 0 {
             bail!("--max-concurrency must be at least 1");
+        }
+        if self.max_connections == 0 {
+            bail!("--max-connections must be at least 1");
         }
         if self.default_ef == Some(0)
             || self
@@ -113,6 +137,17 @@ impl ServeFlags {
             search_threads: self.search_threads,
             watch: !self.no_watch,
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            max_connections: self.max_connections,
+            idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(server::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.tls_client_ca.clone(),
+                }),
+                _ => None,
+            },
+            tokens: self.tokens.clone(),
         })
     }
 

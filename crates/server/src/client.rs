@@ -18,10 +18,19 @@
 //! Calls take `&self` and may run concurrently: the client is a cheap
 //! handle on one HTTP/2 connection. Open several clients for several
 //! connections.
+//!
+//! For a server with `--tls-cert` or `--tokens`, connect with
+//! [`Client::connect_with`] and a [`Security`]: an `https://` target (or any
+//! target with a CA or client certificate given) speaks TLS, and a token is
+//! sent as `authorization: Bearer TOKEN` with every call.
 
+use std::path::Path;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 
 use crate::proto as pb;
@@ -40,6 +49,10 @@ pub enum ClientError {
     #[error("cannot connect to {target}: {reason}")]
     Connect { target: String, reason: String },
 
+    /// A TLS file that cannot be read, or a token that cannot be a header.
+    #[error("{0}")]
+    Security(String),
+
     /// The server (or the transport) answered with a non-OK status.
     #[error("{}: {}", crate::status::code_name(.0.code()), .0.message())]
     Rpc(Status),
@@ -55,7 +68,7 @@ impl ClientError {
     /// The gRPC status code: `UNAVAILABLE` for connection failures.
     pub fn code(&self) -> Code {
         match self {
-            ClientError::BadTarget { .. } => Code::InvalidArgument,
+            ClientError::BadTarget { .. } | ClientError::Security(_) => Code::InvalidArgument,
             ClientError::Connect { .. } => Code::Unavailable,
             ClientError::Rpc(s) => s.code(),
         }
@@ -83,10 +96,101 @@ fn broken_connection(s: &Status) -> bool {
     std::error::Error::source(s).is_some_and(|e| e.is::<tonic::transport::Error>())
 }
 
+/// TLS and token settings of a client; the default is plaintext, no token.
+#[derive(Clone, Default)]
+pub struct Security {
+    /// PEM of the CA that signed the server's certificate. Without it an
+    /// `https://` target is checked against the system's roots.
+    pub tls_ca: Option<Vec<u8>>,
+    /// PEM certificate chain and key, for a server with `--tls-client-ca`.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// Sent as `authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("tls_ca", &self.tls_ca.is_some())
+            .field("identity", &self.identity.is_some())
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Security {
+    /// Read the PEM files named (a CA, a client certificate and its key).
+    pub fn from_files(
+        tls_ca: Option<&Path>,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        token: Option<String>,
+    ) -> Result<Security, ClientError> {
+        let read = |p: &Path| {
+            std::fs::read(p)
+                .map_err(|e| ClientError::Security(format!("cannot read {}: {e}", p.display())))
+        };
+        let identity = match (cert, key) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            (None, None) => None,
+            _ => {
+                return Err(ClientError::Security(
+                    "a client certificate needs its key, and a key its certificate".into(),
+                ))
+            }
+        };
+        Ok(Security {
+            tls_ca: tls_ca.map(read).transpose()?,
+            identity,
+            token: token.filter(|t| !t.is_empty()),
+        })
+    }
+
+    fn tls(&self) -> bool {
+        self.tls_ca.is_some() || self.identity.is_some()
+    }
+}
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Bearer(<redacted>)"
+        } else {
+            "Bearer(none)"
+        })
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+impl Bearer {
+    fn new(token: Option<&str>) -> Result<Bearer, ClientError> {
+        let Some(token) = token else {
+            return Ok(Bearer(None));
+        };
+        let mut v: MetadataValue<Ascii> = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| ClientError::Security("a token must be visible ASCII".into()))?;
+        v.set_sensitive(true);
+        Ok(Bearer(Some(v)))
+    }
+}
+
 /// A connection to a fathom server.
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: RetrievalClient<Channel>,
+    inner: RetrievalClient<InterceptedService<Channel, Bearer>>,
     timeout: Option<Duration>,
 }
 
@@ -98,16 +202,43 @@ impl Client {
     /// Connect to `target` (`http://host:port`, or `host:port`), failing
     /// after `connect_timeout` rather than hanging.
     pub async fn connect(target: &str, connect_timeout: Duration) -> Result<Client, ClientError> {
-        let uri = if target.contains("://") {
-            target.to_string()
-        } else {
-            format!("http://{target}")
-        };
-        let endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError::BadTarget {
+        Client::connect_with(target, connect_timeout, &Security::default()).await
+    }
+
+    /// As [`connect`](Client::connect), with TLS and a token: TLS for an
+    /// `https://` target, or when a CA or client certificate is given.
+    pub async fn connect_with(
+        target: &str,
+        connect_timeout: Duration,
+        security: &Security,
+    ) -> Result<Client, ClientError> {
+        let bad = |reason: String| ClientError::BadTarget {
             target: target.to_string(),
-            reason: e.to_string(),
-        })?;
-        let endpoint = endpoint.connect_timeout(connect_timeout).tcp_nodelay(true);
+            reason,
+        };
+        let uri = match target.split_once("://") {
+            Some(("http", rest)) if security.tls() => format!("https://{rest}"),
+            Some(_) => target.to_string(),
+            None if security.tls() => format!("https://{target}"),
+            None => format!("http://{target}"),
+        };
+        let tls = uri.starts_with("https://");
+        let endpoint = Endpoint::from_shared(uri).map_err(|e| bad(e.to_string()))?;
+        let mut endpoint = endpoint.connect_timeout(connect_timeout).tcp_nodelay(true);
+        if tls {
+            let mut config = ClientTlsConfig::new();
+            config = match &security.tls_ca {
+                Some(pem) => config.ca_certificate(Certificate::from_pem(pem)),
+                None => config.with_native_roots(),
+            };
+            if let Some((cert, key)) = &security.identity {
+                config = config.identity(Identity::from_pem(cert, key));
+            }
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|e| bad(cause_chain(&e)))?;
+        }
+        let bearer = Bearer::new(security.token.as_deref())?;
         let channel = match tokio::time::timeout(connect_timeout, endpoint.connect()).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
@@ -124,13 +255,18 @@ impl Client {
                 })
             }
         };
-        Ok(Client::from_channel(channel))
+        Ok(Client::wrap(channel, bearer))
     }
 
-    /// Wrap an existing channel.
+    /// Wrap an existing channel (no token).
     pub fn from_channel(channel: Channel) -> Client {
+        Client::wrap(channel, Bearer(None))
+    }
+
+    fn wrap(channel: Channel, bearer: Bearer) -> Client {
         Client {
-            inner: RetrievalClient::new(channel).max_decoding_message_size(usize::MAX),
+            inner: RetrievalClient::with_interceptor(channel, bearer)
+                .max_decoding_message_size(usize::MAX),
             timeout: None,
         }
     }
@@ -142,8 +278,9 @@ impl Client {
         self
     }
 
-    /// The generated client, for anything this wrapper does not cover.
-    pub fn raw(&self) -> RetrievalClient<Channel> {
+    /// The generated client (sending the token), for anything this wrapper
+    /// does not cover.
+    pub fn raw(&self) -> RetrievalClient<InterceptedService<Channel, Bearer>> {
         self.inner.clone()
     }
 

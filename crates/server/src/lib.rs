@@ -14,15 +14,20 @@
 //! - `exec`: where searches run (inline, blocking pool, dedicated pool)
 //! - `reload`, `watch`: reload triggers, logging and metrics of reloads
 //! - `metrics`: Prometheus metrics and their HTTP endpoint
+//! - `auth`, `gate`, `tls`: tokens and roles, what a call passes before its
+//!   message is read, TLS
 
+pub mod auth;
 pub mod catalog;
 pub mod client;
 mod exec;
+mod gate;
 pub mod metrics;
 pub mod proto;
 mod reload;
 mod service;
 pub mod status;
+pub mod tls;
 mod watch;
 
 use std::net::SocketAddr;
@@ -31,7 +36,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch as tokio_watch, Semaphore};
@@ -43,6 +47,7 @@ pub use self::exec::SearchThreads;
 use self::metrics::Metrics;
 use self::service::Shared;
 pub use self::service::{Limits, RetrievalService};
+pub use self::tls::TlsFiles;
 use crate::catalog::Catalog;
 use crate::proto as pb;
 
@@ -73,7 +78,30 @@ pub struct ServeConfig {
     pub watch: bool,
     /// How long shutdown waits for in-flight calls.
     pub shutdown_grace: Duration,
+    /// Most connections open at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Close a connection with no call running for this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// Serve over TLS.
+    pub tls: Option<TlsFiles>,
+    /// A `ROLE TOKEN` file: every call but health and reflection needs a token.
+    pub tokens: Option<std::path::PathBuf>,
 }
+
+/// Default `--max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default `--idle-timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// HTTP/2 PING interval on a connection, and how long an answer may take
+/// before the peer is taken for dead and the connection closed.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Calls open at once on one connection (HTTP/2 SETTINGS).
+const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+/// Largest header block a client may send (HTTP/2 SETTINGS).
+const MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
+/// Longest a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -85,6 +113,10 @@ impl Default for ServeConfig {
             search_threads: SearchThreads::default(),
             watch: true,
             shutdown_grace: Duration::from_secs(30),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            tls: None,
+            tokens: None,
         }
     }
 }
@@ -109,6 +141,10 @@ pub enum ServeError {
     Runtime(std::io::Error),
     #[error("the server task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Tokens(#[from] auth::TokensError),
 }
 
 /// A running server. Dropping it does not stop it; call
@@ -124,25 +160,28 @@ pub struct RunningServer {
     grace: Duration,
 }
 
-/// tonic reports a request over the decoding limit as OUT_OF_RANGE; this
-/// server answers RESOURCE_EXHAUSTED for it, as gRPC's core and Java
-/// implementations do.
-fn oversize_is_resource_exhausted(
+/// Codes tonic gives to a client's bad message, set right:
+/// - a request over the decoding limit: tonic says OUT_OF_RANGE; this
+///   server answers RESOURCE_EXHAUSTED, as gRPC's core and Java
+///   implementations do;
+/// - a message that is not valid protobuf: tonic says INTERNAL (a server
+///   fault, worth a page); the fault is the caller's, INVALID_ARGUMENT.
+fn client_faults_coded(
     mut resp: http::Response<tonic::body::Body>,
 ) -> http::Response<tonic::body::Body> {
     let h = resp.headers();
-    let out_of_range = h.get("grpc-status").is_some_and(|v| v == "11");
-    let oversize = h
+    let message = h
         .get("grpc-message")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|m| {
-            m.replace("%20", " ")
-                .starts_with(status::OVERSIZE_MESSAGE_PREFIX)
-        });
-    if out_of_range && oversize {
-        resp.headers_mut()
-            .insert("grpc-status", http::HeaderValue::from_static("8"));
-    }
+        .map(|m| m.replace("%20", " "))
+        .unwrap_or_default();
+    let code = match h.get("grpc-status").map(|v| v.as_bytes()) {
+        Some(b"11") if message.starts_with(status::OVERSIZE_MESSAGE_PREFIX) => "8",
+        Some(b"13") if message.starts_with(status::DECODE_ERROR_PREFIX) => "3",
+        _ => return resp,
+    };
+    resp.headers_mut()
+        .insert("grpc-status", http::HeaderValue::from_static(code));
     resp
 }
 
@@ -157,15 +196,30 @@ fn stamp_arrival<B>(mut req: http::Request<B>) -> http::Request<B> {
     req
 }
 
+/// How connections are taken and kept.
+#[derive(Clone)]
+struct Connections {
+    max: usize,
+    idle_timeout: Option<Duration>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    metrics: Arc<Metrics>,
+}
+
 /// Accept HTTP/2 connections until `stop` turns true, then stop accepting,
 /// send every connection a GOAWAY and wait until their in-flight calls end.
+/// Connections beyond `max` are closed as they arrive, and a connection
+/// with no call running for the idle timeout is closed with a GOAWAY.
 ///
 /// The server runs its own accept loop over hyper rather than tonic's
 /// `transport::Server` because the latter races every call against the
 /// `grpc-timeout` header and answers CANCELLED when the timer wins; here the
 /// handlers own the deadline and answer DEADLINE_EXCEEDED.
-async fn accept_loop<S>(listener: TcpListener, service: S, mut stop: tokio_watch::Receiver<bool>)
-where
+async fn accept_loop<S>(
+    listener: TcpListener,
+    service: S,
+    conns: Connections,
+    mut stop: tokio_watch::Receiver<bool>,
+) where
     S: tower::Service<
             http::Request<hyper::body::Incoming>,
             Response = http::Response<tonic::body::Body>,
@@ -175,9 +229,16 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    http2.timer(TokioTimer::new());
+    http2
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES);
+    // One permit per open connection; at shutdown, all of them back means
+    // every connection has ended.
+    let open = Arc::new(Semaphore::new(conns.max));
     loop {
         let stream = tokio::select! {
             r = listener.accept() => match r {
@@ -191,21 +252,145 @@ where
             },
             _ = stopped(&mut stop) => break,
         };
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            conns.metrics.connection_refused();
+            tracing::debug!(max = conns.max, "connection refused: too many open");
+            drop(stream);
+            continue;
+        };
         // Small unary messages: send them now, not after Nagle's delay.
         let _ = stream.set_nodelay(true);
-        let conn = http2.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(service.clone()),
-        );
-        let conn = graceful.watch(conn);
+        let (http2, service, conns, stop) =
+            (http2.clone(), service.clone(), conns.clone(), stop.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            let _permit = permit;
+            match conns.tls.clone() {
+                None => serve_connection(&http2, stream, service, conns.idle_timeout, stop).await,
+                Some(acceptor) => {
+                    let mut stop_handshake = stop.clone();
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let stream = tokio::select! {
+                        r = handshake => match r {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!("TLS handshake timed out");
+                                return;
+                            }
+                        },
+                        _ = stopped(&mut stop_handshake) => return,
+                    };
+                    serve_connection(&http2, stream, service, conns.idle_timeout, stop).await
+                }
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = open.acquire_many(conns.max as u32).await;
+}
+
+/// When a connection last had no call running, and how many run now.
+#[derive(Default)]
+struct Activity {
+    calls: std::sync::atomic::AtomicUsize,
+    idle_since: parking_lot::Mutex<Option<tokio::time::Instant>>,
+    /// Wakes the connection's idle timer when the last call ends.
+    ended: tokio::sync::Notify,
+}
+
+/// Counts a call as running on its connection until dropped.
+struct Running(Arc<Activity>);
+
+impl Running {
+    fn new(activity: &Arc<Activity>) -> Running {
+        if activity.calls.fetch_add(1, Ordering::AcqRel) == 0 {
+            *activity.idle_since.lock() = None;
+        }
+        Running(Arc::clone(activity))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.calls.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.0.idle_since.lock() = Some(tokio::time::Instant::now());
+            self.0.ended.notify_one();
+        }
+    }
+}
+
+/// Serve one connection until it ends, shutting it down gracefully at
+/// `stop` or once it has been idle for `idle_timeout`.
+async fn serve_connection<IO, S>(
+    http2: &hyper::server::conn::http2::Builder<TokioExecutor>,
+    io: IO,
+    service: S,
+    idle_timeout: Option<Duration>,
+    mut stop: tokio_watch::Receiver<bool>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let activity = Arc::new(Activity {
+        idle_since: parking_lot::Mutex::new(Some(tokio::time::Instant::now())),
+        ..Activity::default()
+    });
+    let counted = {
+        let activity = Arc::clone(&activity);
+        tower::service_fn(move |req| {
+            let running = Running::new(&activity);
+            let answer = tower::ServiceExt::oneshot(service.clone(), req);
+            async move {
+                let answer = answer.await;
+                drop(running);
+                answer
+            }
+        })
+    };
+    let conn = http2.serve_connection(TokioIo::new(io), TowerToHyperService::new(counted));
+    let mut conn = std::pin::pin!(conn);
+    let mut closing = false;
+    let far = Duration::from_secs(86_400 * 365);
+    loop {
+        let busy = activity.calls.load(Ordering::Acquire) > 0;
+        let idle_check = match (idle_timeout, *activity.idle_since.lock()) {
+            (Some(t), Some(since)) if !closing && !busy => since + t,
+            _ => tokio::time::Instant::now() + far,
+        };
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stopped(&mut stop), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = activity.ended.notified() => {}
+            _ = tokio::time::sleep_until(idle_check) => {
+                let idle = activity.calls.load(Ordering::Acquire) == 0
+                    && activity.idle_since.lock().is_some_and(|s| s.elapsed() >= idle_timeout.unwrap_or(far));
+                if idle && !closing {
+                    tracing::debug!("closing an idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
 }
 
 /// Bind and start serving `catalog` on the current tokio runtime. Health
@@ -214,6 +399,12 @@ pub async fn start(
     config: ServeConfig,
     catalog: Arc<Catalog>,
 ) -> Result<RunningServer, ServeError> {
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let tokens = match &config.tokens {
+        Some(path) => Some(Arc::new(auth::Tokens::load(path)?)),
+        None => None,
+    };
+    let (has_tls, has_tokens) = (tls.is_some(), tokens.is_some());
     let metrics = Arc::new(Metrics::new());
     metrics.watch_reloads(Arc::clone(&catalog));
     for s in catalog.status() {
@@ -288,21 +479,46 @@ pub async fn start(
         .add_service(reflection_v1alpha)
         .add_service(retrieval)
         .prepare();
+    let gated = gate::Gate {
+        inner: routes,
+        shared: Arc::clone(&shared),
+        tokens,
+    };
     let service = tower::ServiceBuilder::new()
         .map_request(stamp_arrival::<hyper::body::Incoming>)
-        .map_response(oversize_is_resource_exhausted)
-        .service(routes);
-    let serve_task = tokio::spawn(accept_loop(listener, service, shutdown_rx.clone()));
+        .map_response(client_faults_coded)
+        .service(gated);
+    let conns = Connections {
+        max: config.max_connections.max(1),
+        idle_timeout: config.idle_timeout,
+        tls,
+        metrics: Arc::clone(&metrics),
+    };
+    let serve_task = tokio::spawn(accept_loop(listener, service, conns, shutdown_rx.clone()));
 
     for s in shared.catalog.status() {
         reload::log_loaded(&s.name, "startup", &s.loaded, "serving");
     }
+    if !addr.ip().is_loopback() {
+        if !has_tls {
+            tracing::warn!(grpc = %addr, "listening beyond loopback without TLS (--tls-cert, --tls-key): calls and tokens cross the network in clear");
+        }
+        if !has_tokens {
+            tracing::warn!(grpc = %addr, "listening beyond loopback without tokens (--tokens): anyone who can connect may search, read stored vectors and reload");
+        }
+    }
+    if metrics_addr.is_some_and(|m| !m.ip().is_loopback()) {
+        tracing::warn!(metrics = %metrics_addr.map(|a| a.to_string()).unwrap_or_default(), "the metrics endpoint, which takes no token, listens beyond loopback");
+    }
     tracing::info!(
         grpc = %addr,
+        tls = has_tls,
+        tokens = has_tokens,
         metrics = %metrics_addr.map_or_else(|| "off".to_string(), |a| a.to_string()),
         indexes = shared.catalog.len(),
         search_threads = %config.search_threads,
         max_concurrency = config.limits.max_concurrency,
+        max_connections = config.max_connections,
         watch = config.watch,
         "listening"
     );

@@ -16,6 +16,7 @@
 //! | `fathom_search_distances` | index | distances computed per query (histogram) |
 //! | `fathom_search_expansions` | index | graph nodes expanded per query (histogram) |
 //! | `fathom_build_info` | version | 1 |
+//! | `fathom_connections_refused_total` | | connections closed on arrival (over `--max-connections`) |
 //! | `process_*` | | RSS, virtual memory, CPU seconds, open and max fds, start time (Linux) |
 //!
 //! The `index` label is the index name for known indexes and `""` for names
@@ -71,6 +72,7 @@ pub struct Metrics {
     info_labels: Mutex<std::collections::HashMap<String, [String; 4]>>,
     distances: HistogramVec,
     expansions: HistogramVec,
+    connections_refused: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -92,6 +94,11 @@ impl Metrics {
             )
             .buckets(BUCKETS.to_vec()),
             &["method", "index", "code"],
+        )
+        .expect("valid metric");
+        let connections_refused = prometheus::IntCounter::new(
+            "fathom_connections_refused_total",
+            "Connections closed on arrival because --max-connections were open.",
         )
         .expect("valid metric");
         let in_flight = IntGauge::new("fathom_requests_in_flight", "RPCs being handled now.")
@@ -183,6 +190,7 @@ impl Metrics {
             Box::new(distances.clone()),
             Box::new(expansions.clone()),
             Box::new(build_info),
+            Box::new(connections_refused.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -194,6 +202,7 @@ impl Metrics {
             ))
             .expect("metric names are unique");
         Metrics {
+            connections_refused,
             registry,
             requests,
             latency,
@@ -283,6 +292,10 @@ impl Metrics {
 
     pub fn reload_failed(&self, name: &str) {
         self.reload_failures.with_label_values(&[name]).inc();
+    }
+
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// Export, at each scrape, how long each running reload has run: a

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
@@ -66,6 +66,9 @@ pub(crate) struct Shared {
     pub permits: Arc<Semaphore>,
     pub shutting_down: AtomicBool,
 }
+
+/// A call let in: past shutdown's check, holding a slot taken in `gate`.
+struct Admitted;
 
 /// The gRPC service; cheap to clone (one `Arc`).
 #[derive(Clone)]
@@ -138,16 +141,13 @@ impl Drop for Call<'_> {
 }
 
 impl Shared {
-    /// A concurrency slot, or RESOURCE_EXHAUSTED when all are taken.
-    fn permit(&self) -> Result<OwnedSemaphorePermit, RequestError> {
+    /// UNAVAILABLE once shutdown began. (The concurrency slot was taken
+    /// before the message was decoded, in `gate`.)
+    fn permit(&self) -> Result<Admitted, RequestError> {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(RequestError::ShuttingDown);
         }
-        Arc::clone(&self.permits)
-            .try_acquire_owned()
-            .map_err(|_| RequestError::Overloaded {
-                limit: self.limits.max_concurrency,
-            })
+        Ok(Admitted)
     }
 
     fn index(&self, name: &str) -> Result<Arc<Loaded>, RequestError> {
@@ -526,10 +526,12 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
         &self,
         request: Request<pb::GetItemsRequest>,
     ) -> Result<Response<pb::GetItemsResponse>, Status> {
+        let role = request.extensions().get::<crate::auth::Role>().copied();
         let req = request.into_inner();
         let call = Call::begin(&self.shared, "GetItems", &req.index);
         let result = (|| {
             let _permit = self.shared.permit()?;
+            crate::auth::check_items(role, req.ids.len())?;
             let loaded = self.shared.index(&req.index)?;
             check_limit("ids", req.ids.len(), self.shared.limits.max_batch)?;
             let index = loaded.index();

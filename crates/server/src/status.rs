@@ -47,6 +47,10 @@ pub enum RequestError {
     #[error("internal error: {0}")]
     Internal(String),
 
+    /// Turned away by `--tokens`: no token, an unknown one, or the wrong role.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+
     #[error(transparent)]
     Engine(#[from] Error),
 
@@ -56,8 +60,28 @@ pub enum RequestError {
 
 impl From<CatalogError> for Status {
     fn from(e: CatalogError) -> Status {
-        Status::new(catalog_code(&e), e.to_string())
+        Status::new(catalog_code(&e), capped(e.to_string()))
     }
+}
+
+/// Longest status message sent, in bytes. Messages quote what clients sent
+/// (an index name, an id), and `grpc-message` is a header: a 15 MB id must
+/// not come back as a 15 MB header.
+pub const MAX_STATUS_MESSAGE: usize = 1024;
+
+/// `message`, cut to at most [`MAX_STATUS_MESSAGE`] bytes.
+pub fn capped(mut message: String) -> String {
+    if message.len() <= MAX_STATUS_MESSAGE {
+        return message;
+    }
+    let total = message.len();
+    let mut cut = MAX_STATUS_MESSAGE - 40;
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    message.truncate(cut);
+    message.push_str(&format!("… ({} bytes cut)", total - cut));
+    message
 }
 
 impl From<RequestError> for Status {
@@ -70,10 +94,12 @@ impl From<RequestError> for Status {
             RequestError::ShuttingDown => Code::Unavailable,
             RequestError::Internal(_) => Code::Internal,
             RequestError::Unimplemented(_) => Code::Unimplemented,
+            RequestError::Auth(crate::auth::AuthError::Forbidden { .. }) => Code::PermissionDenied,
+            RequestError::Auth(_) => Code::Unauthenticated,
             RequestError::Engine(e) => engine_code(e),
             RequestError::Catalog(e) => catalog_code(e),
         };
-        Status::new(code, e.to_string())
+        Status::new(code, capped(e.to_string()))
     }
 }
 
@@ -114,6 +140,10 @@ fn catalog_code(e: &CatalogError) -> Code {
 /// gRPC's core and Java implementations, and this server's documentation,
 /// say RESOURCE_EXHAUSTED. Used by the response layer in `server::limits`.
 pub(crate) const OVERSIZE_MESSAGE_PREFIX: &str = "Error, decoded message length too large";
+
+/// How prost's decode errors begin; tonic reports them as INTERNAL, and the
+/// response layer in `lib.rs` answers INVALID_ARGUMENT for them.
+pub(crate) const DECODE_ERROR_PREFIX: &str = "failed to decode Protobuf message";
 
 /// The canonical upper-case name of a code, as used in metrics labels and
 /// in the gRPC spec.
@@ -180,6 +210,19 @@ mod tests {
             Status::from(CatalogError::UnknownIndex("nope".into())).code(),
             Code::NotFound
         );
+    }
+
+    #[test]
+    fn long_messages_are_cut() {
+        let long = Status::from(CatalogError::UnknownIndex("é".repeat(500_000)));
+        assert!(
+            long.message().len() <= MAX_STATUS_MESSAGE,
+            "{}",
+            long.message().len()
+        );
+        assert!(long.message().ends_with("bytes cut)"));
+        let short = Status::from(CatalogError::UnknownIndex("tracks".into()));
+        assert_eq!(short.message(), "no index named \"tracks\"");
     }
 
     #[test]

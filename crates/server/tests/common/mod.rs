@@ -108,6 +108,7 @@ pub fn config(limits: Limits, watch: bool) -> ServeConfig {
         search_threads: SearchThreads::default(),
         watch,
         shutdown_grace: Duration::from_secs(10),
+        ..ServeConfig::default()
     }
 }
 
