@@ -100,6 +100,8 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_STREAMS_PER_CONNECTION: u32 = 128;
 /// Largest header block a client may send (HTTP/2 SETTINGS).
 const MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
+/// How long a closing connection with no call running gets to finish.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// Longest a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -360,13 +362,19 @@ async fn serve_connection<IO, S>(
     };
     let conn = http2.serve_connection(TokioIo::new(io), TowerToHyperService::new(counted));
     let mut conn = std::pin::pin!(conn);
-    let mut closing = false;
+    // When a graceful shutdown of this connection began. hyper defers it
+    // until the HTTP/2 handshake is done, so a peer that never sends its
+    // preface would hold the connection forever: once no call runs, a
+    // closing connection is dropped after CLOSE_WAIT.
+    let mut closing: Option<tokio::time::Instant> = None;
     let far = Duration::from_secs(86_400 * 365);
     loop {
+        let now = tokio::time::Instant::now();
         let busy = activity.calls.load(Ordering::Acquire) > 0;
-        let idle_check = match (idle_timeout, *activity.idle_since.lock()) {
-            (Some(t), Some(since)) if !closing && !busy => since + t,
-            _ => tokio::time::Instant::now() + far,
+        let check = match (closing, idle_timeout, *activity.idle_since.lock()) {
+            (Some(since), _, _) => since.max(now) + CLOSE_WAIT,
+            (None, Some(t), Some(idle)) if !busy => idle + t,
+            _ => now + far,
         };
         tokio::select! {
             r = conn.as_mut() => {
@@ -375,18 +383,25 @@ async fn serve_connection<IO, S>(
                 }
                 return;
             }
-            _ = stopped(&mut stop), if !closing => {
+            _ = stopped(&mut stop), if closing.is_none() => {
                 conn.as_mut().graceful_shutdown();
-                closing = true;
+                closing = Some(tokio::time::Instant::now());
             }
             _ = activity.ended.notified() => {}
-            _ = tokio::time::sleep_until(idle_check) => {
-                let idle = activity.calls.load(Ordering::Acquire) == 0
-                    && activity.idle_since.lock().is_some_and(|s| s.elapsed() >= idle_timeout.unwrap_or(far));
-                if idle && !closing {
-                    tracing::debug!("closing an idle connection");
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
+            _ = tokio::time::sleep_until(check) => {
+                let idle = activity.calls.load(Ordering::Acquire) == 0;
+                match closing {
+                    Some(_) if idle => {
+                        tracing::debug!("closing connection dropped");
+                        return;
+                    }
+                    Some(_) => {}
+                    None if idle && activity.idle_since.lock().is_some_and(|i| i + idle_timeout.unwrap_or(far) <= tokio::time::Instant::now()) => {
+                        tracing::debug!("closing an idle connection");
+                        conn.as_mut().graceful_shutdown();
+                        closing = Some(tokio::time::Instant::now());
+                    }
+                    None => {}
                 }
             }
         }
