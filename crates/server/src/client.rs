@@ -320,6 +320,13 @@ impl Client {
             Err(s) if s.code() == Code::Cancelled && broken_connection(&s) => {
                 Err(Status::unavailable(format!("connection closed: {}", s.message())).into())
             }
+            // A connection that failed under the call (a TLS alert, say: a
+            // server wanting a client certificate says so only after the
+            // handshake) comes as UNKNOWN "transport error"; it is
+            // UNAVAILABLE, with its cause.
+            Err(s) if s.code() == Code::Unknown && broken_connection(&s) => {
+                Err(Status::unavailable(format!("connection failed: {}", cause_chain(&s))).into())
+            }
             Err(s) => Err(s.into()),
         }
     }
