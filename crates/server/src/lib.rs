@@ -516,14 +516,14 @@ pub async fn start(
     }
     if !addr.ip().is_loopback() {
         if !has_tls {
-            tracing::warn!(grpc = %addr, "listening beyond loopback without TLS (--tls-cert, --tls-key): calls and tokens cross the network in clear");
+            tracing::warn!(grpc = %addr, "reachable beyond loopback without TLS (--tls-cert, --tls-key): calls and tokens cross the network in clear");
         }
         if !has_tokens {
-            tracing::warn!(grpc = %addr, "listening beyond loopback without tokens (--tokens): anyone who can connect may search, read stored vectors and reload");
+            tracing::warn!(grpc = %addr, "reachable beyond loopback without tokens (--tokens): anyone who can connect may search, read stored vectors and reload");
         }
     }
     if metrics_addr.is_some_and(|m| !m.ip().is_loopback()) {
-        tracing::warn!(metrics = %metrics_addr.map(|a| a.to_string()).unwrap_or_default(), "the metrics endpoint, which takes no token, listens beyond loopback");
+        tracing::warn!(metrics = %metrics_addr.map(|a| a.to_string()).unwrap_or_default(), "the metrics endpoint, which takes no token, is reachable beyond loopback");
     }
     tracing::info!(
         grpc = %addr,
