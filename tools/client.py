@@ -13,6 +13,11 @@ so they always match the contract in this checkout.
 With --filter, only items matching the expression come back (the language
 is in docs/filters.md; `fathom query list` shows each index's fields).
 
+For a server with --tls-cert, give --tls-ca CA.pem (and, with
+--tls-client-ca, --tls-client-cert/--tls-client-key); for one with --tokens,
+--token TOKEN or FATHOM_TOKEN (a search token may fetch one item per call,
+which is what this script does).
+
 Run with a Python that lacks grpcio, it creates tools/.venv, installs
 tools/requirements-client.txt into it, and re-runs itself there.
 """
@@ -93,7 +98,14 @@ def main():
                     help='only return items matching this expression, '
                          'e.g. \'markets = "SE" AND explicit = false\'')
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds per call")
+    ap.add_argument("--tls-ca", help="PEM of the CA of the server's certificate (turns on TLS)")
+    ap.add_argument("--tls-client-cert", help="PEM client certificate, for mutual TLS")
+    ap.add_argument("--tls-client-key", help="PEM key of --tls-client-cert")
+    ap.add_argument("--token", default=os.environ.get("FATHOM_TOKEN"),
+                    help="bearer token (default: $FATHOM_TOKEN)")
     args = ap.parse_args()
+    if bool(args.tls_client_cert) != bool(args.tls_client_key):
+        ap.error("--tls-client-cert and --tls-client-key go together")
 
     if not have_grpc():
         bootstrap()
@@ -101,7 +113,18 @@ def main():
 
     with tempfile.TemporaryDirectory(prefix="fathom-stubs-") as stubs:
         pb, pb_grpc = load_stubs(stubs)
-        channel = grpc.insecure_channel(args.target)
+        if args.tls_ca or args.tls_client_cert:
+            def read(path):
+                return Path(path).read_bytes() if path else None
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=read(args.tls_ca),
+                private_key=read(args.tls_client_key),
+                certificate_chain=read(args.tls_client_cert))
+            channel = grpc.secure_channel(args.target, creds)
+        else:
+            channel = grpc.insecure_channel(args.target)
+        # Sent with each call; never printed.
+        metadata = [("authorization", f"Bearer {args.token}")] if args.token else None
         try:
             grpc.channel_ready_future(channel).result(timeout=args.timeout)
         except grpc.FutureTimeoutError:
@@ -109,17 +132,18 @@ def main():
                      "(is `fathom demo` or `fathom serve` running?)")
         stub = pb_grpc.RetrievalStub(channel)
         try:
-            indexes = stub.ListIndexes(pb.ListIndexesRequest(), timeout=args.timeout).indexes
+            indexes = stub.ListIndexes(pb.ListIndexesRequest(), timeout=args.timeout,
+                                       metadata=metadata).indexes
             for ix in indexes:
                 print(f"index {ix.name}: {ix.count} × {ix.dim} {ix.metric} {ix.storage}, "
                       f"default ef {ix.default_ef}")
             items = stub.GetItems(pb.GetItemsRequest(index=args.index, ids=[args.id]),
-                                  timeout=args.timeout).items
+                                  timeout=args.timeout, metadata=metadata).items
             query = list(items[0].vector)
             start = time.perf_counter()
             resp = stub.Search(pb.SearchRequest(index=args.index, vector=query, k=args.k,
                                                 ef=args.ef, filter=args.filter),
-                               timeout=args.timeout)
+                               timeout=args.timeout, metadata=metadata)
             took_ms = (time.perf_counter() - start) * 1e3
         except grpc.RpcError as e:
             sys.exit(f"{e.code().name}: {e.details()}")

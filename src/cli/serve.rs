@@ -57,6 +57,11 @@ pub struct ServeFlags {
     /// Most exclude_ids in one Search.
     #[arg(long, default_value_t = Limits::default().max_exclusions)]
     pub max_exclusions: usize,
+    /// Most request bytes received and not yet answered, over all calls;
+    /// calls past it are shed with RESOURCE_EXHAUSTED. At least
+    /// --max-message-bytes.
+    #[arg(long, default_value_t = Limits::default().max_inflight_bytes)]
+    pub max_inflight_bytes: usize,
     /// Where searches run [possible values: auto, inline, blocking, pool,
     /// pool:N]. auto: a dedicated pool of search threads (one per core) runs
     /// batches, and single searches run inline on the async workers unless
@@ -109,6 +114,13 @@ impl ServeFlags {
         if self.max_concurrency == 0 {
             bail!("--max-concurrency must be at least 1");
         }
+        if self.max_inflight_bytes < self.max_message_bytes {
+            bail!(
+                "--max-inflight-bytes ({}) must be at least --max-message-bytes ({})",
+                self.max_inflight_bytes,
+                self.max_message_bytes
+            );
+        }
         if self.max_connections == 0 {
             bail!("--max-connections must be at least 1");
         }
@@ -132,6 +144,7 @@ impl ServeFlags {
                 max_message_bytes: self.max_message_bytes,
                 max_concurrency: self.max_concurrency,
                 max_exclusions: self.max_exclusions,
+                max_inflight_bytes: self.max_inflight_bytes,
             },
             default_ef: self.default_ef,
             search_threads: self.search_threads,

@@ -494,10 +494,17 @@ pub async fn start(
         .add_service(reflection_v1alpha)
         .add_service(retrieval)
         .prepare();
+    // A message as large as allowed must fit in the budget.
+    let budget = config
+        .limits
+        .max_inflight_bytes
+        .max(config.limits.max_message_bytes)
+        .min(Semaphore::MAX_PERMITS);
     let gated = gate::Gate {
         inner: routes,
         shared: Arc::clone(&shared),
         tokens,
+        bytes: Arc::new(Semaphore::new(budget)),
     };
     let service = tower::ServiceBuilder::new()
         .map_request(stamp_arrival::<hyper::body::Incoming>)

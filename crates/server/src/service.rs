@@ -40,6 +40,9 @@ pub struct Limits {
     pub max_concurrency: usize,
     /// Most `exclude_ids` in one Search (INVALID_ARGUMENT above it).
     pub max_exclusions: usize,
+    /// Most request bytes received and not yet answered, over all calls; a
+    /// call whose message would pass it is shed with RESOURCE_EXHAUSTED.
+    pub max_inflight_bytes: usize,
 }
 
 impl Default for Limits {
@@ -51,6 +54,7 @@ impl Default for Limits {
             max_message_bytes: 16 << 20,
             max_concurrency: 256,
             max_exclusions: 100_000,
+            max_inflight_bytes: 256 << 20,
         }
     }
 }

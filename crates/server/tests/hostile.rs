@@ -110,6 +110,64 @@ async fn a_call_over_the_concurrency_cap_is_refused_before_its_message_is_read()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bytes_in_flight_are_bounded() {
+    let limits = Limits {
+        max_message_bytes: 1 << 20,
+        max_inflight_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let (server, _client) = serve(&[("items", prebuilt("v0"))], None, config(limits, false)).await;
+    let addr = server.local_addr();
+    // One call holds 900 kB of a 1 MB message, unfinished.
+    let holder = tokio::spawn(async move {
+        let mut body = frame_header(1_000_000);
+        body.extend_from_slice(&vec![0u8; 900_000]);
+        let path = "/fathom.v1.Retrieval/Search";
+        raw_call(addr, path, Bytes::from(body), false, Duration::from_secs(5)).await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A whole 200 kB message does not fit beside it: shed, not decoded.
+    let mut body = frame_header(200_000);
+    body.extend_from_slice(&vec![0u8; 200_000]);
+    let (code, message) = raw_call(
+        addr,
+        "/fathom.v1.Retrieval/BatchSearch",
+        Bytes::from(body),
+        true,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(code, "8", "{message}");
+    assert!(message.contains("max-inflight-bytes"), "{message}");
+    holder.abort();
+    // Once the holder is gone its bytes are free again.
+    let (code, message) = raw_call(
+        addr,
+        "/fathom.v1.Retrieval/ListIndexes",
+        Bytes::from(frame_header(0)),
+        true,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(code, "0", "{message}");
+    let mut body = frame_header(200_000);
+    body.extend_from_slice(&vec![0u8; 200_000]);
+    let (code, _) = raw_call(
+        addr,
+        "/fathom.v1.Retrieval/BatchSearch",
+        Bytes::from(body),
+        true,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("an answer");
+    assert_ne!(code, "8", "the budget was not given back");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_strings_are_not_echoed() {
     let (server, client) = serve(
         &[("items", prebuilt("v0"))],
