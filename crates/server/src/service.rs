@@ -54,7 +54,7 @@ impl Default for Limits {
             max_message_bytes: 16 << 20,
             max_concurrency: 256,
             max_exclusions: 100_000,
-            max_inflight_bytes: 256 << 20,
+            max_inflight_bytes: 64 << 20,
         }
     }
 }
