@@ -50,6 +50,13 @@ impl SearchParams {
     }
 }
 
+impl Default for SearchParams {
+    /// Ten hits at the index's default beam.
+    fn default() -> Self {
+        SearchParams::new(10, 0)
+    }
+}
+
 /// The plan of a filtered search.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Plan {
