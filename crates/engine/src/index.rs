@@ -538,6 +538,11 @@ impl Index {
         self.snapshot.attributes(self.snapshot.find(id)?)
     }
 
+    /// The attributes of node `node`, as one JSON object.
+    pub fn node_attributes_json(&self, node: u32) -> Option<&str> {
+        self.snapshot.attributes(node)
+    }
+
     /// The stored (exact, normalized under cosine) vector of an external id.
     pub fn vector_of(&self, id: &str) -> Option<&[f32]> {
         let node = self.snapshot.find(id)?;

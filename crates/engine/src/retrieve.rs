@@ -25,13 +25,14 @@ use crate::search::{Neighbor, SearchStats};
 use crate::topk::{merge, pick, Hit, Pick};
 
 /// One index of a call, with its filter already bound (callers plan a
-/// filter once and reuse it across a batch).
+/// filter once and reuse it across a batch). A plan is tied to the index
+/// it was bound to (`'i`), which outlives this borrow of it (`'s`).
 #[derive(Clone, Copy)]
-pub struct Source<'i> {
+pub struct Source<'s, 'i> {
     /// For error messages.
-    pub name: &'i str,
-    pub index: &'i Index,
-    pub filter: Option<&'i FilterPlan<'i>>,
+    pub name: &'s str,
+    pub index: &'s Index,
+    pub filter: Option<&'s FilterPlan<'i>>,
 }
 
 /// What a call asks for, beyond the sources.
@@ -89,7 +90,7 @@ struct Examples {
 }
 
 /// Run `call` over `sources`.
-pub fn retrieve(sources: &[Source<'_>], call: &Call<'_>) -> Result<Retrieved> {
+pub fn retrieve(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved> {
     let (metric, dim) = check_sources(sources)?;
     let k = call.params.k;
     if k == 0 {
@@ -236,7 +237,7 @@ pub fn retrieve(sources: &[Source<'_>], call: &Call<'_>) -> Result<Retrieved> {
 }
 
 /// The sources must agree on what a vector means.
-fn check_sources(sources: &[Source<'_>]) -> Result<(Metric, usize)> {
+fn check_sources(sources: &[Source<'_, '_>]) -> Result<(Metric, usize)> {
     let first = sources
         .first()
         .ok_or_else(|| Error::invalid("a call needs at least one index"))?;
@@ -263,10 +264,10 @@ fn check_sources(sources: &[Source<'_>]) -> Result<(Metric, usize)> {
 /// Per source, the group column of `call.group_by` (`None` for a source
 /// without that field: its hits are uncapped).
 #[allow(clippy::type_complexity)]
-fn group_columns<'i>(
-    sources: &[Source<'i>],
+fn group_columns<'s>(
+    sources: &[Source<'s, '_>],
     call: &Call<'_>,
-) -> Result<Option<Vec<Option<(crate::attributes::Attributes<'i>, &'i [u32])>>>> {
+) -> Result<Option<Vec<Option<(crate::attributes::Attributes<'s>, &'s [u32])>>>> {
     if call.group_by.is_empty() {
         if call.group_size > 0 {
             return Err(Error::invalid("group_size needs group_by"));
@@ -310,7 +311,7 @@ fn group_columns<'i>(
 /// Look the example ids up in the sources and bring every example to the
 /// stored form. `None` when the call has no examples.
 fn resolve_examples(
-    sources: &[Source<'_>],
+    sources: &[Source<'_, '_>],
     call: &Call<'_>,
     metric: Metric,
     dim: usize,

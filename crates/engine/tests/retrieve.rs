@@ -80,7 +80,7 @@ fn ids(index: &Index, hits: &[Hit]) -> Vec<String> {
     hits.iter().map(|h| index.id(h.node).to_string()).collect()
 }
 
-fn one<'i>(f: &'i Fixture) -> Vec<Source<'i>> {
+fn one(f: &Fixture) -> Vec<Source<'_, '_>> {
     vec![Source {
         name: "r",
         index: &f.index,
