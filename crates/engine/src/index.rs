@@ -498,41 +498,6 @@ impl Index {
         Ok(nodes)
     }
 
-    /// The query of a recommendation (the average-vector strategy of
-    /// [`crate::recommend`]) and the seed items it must not return. Each
-    /// seed id is looked up once; an unknown one is [`Error::UnknownItem`].
-    pub fn examples_query<S: AsRef<str>>(
-        &self,
-        positive_ids: &[S],
-        negative_ids: &[S],
-        positive_vectors: &[&[f32]],
-        negative_vectors: &[&[f32]],
-    ) -> Result<(Vec<f32>, roaring::RoaringBitmap)> {
-        let mut seeds = roaring::RoaringBitmap::new();
-        let exact = self.snapshot.vectors_f32();
-        let (mut pos, mut neg) = (Vec::new(), Vec::new());
-        for (ids, out) in [(positive_ids, &mut pos), (negative_ids, &mut neg)] {
-            for id in ids {
-                let id = id.as_ref();
-                let node = self
-                    .snapshot
-                    .find(id)
-                    .ok_or_else(|| Error::UnknownItem(id.to_string()))?;
-                seeds.insert(node);
-                out.push(exact.row(node));
-            }
-        }
-        pos.extend_from_slice(positive_vectors);
-        neg.extend_from_slice(negative_vectors);
-        let q = crate::recommend::average_vector(
-            self.snapshot.metric(),
-            self.snapshot.dim(),
-            &pos,
-            &neg,
-        )?;
-        Ok((q, seeds))
-    }
-
     /// The attributes of an external id, as one JSON object.
     pub fn attributes_json(&self, id: &str) -> Option<&str> {
         self.snapshot.attributes(self.snapshot.find(id)?)
