@@ -280,8 +280,10 @@ impl Shared {
             }
             (false, true) => Ok((vec![(o.index.to_string(), self.index(o.index)?)], false)),
             (true, false) => {
-                check_limit("indexes", o.indexes.len(), self.catalog.len().max(1))?;
-                let mut out = Vec::with_capacity(o.indexes.len());
+                // Names past the catalog's size cannot all be distinct and
+                // served: refuse them before looking any up.
+                check_limit("indexes", o.indexes.len(), self.catalog.len().max(2))?;
+                let mut out: Vec<(String, Arc<Loaded>)> = Vec::with_capacity(o.indexes.len());
                 for name in o.indexes {
                     if out.iter().any(|(n, _)| n == name) {
                         return Err(Error::InvalidArgument(format!(
