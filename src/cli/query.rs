@@ -48,7 +48,7 @@ enum QueryCommand {
     List,
     /// The k nearest items of a stored item (--id), a vector (--vector), or a
     /// row of a query file (--query-file --row).
-    Search(SearchArgs),
+    Search(Box<SearchArgs>),
     /// The stored vectors (normalized under cosine) and attributes of some ids.
     Get(GetArgs),
 }
