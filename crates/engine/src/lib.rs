@@ -41,6 +41,7 @@ pub mod exact;
 pub mod filter;
 pub mod formats;
 pub mod graph;
+pub mod ids;
 pub mod index;
 pub mod recommend;
 pub mod retrieve;

@@ -54,7 +54,8 @@ pub struct Call<'a> {
     pub params: SearchParams,
     /// Maximal marginal relevance with λ = 1 − diversity; 0 is off.
     pub diversity: f32,
-    /// Candidates per source that MMR picks from (0: 4·k).
+    /// Candidates per source that MMR and group caps pick from (0: 4·k);
+    /// group caps search wider when these hold fewer than k under the cap.
     pub candidates: usize,
     /// At most `group_size` hits per value of this keyword field ("" off).
     pub group_by: &'a str,
@@ -145,7 +146,9 @@ pub fn retrieve(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved
         excluded.push(away);
     }
 
-    let mut fetch = vec![if mmr { candidates } else { k }; sources.len()];
+    // Diversity and group caps choose among `candidates` per source.
+    let wide = mmr || !call.group_by.is_empty();
+    let mut fetch = vec![if wide { candidates } else { k }; sources.len()];
     let mut lists: Vec<Option<(Vec<Hit>, bool)>> = vec![None; sources.len()];
     let mut stats = SearchStats::default();
     loop {
@@ -190,7 +193,21 @@ pub fn retrieve(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved
             .map(|l| l.as_ref().map_or_else(Vec::new, |l| l.0.clone()))
             .collect();
         let merged = merge(&all);
-        let rows = |h: &Hit| sources[h.source as usize].index.snapshot().vectors_f32();
+        // MMR compares candidates with each other: find their rows once.
+        let rows: Vec<&[f32]> = if mmr {
+            merged
+                .iter()
+                .map(|h| {
+                    sources[h.source as usize]
+                        .index
+                        .snapshot()
+                        .vectors_f32()
+                        .row(h.node)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let kernel = Kernel::<f32>::new(metric);
         let hits = pick(
             &merged,
@@ -207,9 +224,8 @@ pub fn retrieve(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved
                     (value, call.group_size)
                 }),
                 mmr: mmr.then(|| {
-                    let dist = move |a: &Hit, b: &Hit| {
-                        kernel.distance(rows(a).row(a.node), rows(b).row(b.node))
-                    };
+                    let rows = &rows;
+                    let dist = move |a: usize, b: usize| kernel.distance(rows[a], rows[b]);
                     (1.0 - call.diversity, dist)
                 }),
             },
@@ -324,7 +340,7 @@ fn resolve_examples(
         for id in ids {
             let mut vector = None;
             for (s, src) in sources.iter().enumerate() {
-                if let Some(node) = src.index.snapshot().find(id) {
+                if let Some(node) = src.index.find(id) {
                     seeds[s].insert(node);
                     vector.get_or_insert_with(|| {
                         src.index.snapshot().vectors_f32().row(node).to_vec()
@@ -412,32 +428,36 @@ fn search_source(
         || ef >= n
         || (!admission.admits_all() && prefers_exact(admission.estimate(n), n, ef));
     let mut stats = SearchStats::default();
-    let mut scored: Vec<Neighbor> = if exact {
-        let admitted = admission.admitted(n);
-        stats.distances += admitted.len() * scorer_cost(e);
-        top_by(admitted.iter(), params.k, params.deadline, |r| {
-            scorer.distance(rows.row(r))
-        })?
-    } else {
+    let mut pool = RoaringBitmap::new();
+    if !exact {
         // Candidates: the nearest items of each positive (the best score is
-        // one of them), and for sums the direction they add up to.
-        let mut probes: Vec<Vec<f32>> = e.positives.clone();
-        if strategy == Strategy::SumScores {
-            probes.push(sum_direction(metric, e));
-        }
-        let mut pool = RoaringBitmap::new();
-        for p in &probes {
-            if p.iter().all(|x| *x == 0.0) {
-                continue;
+        // near one of them), or where the sum of scores points.
+        let probes: Vec<Vec<f32>> = match (strategy, metric) {
+            // Linear in x: the sum's direction ranks exactly as the score.
+            (Strategy::SumScores, Metric::Dot | Metric::Cosine) => vec![sum_direction(metric, e)],
+            (Strategy::SumScores, Metric::L2) => {
+                let mut p = e.positives.clone();
+                p.push(sum_direction(metric, e));
+                p
             }
+            _ => e.positives.clone(),
+        };
+        for p in probes.iter().filter(|p| p.iter().any(|x| *x != 0.0)) {
             stats += index.search_admitted_into(p, params, admission, &mut found)?;
             pool.extend(found.iter().map(|n| n.id));
         }
-        stats.distances += pool.len() * scorer_cost(e);
-        top_by(pool.iter(), params.k, params.deadline, |r| {
-            scorer.distance(rows.row(r))
-        })?
+    }
+    // Scored exactly; every admitted item when there is nothing to search
+    // near, or examples that cancel out (a zero sum: all score alike).
+    let pool = if pool.is_empty() {
+        admission.admitted(n)
+    } else {
+        std::borrow::Cow::Owned(pool)
     };
+    stats.distances += pool.len() * scorer_cost(e);
+    let mut scored = top_by(pool.iter(), params.k, params.deadline, |r| {
+        scorer.distance(rows.row(r))
+    })?;
     scored.truncate(params.k);
     Ok((as_hits(&scored), stats))
 }

@@ -47,8 +47,33 @@ pub struct Pick<G, D> {
     pub min_per_source: usize,
     /// A hit's group value, or `None` when uncapped; with `group_size`.
     pub group: Option<(G, usize)>,
-    /// λ and the distance between two hits' items, for MMR.
+    /// λ and the distance between the items of two candidates (by their
+    /// positions in the candidate list), for MMR.
     pub mmr: Option<(f32, D)>,
+}
+
+/// A candidate's MMR score as last computed, with how many picks it had
+/// seen: scores only grow as picks are added (the distance to the nearest
+/// pick only shrinks), so a stale score is a lower bound and only the
+/// candidate at the top of the heap needs bringing up to date.
+#[derive(PartialEq)]
+struct Stale {
+    score: f32,
+    at: usize,
+    seen: usize,
+}
+
+impl Eq for Stale {}
+impl PartialOrd for Stale {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Stale {
+    // Reversed: the heap's top is the lowest score (then the nearest).
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        o.score.total_cmp(&self.score).then(o.at.cmp(&self.at))
+    }
 }
 
 /// Pick up to `k` of `candidates` (nearest first, as [`merge`] leaves them)
@@ -57,12 +82,11 @@ pub struct Pick<G, D> {
 pub fn pick<'g, G, D>(candidates: &[Hit], pick: &Pick<G, D>) -> Vec<Hit>
 where
     G: Fn(&Hit) -> Option<&'g str>,
-    D: Fn(&Hit, &Hit) -> f32,
+    D: Fn(usize, usize) -> f32,
 {
     let k = pick.k.min(candidates.len());
     let mut taken = vec![false; candidates.len()];
-    let mut picked: Vec<Hit> = Vec::with_capacity(k);
-    let mut per_source = vec![0usize; pick.sources];
+    let mut picked: Vec<usize> = Vec::with_capacity(k);
     // What each source is still owed: the minimum, or what it has.
     let mut owed = vec![0usize; pick.sources];
     for c in candidates {
@@ -75,41 +99,61 @@ where
         None => Vec::new(),
     };
     let cap = pick.group.as_ref().map_or(usize::MAX, |g| g.1);
-    // MMR: each candidate's distance to the nearest pick so far.
-    let mut nearest_pick = vec![f32::INFINITY; candidates.len()];
+    let group_full = |i: usize, per_group: &HashMap<&str, usize>| {
+        groups
+            .get(i)
+            .copied()
+            .flatten()
+            .is_some_and(|g| per_group.get(g).copied().unwrap_or(0) >= cap)
+    };
+    // MMR, once the first pick is made: each candidate's distance to the
+    // nearest pick it has seen, and the heap of stale scores.
+    let mut nearest = vec![f32::INFINITY; candidates.len()];
+    let mut heap = std::collections::BinaryHeap::new();
     while picked.len() < k {
         let left = k - picked.len();
         let unmet: usize = owed.iter().sum();
         // Once the remaining slots are all owed, only owed sources may fill.
         let owed_only = unmet >= left;
-        let mut best: Option<(usize, f32)> = None;
-        for (i, c) in candidates.iter().enumerate() {
-            if taken[i] {
-                continue;
-            }
-            if owed_only && owed[c.source as usize] == 0 {
-                continue;
-            }
-            if let Some(g) = groups.get(i).copied().flatten() {
-                if per_group.get(g).copied().unwrap_or(0) >= cap {
-                    continue;
+        let eligible = |i: usize, per_group: &HashMap<&str, usize>| {
+            let turned_away = owed_only && owed[candidates[i].source as usize] == 0;
+            !turned_away && !group_full(i, per_group)
+        };
+        let chosen = match &pick.mmr {
+            Some((lambda, dist)) if !picked.is_empty() => {
+                let mut set_aside = Vec::new();
+                let mut chosen = None;
+                while let Some(top) = heap.pop() {
+                    let Stale { at, seen, .. } = top;
+                    if group_full(at, &per_group) {
+                        continue; // for good: a full group stays full
+                    }
+                    if !eligible(at, &per_group) {
+                        set_aside.push(top);
+                        continue;
+                    }
+                    if seen < picked.len() {
+                        for &p in &picked[seen..] {
+                            nearest[at] = nearest[at].min(dist(at, p));
+                        }
+                        let score = lambda * candidates[at].distance - (1.0 - lambda) * nearest[at];
+                        heap.push(Stale {
+                            score,
+                            at,
+                            seen: picked.len(),
+                        });
+                        continue;
+                    }
+                    chosen = Some(at);
+                    break;
                 }
+                heap.extend(set_aside);
+                chosen
             }
-            let score = match &pick.mmr {
-                Some((lambda, _)) if !picked.is_empty() => {
-                    lambda * c.distance - (1.0 - lambda) * nearest_pick[i]
-                }
-                _ => c.distance,
-            };
-            if best.is_none_or(|(_, s)| score < s) {
-                best = Some((i, score));
-            }
-            // Nearest first: without MMR the first eligible one wins.
-            if pick.mmr.is_none() {
-                break;
-            }
-        }
-        let Some((i, _)) = best else {
+            // The nearest eligible: candidates are sorted.
+            _ => (0..candidates.len()).find(|&i| !taken[i] && eligible(i, &per_group)),
+        };
+        let Some(i) = chosen else {
             if owed_only && unmet > 0 {
                 // The owed sources have nothing eligible left (their groups
                 // are full): forgive the debt and let anyone fill.
@@ -118,33 +162,34 @@ where
             }
             break;
         };
-        let c = candidates[i];
         taken[i] = true;
-        picked.push(c);
-        let s = c.source as usize;
-        per_source[s] += 1;
+        let s = candidates[i].source as usize;
         owed[s] = owed[s].saturating_sub(1);
         if let Some(g) = groups.get(i).copied().flatten() {
             *per_group.entry(g).or_insert(0) += 1;
         }
-        if let Some((_, dist)) = &pick.mmr {
-            for (j, other) in candidates.iter().enumerate() {
-                if !taken[j] {
-                    nearest_pick[j] = nearest_pick[j].min(dist(other, &c));
-                }
-            }
+        if picked.is_empty() && pick.mmr.is_some() {
+            // From here on scores only grow; seed the heap with every other
+            // candidate, to be scored against this first pick.
+            heap.extend((0..candidates.len()).filter(|&j| j != i).map(|j| Stale {
+                score: f32::NEG_INFINITY,
+                at: j,
+                seen: 0,
+            }));
         }
+        picked.push(i);
     }
+    let mut out: Vec<Hit> = picked.iter().map(|&i| candidates[i]).collect();
     if pick.mmr.is_none() {
         // Forced picks of owed sources may be farther than later free ones.
-        picked.sort_by(|a, b| {
+        out.sort_by(|a, b| {
             a.distance
                 .total_cmp(&b.distance)
                 .then(a.source.cmp(&b.source))
                 .then(a.node.cmp(&b.node))
         });
     }
-    picked
+    out
 }
 
 #[cfg(test)]
@@ -152,7 +197,7 @@ mod tests {
     use super::*;
 
     type NoGroup = fn(&Hit) -> Option<&'static str>;
-    type NoDist = fn(&Hit, &Hit) -> f32;
+    type NoDist = fn(usize, usize) -> f32;
 
     fn h(source: u32, node: u32, distance: f32) -> Hit {
         Hit {
@@ -234,7 +279,7 @@ mod tests {
             .enumerate()
             .map(|(i, &p)| h(0, i as u32, p))
             .collect();
-        let dist = |a: &Hit, b: &Hit| (pos[a.node as usize] - pos[b.node as usize]).abs();
+        let dist = |a: usize, b: usize| (pos[a] - pos[b]).abs();
         let with = |lambda: f32| Pick {
             k: 2,
             sources: 1,

@@ -173,6 +173,12 @@ fn strategies_match_the_oracle() {
 #[test]
 fn exclusions_and_seeds_keep_the_count() {
     let f = fixture(Metric::L2, SEED, "t");
+    // The id table finds every stored id, and nothing else.
+    for node in 0..N as u32 {
+        assert_eq!(f.index.find(f.index.id(node)), Some(node));
+    }
+    assert_eq!(f.index.find("t:99999"), None);
+    assert_eq!(f.index.find(""), None);
     let q = row(&f, 10);
     let plain = retrieve(
         &one(&f),
