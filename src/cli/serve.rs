@@ -57,6 +57,9 @@ pub struct ServeFlags {
     /// Most exclude_ids in one Search.
     #[arg(long, default_value_t = Limits::default().max_exclusions)]
     pub max_exclusions: usize,
+    /// Most examples (seed ids and taste vectors) in one query.
+    #[arg(long, default_value_t = Limits::default().max_examples)]
+    pub max_examples: usize,
     /// Most request bytes received and not yet answered, over all calls;
     /// calls past it are shed with RESOURCE_EXHAUSTED. At least
     /// --max-message-bytes.
@@ -144,6 +147,7 @@ impl ServeFlags {
                 max_message_bytes: self.max_message_bytes,
                 max_concurrency: self.max_concurrency,
                 max_exclusions: self.max_exclusions,
+                max_examples: self.max_examples,
                 max_inflight_bytes: self.max_inflight_bytes,
             },
             default_ef: self.default_ef,
