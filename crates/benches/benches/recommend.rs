@@ -87,7 +87,7 @@ fn main() {
     let avg = time_per_query(nq, |i| {
         let call = Call {
             positive_vectors: vec![&qs[i]],
-            params,
+            params: params.clone(),
             ..Call::default()
         };
         retrieve(&one, &call).unwrap();
@@ -108,7 +108,7 @@ fn main() {
     let avg3 = time_per_query(nq, |i| {
         let call = Call {
             positive_ids: &seeds[i][..3],
-            params,
+            params: params.clone(),
             ..Call::default()
         };
         retrieve(&one, &call).unwrap();
@@ -120,7 +120,7 @@ fn main() {
                 let call = Call {
                     positive_ids: &seeds[i][..examples],
                     strategy,
-                    params,
+                    params: params.clone(),
                     ..Call::default()
                 };
                 retrieve(&one, &call).unwrap();
@@ -163,7 +163,7 @@ fn main() {
         let call = Call {
             vector: &qs[i],
             exclude_ids: &excluded_ids,
-            params,
+            params: params.clone(),
             ..Call::default()
         };
         retrieve(&one, &call).unwrap();
@@ -190,7 +190,7 @@ fn main() {
             &one,
             &Call {
                 vector: &qs[i],
-                params,
+                params: params.clone(),
                 ..Call::default()
             },
         )
@@ -201,7 +201,7 @@ fn main() {
             &two,
             &Call {
                 vector: &qs[i],
-                params,
+                params: params.clone(),
                 ..Call::default()
             },
         )
@@ -217,7 +217,7 @@ fn main() {
                 &two,
                 &Call {
                     vector: &qs[i],
-                    params,
+                    params: params.clone(),
                     ..Call::default()
                 },
             )
@@ -243,7 +243,7 @@ fn main() {
             &one,
             &Call {
                 vector: &qs[i],
-                params: p100,
+                params: p100.clone(),
                 ..Call::default()
             },
         )
@@ -255,7 +255,7 @@ fn main() {
             &one,
             &Call {
                 vector: &qs[i],
-                params: p25,
+                params: p25.clone(),
                 diversity: 0.3,
                 candidates: 100,
                 ..Call::default()
@@ -268,7 +268,7 @@ fn main() {
             &one,
             &Call {
                 vector: &qs[i],
-                params: p25,
+                params: p25.clone(),
                 candidates: 100,
                 group_by: "artist",
                 group_size: 2,
@@ -282,7 +282,7 @@ fn main() {
             &one,
             &Call {
                 vector: &qs[i],
-                params: p25,
+                params: p25.clone(),
                 diversity: 0.3,
                 candidates: 100,
                 group_by: "artist",
