@@ -271,6 +271,14 @@ pub fn retrieve(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved
         if call.params.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(Error::DeadlineExceeded);
         }
+        if call
+            .params
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return Err(Error::Cancelled);
+        }
         for s in widen {
             fetch[s] = fetch[s].saturating_mul(2);
             lists[s] = None;

@@ -511,7 +511,7 @@ pub async fn start(
         .map_response(client_faults_coded)
         .service(gated);
     let conns = Connections {
-        max: config.max_connections.max(1),
+        max: config.max_connections.clamp(1, u32::MAX as usize),
         idle_timeout: config.idle_timeout,
         tls,
         metrics: Arc::clone(&metrics),
