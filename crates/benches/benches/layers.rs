@@ -133,8 +133,13 @@ fn main() {
                 qs.len() as f64 / best,
             )
         };
-        let (r_whole, q_whole) = run(&whole_sources);
-        let (r_layers, q_layers) = run(&layer_sources);
+        // One thread: retrieve would otherwise search the layers in parallel.
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("pool");
+        let (r_whole, q_whole) = one.install(|| run(&whole_sources));
+        let (r_layers, q_layers) = one.install(|| run(&layer_sources));
         println!(
             "| {ef} | {r_whole:.4} | {r_layers:.4} | {:+.4} | {q_whole:.0} | {q_layers:.0} | {:.2} |",
             r_layers - r_whole,

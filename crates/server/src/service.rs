@@ -485,11 +485,11 @@ fn search_batch(
     req: &pb::BatchSearchRequest,
     strategy: Strategy,
     params: &SearchParams,
-) -> Result<(Vec<pb::SearchResponse>, SearchStats), RequestError> {
+) -> Result<(Vec<pb::SearchResponse>, Vec<SearchStats>), RequestError> {
     let o = batch_options(req);
     let mut plans = Plans::new(targets);
     let mut results = Vec::with_capacity(req.queries.len());
-    let mut work = SearchStats::default();
+    let mut work = Vec::with_capacity(req.queries.len());
     let mut exclude: Vec<String> = Vec::new();
     let at = |i: usize| {
         move |e: Error| match e {
@@ -521,7 +521,7 @@ fn search_batch(
         let e = Examples::of_query(q);
         let (resp, stats) =
             run_call(&plans, filter, &o, strategy, *params, &e, exclude_ids).map_err(at(i))?;
-        work += stats;
+        work.push(stats);
         results.push(resp);
     }
     Ok((results, work))
@@ -703,7 +703,10 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
         }
         .await
         .map(|(resp, work, name)| {
-            self.shared.metrics.searched(&name, work);
+            // Per query, as a Search would count it.
+            for stats in work {
+                self.shared.metrics.searched(&name, stats);
+            }
             resp
         });
         call.finish(result)
