@@ -52,11 +52,17 @@ pub struct Args {
     /// history; ids the index does not hold are ignored.
     #[arg(long)]
     exclude_file: Option<PathBuf>,
+    #[command(flatten)]
+    load: super::LoadFlags,
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let opened = std::time::Instant::now();
-    let index = crate::cli::about_path(Index::open(&a.snapshot), "opening", &a.snapshot)?;
+    let index = crate::cli::about_path(
+        Index::open_with(&a.snapshot, &a.load.options()),
+        "opening",
+        &a.snapshot,
+    )?;
     let open_us = opened.elapsed().as_secs_f64() * 1e6;
     // Seed items (--like, --unlike) are never returned.
     let mut excluded = roaring::RoaringBitmap::new();
