@@ -1,3 +1,5 @@
+//! Damaged snapshots.
+//!
 //! A served snapshot overwritten or truncated in place, under a stream of
 //! searches, against a real `fathom serve` process: the process stays up,
 //! that index answers DATA_LOSS (never a wrong answer, never INTERNAL), the
@@ -5,6 +7,9 @@
 //! again. With `--load memory` the index keeps answering from its copy.
 //! (Before the SIGBUS guard, the first search after a truncation killed the
 //! process with SIGBUS, exit status 135.)
+//!
+//! Stored vectors holding NaN: `fathom search` and `serve --no-verify` report
+//! corruption (non-zero exit, DATA_LOSS) instead of answering NaN distances.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Seek, SeekFrom, Write};
@@ -92,10 +97,13 @@ fn fixture() -> Fixture {
 }
 
 fn serve(catalog: &Path, extra: &[&str]) -> Server {
+    serve_args(&["--catalog".as_ref(), catalog.as_os_str()], extra)
+}
+
+fn serve_args(what: &[&std::ffi::OsStr], extra: &[&str]) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_fathom"))
         .arg("serve")
-        .arg("--catalog")
-        .arg(catalog)
+        .args(what)
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
         .args(extra)
         .env("RUST_LOG", "info")
@@ -367,4 +375,79 @@ async fn a_copy_in_memory_keeps_serving() {
     server.assert_alive("at the end");
     // The copy never stopped answering.
     check_tally(&tally, &["OK v1", "OK v2"]);
+}
+
+/// A copy of `src` whose stored vectors are NaN from row 0 on (its checksum
+/// no longer matches: only an unverified open serves it).
+fn with_nan_vectors(src: &Path, dst: &Path) {
+    let snap = fathom_engine::snapshot::Snapshot::open(src).unwrap();
+    let e = snap
+        .section_entry(fathom_engine::snapshot::SectionKind::Vectors)
+        .unwrap()
+        .clone();
+    drop(snap);
+    let mut bytes = std::fs::read(src).unwrap();
+    let section = &mut bytes[e.offset as usize..(e.offset + e.len) as usize];
+    for w in section.chunks_exact_mut(4) {
+        w.copy_from_slice(&f32::NAN.to_le_bytes());
+    }
+    std::fs::write(dst, bytes).unwrap();
+}
+
+#[test]
+fn search_on_nan_vectors_fails_instead_of_answering_nan() {
+    let f = fixture();
+    let bad = f.catalog.join("bad.fathom.nan");
+    with_nan_vectors(&f.catalog.join("tracks.fathom"), &bad);
+    let vector = query()
+        .iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = Command::new(env!("CARGO_BIN_EXE_fathom"))
+        .arg("search")
+        .arg(&bad)
+        .args(["--vector", &vector, "-k", "5"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "exit 0 with: {stdout}");
+    assert!(!stdout.contains("NaN"), "{stdout}");
+    assert!(stderr.contains("non-finite distance"), "{stderr}");
+    // The intact file still searches.
+    let ok = Command::new(env!("CARGO_BIN_EXE_fathom"))
+        .arg("search")
+        .arg(f.catalog.join("tracks.fathom"))
+        .args(["--vector", &vector, "-k", "5"])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_no_verify_answers_data_loss_for_nan_vectors() {
+    let f = fixture();
+    let bad = f.catalog.join("bad.fathom.nan");
+    with_nan_vectors(&f.catalog.join("tracks.fathom"), &bad);
+    let mut bad_spec = std::ffi::OsString::from("tracks=");
+    bad_spec.push(&bad);
+    let mut ok_spec = std::ffi::OsString::from("episodes=");
+    ok_spec.push(f.catalog.join("episodes.fathom"));
+    let mut server = serve_args(
+        &["--index".as_ref(), &bad_spec, "--index".as_ref(), &ok_spec],
+        &["--no-verify", "--no-watch"],
+    );
+    let client = connect(&server).await;
+    for _ in 0..5 {
+        assert_eq!(outcome(&client, "tracks").await, "DataLoss");
+        assert_eq!(outcome(&client, "episodes").await, "OK ep");
+    }
+    let err = client.search("tracks", &query(), 10, 0).await.unwrap_err();
+    assert!(err.to_string().contains("non-finite"), "{err}");
+    server.assert_alive("at the end");
 }
