@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use fathom_engine::builder::{build, BuildOptions};
 use fathom_engine::formats::read_dataset;
-use fathom_engine::snapshot::check_output_dir;
+use fathom_engine::snapshot::{check_output_dir, temp_path};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{default_threads, human_bytes, BuilderArg, MetricArg, StorageArg};
@@ -58,6 +58,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<ExitCode> {
     // Fail before a long build, not after it.
     crate::cli::about_path(check_output_dir(&a.output), "cannot write", &a.output)?;
+    remove_temp_on_signal(&a.output).context("installing the SIGINT/SIGTERM handler")?;
     let opts = BuildOptions {
         metric: a.metric.into(),
         storage: a.storage.into(),
@@ -105,4 +106,41 @@ pub fn run(a: Args) -> Result<ExitCode> {
         human_bytes(size)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// On SIGINT or SIGTERM, remove the temporary file a write in progress is
+/// filling (the writer removes it itself on an error, but a signal's
+/// default action would leave it behind), then exit with 128 + the signal
+/// number. The handlers are in place before the build starts.
+fn remove_temp_on_signal(output: &std::path::Path) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let tmp = temp_path(output);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut int, mut term) = rt.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
+    })?;
+    std::thread::Builder::new()
+        .name("build-signals".into())
+        .spawn(move || {
+            let (name, code) = rt.block_on(async {
+                tokio::select! {
+                    _ = int.recv() => ("SIGINT", 130),
+                    _ = term.recv() => ("SIGTERM", 143),
+                }
+            });
+            match std::fs::remove_file(&tmp) {
+                Ok(()) => eprintln!(
+                    "\n{name}: build stopped; removed the partial {}",
+                    tmp.display()
+                ),
+                Err(_) => eprintln!("\n{name}: build stopped"),
+            }
+            std::process::exit(code);
+        })?;
+    Ok(())
 }

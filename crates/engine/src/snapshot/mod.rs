@@ -37,7 +37,7 @@ mod writer;
 pub use mmap::{LoadMode, OpenOptions};
 pub use reader::Snapshot;
 pub use verify::{verify, VerifyReport};
-pub use writer::{check_output_dir, write_snapshot, SnapshotContents};
+pub use writer::{check_output_dir, temp_path, write_snapshot, SnapshotContents};
 
 /// Identifies a fathom snapshot. Eight bytes so that `file(1)`-style sniffing
 /// and hex dumps show it plainly.
