@@ -390,4 +390,76 @@ fn synth_writes_seeded_attributes_that_build_and_filter() {
         assert!(a["popularity"].as_u64().unwrap() >= 10);
         assert!(a["markets"].as_array().unwrap().iter().any(|m| m == "SE"));
     }
+
+    // Federated over two snapshots, recommendation options and attributes.
+    let out_c = dir.path().join("c.fathom");
+    let o = fathom(&[
+        "build",
+        "--input",
+        s(&c.join("base.fvecs")),
+        "--ids",
+        s(&c.join("ids.txt")),
+        "--attributes",
+        s(&c.join("attrs.jsonl")),
+        "--m",
+        "8",
+        "--ef-construction",
+        "40",
+        "--output",
+        s(&out_c),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let seed = ids.lines().nth(7).unwrap();
+    for strategy in ["average-vector", "best-score", "sum-scores"] {
+        let o = fathom(&[
+            "search",
+            s(&out),
+            s(&out_c),
+            "--like",
+            seed,
+            "--strategy",
+            strategy,
+            "--group-by",
+            "artist",
+            "--group-size",
+            "1",
+            "--min-per-index",
+            "3",
+            "--diversity",
+            "0.2",
+            "--with-attributes",
+            "-k",
+            "10",
+            "--json",
+        ]);
+        assert!(o.status.success(), "{strategy}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let hits = v["hits"].as_array().unwrap();
+        assert_eq!(hits.len(), 10, "{strategy}: {hits:?}");
+        let mut seen = std::collections::HashSet::new();
+        for h in hits {
+            assert_ne!(h["id"], seed, "{strategy}: the seed came back");
+            let artist = h["attributes"]["artist"].as_str().unwrap();
+            assert!(
+                seen.insert((h["index"].as_str().unwrap(), artist)),
+                "{strategy}: {hits:?}"
+            );
+        }
+        for path in [&out, &out_c] {
+            let from = hits.iter().filter(|h| h["index"] == s(path)).count();
+            assert!(from >= 3, "{strategy}: {from} hits from {}", path.display());
+        }
+    }
+    let o = fathom(&[
+        "search",
+        s(&out),
+        "--like",
+        seed,
+        "--group-by",
+        "markets",
+        "--group-size",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("keywords"), "{}", stderr(&o));
 }

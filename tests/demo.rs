@@ -115,6 +115,36 @@ async fn demo_builds_serves_reloads_and_stops_on_sigterm() {
         );
         let hits: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(hits.as_array().unwrap().len(), 5, "{hits}");
+        // Every other search line runs as printed, and returns its k hits.
+        for line in &examples[first("fathom query")..first("grpcurl")] {
+            if !line.contains(" search ") || line.contains(" --filter '") {
+                continue;
+            }
+            let mut args: Vec<&str> = line.split_whitespace().skip(1).collect();
+            if !args.contains(&"--json") {
+                args.push("--json");
+            }
+            let o = Command::new(env!("CARGO_BIN_EXE_fathom"))
+                .args(&args)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "{line}: {err}");
+            let hits: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let k: usize = args[args.iter().position(|a| *a == "-k").unwrap() + 1]
+                .parse()
+                .unwrap();
+            assert_eq!(hits.as_array().unwrap().len(), k, "{line}: {hits}");
+            if line.contains("--min-per-index 3") {
+                let episodes = hits
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|h| h["index"] == "episodes")
+                    .count();
+                assert!(episodes >= 3, "{line}: {hits}");
+            }
+        }
         let grpcurl = examples
             .iter()
             .find(|l| l.contains("grpcurl") && l.contains("Retrieval/Search"))

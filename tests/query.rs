@@ -362,6 +362,51 @@ fn query_lists_searches_and_gets_from_a_running_server() {
     ] {
         assert!(!ids.contains(&never), "{never} in {ids:?}");
     }
+    // The other options: a scoring strategy, one hit per artist, diversity,
+    // attributes on hits; an index listed twice is refused.
+    let hits = json(query(
+        t,
+        &[
+            "search",
+            "--index",
+            "items",
+            "--like",
+            "item:00042,item:00050",
+            "--strategy",
+            "best-score",
+            "--group-by",
+            "artist",
+            "--group-size",
+            "1",
+            "--diversity",
+            "0.3",
+            "--with-attributes",
+            "-k",
+            "6",
+            "--json",
+        ],
+    ));
+    let hits = hits.as_array().unwrap();
+    assert_eq!(hits.len(), 6, "{hits:?}");
+    let artists: std::collections::HashSet<&str> = hits
+        .iter()
+        .map(|h| h["attributes"]["artist"].as_str().unwrap())
+        .collect();
+    assert_eq!(artists.len(), 6, "{hits:?}");
+    let o = query(
+        t,
+        &[
+            "search",
+            "--index",
+            "items",
+            "--index",
+            "items",
+            "--like",
+            "item:00042",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("listed twice"), "{}", stderr(&o));
     // A bad filter: INVALID_ARGUMENT with the position.
     let o = query(
         t,

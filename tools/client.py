@@ -12,6 +12,12 @@ so they always match the contract in this checkout.
 
 With --filter, only items matching the expression come back (the language
 is in docs/filters.md; `fathom query list` shows each index's fields).
+Recommendation options (docs/recommend.md) map one to one onto SearchRequest:
+
+    python3 tools/client.py --like track:000042,track:000043 --unlike track:000007 \
+        --strategy BEST_SCORE --exclude track:000044 -k 10
+    python3 tools/client.py --indexes tracks,episodes --min-per-index 2      # federated
+    python3 tools/client.py --group-by artist --group-size 1 --diversity 0.3 --with-attributes
 
 Run with a Python that lacks grpcio, it creates tools/.venv, installs
 tools/requirements-client.txt into it, and re-runs itself there.
@@ -92,8 +98,21 @@ def main():
     ap.add_argument("--filter", default="",
                     help='only return items matching this expression, '
                          'e.g. \'markets = "SE" AND explicit = false\'')
+    ap.add_argument("--like", default="", help="comma-separated seed ids (positive_ids)")
+    ap.add_argument("--unlike", default="", help="comma-separated ids (negative_ids)")
+    ap.add_argument("--strategy", default="AVERAGE_VECTOR",
+                    choices=["AVERAGE_VECTOR", "BEST_SCORE", "SUM_SCORES"])
+    ap.add_argument("--exclude", default="", help="comma-separated ids never to return")
+    ap.add_argument("--indexes", default="",
+                    help="comma-separated indexes to search together (federated)")
+    ap.add_argument("--min-per-index", type=int, default=0)
+    ap.add_argument("--diversity", type=float, default=0.0, help="MMR, lambda = 1 - diversity")
+    ap.add_argument("--group-by", default="", help="keyword field to cap, e.g. artist")
+    ap.add_argument("--group-size", type=int, default=0, help="hits per group value")
+    ap.add_argument("--with-attributes", action="store_true", help="attributes on each hit")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds per call")
     args = ap.parse_args()
+    ids = lambda s: [x for x in s.split(",") if x]
 
     if not have_grpc():
         bootstrap()
@@ -113,13 +132,24 @@ def main():
             for ix in indexes:
                 print(f"index {ix.name}: {ix.count} × {ix.dim} {ix.metric} {ix.storage}, "
                       f"default ef {ix.default_ef}")
-            items = stub.GetItems(pb.GetItemsRequest(index=args.index, ids=[args.id]),
-                                  timeout=args.timeout).items
-            query = list(items[0].vector)
+            indexes = ids(args.indexes)
+            query = []
+            if not (args.like or args.unlike):
+                # The query is a stored item's vector.
+                items = stub.GetItems(pb.GetItemsRequest(index=(indexes or [args.index])[0],
+                                                         ids=[args.id]),
+                                      timeout=args.timeout).items
+                query = list(items[0].vector)
+            request = pb.SearchRequest(
+                index="" if indexes else args.index, indexes=indexes, vector=query,
+                k=args.k, ef=args.ef, filter=args.filter,
+                positive_ids=ids(args.like), negative_ids=ids(args.unlike),
+                strategy=pb.Strategy.Value(args.strategy), exclude_ids=ids(args.exclude),
+                min_per_index=args.min_per_index, diversity=args.diversity,
+                group_by=args.group_by, group_size=args.group_size,
+                with_attributes=args.with_attributes)
             start = time.perf_counter()
-            resp = stub.Search(pb.SearchRequest(index=args.index, vector=query, k=args.k,
-                                                ef=args.ef, filter=args.filter),
-                               timeout=args.timeout)
+            resp = stub.Search(request, timeout=args.timeout)
             took_ms = (time.perf_counter() - start) * 1e3
         except grpc.RpcError as e:
             sys.exit(f"{e.code().name}: {e.details()}")
@@ -127,10 +157,14 @@ def main():
             channel.close()
 
     where = f" where {args.filter}" if args.filter else ""
-    print(f"\n{args.k} nearest to {args.id} in {args.index}{where} ({took_ms:.2f} ms round trip):")
-    print(f"{'rank':>4}  {'id':<20} {'distance':>10}")
+    like = f"like {args.like or '-'} unlike {args.unlike or '-'} ({args.strategy})"
+    what = like if (args.like or args.unlike) else args.id
+    print(f"\n{args.k} nearest to {what} in {args.indexes or args.index}{where} "
+          f"({took_ms:.2f} ms round trip):")
+    print(f"{'rank':>4}  {'id':<20} {'distance':>10}  {'index':<10} attributes")
     for rank, hit in enumerate(resp.hits, 1):
-        print(f"{rank:>4}  {hit.id:<20} {hit.distance:>10.6f}")
+        print(f"{rank:>4}  {hit.id:<20} {hit.distance:>10.6f}  {hit.index:<10} "
+              f"{hit.attributes_json}")
 
 
 if __name__ == "__main__":

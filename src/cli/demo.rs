@@ -333,6 +333,12 @@ fn print_examples(server: &RunningServer, dir: &Path) {
         "  fathom query{target} search --index tracks --id track:000042 -k 5 --filter '{DEMO_FILTER}'\n"
     ));
     out.push_str(&format!(
+        "  fathom query{target} search --index tracks --like track:000042,track:000043 --unlike track:000007 --group-by artist --group-size 1 --diversity 0.2 -k 10 --with-attributes\n"
+    ));
+    out.push_str(&format!(
+        "  fathom query{target} search --index tracks --index episodes --id track:000042 --min-per-index 3 -k 10\n"
+    ));
+    out.push_str(&format!(
         "  fathom query{target} get --index episodes episode:000007\n"
     ));
     out.push_str(

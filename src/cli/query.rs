@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use fathom_engine::formats::{read_ids, read_vectors};
+use fathom_engine::recommend::Strategy;
 use fathom_server::client::{Client, ClientError, Hit, IndexInfo, Item};
-use fathom_server::proto::{FieldInfo, SearchRequest};
+use fathom_server::proto::{self as pb, FieldInfo, SearchRequest};
 use serde_json::{json, Value};
 use tonic::Code;
 
@@ -47,16 +48,17 @@ enum QueryCommand {
     List,
     /// The k nearest items of a stored item (--id), a vector (--vector), or a
     /// row of a query file (--query-file --row).
-    Search(SearchArgs),
+    Search(Box<SearchArgs>),
     /// The stored vectors (normalized under cosine) and attributes of some ids.
     Get(GetArgs),
 }
 
 #[derive(clap::Args)]
 struct SearchArgs {
-    /// Index name, as `fathom query list` shows it.
-    #[arg(long)]
-    index: String,
+    /// Index name, as `fathom query list` shows it; repeat it to search
+    /// several indexes in one call (federated: hits merged by distance).
+    #[arg(long, required = true)]
+    index: Vec<String>,
     #[command(flatten)]
     query: QuerySource,
     /// The 0-based row of --query-file to search with.
@@ -73,18 +75,40 @@ struct SearchArgs {
     /// list` shows the fields).
     #[arg(long, value_name = "EXPR")]
     filter: Option<String>,
-    /// Recommend: search unlike these stored items too (with --like).
-    #[arg(long, value_name = "ID,ID", value_delimiter = ',', requires = "like")]
+    /// Recommend: search unlike these stored items too.
+    #[arg(long, value_name = "ID,ID", value_delimiter = ',')]
     unlike: Vec<String>,
+    /// How --like and --unlike combine [possible values: average-vector,
+    /// best-score, sum-scores] (docs/recommend.md).
+    #[arg(long, default_value = "average-vector")]
+    strategy: fathom_engine::recommend::Strategy,
+    /// Maximal marginal relevance with λ = 1 − diversity, in [0, 1]; 0 is off.
+    #[arg(long, default_value_t = 0.0)]
+    diversity: f32,
+    /// Candidates per index that --diversity picks from (0: 4·k).
+    #[arg(long, default_value_t = 0)]
+    candidates: u32,
+    /// At most --group-size hits per value of this keyword field.
+    #[arg(long, requires = "group_size")]
+    group_by: Option<String>,
+    /// See --group-by.
+    #[arg(long, requires = "group_by")]
+    group_size: Option<u32>,
+    /// With several --index: each gets at least this many hits.
+    #[arg(long, default_value_t = 0)]
+    min_per_index: u32,
+    /// Show each hit's attributes.
+    #[arg(long)]
+    with_attributes: bool,
     /// Never return the ids in this file (one a line), e.g. a listening
     /// history (`SearchRequest.exclude_ids`).
     #[arg(long, value_name = "FILE")]
     exclude_file: Option<PathBuf>,
 }
 
-/// What to search for: exactly one of these.
+/// What to search for: one of these (--unlike alone also works).
 #[derive(clap::Args)]
-#[group(required = true, multiple = false)]
+#[group(multiple = false)]
 struct QuerySource {
     /// Search with the stored vector of this id (fetched with GetItems);
     /// the item itself comes back as the first hit.
@@ -141,9 +165,25 @@ async fn run_async(a: Args) -> Result<ExitCode> {
         }
         QueryCommand::Search(s) => {
             let vector = query_vector(&client, &s).await?;
+            let (index, indexes) = match s.index.as_slice() {
+                [one] => (one.clone(), Vec::new()),
+                many => (String::new(), many.to_vec()),
+            };
             let hits = client
                 .search_with(SearchRequest {
-                    index: s.index.clone(),
+                    index,
+                    indexes,
+                    strategy: match s.strategy {
+                        Strategy::AverageVector => pb::Strategy::AverageVector,
+                        Strategy::BestScore => pb::Strategy::BestScore,
+                        Strategy::SumScores => pb::Strategy::SumScores,
+                    } as i32,
+                    diversity: s.diversity,
+                    candidates: s.candidates,
+                    group_by: s.group_by.clone().unwrap_or_default(),
+                    group_size: s.group_size.unwrap_or(0),
+                    min_per_index: s.min_per_index,
+                    with_attributes: s.with_attributes,
                     vector,
                     k: s.k,
                     ef: s.ef,
@@ -162,7 +202,16 @@ async fn run_async(a: Args) -> Result<ExitCode> {
                 let v: Vec<Value> = hits
                     .iter()
                     .enumerate()
-                    .map(|(i, h)| json!({"rank": i + 1, "id": h.id, "distance": h.distance}))
+                    .map(|(i, h)| {
+                        let mut v = json!({"rank": i + 1, "id": h.id, "distance": h.distance});
+                        if !h.index.is_empty() {
+                            v["index"] = json!(h.index);
+                        }
+                        if s.with_attributes {
+                            v["attributes"] = parse_attributes(&h.attributes_json);
+                        }
+                        v
+                    })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -193,11 +242,21 @@ async fn get(client: &Client, index: &str, ids: &[String]) -> Result<Vec<Item>> 
 async fn query_vector(client: &Client, s: &SearchArgs) -> Result<Vec<f32>> {
     let q = &s.query;
     if let Some(id) = &q.id {
-        let mut items = get(client, &s.index, std::slice::from_ref(id)).await?;
-        return items
-            .pop()
-            .map(|i| i.vector)
-            .ok_or_else(|| anyhow!("the server returned no item for {id:?}"));
+        // From the first index that holds it.
+        let mut last = None;
+        for index in &s.index {
+            match client.get_items(index, std::slice::from_ref(id)).await {
+                Ok(mut items) => {
+                    return items
+                        .pop()
+                        .map(|i| i.vector)
+                        .ok_or_else(|| anyhow!("the server returned no item for {id:?}"))
+                }
+                Err(e) if e.code() == Code::NotFound && s.index.len() > 1 => last = Some(e),
+                Err(e) => return Err(explain(e)),
+            }
+        }
+        return Err(explain(last.expect("at least one index")));
     }
     if let Some(v) = &q.vector {
         return super::parse_vector(v)
@@ -216,11 +275,11 @@ async fn query_vector(client: &Client, s: &SearchArgs) -> Result<Vec<f32>> {
         }
         return Ok(rows[row * dim..(row + 1) * dim].to_vec());
     }
-    if !q.like.is_empty() {
+    if !q.like.is_empty() || !s.unlike.is_empty() {
         // The server combines the seeds; no vector is sent.
         return Ok(Vec::new());
     }
-    bail!("give one of --id, --vector, --query-file with --row, or --like")
+    bail!("give one of --id, --vector, --query-file with --row, --like or --unlike")
 }
 
 /// A client error, with a pointer to `fathom query list` when the index is
@@ -234,10 +293,14 @@ fn explain(e: ClientError) -> anyhow::Error {
 
 /// An item's attributes as JSON (`{}` when it has none).
 fn attributes(i: &Item) -> Value {
-    if i.attributes_json.is_empty() {
+    parse_attributes(&i.attributes_json)
+}
+
+fn parse_attributes(json: &str) -> Value {
+    if json.is_empty() {
         return json!({});
     }
-    serde_json::from_str(&i.attributes_json).unwrap_or(Value::String(i.attributes_json.clone()))
+    serde_json::from_str(json).unwrap_or(Value::String(json.to_string()))
 }
 
 fn field_json(f: &FieldInfo) -> Value {
@@ -400,18 +463,34 @@ fn hits_table(hits: &[Hit]) -> String {
     if hits.is_empty() {
         return "no hits\n".to_string();
     }
+    let federated = hits.iter().any(|h| !h.index.is_empty());
+    let with_attributes = hits.iter().any(|h| !h.attributes_json.is_empty());
     let rows: Vec<Vec<String>> = hits
         .iter()
         .enumerate()
         .map(|(i, h)| {
-            vec![
+            let mut row = vec![
                 (i + 1).to_string(),
                 h.id.clone(),
                 format!("{:.6}", h.distance),
-            ]
+            ];
+            if federated {
+                row.push(h.index.clone());
+            }
+            if with_attributes {
+                row.push(h.attributes_json.clone());
+            }
+            row
         })
         .collect();
-    table(&["RANK", "ID", "DISTANCE"], &rows)
+    let mut head = vec!["RANK", "ID", "DISTANCE"];
+    if federated {
+        head.push("INDEX");
+    }
+    if with_attributes {
+        head.push("ATTRIBUTES");
+    }
+    table(&head, &rows)
 }
 
 /// Components shown per vector in the table; `--json` prints them all.

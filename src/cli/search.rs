@@ -1,11 +1,13 @@
-//! `fathom search`: one query against a snapshot.
+//! `fathom search`: one query against one snapshot, or several at once
+//! (federated), with the options of a gRPC Search (docs/recommend.md).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use fathom_engine::admit::Admission;
 use fathom_engine::formats::{read_ids, read_vectors};
+use fathom_engine::recommend::Strategy;
+use fathom_engine::retrieve::{retrieve, Call, Source};
 use fathom_engine::{Index, SearchParams};
 use serde_json::json;
 
@@ -13,8 +15,10 @@ use super::parse_vector;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The snapshot file to search (.fathom).
-    snapshot: PathBuf,
+    /// The snapshot file(s) to search (.fathom). With several, hits are
+    /// merged by distance and name the snapshot they came from.
+    #[arg(required = true, num_args = 1..)]
+    snapshots: Vec<PathBuf>,
     /// A file of query vectors (.fvecs or .npy); pick one with --row.
     #[arg(long, conflicts_with_all = ["vector", "id"])]
     query_file: Option<PathBuf>,
@@ -24,7 +28,8 @@ pub struct Args {
     /// The query as comma-separated floats.
     #[arg(long, allow_hyphen_values = true, conflicts_with = "id")]
     vector: Option<String>,
-    /// Search with the stored vector of this external id.
+    /// Search with the stored vector of this external id (from the first
+    /// snapshot holding it).
     #[arg(long)]
     id: Option<String>,
     /// Number of hits to return.
@@ -40,33 +45,61 @@ pub struct Args {
     /// 'markets = "SE" AND explicit = false' (docs/filters.md).
     #[arg(long)]
     filter: Option<String>,
-    /// Recommend: search like these stored items (comma-separated ids), with
-    /// the average-vector strategy (docs/recommend.md). Seeds never appear
-    /// in the results.
+    /// Recommend: search like these stored items (comma-separated ids).
+    /// Seeds never appear in the results.
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["query_file", "vector", "id"])]
     like: Vec<String>,
-    /// Recommend: and unlike these stored items (needs --like).
-    #[arg(long, value_delimiter = ',', requires = "like")]
+    /// Recommend: and unlike these stored items.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["query_file", "vector", "id"])]
     unlike: Vec<String>,
+    /// How --like and --unlike combine [possible values: average-vector,
+    /// best-score, sum-scores] (docs/recommend.md).
+    #[arg(long, default_value = "average-vector")]
+    strategy: Strategy,
     /// Never return the ids in this file (one a line), e.g. a listening
     /// history; ids the index does not hold are ignored.
     #[arg(long)]
     exclude_file: Option<PathBuf>,
+    /// Maximal marginal relevance with λ = 1 − diversity, in [0, 1]; 0 is off.
+    #[arg(long, default_value_t = 0.0)]
+    diversity: f32,
+    /// Candidates per snapshot that --diversity picks from (0: 4·k).
+    #[arg(long, default_value_t = 0)]
+    candidates: usize,
+    /// At most --group-size hits per value of this keyword field.
+    #[arg(long, requires = "group_size")]
+    group_by: Option<String>,
+    /// See --group-by.
+    #[arg(long, requires = "group_by")]
+    group_size: Option<usize>,
+    /// With several snapshots: each gets at least this many hits when it
+    /// has them.
+    #[arg(long, default_value_t = 0)]
+    min_per_index: usize,
+    /// Show each hit's attributes.
+    #[arg(long)]
+    with_attributes: bool,
     #[command(flatten)]
     load: super::LoadFlags,
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let opened = std::time::Instant::now();
-    let index = crate::cli::about_path(
-        Index::open_with(&a.snapshot, &a.load.options()),
-        "opening",
-        &a.snapshot,
-    )?;
+    let mut indexes = Vec::with_capacity(a.snapshots.len());
+    for path in &a.snapshots {
+        indexes.push(crate::cli::about_path(
+            Index::open_with(path, &a.load.options()),
+            "opening",
+            path,
+        )?);
+    }
     let open_us = opened.elapsed().as_secs_f64() * 1e6;
-    // Seed items (--like, --unlike) are never returned.
-    let mut excluded = roaring::RoaringBitmap::new();
-    let query: Vec<f32> = if let Some(path) = &a.query_file {
+    let names: Vec<String> = a
+        .snapshots
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let vector: Vec<f32> = if let Some(path) = &a.query_file {
         let (dim, rows) = crate::cli::about_path(read_vectors(path), "reading", path)?;
         let n = rows.len() / dim;
         if a.row >= n {
@@ -82,44 +115,80 @@ pub fn run(a: Args) -> Result<ExitCode> {
             .map_err(anyhow::Error::msg)
             .context("parsing --vector")?
     } else if let Some(id) = &a.id {
-        match index.vector_of(id) {
+        match indexes.iter().find_map(|i| i.vector_of(id)) {
             Some(v) => v.to_vec(),
-            None => bail!("id {id:?} is not in {}", a.snapshot.display()),
+            None => bail!("id {id:?} is not in {}", names.join(", ")),
         }
-    } else if !a.like.is_empty() {
-        let (q, seeds) = index
-            .examples_query(&a.like, &a.unlike, &[], &[])
-            .with_context(|| format!("in {}", a.snapshot.display()))?;
-        excluded = seeds;
-        q
-    } else {
+    } else if a.like.is_empty() && a.unlike.is_empty() {
         bail!(
             "give a query: --query-file FILE [--row N], --vector X,Y,.., --id ID or --like ID,.."
         );
+    } else {
+        Vec::new()
     };
-    if let Some(path) = &a.exclude_file {
-        let ids = crate::cli::about_path(read_ids(path), "reading", path)?;
-        excluded |= index.nodes_of(&ids, true)?;
-    }
+    let exclude_ids = match &a.exclude_file {
+        Some(path) => crate::cli::about_path(read_ids(path), "reading", path)?,
+        None => Vec::new(),
+    };
     let searched = std::time::Instant::now();
-    let plan = match &a.filter {
-        Some(f) => Some(index.filter(f).with_context(|| format!("filter {f:?}"))?),
-        None => None,
+    let mut plans = Vec::with_capacity(indexes.len());
+    for (index, name) in indexes.iter().zip(&names) {
+        plans.push(match &a.filter {
+            Some(f) => Some(
+                index
+                    .filter(f)
+                    .with_context(|| format!("filter {f:?} on {name}"))?,
+            ),
+            None => None,
+        });
+    }
+    let sources: Vec<Source<'_, '_>> = indexes
+        .iter()
+        .zip(&names)
+        .zip(&plans)
+        .map(|((index, name), plan)| Source {
+            name,
+            index,
+            filter: plan.as_ref(),
+        })
+        .collect();
+    let call = Call {
+        vector: &vector,
+        positive_ids: &a.like,
+        negative_ids: &a.unlike,
+        strategy: a.strategy,
+        exclude_ids: &exclude_ids,
+        params: SearchParams::new(a.k, a.ef),
+        diversity: a.diversity,
+        candidates: a.candidates,
+        group_by: a.group_by.as_deref().unwrap_or(""),
+        group_size: a.group_size.unwrap_or(0),
+        min_per_index: a.min_per_index,
+        ..Call::default()
     };
-    let admission = Admission {
-        filter: plan.as_ref(),
-        excluded: Some(&excluded),
-        deleted: None,
-    };
-    let mut hits = Vec::new();
-    index
-        .search_admitted_into(&query, &SearchParams::new(a.k, a.ef), &admission, &mut hits)
-        .context("searching")?;
+    let hits = retrieve(&sources, &call).context("searching")?.hits;
     let search_us = searched.elapsed().as_secs_f64() * 1e6;
+    let federated = indexes.len() > 1;
+    let attributes = |index: &Index, node: u32| -> serde_json::Value {
+        index
+            .node_attributes_json(node)
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_else(|| json!({}))
+    };
     if a.json {
         let v: Vec<_> = hits
             .iter()
-            .map(|h| json!({"id": index.id(h.id), "node": h.id, "distance": h.distance}))
+            .map(|h| {
+                let index = &indexes[h.source as usize];
+                let mut o = json!({"id": index.id(h.node), "node": h.node, "distance": h.distance});
+                if federated {
+                    o["index"] = json!(names[h.source as usize]);
+                }
+                if a.with_attributes {
+                    o["attributes"] = attributes(index, h.node);
+                }
+                o
+            })
             .collect();
         println!(
             "{}",
@@ -127,7 +196,20 @@ pub fn run(a: Args) -> Result<ExitCode> {
         );
     } else {
         for (rank, h) in hits.iter().enumerate() {
-            println!("{:>4}  {:<32}  {:.6}", rank + 1, index.id(h.id), h.distance);
+            let index = &indexes[h.source as usize];
+            let mut line = format!(
+                "{:>4}  {:<32}  {:.6}",
+                rank + 1,
+                index.id(h.node),
+                h.distance
+            );
+            if federated {
+                line.push_str(&format!("  {}", names[h.source as usize]));
+            }
+            if a.with_attributes {
+                line.push_str(&format!("  {}", attributes(index, h.node)));
+            }
+            println!("{line}");
         }
         eprintln!("opened in {open_us:.0} µs, searched in {search_us:.0} µs (this query was the first on this mapping)");
     }

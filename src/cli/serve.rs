@@ -57,6 +57,9 @@ pub struct ServeFlags {
     /// Most exclude_ids in one Search.
     #[arg(long, default_value_t = Limits::default().max_exclusions)]
     pub max_exclusions: usize,
+    /// Most examples (seed ids and taste vectors) in one query.
+    #[arg(long, default_value_t = Limits::default().max_examples)]
+    pub max_examples: usize,
     /// Where searches run [possible values: auto, inline, blocking, pool,
     /// pool:N]. auto: a dedicated pool of search threads (one per core) runs
     /// batches, and single searches run inline on the async workers unless
@@ -110,6 +113,7 @@ impl ServeFlags {
                 max_message_bytes: self.max_message_bytes,
                 max_concurrency: self.max_concurrency,
                 max_exclusions: self.max_exclusions,
+                max_examples: self.max_examples,
             },
             default_ef: self.default_ef,
             search_threads: self.search_threads,

@@ -396,7 +396,15 @@ pub struct Attributes<'a> {
 #[derive(Default)]
 pub struct PostingCache {
     slots: OnceLock<Box<[OnceLock<RoaringBitmap>]>>,
+    /// Per field, each row's value (for group caps), built on first use.
+    rows: OnceLock<Box<[OnceLock<RowValues>]>>,
 }
+
+/// One field's value number per row.
+type RowValues = Box<[u32]>;
+
+/// The value of a row that has none, in [`Attributes::row_values`].
+pub const NO_VALUE: u32 = u32::MAX;
 
 impl std::fmt::Debug for PostingCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -592,6 +600,32 @@ impl<'a> Attributes<'a> {
                 }
             })
             .collect()
+    }
+
+    /// Each row's value number in a single-valued dictionary field (keyword
+    /// or bool), [`NO_VALUE`] where it has none: what a per-group cap reads
+    /// per candidate. The snapshot stores postings only, so the column is
+    /// inverted from them once per open index (4 bytes per item) on the
+    /// first call for that field. `None` for other fields.
+    pub fn row_values(&self, f: &FieldEntry) -> Option<&'a [u32]> {
+        if !matches!(f.kind(), FieldKind::Keyword | FieldKind::Bool) {
+            return None;
+        }
+        let at = self.fields.iter().position(|g| g.name == f.name)?;
+        let cache: &'a PostingCache = self.cache;
+        let slots = cache
+            .rows
+            .get_or_init(|| (0..self.fields.len()).map(|_| OnceLock::new()).collect());
+        let col = slots[at].get_or_init(|| {
+            let mut col = vec![NO_VALUE; self.n];
+            for v in f.first_value..f.first_value + f.values {
+                for row in self.posting(v) {
+                    col[row as usize] = v;
+                }
+            }
+            col.into_boxed_slice()
+        });
+        Some(col)
     }
 
     /// Smallest and largest value of a numeric field.

@@ -111,6 +111,35 @@ pub fn knn_rows_into<C: Cancel>(
     Ok(())
 }
 
+/// The `k` of `ids` with the lowest `distance`, nearest first: the exact
+/// plan of a scored (recommendation) search. Checks the deadline every few
+/// thousand rows.
+pub fn top_by(
+    ids: impl Iterator<Item = u32>,
+    k: usize,
+    deadline: Option<std::time::Instant>,
+    distance: impl Fn(u32) -> f32,
+) -> Result<Vec<Neighbor>> {
+    let mut heap = BinaryHeap::with_capacity(k + 1);
+    for (i, id) in ids.enumerate() {
+        if i % 4096 == 4095 && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Err(Error::DeadlineExceeded);
+        }
+        let e = Entry(distance(id), id);
+        if heap.len() < k {
+            heap.push(e);
+        } else if heap.peek().is_some_and(|top| e < *top) {
+            heap.pop();
+            heap.push(e);
+        }
+    }
+    Ok(heap
+        .into_sorted_vec()
+        .into_iter()
+        .map(|Entry(distance, id)| Neighbor { id, distance })
+        .collect())
+}
+
 /// Exact top-`k` node ids (nearest first) for many raw queries on `threads`
 /// threads: ground truth for recall. Queries are normalized here under
 /// cosine; a zero query under cosine gets no results.

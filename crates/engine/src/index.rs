@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::exact;
 use crate::filter::FilterPlan;
 use crate::graph::GraphView;
+use crate::ids::IdTable;
 use crate::search::{
     hnsw_search, hnsw_search_admitted, prefetch, Cancel, Deadline, Neighbor, NoCancel, Scratch,
     ScratchPool, SearchStats, Space,
@@ -47,6 +48,13 @@ impl SearchParams {
             deadline: None,
             plan: Plan::Auto,
         }
+    }
+}
+
+impl Default for SearchParams {
+    /// Ten hits at the index's default beam.
+    fn default() -> Self {
+        SearchParams::new(10, 0)
     }
 }
 
@@ -226,11 +234,26 @@ impl IndexParts<'_> {
                 });
             }
             let stats = self.traverse(ef, scratch, cancel, &AdmitAll)?;
-            self.finish(scratch, k, out);
+            self.finish(scratch, k, out, &AdmitAll);
             return Ok(stats);
         }
         if admission.admits_none() {
             return Ok(SearchStats::default());
+        }
+        let mut stats = SearchStats::default();
+        if admission.filter.is_none() && ef < n {
+            // Exclusions and deletions only: they remove a few items from
+            // anywhere, so walk the graph as a plain search and drop them
+            // from the beam. The answer stands when at least half the beam
+            // survives: it is then the top of a beam about as wide as asked.
+            // Otherwise the exclusions crowd the query's neighbourhood (a
+            // listening history near the query) and the admitted traversal
+            // below walks through them instead.
+            stats = self.traverse(ef, scratch, cancel, &AdmitAll)?;
+            let kept = self.finish(scratch, k, out, admission);
+            if kept >= k.max(ef / 2) {
+                return Ok(stats);
+            }
         }
         let admitted = admission.estimate(n);
         let exact_plan = match params.plan {
@@ -238,14 +261,13 @@ impl IndexParts<'_> {
             Plan::Graph => false,
             Plan::Auto => ef >= n || prefers_exact(admitted, n, ef),
         };
-        let mut stats = SearchStats::default();
         if !exact_plan {
             let ef = match params.plan {
                 Plan::Auto => filtered_ef(ef, admitted as f64 / n.max(1) as f64).min(MAX_EF),
                 _ => ef,
             };
-            stats = self.traverse(ef, scratch, cancel, admission)?;
-            self.finish(scratch, k, out);
+            stats += self.traverse(ef, scratch, cancel, admission)?;
+            self.finish(scratch, k, out, admission);
             if out.len() >= k {
                 return Ok(stats);
             }
@@ -263,28 +285,41 @@ impl IndexParts<'_> {
         Ok(stats)
     }
 
-    /// Move the beam into `out`: the first `k` under f32 storage, or the
-    /// whole beam re-ranked exactly under bf16 and i8.
-    fn finish(&self, scratch: &Scratch, k: usize, out: &mut Vec<Neighbor>) {
+    /// Move the admitted part of the beam into `out`: its first `k` under
+    /// f32 storage, or all of it re-ranked exactly under bf16 and i8, then
+    /// cut to `k`. Returns how many beam members were admitted.
+    fn finish<A: Admit>(
+        &self,
+        scratch: &Scratch,
+        k: usize,
+        out: &mut Vec<Neighbor>,
+        admit: &A,
+    ) -> usize {
         out.clear();
+        let admitted = |id: u32| A::ADMITS_ALL || admit.admit(id);
         if self.vectors.storage() == Storage::F32 {
-            out.extend(scratch.results().take(k));
-            return;
+            out.extend(scratch.results().filter(|c| admitted(c.id)));
+            let kept = out.len();
+            out.truncate(k);
+            return kept;
         }
         let kernel = Kernel::<f32>::new(self.metric);
         let q = &scratch.q_f32;
         // The exact rows are cold (only re-ranking reads them): request
         // them all before computing any distance.
         let lines = (self.dim * 4).div_ceil(64);
-        for c in &scratch.pool {
+        let beam = || scratch.pool.iter().filter(|c| admitted(c.id));
+        for c in beam() {
             prefetch(self.exact.row_ptr(c.id).cast(), lines);
         }
-        out.extend(scratch.pool.iter().map(|c| Neighbor {
+        out.extend(beam().map(|c| Neighbor {
             id: c.id,
             distance: kernel.distance(q, self.exact.row(c.id)),
         }));
+        let kept = out.len();
         out.sort_unstable_by(|a, b| a.distance.total_cmp(&b.distance).then(a.id.cmp(&b.id)));
         out.truncate(k);
+        kept
     }
 
     fn traverse<C: Cancel, A: Admit>(
@@ -374,6 +409,7 @@ pub struct Index {
     snapshot: Snapshot,
     pool: ScratchPool,
     postings: PostingCache,
+    ids: std::sync::OnceLock<IdTable>,
 }
 
 impl Index {
@@ -391,6 +427,7 @@ impl Index {
             snapshot,
             pool,
             postings: PostingCache::default(),
+            ids: std::sync::OnceLock::new(),
         }
     }
 
@@ -462,23 +499,32 @@ impl Index {
     /// changed since): the call reports corruption instead of ranking on
     /// it. Only the `k` results are checked, not every candidate.
     fn checked(&self, r: Result<SearchStats>, out: &mut Vec<Neighbor>) -> Result<SearchStats> {
-        let verdict = self.snapshot.check_intact().and(r).and_then(|stats| {
-            match out.iter().find(|h| !h.distance.is_finite()) {
-                Some(h) => Err(Error::Corrupt {
-                    path: self.snapshot.path().to_path_buf(),
-                    reason: format!(
-                        "a search met a non-finite distance ({} to node {}): the stored \
-                         vectors are damaged (run `fathom verify`)",
-                        h.distance, h.id
-                    ),
-                }),
-                None => Ok(stats),
-            }
-        });
+        let verdict = self
+            .snapshot
+            .check_intact()
+            .and(r)
+            .and_then(|stats| self.check_found(out).map(|()| stats));
         if verdict.is_err() {
             out.clear();
         }
         verdict
+    }
+
+    /// The checks of a search's results (see `checked`), for results this
+    /// index's rows were scored into some other way.
+    pub(crate) fn check_found(&self, found: &[Neighbor]) -> Result<()> {
+        self.snapshot.check_intact()?;
+        match found.iter().find(|h| !h.distance.is_finite()) {
+            Some(h) => Err(Error::Corrupt {
+                path: self.snapshot.path().to_path_buf(),
+                reason: format!(
+                    "a search met a non-finite distance ({} to node {}): the stored \
+                     vectors are damaged (run `fathom verify`)",
+                    h.distance, h.id
+                ),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The typed attribute store, when the snapshot has one.
@@ -498,6 +544,14 @@ impl Index {
         Ok(out)
     }
 
+    /// The node of an external id: a hash lookup, the table built on first
+    /// use.
+    pub fn find(&self, id: &str) -> Option<u32> {
+        self.ids
+            .get_or_init(|| IdTable::new(&self.snapshot))
+            .find(&self.snapshot, id)
+    }
+
     /// The external id of a node.
     pub fn id(&self, node: u32) -> &str {
         self.snapshot.id(node).unwrap_or("")
@@ -513,7 +567,7 @@ impl Index {
     ) -> Result<roaring::RoaringBitmap> {
         let mut nodes = roaring::RoaringBitmap::new();
         for id in ids {
-            match self.snapshot.find(id.as_ref()) {
+            match self.find(id.as_ref()) {
                 Some(n) => {
                     nodes.insert(n);
                 }
@@ -524,49 +578,19 @@ impl Index {
         Ok(nodes)
     }
 
-    /// The query of a recommendation (the average-vector strategy of
-    /// [`crate::recommend`]) and the seed items it must not return. Each
-    /// seed id is looked up once; an unknown one is [`Error::UnknownItem`].
-    pub fn examples_query<S: AsRef<str>>(
-        &self,
-        positive_ids: &[S],
-        negative_ids: &[S],
-        positive_vectors: &[&[f32]],
-        negative_vectors: &[&[f32]],
-    ) -> Result<(Vec<f32>, roaring::RoaringBitmap)> {
-        let mut seeds = roaring::RoaringBitmap::new();
-        let exact = self.snapshot.vectors_f32();
-        let (mut pos, mut neg) = (Vec::new(), Vec::new());
-        for (ids, out) in [(positive_ids, &mut pos), (negative_ids, &mut neg)] {
-            for id in ids {
-                let id = id.as_ref();
-                let node = self
-                    .snapshot
-                    .find(id)
-                    .ok_or_else(|| Error::UnknownItem(id.to_string()))?;
-                seeds.insert(node);
-                out.push(exact.row(node));
-            }
-        }
-        pos.extend_from_slice(positive_vectors);
-        neg.extend_from_slice(negative_vectors);
-        let q = crate::recommend::average_vector(
-            self.snapshot.metric(),
-            self.snapshot.dim(),
-            &pos,
-            &neg,
-        )?;
-        Ok((q, seeds))
-    }
-
     /// The attributes of an external id, as one JSON object.
     pub fn attributes_json(&self, id: &str) -> Option<&str> {
-        self.snapshot.attributes(self.snapshot.find(id)?)
+        self.snapshot.attributes(self.find(id)?)
+    }
+
+    /// The attributes of node `node`, as one JSON object.
+    pub fn node_attributes_json(&self, node: u32) -> Option<&str> {
+        self.snapshot.attributes(node)
     }
 
     /// The stored (exact, normalized under cosine) vector of an external id.
     pub fn vector_of(&self, id: &str) -> Option<&[f32]> {
-        let node = self.snapshot.find(id)?;
+        let node = self.find(id)?;
         Some(self.snapshot.vectors_f32().row(node))
     }
 }

@@ -22,7 +22,11 @@
 //! - [`formats`]: readers and writers of `.fvecs`, `.ivecs`, `.npy`, `.jsonl`
 //!   and id lists.
 //! - [`filter`]: the filter language, its planner and the admit-check.
-//! - [`recommend`]: examples (seed ids, taste vectors) turned into a query.
+//! - [`recommend`]: examples (seed ids, taste vectors) and their strategies.
+//! - [`retrieve`]: one call as a caller states it (examples, exclusions,
+//!   diversity, group caps, several indexes), shared by server and CLI.
+//! - [`topk`]: the one top-k merge, with per-source minimums, group caps
+//!   and MMR.
 //! - [`exact`]: brute force, the oracle for recall; [`eval`] measures recall
 //!   and speed; [`synth`] makes seeded clustered data.
 #![deny(unsafe_code)]
@@ -37,11 +41,14 @@ pub mod exact;
 pub mod filter;
 pub mod formats;
 pub mod graph;
+pub mod ids;
 pub mod index;
 pub mod recommend;
+pub mod retrieve;
 pub mod search;
 pub mod snapshot;
 pub mod synth;
+pub mod topk;
 pub mod vectors;
 
 pub use distance::{Metric, Storage};

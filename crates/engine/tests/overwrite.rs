@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use common::*;
 use fathom_engine::admit::Admission;
 use fathom_engine::builder::BuilderKind;
+use fathom_engine::recommend::Strategy;
+use fathom_engine::retrieve::{retrieve, Call, Source};
 use fathom_engine::snapshot::{LoadMode, OpenOptions, SectionKind, Snapshot};
 use fathom_engine::{Error, Index, Metric, SearchParams, Storage};
 
@@ -24,6 +26,27 @@ fn snapshot(dir: &Path, name: &str, storage: Storage, seed: u64) -> PathBuf {
     ds.attributes = Some(table((0..N).map(|i| format!("{{\"g\":\"v{}\"}}", i % 3))));
     let built = build_with(ds, Metric::Cosine, storage, BuilderKind::Fathom, 40);
     write(&built, dir, name)
+}
+
+/// Recommend by one seed id, as the server and `fathom search --like` do.
+fn recommend(
+    index: &Index,
+    id: &str,
+    strategy: Strategy,
+) -> Result<Vec<fathom_engine::topk::Hit>, Error> {
+    let ids = [id.to_string()];
+    let sources = [Source {
+        name: "x",
+        index,
+        filter: None,
+    }];
+    let call = Call {
+        positive_ids: &ids,
+        strategy,
+        params: SearchParams::new(10, 64),
+        ..Call::default()
+    };
+    retrieve(&sources, &call).map(|r| r.hits)
 }
 
 fn memory() -> OpenOptions {
@@ -80,7 +103,10 @@ fn a_mapped_file_cut_in_place_is_reported_not_fatal() {
             }
             let _ = index.vector_of("item:000007");
             let _ = index.id(5);
-            let _ = index.examples_query(&["item:000001"], &[], &[], &[]);
+            for strategy in [Strategy::AverageVector, Strategy::BestScore] {
+                let r = recommend(&index, "item:000001", strategy);
+                assert!(is_corrupt(&r), "{strategy:?}: {r:?}");
+            }
             assert!(index.snapshot().check_intact().is_err());
         }
         // Put a valid file back: a fresh open serves it.
@@ -193,7 +219,15 @@ fn garbage_written_over_a_mapped_file_never_panics() {
                 let id = format!("item:{:06}", i * 300);
                 let _ = index.vector_of(&id);
                 let _ = index.attributes_json(&id);
-                let _ = index.examples_query(&[id.as_str()], &[], &[], &[]);
+                for strategy in [
+                    Strategy::AverageVector,
+                    Strategy::BestScore,
+                    Strategy::SumScores,
+                ] {
+                    if let Ok(hits) = recommend(&index, &id, strategy) {
+                        assert!(hits.iter().all(|h| h.distance.is_finite()));
+                    }
+                }
                 let _ = index.filter("g = \"v0\"");
             }
             let _ = fathom_engine::snapshot::verify(index.snapshot());
@@ -239,6 +273,15 @@ fn nan_in_stored_vectors_is_reported_as_corruption() {
                 let msg = r.unwrap_err().to_string();
                 assert!(msg.contains("non-finite distance"), "{msg}");
             }
+        }
+        // Recommendations score the stored rows without a graph search too.
+        for strategy in [
+            Strategy::AverageVector,
+            Strategy::BestScore,
+            Strategy::SumScores,
+        ] {
+            let r = recommend(&index, "item:000001", strategy);
+            assert!(is_corrupt(&r), "{storage} {strategy:?}: {r:?}");
         }
     }
 }

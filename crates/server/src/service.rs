@@ -17,11 +17,12 @@ use crate::metrics::Metrics;
 use crate::proto as pb;
 use crate::reload;
 use crate::status::{code_name, RequestError};
-use fathom_engine::admit::Admission;
 use fathom_engine::error::Error;
 use fathom_engine::filter::FilterPlan;
 use fathom_engine::index::{Index, SearchParams};
-use fathom_engine::search::{Neighbor, SearchStats};
+use fathom_engine::recommend::Strategy;
+use fathom_engine::retrieve::{retrieve, Call, Source};
+use fathom_engine::search::SearchStats;
 
 /// Caps on what one request may ask for.
 #[derive(Debug, Clone)]
@@ -40,6 +41,9 @@ pub struct Limits {
     pub max_concurrency: usize,
     /// Most `exclude_ids` in one Search (INVALID_ARGUMENT above it).
     pub max_exclusions: usize,
+    /// Most examples (seed ids and taste vectors) in one query: each costs
+    /// a search or a distance per candidate.
+    pub max_examples: usize,
 }
 
 impl Default for Limits {
@@ -51,6 +55,7 @@ impl Default for Limits {
             max_message_bytes: 16 << 20,
             max_concurrency: 256,
             max_exclusions: 100_000,
+            max_examples: 256,
         }
     }
 }
@@ -80,7 +85,7 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
 
 /// One RPC being handled: times it and counts it when it finishes, or as
 /// CANCELLED when the caller goes away first (its future is dropped).
-struct Call<'a> {
+struct Rpc<'a> {
     shared: &'a Shared,
     method: &'static str,
     index: String,
@@ -89,8 +94,8 @@ struct Call<'a> {
     _in_flight: crate::metrics::InFlight,
 }
 
-impl<'a> Call<'a> {
-    fn begin(shared: &'a Arc<Shared>, method: &'static str, index: &str) -> Call<'a> {
+impl<'a> Rpc<'a> {
+    fn begin(shared: &'a Arc<Shared>, method: &'static str, index: &str) -> Rpc<'a> {
         // Label only names the catalog holds, so clients cannot grow the
         // label set with made-up names.
         let index = if shared.catalog.get(index).is_some() {
@@ -98,7 +103,7 @@ impl<'a> Call<'a> {
         } else {
             String::new()
         };
-        Call {
+        Rpc {
             shared,
             method,
             index,
@@ -129,7 +134,7 @@ impl<'a> Call<'a> {
     }
 }
 
-impl Drop for Call<'_> {
+impl Drop for Rpc<'_> {
     fn drop(&mut self) {
         if !self.finished {
             self.record(tonic::Code::Cancelled);
@@ -221,6 +226,15 @@ impl Shared {
     }
 }
 
+/// The index a call is counted under in metrics: its index, or the first
+/// of a federated call's.
+fn metrics_index<'r>(index: &'r str, indexes: &'r [String]) -> &'r str {
+    match indexes.first() {
+        Some(first) if index.is_empty() => first,
+        _ => index,
+    }
+}
+
 /// Await `work`, or DEADLINE_EXCEEDED once `deadline` passes (at once if it
 /// already has). Work handed to other threads stops by itself at the same
 /// deadline: the engine checks it while searching.
@@ -239,51 +253,306 @@ async fn within<T>(
         .unwrap_or(Err(RequestError::DeadlineExceeded))
 }
 
-/// Search `queries`: one response each, in order, and the work each took.
-/// Errors name the query by its position.
-/// Each distinct filter is planned once.
+/// The options of a call that Search and BatchSearch share.
+struct Options<'r> {
+    index: &'r str,
+    indexes: &'r [String],
+    strategy: i32,
+    min_per_index: u32,
+    diversity: f32,
+    candidates: u32,
+    group_by: &'r str,
+    group_size: u32,
+    with_attributes: bool,
+}
+
+/// The loaded indexes a call searches: `index`, or each of `indexes`.
+/// The flag says whether the call is federated (hits then name their index).
+type Targets = (Vec<(String, Arc<Loaded>)>, bool);
+
+impl Shared {
+    fn targets(&self, o: &Options<'_>) -> Result<Targets, RequestError> {
+        match (o.index.is_empty(), o.indexes.is_empty()) {
+            (false, false) => {
+                Err(Error::InvalidArgument("set either index or indexes, not both".into()).into())
+            }
+            (false, true) => Ok((vec![(o.index.to_string(), self.index(o.index)?)], false)),
+            (true, false) => {
+                // Names past the catalog's size cannot all be distinct and
+                // served: refuse them before looking any up.
+                check_limit("indexes", o.indexes.len(), self.catalog.len().max(2))?;
+                let mut out: Vec<(String, Arc<Loaded>)> = Vec::with_capacity(o.indexes.len());
+                for name in o.indexes {
+                    if out.iter().any(|(n, _)| n == name) {
+                        return Err(Error::InvalidArgument(format!(
+                            "index {name:?} is listed twice"
+                        ))
+                        .into());
+                    }
+                    out.push((name.clone(), self.index(name)?));
+                }
+                Ok((out, true))
+            }
+            (true, true) => Err(crate::catalog::CatalogError::UnknownIndex(String::new()).into()),
+        }
+    }
+
+    /// Check what the engine does not: the server's own caps.
+    fn check_options(&self, o: &Options<'_>, k: usize) -> Result<Strategy, RequestError> {
+        if o.candidates > 0 {
+            check_limit("candidates", o.candidates as usize, self.limits.max_ef)?;
+        }
+        check_limit("min_per_index", o.min_per_index as usize, k)?;
+        strategy(o.strategy)
+    }
+}
+
+fn strategy(v: i32) -> Result<Strategy, RequestError> {
+    match pb::Strategy::try_from(v) {
+        Ok(pb::Strategy::AverageVector) => Ok(Strategy::AverageVector),
+        Ok(pb::Strategy::BestScore) => Ok(Strategy::BestScore),
+        Ok(pb::Strategy::SumScores) => Ok(Strategy::SumScores),
+        Err(_) => Err(Error::InvalidArgument(format!("unknown strategy {v}")).into()),
+    }
+}
+
+/// Filter plans bound to each target, one set per distinct expression.
+struct Plans<'i> {
+    targets: &'i [(String, Arc<Loaded>)],
+    federated: bool,
+    by_expr: HashMap<String, Vec<FilterPlan<'i>>>,
+}
+
+impl<'i> Plans<'i> {
+    fn new(targets: &'i Targets) -> Self {
+        Plans {
+            targets: &targets.0,
+            federated: targets.1,
+            by_expr: HashMap::new(),
+        }
+    }
+
+    /// Bind `expr` to every target once; errors name the index when the
+    /// call is federated.
+    fn bind(&mut self, expr: &str) -> Result<(), Error> {
+        if expr.is_empty() || self.by_expr.contains_key(expr) {
+            return Ok(());
+        }
+        let mut plans = Vec::with_capacity(self.targets.len());
+        for (name, loaded) in self.targets {
+            plans.push(loaded.index().filter(expr).map_err(|e| match e {
+                Error::Filter(f) if self.federated => {
+                    Error::InvalidArgument(format!("index {name:?}: {f}"))
+                }
+                e => e,
+            })?);
+        }
+        self.by_expr.insert(expr.to_string(), plans);
+        Ok(())
+    }
+
+    fn sources(&self, expr: &str) -> Vec<Source<'_, 'i>> {
+        let plans = self.by_expr.get(expr);
+        self.targets
+            .iter()
+            .enumerate()
+            .map(|(i, (name, loaded))| Source {
+                name,
+                index: loaded.index(),
+                filter: plans.map(|p| &p[i]),
+            })
+            .collect()
+    }
+}
+
+/// The examples and exclusions of one query.
+struct Examples<'r> {
+    vector: &'r [f32],
+    positive_ids: &'r [String],
+    negative_ids: &'r [String],
+    positive_vectors: &'r [pb::Query],
+    negative_vectors: &'r [pb::Query],
+    exclude_ids: &'r [String],
+}
+
+impl<'r> Examples<'r> {
+    fn of_search(r: &'r pb::SearchRequest) -> Self {
+        Examples {
+            vector: &r.vector,
+            positive_ids: &r.positive_ids,
+            negative_ids: &r.negative_ids,
+            positive_vectors: &r.positive_vectors,
+            negative_vectors: &r.negative_vectors,
+            exclude_ids: &r.exclude_ids,
+        }
+    }
+
+    fn of_query(q: &'r pb::Query) -> Self {
+        Examples {
+            vector: &q.vector,
+            positive_ids: &q.positive_ids,
+            negative_ids: &q.negative_ids,
+            positive_vectors: &q.positive_vectors,
+            negative_vectors: &q.negative_vectors,
+            exclude_ids: &q.exclude_ids,
+        }
+    }
+}
+
+impl Shared {
+    fn check_examples(
+        &self,
+        e: &Examples<'_>,
+        batch_exclusions: usize,
+    ) -> Result<(), RequestError> {
+        check_limit(
+            "exclude_ids",
+            e.exclude_ids.len() + batch_exclusions,
+            self.limits.max_exclusions,
+        )?;
+        let examples = e.positive_ids.len()
+            + e.negative_ids.len()
+            + e.positive_vectors.len()
+            + e.negative_vectors.len();
+        check_limit("examples", examples, self.limits.max_examples)
+    }
+}
+
+fn vectors(qs: &[pb::Query]) -> Vec<&[f32]> {
+    qs.iter().map(|q| q.vector.as_slice()).collect()
+}
+
+/// Run one query of a call and turn its hits into the response.
+fn run_call(
+    plans: &Plans<'_>,
+    filter: &str,
+    o: &Options<'_>,
+    strategy: Strategy,
+    params: SearchParams,
+    e: &Examples<'_>,
+    exclude_ids: &[String],
+) -> Result<(pb::SearchResponse, SearchStats), Error> {
+    let sources = plans.sources(filter);
+    let call = Call {
+        vector: e.vector,
+        positive_ids: e.positive_ids,
+        negative_ids: e.negative_ids,
+        positive_vectors: vectors(e.positive_vectors),
+        negative_vectors: vectors(e.negative_vectors),
+        strategy,
+        exclude_ids,
+        params,
+        diversity: o.diversity,
+        candidates: o.candidates as usize,
+        group_by: o.group_by,
+        group_size: o.group_size as usize,
+        min_per_index: o.min_per_index as usize,
+    };
+    let found = retrieve(&sources, &call)?;
+    let hits = found
+        .hits
+        .iter()
+        .map(|h| {
+            let (name, loaded) = &plans.targets[h.source as usize];
+            let index = loaded.index();
+            pb::Hit {
+                id: index.id(h.node).to_string(),
+                distance: h.distance,
+                index: if plans.federated {
+                    name.clone()
+                } else {
+                    String::new()
+                },
+                attributes_json: if o.with_attributes {
+                    index
+                        .node_attributes_json(h.node)
+                        .unwrap_or("{}")
+                        .to_string()
+                } else {
+                    String::new()
+                },
+            }
+        })
+        .collect();
+    Ok((pb::SearchResponse { hits }, found.stats))
+}
+
+/// Search `queries`: one response each, in order, and the work it took.
+/// Errors name the query by its position. Each distinct filter is planned
+/// once per index.
 fn search_batch(
-    index: &Index,
-    queries: &[pb::Query],
+    targets: &Targets,
+    req: &pb::BatchSearchRequest,
+    strategy: Strategy,
     params: &SearchParams,
-    batch_filter: &str,
-) -> Result<(Vec<pb::SearchResponse>, Vec<SearchStats>), RequestError> {
-    let mut found: Vec<Neighbor> = Vec::with_capacity(params.k);
-    let mut results = Vec::with_capacity(queries.len());
-    let mut work = Vec::with_capacity(queries.len());
-    let found = &mut found;
-    let mut plans: HashMap<&str, FilterPlan<'_>> = HashMap::new();
-    for (i, q) in queries.iter().enumerate() {
-        let src = if q.filter.is_empty() {
-            batch_filter
+) -> Result<(Vec<pb::SearchResponse>, SearchStats), RequestError> {
+    let o = batch_options(req);
+    let mut plans = Plans::new(targets);
+    let mut results = Vec::with_capacity(req.queries.len());
+    let mut work = SearchStats::default();
+    let mut exclude: Vec<String> = Vec::new();
+    let at = |i: usize| {
+        move |e: Error| match e {
+            Error::InvalidArgument(m) => Error::InvalidArgument(format!("query {i}: {m}")),
+            Error::Filter(f) => Error::InvalidArgument(format!("query {i}: {f}")),
+            e => e,
+        }
+    };
+    for (i, q) in req.queries.iter().enumerate() {
+        let filter = if q.filter.is_empty() {
+            req.filter.as_str()
         } else {
             q.filter.as_str()
         };
-        if !src.is_empty() && !plans.contains_key(src) {
-            let plan = index.filter(src).map_err(|e| match e {
-                Error::Filter(f) => Error::InvalidArgument(format!("query {}: {f}", i)),
-                e => e,
-            })?;
-            plans.insert(src, plan);
-        }
-        let plan = plans.get(src);
+        plans.bind(filter).map_err(at(i))?;
         // Each search checks the deadline as it runs; this stops a batch
         // between queries too.
         if params.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(RequestError::DeadlineExceeded);
         }
-        let stats = index
-            .search_filtered_into(&q.vector, params, plan, found)
-            .map_err(|e| match e {
-                Error::InvalidArgument(m) => Error::InvalidArgument(format!("query {}: {m}", i)),
-                e => e,
-            })?;
-        work.push(stats);
-        results.push(pb::SearchResponse {
-            hits: hits(index, found),
-        });
+        let exclude_ids: &[String] = if q.exclude_ids.is_empty() {
+            &req.exclude_ids
+        } else {
+            exclude.clear();
+            exclude.extend(req.exclude_ids.iter().cloned());
+            exclude.extend(q.exclude_ids.iter().cloned());
+            &exclude
+        };
+        let e = Examples::of_query(q);
+        let (resp, stats) =
+            run_call(&plans, filter, &o, strategy, *params, &e, exclude_ids).map_err(at(i))?;
+        work += stats;
+        results.push(resp);
     }
     Ok((results, work))
+}
+
+fn batch_options(req: &pb::BatchSearchRequest) -> Options<'_> {
+    Options {
+        index: &req.index,
+        indexes: &req.indexes,
+        strategy: req.strategy,
+        min_per_index: req.min_per_index,
+        diversity: req.diversity,
+        candidates: req.candidates,
+        group_by: &req.group_by,
+        group_size: req.group_size,
+        with_attributes: req.with_attributes,
+    }
+}
+
+fn search_options(req: &pb::SearchRequest) -> Options<'_> {
+    Options {
+        index: &req.index,
+        indexes: &req.indexes,
+        strategy: req.strategy,
+        min_per_index: req.min_per_index,
+        diversity: req.diversity,
+        candidates: req.candidates,
+        group_by: &req.group_by,
+        group_size: req.group_size,
+        with_attributes: req.with_attributes,
+    }
 }
 
 fn check_limit(what: &'static str, value: usize, limit: usize) -> Result<(), RequestError> {
@@ -323,35 +592,6 @@ fn arrival<T>(request: &Request<T>) -> Instant {
         .map_or_else(Instant::now, |a| a.0)
 }
 
-/// The query vector of a Search, and the seed items it must not return:
-/// the raw vector, or the examples combined by the request's strategy.
-fn query_of(
-    index: &Index,
-    req: &pb::SearchRequest,
-) -> Result<(Vec<f32>, roaring::RoaringBitmap), RequestError> {
-    let examples = !(req.positive_ids.is_empty()
-        && req.negative_ids.is_empty()
-        && req.positive_vectors.is_empty()
-        && req.negative_vectors.is_empty());
-    if !examples {
-        return Ok((req.vector.clone(), roaring::RoaringBitmap::new()));
-    }
-    let mut pos: Vec<&[f32]> = req
-        .positive_vectors
-        .iter()
-        .map(|q| q.vector.as_slice())
-        .collect();
-    if !req.vector.is_empty() {
-        pos.push(&req.vector);
-    }
-    let neg: Vec<&[f32]> = req
-        .negative_vectors
-        .iter()
-        .map(|q| q.vector.as_slice())
-        .collect();
-    Ok(index.examples_query(&req.positive_ids, &req.negative_ids, &pos, &neg)?)
-}
-
 /// The attribute schema for ListIndexes: each field with its most frequent
 /// values or its range.
 fn field_infos(index: &Index) -> Vec<pb::FieldInfo> {
@@ -378,16 +618,6 @@ fn field_infos(index: &Index) -> Vec<pb::FieldInfo> {
         .collect()
 }
 
-fn hits(index: &Index, found: &[Neighbor]) -> Vec<pb::Hit> {
-    found
-        .iter()
-        .map(|n| pb::Hit {
-            id: index.id(n.id).to_string(),
-            distance: n.distance,
-        })
-        .collect()
-}
-
 #[tonic::async_trait]
 impl pb::retrieval_server::Retrieval for RetrievalService {
     async fn search(
@@ -396,55 +626,41 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
     ) -> Result<Response<pb::SearchResponse>, Status> {
         let deadline = deadline_of(request.metadata(), arrival(&request));
         let req = request.into_inner();
-        let call = Call::begin(&self.shared, "Search", &req.index);
-        let name = req.index.clone();
+        let call = Rpc::begin(
+            &self.shared,
+            "Search",
+            metrics_index(&req.index, &req.indexes),
+        );
         let result = async {
             let _permit = self.shared.permit()?;
-            let loaded = self.shared.index(&req.index)?;
+            let o = search_options(&req);
+            let targets = self.shared.targets(&o)?;
             let params = self.shared.params(req.k, req.ef, deadline)?;
-            check_limit(
-                "exclude_ids",
-                req.exclude_ids.len(),
-                self.shared.limits.max_exclusions,
-            )?;
-            if req.strategy != pb::Strategy::AverageVector as i32 {
-                return Err(RequestError::Unimplemented(format!(
-                    "strategy {} is not served yet; use AVERAGE_VECTOR",
-                    pb::Strategy::try_from(req.strategy).map_or_else(
-                        |_| req.strategy.to_string(),
-                        |s| s.as_str_name().to_string()
-                    )
-                )));
-            }
+            let strategy = self.shared.check_options(&o, params.k)?;
+            let e = Examples::of_search(&req);
+            self.shared.check_examples(&e, 0)?;
+            let name = targets.0[0].0.clone();
             self.shared
                 .searched(deadline, Work::Single, move || {
-                    let index = loaded.index();
-                    let plan = match req.filter.as_str() {
-                        "" => None,
-                        f => Some(index.filter(f)?),
-                    };
-                    let (query, seeds) = query_of(index, &req)?;
-                    let mut excluded = index.nodes_of(&req.exclude_ids, true)?;
-                    excluded |= seeds;
-                    let admission = Admission {
-                        filter: plan.as_ref(),
-                        excluded: Some(&excluded),
-                        deleted: None,
-                    };
-                    let mut found = Vec::with_capacity(params.k.min(index.snapshot().len()));
-                    let stats =
-                        index.search_admitted_into(&query, &params, &admission, &mut found)?;
-                    Ok((
-                        pb::SearchResponse {
-                            hits: hits(index, &found),
-                        },
-                        stats,
-                    ))
+                    let o = search_options(&req);
+                    let mut plans = Plans::new(&targets);
+                    plans.bind(&req.filter)?;
+                    let e = Examples::of_search(&req);
+                    let (resp, stats) = run_call(
+                        &plans,
+                        &req.filter,
+                        &o,
+                        strategy,
+                        params,
+                        &e,
+                        &req.exclude_ids,
+                    )?;
+                    Ok((resp, stats, name))
                 })
                 .await
         }
         .await
-        .map(|(resp, stats)| {
+        .map(|(resp, stats, name)| {
             self.shared.metrics.searched(&name, stats);
             resp
         });
@@ -457,31 +673,37 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
     ) -> Result<Response<pb::BatchSearchResponse>, Status> {
         let deadline = deadline_of(request.metadata(), arrival(&request));
         let req = request.into_inner();
-        let call = Call::begin(&self.shared, "BatchSearch", &req.index);
-        let name = req.index.clone();
+        let call = Rpc::begin(
+            &self.shared,
+            "BatchSearch",
+            metrics_index(&req.index, &req.indexes),
+        );
         let result = async {
             let _permit = self.shared.permit()?;
-            let loaded = self.shared.index(&req.index)?;
+            let o = batch_options(&req);
+            let targets = self.shared.targets(&o)?;
             check_limit(
                 "batch size",
                 req.queries.len(),
                 self.shared.limits.max_batch,
             )?;
             let params = self.shared.params(req.k, req.ef, deadline)?;
-            let queries = req.queries;
-            let filter = req.filter;
+            let strategy = self.shared.check_options(&o, params.k)?;
+            for q in &req.queries {
+                self.shared
+                    .check_examples(&Examples::of_query(q), req.exclude_ids.len())?;
+            }
+            let name = targets.0[0].0.clone();
             self.shared
                 .searched(deadline, Work::Batch, move || {
-                    let (results, work) = search_batch(loaded.index(), &queries, &params, &filter)?;
-                    Ok((pb::BatchSearchResponse { results }, work))
+                    let (results, work) = search_batch(&targets, &req, strategy, &params)?;
+                    Ok((pb::BatchSearchResponse { results }, work, name))
                 })
                 .await
         }
         .await
-        .map(|(resp, work)| {
-            for stats in work {
-                self.shared.metrics.searched(&name, stats);
-            }
+        .map(|(resp, work, name)| {
+            self.shared.metrics.searched(&name, work);
             resp
         });
         call.finish(result)
@@ -492,7 +714,7 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
         request: Request<pb::GetItemsRequest>,
     ) -> Result<Response<pb::GetItemsResponse>, Status> {
         let req = request.into_inner();
-        let call = Call::begin(&self.shared, "GetItems", &req.index);
+        let call = Rpc::begin(&self.shared, "GetItems", &req.index);
         let result = (|| {
             let _permit = self.shared.permit()?;
             let loaded = self.shared.index(&req.index)?;
@@ -527,7 +749,7 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
         &self,
         _request: Request<pb::ListIndexesRequest>,
     ) -> Result<Response<pb::ListIndexesResponse>, Status> {
-        let call = Call::begin(&self.shared, "ListIndexes", "");
+        let call = Rpc::begin(&self.shared, "ListIndexes", "");
         let indexes = self
             .shared
             .catalog
@@ -543,7 +765,7 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
         request: Request<pb::ReloadRequest>,
     ) -> Result<Response<pb::ReloadResponse>, Status> {
         let req = request.into_inner();
-        let call = Call::begin(&self.shared, "Reload", &req.index);
+        let call = Rpc::begin(&self.shared, "Reload", &req.index);
         let shared = Arc::clone(&self.shared);
         let result = async move {
             if self.shared.shutting_down.load(Ordering::Acquire) {

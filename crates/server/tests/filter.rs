@@ -155,19 +155,23 @@ async fn batch_filter_and_per_query_override() {
             pb::Query {
                 vector: qs[0].clone(),
                 filter: String::new(),
+                ..Default::default()
             },
             pb::Query {
                 vector: qs[1].clone(),
                 filter: override_filter.into(),
+                ..Default::default()
             },
             pb::Query {
                 vector: qs[2].clone(),
                 filter: String::new(),
+                ..Default::default()
             },
         ],
         k: 10,
         ef: 0,
         filter: "explicit = true".into(),
+        ..Default::default()
     };
     let resp = client.raw().batch_search(req).await.unwrap().into_inner();
     assert_eq!(resp.results.len(), 3);
@@ -189,15 +193,18 @@ async fn batch_filter_and_per_query_override() {
             pb::Query {
                 vector: qs[0].clone(),
                 filter: String::new(),
+                ..Default::default()
             },
             pb::Query {
                 vector: qs[1].clone(),
                 filter: "lnag = \"sv\"".into(),
+                ..Default::default()
             },
         ],
         k: 10,
         ef: 0,
         filter: String::new(),
+        ..Default::default()
     };
     let e = client.raw().batch_search(bad).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);

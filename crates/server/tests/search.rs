@@ -117,6 +117,7 @@ async fn each_error_gets_its_status_code() {
         max_message_bytes: 4096,
         max_concurrency: 64,
         max_exclusions: 5,
+        max_examples: 4,
     };
     let (server, client) = serve(&[("items", prebuilt("v0"))], None, config(limits, false)).await;
     let q = queries(1, DIM, 5).remove(0);

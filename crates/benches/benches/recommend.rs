@@ -1,0 +1,319 @@
+//! What the recommendation options of a call cost, measured side by side in
+//! one run on one thread (ratios, not absolute times, are the result):
+//!
+//! - `AVERAGE_VECTOR` against a plain search of the same vector;
+//! - `BEST_SCORE` and `SUM_SCORES` by number of examples;
+//! - 10,000 exclusions against none, at the same ef, with recall against
+//!   the exact truth of each (ids resolved per call, and pre-resolved);
+//! - a federated call over two indexes against the two searches alone,
+//!   run serially and on an idle 2-thread pool;
+//! - MMR and group caps over 100 candidates against the plain top-100.
+//!
+//! ```sh
+//! cargo bench -p fathom-benches --bench recommend -- SNAPSHOT QUERIES.fvecs [EF]
+//! ```
+//!
+//! The snapshot needs a single-valued keyword field `artist` for the group
+//! caps (words-dev-384 built with its attrs.jsonl has one).
+
+use std::time::Instant;
+
+use fathom_engine::admit::Admission;
+use fathom_engine::exact::knn_batch_among;
+use fathom_engine::formats::read_vectors;
+use fathom_engine::recommend::Strategy;
+use fathom_engine::retrieve::{retrieve, Call, Source};
+use fathom_engine::{Index, SearchParams};
+use rand::{Rng, SeedableRng};
+
+/// Microseconds per query: the faster of two passes over all queries.
+fn time_per_query(nq: usize, mut f: impl FnMut(usize)) -> f64 {
+    let mut best = f64::INFINITY;
+    for _ in 0..2 {
+        let t = Instant::now();
+        for i in 0..nq {
+            f(i);
+        }
+        best = best.min(t.elapsed().as_secs_f64() * 1e6 / nq as f64);
+    }
+    best
+}
+
+fn recall(got: &[Vec<u32>], truth: &[Vec<u32>], k: usize) -> f64 {
+    let hits: usize = got
+        .iter()
+        .zip(truth)
+        .map(|(g, t)| g.iter().filter(|x| t[..k].contains(x)).count())
+        .sum();
+    hits as f64 / (k * got.len()) as f64
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; keep only the positional arguments.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let [snap, queries, rest @ ..] = args.as_slice() else {
+        eprintln!(
+            "usage: cargo bench -p fathom-benches --bench recommend -- SNAPSHOT QUERIES [EF]"
+        );
+        std::process::exit(2);
+    };
+    let ef: usize = rest.first().map_or(64, |e| e.parse().expect("EF"));
+    let index = Index::open(snap).expect("open snapshot");
+    let twin = Index::open(snap).expect("open snapshot again");
+    let (dim, rows) = read_vectors(std::path::Path::new(queries)).expect("queries");
+    let qs: Vec<Vec<f32>> = rows.chunks_exact(dim).map(<[f32]>::to_vec).collect();
+    let nq = qs.len();
+    let n = index.snapshot().len();
+    let k = 10;
+    let one = [Source {
+        name: "a",
+        index: &index,
+        filter: None,
+    }];
+    let params = SearchParams::new(k, ef);
+    println!("{snap}: {n} items, {nq} queries, k {k}, ef {ef}, one thread\n");
+    println!("| what | µs/query | vs baseline |");
+    println!("|---|---:|---:|");
+    let row = |what: &str, us: f64, base: f64| {
+        println!("| {what} | {us:.1} | {:.2}× |", us / base);
+    };
+
+    // AVERAGE_VECTOR: the query as a taste vector gives the same single
+    // search, plus the examples' handling.
+    let mut out = Vec::new();
+    let plain = time_per_query(nq, |i| {
+        index.search_into(&qs[i], &params, &mut out).unwrap();
+    });
+    row("plain search", plain, plain);
+    let avg = time_per_query(nq, |i| {
+        let call = Call {
+            positive_vectors: vec![&qs[i]],
+            params,
+            ..Call::default()
+        };
+        retrieve(&one, &call).unwrap();
+    });
+    row("AVERAGE_VECTOR, 1 taste vector", avg, plain);
+    // Seeds: the query's nearest stored items, by id.
+    let seeds: Vec<Vec<String>> = qs
+        .iter()
+        .map(|q| {
+            index
+                .search(q, &SearchParams::new(8, ef))
+                .unwrap()
+                .iter()
+                .map(|h| index.id(h.id).to_string())
+                .collect()
+        })
+        .collect();
+    let avg3 = time_per_query(nq, |i| {
+        let call = Call {
+            positive_ids: &seeds[i][..3],
+            params,
+            ..Call::default()
+        };
+        retrieve(&one, &call).unwrap();
+    });
+    row("AVERAGE_VECTOR, 3 seed ids", avg3, plain);
+    for strategy in [Strategy::BestScore, Strategy::SumScores] {
+        for examples in [1, 2, 4, 8] {
+            let us = time_per_query(nq, |i| {
+                let call = Call {
+                    positive_ids: &seeds[i][..examples],
+                    strategy,
+                    params,
+                    ..Call::default()
+                };
+                retrieve(&one, &call).unwrap();
+            });
+            row(&format!("{strategy:?}, {examples} seed ids"), us, plain);
+        }
+    }
+
+    // Exclusions: 10,000 random items, the same for every query.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut excluded = roaring::RoaringBitmap::new();
+    while excluded.len() < 10_000.min(n as u64 / 2) {
+        excluded.insert(rng.random_range(0..n as u32));
+    }
+    let excluded_ids: Vec<String> = excluded.iter().map(|r| index.id(r).to_string()).collect();
+    let mut allowed = roaring::RoaringBitmap::new();
+    allowed.insert_range(0..n as u32);
+    allowed -= &excluded;
+    let exact_rows = index.snapshot().vectors_f32();
+    let metric = index.snapshot().metric();
+    let truth_all = knn_batch_among(exact_rows, metric, &qs, k, 2, None);
+    let truth_excl = knn_batch_among(exact_rows, metric, &qs, k, 2, Some(&allowed));
+    let admission = Admission {
+        excluded: Some(&excluded),
+        ..Admission::default()
+    };
+    let mut got_plain = vec![Vec::new(); nq];
+    let mut got_excl = vec![Vec::new(); nq];
+    let plain_t = time_per_query(nq, |i| {
+        index.search_into(&qs[i], &params, &mut out).unwrap();
+        got_plain[i] = out.iter().map(|h| h.id).collect();
+    });
+    let bitmap_t = time_per_query(nq, |i| {
+        index
+            .search_admitted_into(&qs[i], &params, &admission, &mut out)
+            .unwrap();
+        got_excl[i] = out.iter().map(|h| h.id).collect();
+    });
+    let ids_t = time_per_query(nq, |i| {
+        let call = Call {
+            vector: &qs[i],
+            exclude_ids: &excluded_ids,
+            params,
+            ..Call::default()
+        };
+        retrieve(&one, &call).unwrap();
+    });
+    println!(
+        "| plain search (recall@{k} {:.4}) | {plain_t:.1} | 1.00× |",
+        recall(&got_plain, &truth_all, k)
+    );
+    println!(
+        "| 10,000 exclusions as a bitmap (recall@{k} {:.4} against the excluded truth) | {bitmap_t:.1} | {:.2}× |",
+        recall(&got_excl, &truth_excl, k),
+        bitmap_t / plain_t
+    );
+    row(
+        "10,000 exclusions as ids, resolved per call",
+        ids_t,
+        plain_t,
+    );
+
+    // Federated over two indexes (the same snapshot opened twice).
+    let two = [
+        one[0],
+        Source {
+            name: "b",
+            index: &twin,
+            filter: None,
+        },
+    ];
+    let single = time_per_query(nq, |i| {
+        retrieve(
+            &one,
+            &Call {
+                vector: &qs[i],
+                params,
+                ..Call::default()
+            },
+        )
+        .unwrap();
+    });
+    let serial = time_per_query(nq, |i| {
+        retrieve(
+            &two,
+            &Call {
+                vector: &qs[i],
+                params,
+                ..Call::default()
+            },
+        )
+        .unwrap();
+    });
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let parallel = pool.install(|| {
+        time_per_query(nq, |i| {
+            retrieve(
+                &two,
+                &Call {
+                    vector: &qs[i],
+                    params,
+                    ..Call::default()
+                },
+            )
+            .unwrap();
+        })
+    });
+    row("one index through retrieve", single, single);
+    row(
+        "two indexes, called from a busy thread",
+        serial,
+        2.0 * single,
+    );
+    row(
+        "two indexes, from an idle 2-thread pool (vs the sum)",
+        parallel,
+        2.0 * single,
+    );
+
+    // MMR and group caps over 100 candidates, against the plain top-100.
+    let p100 = SearchParams::new(100, ef.max(100));
+    let top100 = time_per_query(nq, |i| {
+        retrieve(
+            &one,
+            &Call {
+                vector: &qs[i],
+                params: p100,
+                ..Call::default()
+            },
+        )
+        .unwrap();
+    });
+    let p25 = SearchParams::new(25, ef.max(100));
+    let mmr = time_per_query(nq, |i| {
+        retrieve(
+            &one,
+            &Call {
+                vector: &qs[i],
+                params: p25,
+                diversity: 0.3,
+                candidates: 100,
+                ..Call::default()
+            },
+        )
+        .unwrap();
+    });
+    let caps = time_per_query(nq, |i| {
+        retrieve(
+            &one,
+            &Call {
+                vector: &qs[i],
+                params: p25,
+                candidates: 100,
+                group_by: "artist",
+                group_size: 2,
+                ..Call::default()
+            },
+        )
+        .unwrap();
+    });
+    let both = time_per_query(nq, |i| {
+        retrieve(
+            &one,
+            &Call {
+                vector: &qs[i],
+                params: p25,
+                diversity: 0.3,
+                candidates: 100,
+                group_by: "artist",
+                group_size: 2,
+                ..Call::default()
+            },
+        )
+        .unwrap();
+    });
+    row("plain top-100", top100, top100);
+    println!(
+        "| MMR picking 25 of 100 candidates | {mmr:.1} | +{:.1} µs |",
+        mmr - top100
+    );
+    println!(
+        "| group caps (2 per artist), 25 of 100 candidates | {caps:.1} | +{:.1} µs |",
+        caps - top100
+    );
+    println!(
+        "| MMR and group caps, 25 of 100 candidates | {both:.1} | +{:.1} µs |",
+        both - top100
+    );
+}

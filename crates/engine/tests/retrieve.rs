@@ -1,0 +1,568 @@
+//! Recommendation-style calls against brute-force oracles written from the
+//! formulas in docs/recommend.md: strategy scores, seeds never returned,
+//! exclusions with the count kept, the federated merge and `min_per_index`,
+//! MMR selection order, group caps, and every error case.
+
+mod common;
+
+use common::*;
+use fathom_engine::builder::BuilderKind;
+use fathom_engine::recommend::Strategy;
+use fathom_engine::retrieve::{retrieve, Call, Source};
+use fathom_engine::snapshot::Snapshot;
+use fathom_engine::topk::Hit;
+use fathom_engine::{Error, Index, Metric, SearchParams, Storage};
+use std::collections::HashMap;
+
+const N: usize = 2000;
+const DIM: usize = 16;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    index: Index,
+}
+
+/// `N` clustered items with an `artist` (single keyword, 5 items each,
+/// neighbours in id order share one), multi-valued `markets` and an int.
+fn fixture(metric: Metric, seed: u64, prefix: &str) -> Fixture {
+    let mut ds = dataset(N, DIM, seed);
+    ds.ids = (0..N).map(|i| format!("{prefix}:{i:05}")).collect();
+    ds.attributes = Some(table((0..N).map(|i| {
+        format!(
+            r#"{{"artist":"artist:{}","markets":["SE"],"year":{}}}"#,
+            i % 300,
+            2000 + i % 20
+        )
+    })));
+    let built = build_with(ds, metric, Storage::F32, BuilderKind::Fathom, 100);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&built, dir.path(), "r.fathom");
+    Fixture {
+        index: Index::from_snapshot(Snapshot::open(&path).unwrap()),
+        _dir: dir,
+    }
+}
+
+fn sim(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    match metric {
+        Metric::Cosine => dot / (norm(a) * norm(b)),
+        Metric::Dot => dot,
+        Metric::L2 => -a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum::<f32>()
+            .sqrt(),
+    }
+}
+
+/// Qdrant's scores, straight from the formulas.
+fn oracle_score(metric: Metric, s: Strategy, x: &[f32], pos: &[Vec<f32>], neg: &[Vec<f32>]) -> f32 {
+    let sims = |e: &[Vec<f32>]| e.iter().map(|e| sim(metric, x, e)).collect::<Vec<f32>>();
+    let (p, n) = (sims(pos), sims(neg));
+    match s {
+        Strategy::SumScores => p.iter().sum::<f32>() - n.iter().sum::<f32>(),
+        _ => {
+            let bp = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let bn = n.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            if bp > bn {
+                bp
+            } else {
+                -(bn * bn)
+            }
+        }
+    }
+}
+
+fn ids(index: &Index, hits: &[Hit]) -> Vec<String> {
+    hits.iter().map(|h| index.id(h.node).to_string()).collect()
+}
+
+fn one(f: &Fixture) -> Vec<Source<'_, '_>> {
+    vec![Source {
+        name: "r",
+        index: &f.index,
+        filter: None,
+    }]
+}
+
+fn row(f: &Fixture, i: usize) -> Vec<f32> {
+    f.index.vector_of(f.index.id(i as u32)).unwrap().to_vec()
+}
+
+#[test]
+fn strategies_match_the_oracle() {
+    for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+        let f = fixture(metric, SEED, "t");
+        let pos_ids = vec![f.index.id(3).to_string(), f.index.id(700).to_string()];
+        let neg_ids = vec![f.index.id(1500).to_string()];
+        let taste = queries(1, DIM, SEED).remove(0);
+        let mut pos: Vec<Vec<f32>> = pos_ids
+            .iter()
+            .map(|id| f.index.vector_of(id).unwrap().to_vec())
+            .collect();
+        pos.push(taste.clone());
+        let neg: Vec<Vec<f32>> = neg_ids
+            .iter()
+            .map(|id| f.index.vector_of(id).unwrap().to_vec())
+            .collect();
+        for strategy in [Strategy::BestScore, Strategy::SumScores] {
+            for (ef, floor) in [(N, 1.0), (0, 0.8)] {
+                let call = Call {
+                    positive_ids: &pos_ids,
+                    negative_ids: &neg_ids,
+                    positive_vectors: vec![&taste],
+                    strategy,
+                    params: SearchParams::new(10, ef),
+                    ..Call::default()
+                };
+                let got = retrieve(&one(&f), &call).unwrap().hits;
+                assert_eq!(got.len(), 10);
+                let mut want: Vec<(f32, usize)> = (0..N)
+                    .filter(|&i| ![3, 700, 1500].contains(&i))
+                    .map(|i| (-oracle_score(metric, strategy, &row(&f, i), &pos, &neg), i))
+                    .collect();
+                want.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let top: Vec<u32> = want[..10].iter().map(|w| w.1 as u32).collect();
+                let found = got.iter().filter(|h| top.contains(&h.node)).count();
+                assert!(
+                    found as f64 >= floor * 10.0,
+                    "{metric:?} {strategy:?} ef {ef}: {found}/10 of the oracle's top 10"
+                );
+                // Distances are minus the strategy's score, and sorted.
+                for h in &got {
+                    let want =
+                        -oracle_score(metric, strategy, &row(&f, h.node as usize), &pos, &neg);
+                    assert!(
+                        (h.distance - want).abs() < 1e-3 * want.abs().max(1.0),
+                        "{h:?} vs {want}"
+                    );
+                    assert!(![3, 700, 1500].contains(&h.node), "a seed came back");
+                }
+                assert!(got.windows(2).all(|w| w[0].distance <= w[1].distance));
+            }
+        }
+        // Negatives alone: best score ranks everything by −(best neg sim)².
+        let call = Call {
+            negative_ids: &neg_ids,
+            strategy: Strategy::BestScore,
+            params: SearchParams::new(5, 0),
+            ..Call::default()
+        };
+        let got = retrieve(&one(&f), &call).unwrap().hits;
+        let mut want: Vec<(f32, u32)> = (0..N)
+            .filter(|&i| i != 1500)
+            .map(|i| {
+                (
+                    -oracle_score(metric, Strategy::BestScore, &row(&f, i), &[], &neg),
+                    i as u32,
+                )
+            })
+            .collect();
+        want.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let close = got
+            .iter()
+            .zip(&want)
+            .all(|(h, w)| (h.distance - w.0).abs() < 1e-4 * w.0.abs().max(1.0));
+        assert!(close, "{metric:?}: {got:?} vs {:?}", &want[..5]);
+    }
+}
+
+#[test]
+fn exclusions_and_seeds_keep_the_count() {
+    let f = fixture(Metric::L2, SEED, "t");
+    // The id table finds every stored id, and nothing else.
+    for node in 0..N as u32 {
+        assert_eq!(f.index.find(f.index.id(node)), Some(node));
+    }
+    assert_eq!(f.index.find("t:99999"), None);
+    assert_eq!(f.index.find(""), None);
+    let q = row(&f, 10);
+    let plain = retrieve(
+        &one(&f),
+        &Call {
+            vector: &q,
+            params: SearchParams::new(50, 0),
+            ..Call::default()
+        },
+    )
+    .unwrap()
+    .hits;
+    // Exclude the 40 nearest: the next ones take their places, still 50 hits.
+    let excluded: Vec<String> = ids(&f.index, &plain[..40]);
+    let mut with = excluded.clone();
+    with.push("not-in-the-index".into());
+    let got = retrieve(
+        &one(&f),
+        &Call {
+            vector: &q,
+            exclude_ids: &with,
+            params: SearchParams::new(50, 0),
+            ..Call::default()
+        },
+    )
+    .unwrap()
+    .hits;
+    assert_eq!(got.len(), 50);
+    assert!(ids(&f.index, &got).iter().all(|id| !excluded.contains(id)));
+    assert_eq!(ids(&f.index, &got[..10]), ids(&f.index, &plain[40..50]));
+    // Excluding all but three items leaves exactly three.
+    let all_but: Vec<String> = (3..N).map(|i| f.index.id(i as u32).to_string()).collect();
+    let got = retrieve(
+        &one(&f),
+        &Call {
+            vector: &q,
+            exclude_ids: &all_but,
+            params: SearchParams::new(10, 0),
+            ..Call::default()
+        },
+    )
+    .unwrap()
+    .hits;
+    let mut nodes: Vec<u32> = got.iter().map(|h| h.node).collect();
+    nodes.sort();
+    assert_eq!(nodes, [0, 1, 2]);
+    // Seeds never come back, even under average-vector.
+    let seeds = vec![f.index.id(10).to_string(), f.index.id(11).to_string()];
+    let got = retrieve(
+        &one(&f),
+        &Call {
+            positive_ids: &seeds,
+            params: SearchParams::new(20, 0),
+            ..Call::default()
+        },
+    )
+    .unwrap()
+    .hits;
+    assert_eq!(got.len(), 20);
+    assert!(got.iter().all(|h| h.node != 10 && h.node != 11));
+}
+
+#[test]
+fn federated_merge_and_min_per_index() {
+    let a = fixture(Metric::Cosine, SEED, "track");
+    let b = fixture(Metric::Cosine, SEED + 1, "episode");
+    let sources = [
+        Source {
+            name: "tracks",
+            index: &a.index,
+            filter: None,
+        },
+        Source {
+            name: "episodes",
+            index: &b.index,
+            filter: None,
+        },
+    ];
+    let q = row(&a, 5);
+    let k = 20;
+    let call = Call {
+        vector: &q,
+        params: SearchParams::new(k, 4 * N),
+        ..Call::default()
+    };
+    let got = retrieve(&sources, &call).unwrap().hits;
+    // Oracle: brute force over the union, by distance.
+    let mut want: Vec<(f32, u32, u32)> = Vec::new();
+    for (s, f) in [&a, &b].iter().enumerate() {
+        for i in 0..N {
+            want.push((
+                1.0 - sim(Metric::Cosine, &q, &row(f, i)),
+                s as u32,
+                i as u32,
+            ));
+        }
+    }
+    want.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let got_keys: Vec<(u32, u32)> = got.iter().map(|h| (h.source, h.node)).collect();
+    let want_keys: Vec<(u32, u32)> = want[..k].iter().map(|w| (w.1, w.2)).collect();
+    assert_eq!(got_keys, want_keys);
+    // The query is a track: episodes lose at first, min_per_index brings
+    // exactly 5 of the nearest episodes, the rest are the nearest tracks.
+    assert!(got.iter().filter(|h| h.source == 1).count() < 5);
+    let call = Call {
+        min_per_index: 5,
+        ..call
+    };
+    let got = retrieve(&sources, &call).unwrap().hits;
+    let eps: Vec<u32> = got
+        .iter()
+        .filter(|h| h.source == 1)
+        .map(|h| h.node)
+        .collect();
+    let want_eps: Vec<u32> = want
+        .iter()
+        .filter(|w| w.1 == 1)
+        .take(eps.len())
+        .map(|w| w.2)
+        .collect();
+    assert!(eps.len() >= 5);
+    let mut sorted_eps = eps.clone();
+    sorted_eps.sort_by_key(|n| want_eps.iter().position(|w| w == n));
+    assert_eq!(sorted_eps, want_eps);
+    assert_eq!(got.len(), k);
+    assert!(got.windows(2).all(|w| w[0].distance <= w[1].distance));
+    // Different dimension or metric: refused, naming both.
+    let c = fixture(Metric::L2, SEED, "x");
+    let mixed = [
+        sources[0],
+        Source {
+            name: "other",
+            index: &c.index,
+            filter: None,
+        },
+    ];
+    let e = retrieve(
+        &mixed,
+        &Call {
+            vector: &q,
+            ..Call::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument(ref m) if m.contains("other")),
+        "{e}"
+    );
+}
+
+#[test]
+fn mmr_and_group_caps_follow_their_oracles() {
+    let f = fixture(Metric::L2, SEED, "t");
+    let q = queries(1, DIM, SEED + 3).remove(0);
+    let k = 10;
+    let exact = SearchParams::new(k, N);
+    // Candidates: the exact 40 nearest.
+    let mut cand: Vec<(f32, u32)> = (0..N)
+        .map(|i| {
+            (
+                row(&f, i)
+                    .iter()
+                    .zip(&q)
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum(),
+                i as u32,
+            )
+        })
+        .collect();
+    cand.sort_by(|a, b| a.0.total_cmp(&b.0));
+    cand.truncate(40);
+    let d = |a: u32, b: u32| -> f32 {
+        row(&f, a as usize)
+            .iter()
+            .zip(row(&f, b as usize))
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum()
+    };
+    let diversity = 0.3f32;
+    let lambda = 1.0 - diversity;
+    let mut picked: Vec<u32> = vec![cand[0].1];
+    while picked.len() < k {
+        let best = cand
+            .iter()
+            .filter(|c| !picked.contains(&c.1))
+            .map(|c| {
+                let near = picked
+                    .iter()
+                    .map(|&p| d(c.1, p))
+                    .fold(f32::INFINITY, f32::min);
+                (lambda * c.0 - (1.0 - lambda) * near, c.1)
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .unwrap();
+        picked.push(best.1);
+    }
+    let call = Call {
+        vector: &q,
+        params: exact,
+        diversity,
+        candidates: 40,
+        ..Call::default()
+    };
+    let got = retrieve(&one(&f), &call).unwrap().hits;
+    assert_eq!(
+        got.iter().map(|h| h.node).collect::<Vec<_>>(),
+        picked,
+        "MMR selection order"
+    );
+    // Each hit carries its distance to the query.
+    for h in &got {
+        let want = cand.iter().find(|c| c.1 == h.node).unwrap().0;
+        assert!((h.distance - want).abs() < 1e-4 * want.max(1.0));
+    }
+    // Group caps: at most 1 per artist (i % 300), walking the exact order.
+    let mut per: HashMap<u32, usize> = HashMap::new();
+    let mut all: Vec<(f32, u32)> = (0..N)
+        .map(|i| {
+            (
+                row(&f, i)
+                    .iter()
+                    .zip(&q)
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum(),
+                i as u32,
+            )
+        })
+        .collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let capped: Vec<u32> = all
+        .iter()
+        .filter(|c| {
+            let n = per.entry(c.1 % 300).or_insert(0);
+            *n += 1;
+            *n <= 1
+        })
+        .take(k)
+        .map(|c| c.1)
+        .collect();
+    let call = Call {
+        vector: &q,
+        params: exact,
+        group_by: "artist",
+        group_size: 1,
+        ..Call::default()
+    };
+    let got = retrieve(&one(&f), &call).unwrap().hits;
+    assert_eq!(got.iter().map(|h| h.node).collect::<Vec<_>>(), capped);
+    // k = 300 with one per artist needs every artist: found by widening.
+    let call = Call {
+        vector: &q,
+        params: SearchParams::new(300, 0),
+        group_by: "artist",
+        group_size: 1,
+        ..Call::default()
+    };
+    let got = retrieve(&one(&f), &call).unwrap().hits;
+    let mut artists: Vec<u32> = got.iter().map(|h| h.node % 300).collect();
+    artists.sort();
+    artists.dedup();
+    assert_eq!((got.len(), artists.len()), (300, 300));
+    // Only 300 artists: k = 301 under a cap of 1 returns 300.
+    let call = Call {
+        params: SearchParams::new(301, 0),
+        ..call
+    };
+    assert_eq!(retrieve(&one(&f), &call).unwrap().hits.len(), 300);
+}
+
+#[test]
+fn bad_calls_are_refused() {
+    let f = fixture(Metric::Cosine, SEED, "t");
+    let q = row(&f, 1);
+    let unknown = vec!["no-such-id".to_string()];
+    let cases: Vec<(Call, &str)> = vec![
+        (
+            Call {
+                vector: &q,
+                diversity: 1.5,
+                ..Call::default()
+            },
+            "diversity",
+        ),
+        (
+            Call {
+                vector: &q,
+                diversity: f32::NAN,
+                ..Call::default()
+            },
+            "diversity",
+        ),
+        (
+            Call {
+                vector: &q,
+                diversity: 0.5,
+                candidates: 3,
+                ..Call::default()
+            },
+            "candidates",
+        ),
+        (
+            Call {
+                vector: &q,
+                group_size: 2,
+                ..Call::default()
+            },
+            "group_by",
+        ),
+        (
+            Call {
+                vector: &q,
+                group_by: "artist",
+                ..Call::default()
+            },
+            "group_size",
+        ),
+        (
+            Call {
+                vector: &q,
+                group_by: "markets",
+                group_size: 1,
+                ..Call::default()
+            },
+            "keywords",
+        ),
+        (
+            Call {
+                vector: &q,
+                group_by: "year",
+                group_size: 1,
+                ..Call::default()
+            },
+            "int",
+        ),
+        (
+            Call {
+                vector: &q,
+                group_by: "nope",
+                group_size: 1,
+                ..Call::default()
+            },
+            "no such",
+        ),
+        (
+            Call {
+                vector: &q,
+                min_per_index: 11,
+                ..Call::default()
+            },
+            "min_per_index",
+        ),
+        (
+            Call {
+                vector: &q[..3],
+                ..Call::default()
+            },
+            "dimension",
+        ),
+        (
+            Call {
+                positive_vectors: vec![&q[..3]],
+                ..Call::default()
+            },
+            "dimension",
+        ),
+    ];
+    for (call, want) in cases {
+        match retrieve(&one(&f), &call) {
+            Err(Error::InvalidArgument(m)) => assert!(m.contains(want), "{m:?} lacks {want:?}"),
+            other => panic!("{want}: {other:?}"),
+        }
+    }
+    let call = Call {
+        positive_ids: &unknown,
+        ..Call::default()
+    };
+    assert!(matches!(retrieve(&one(&f), &call), Err(Error::UnknownItem(id)) if id == "no-such-id"));
+    // Average-vector needs a positive.
+    let neg = vec![f.index.id(2).to_string()];
+    let call = Call {
+        negative_ids: &neg,
+        ..Call::default()
+    };
+    assert!(matches!(
+        retrieve(&one(&f), &call),
+        Err(Error::InvalidArgument(_))
+    ));
+}
