@@ -146,11 +146,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         .iter()
         .zip(&names)
         .zip(&plans)
-        .map(|((index, name), plan)| Source {
-            name,
-            index,
-            filter: plan.as_ref(),
-        })
+        .enumerate()
+        .map(|(i, ((index, name), plan))| Source::index(name, index, plan.as_ref(), i as u32))
         .collect();
     let call = Call {
         vector: &vector,

@@ -100,6 +100,7 @@ pub fn open_fixture(n: usize, dim: usize) -> PathBuf {
                 seed: SEED,
                 build_seconds: 0.0,
             },
+            quantizer: None,
         },
     )
     .expect("write open fixture");
@@ -168,6 +169,7 @@ pub fn filter_fixture(n: usize) -> PathBuf {
                 seed: SEED,
                 build_seconds: 0.0,
             },
+            quantizer: None,
         },
     )
     .expect("write");

@@ -68,11 +68,7 @@ fn main() {
     let nq = qs.len();
     let n = index.snapshot().len();
     let k = 10;
-    let one = [Source {
-        name: "a",
-        index: &index,
-        filter: None,
-    }];
+    let one = [Source::index("a", &index, None, 0)];
     let params = SearchParams::new(k, ef);
     println!("{snap}: {n} items, {nq} queries, k {k}, ef {ef}, one thread\n");
     println!("| what | µs/query | vs baseline |");
@@ -188,14 +184,7 @@ fn main() {
     );
 
     // Federated over two indexes (the same snapshot opened twice).
-    let two = [
-        one[0],
-        Source {
-            name: "b",
-            index: &twin,
-            filter: None,
-        },
-    ];
+    let two = [one[0], Source::index("b", &twin, None, 1)];
     let single = time_per_query(nq, |i| {
         retrieve(
             &one,

@@ -509,7 +509,7 @@ mod tests {
             std::fs::write(&p, &bytes[..bytes.len() - cut]).unwrap();
             let row_len = 4 + 4 * dim;
             let r = read_fvecs(&p);
-            if (bytes.len() - cut) % row_len == 0 {
+            if (bytes.len() - cut).is_multiple_of(row_len) {
                 prop_assert!(r.is_ok() || (bytes.len() - cut) == 0);
             } else {
                 prop_assert!(r.is_err());

@@ -25,6 +25,7 @@
 //! - [`recommend`]: examples (seed ids, taste vectors) and their strategies.
 //! - [`retrieve`]: one call as a caller states it (examples, exclusions,
 //!   diversity, group caps, several indexes), shared by server and CLI.
+//! - [`layers`]: an index as a folder of a base, deltas and deletions.
 //! - [`topk`]: the one top-k merge, with per-source minimums, group caps
 //!   and MMR.
 //! - [`exact`]: brute force, the oracle for recall; [`eval`] measures recall
@@ -43,6 +44,7 @@ pub mod formats;
 pub mod graph;
 pub mod ids;
 pub mod index;
+pub mod layers;
 pub mod recommend;
 pub mod retrieve;
 pub mod search;

@@ -24,15 +24,39 @@ use crate::recommend::{average_vector, prepare_example, Scorer, Strategy};
 use crate::search::{Neighbor, SearchStats};
 use crate::topk::{merge, pick, Hit, Pick};
 
-/// One index of a call, with its filter already bound (callers plan a
-/// filter once and reuse it across a batch). A plan is tied to the index
-/// it was bound to (`'i`), which outlives this borrow of it (`'s`).
+/// One index of a call, or one layer of a layered index, with its filter
+/// already bound (callers plan a filter once and reuse it across a batch).
+/// A plan is tied to the index it was bound to (`'i`), which outlives this
+/// borrow of it (`'s`).
 #[derive(Clone, Copy)]
 pub struct Source<'s, 'i> {
     /// For error messages.
     pub name: &'s str,
     pub index: &'s Index,
     pub filter: Option<&'s FilterPlan<'i>>,
+    /// Nodes never to return: deleted, or replaced in a later layer.
+    pub deleted: Option<&'s RoaringBitmap>,
+    /// The index (as the caller counts them) this source belongs to: the
+    /// layers of one index share it, for `min_per_index`.
+    pub owner: u32,
+}
+
+impl<'s, 'i> Source<'s, 'i> {
+    /// A whole index, the `owner`-th of a call.
+    pub fn index(
+        name: &'s str,
+        index: &'s Index,
+        filter: Option<&'s FilterPlan<'i>>,
+        owner: u32,
+    ) -> Self {
+        Source {
+            name,
+            index,
+            filter,
+            deleted: None,
+            owner,
+        }
+    }
 }
 
 /// What a call asks for, beyond the sources.
@@ -134,11 +158,12 @@ fn run(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved> {
         }
         c => c,
     };
-    if call.min_per_index.saturating_mul(sources.len()) > k {
+    let owners: Vec<u32> = sources.iter().map(|s| s.owner).collect();
+    let indexes = owners.iter().max().map_or(0, |&o| o as usize + 1);
+    if call.min_per_index.saturating_mul(indexes) > k {
         return Err(Error::invalid(format!(
-            "min_per_index = {} over {} indexes asks for more than k = {k} hits",
+            "min_per_index = {} over {indexes} indexes asks for more than k = {k} hits",
             call.min_per_index,
-            sources.len()
         )));
     }
     let groups = group_columns(sources, call)?;
@@ -175,7 +200,7 @@ fn run(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved> {
             let admission = Admission {
                 filter: sources[s].filter,
                 excluded: Some(&excluded[s]),
-                deleted: None,
+                deleted: sources[s].deleted,
             };
             let params = SearchParams {
                 k: fetch[s].min(MAX_K),
@@ -229,7 +254,8 @@ fn run(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved> {
             &merged,
             &Pick {
                 k,
-                sources: sources.len(),
+                sources: indexes,
+                owners: &owners,
                 min_per_source: call.min_per_index,
                 group: groups.as_ref().map(|cols| {
                     let value = move |h: &Hit| {
@@ -357,6 +383,9 @@ fn resolve_examples(
             let mut vector = None;
             for (s, src) in sources.iter().enumerate() {
                 if let Some(node) = src.index.find(id) {
+                    if src.deleted.is_some_and(|d| d.contains(node)) {
+                        continue; // deleted, or replaced by a later layer
+                    }
                     seeds[s].insert(node);
                     if vector.is_none() {
                         let snap = src.index.snapshot();

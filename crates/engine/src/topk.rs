@@ -40,10 +40,14 @@ pub fn merge(lists: &[Vec<Hit>]) -> Vec<Hit> {
 }
 
 /// The constraints of one pick.
-pub struct Pick<G, D> {
+pub struct Pick<'o, G, D> {
     pub k: usize,
-    /// How many sources hits may come from (`source < sources`).
+    /// How many owners hits may come from: each source belongs to one
+    /// (`owners[source]`, or itself when `owners` is empty). An index made
+    /// of layers is one owner with a source per layer.
     pub sources: usize,
+    pub owners: &'o [u32],
+    /// Each owner gets at least this many hits when it has them.
     pub min_per_source: usize,
     /// A hit's group value, or `None` when uncapped; with `group_size`.
     pub group: Option<(G, usize)>,
@@ -79,18 +83,22 @@ impl Ord for Stale {
 /// Pick up to `k` of `candidates` (nearest first, as [`merge`] leaves them)
 /// under `pick`'s constraints. Returns the picks: nearest first, or in pick
 /// order under MMR.
-pub fn pick<'g, G, D>(candidates: &[Hit], pick: &Pick<G, D>) -> Vec<Hit>
+pub fn pick<'g, G, D>(candidates: &[Hit], pick: &Pick<'_, G, D>) -> Vec<Hit>
 where
     G: Fn(&Hit) -> Option<&'g str>,
     D: Fn(usize, usize) -> f32,
 {
     let k = pick.k.min(candidates.len());
+    let owner = |c: &Hit| match pick.owners.get(c.source as usize) {
+        Some(&o) => o as usize,
+        None => c.source as usize,
+    };
     let mut taken = vec![false; candidates.len()];
     let mut picked: Vec<usize> = Vec::with_capacity(k);
     // What each source is still owed: the minimum, or what it has.
     let mut owed = vec![0usize; pick.sources];
     for c in candidates {
-        let o = &mut owed[c.source as usize];
+        let o = &mut owed[owner(c)];
         *o = (*o + 1).min(pick.min_per_source);
     }
     let mut per_group: HashMap<&str, usize> = HashMap::new();
@@ -116,7 +124,7 @@ where
         // Once the remaining slots are all owed, only owed sources may fill.
         let owed_only = unmet >= left;
         let eligible = |i: usize, per_group: &HashMap<&str, usize>| {
-            let turned_away = owed_only && owed[candidates[i].source as usize] == 0;
+            let turned_away = owed_only && owed[owner(&candidates[i])] == 0;
             !turned_away && !group_full(i, per_group)
         };
         let chosen = match &pick.mmr {
@@ -163,7 +171,7 @@ where
             break;
         };
         taken[i] = true;
-        let s = candidates[i].source as usize;
+        let s = owner(&candidates[i]);
         owed[s] = owed[s].saturating_sub(1);
         if let Some(g) = groups.get(i).copied().flatten() {
             *per_group.entry(g).or_insert(0) += 1;
@@ -207,10 +215,11 @@ mod tests {
         }
     }
 
-    fn plain(k: usize, sources: usize, min: usize) -> Pick<NoGroup, NoDist> {
+    fn plain(k: usize, sources: usize, min: usize) -> Pick<'static, NoGroup, NoDist> {
         Pick {
             k,
             sources,
+            owners: &[],
             min_per_source: min,
             group: None,
             mmr: None,
@@ -262,6 +271,7 @@ mod tests {
         let p = Pick {
             k: 5,
             sources: 1,
+            owners: &[],
             min_per_source: 0,
             group: Some((group, 2)),
             mmr: None::<(f32, NoDist)>,
@@ -283,6 +293,7 @@ mod tests {
         let with = |lambda: f32| Pick {
             k: 2,
             sources: 1,
+            owners: &[],
             min_per_source: 0,
             group: None::<(NoGroup, usize)>,
             mmr: Some((lambda, dist)),

@@ -286,8 +286,8 @@ pub fn typed_rows(
 ) -> Option<VectorSlice<'_>> {
     let es = storage.element_size();
     if stride_bytes == 0
-        || stride_bytes % es != 0
-        || bytes.len() % stride_bytes != 0
+        || !stride_bytes.is_multiple_of(es)
+        || !bytes.len().is_multiple_of(stride_bytes)
         || dim * es > stride_bytes
     {
         return None;

@@ -81,11 +81,7 @@ fn ids(index: &Index, hits: &[Hit]) -> Vec<String> {
 }
 
 fn one(f: &Fixture) -> Vec<Source<'_, '_>> {
-    vec![Source {
-        name: "r",
-        index: &f.index,
-        filter: None,
-    }]
+    vec![Source::index("r", &f.index, None, 0)]
 }
 
 fn row(f: &Fixture, i: usize) -> Vec<f32> {
@@ -245,16 +241,8 @@ fn federated_merge_and_min_per_index() {
     let a = fixture(Metric::Cosine, SEED, "track");
     let b = fixture(Metric::Cosine, SEED + 1, "episode");
     let sources = [
-        Source {
-            name: "tracks",
-            index: &a.index,
-            filter: None,
-        },
-        Source {
-            name: "episodes",
-            index: &b.index,
-            filter: None,
-        },
+        Source::index("tracks", &a.index, None, 0),
+        Source::index("episodes", &b.index, None, 1),
     ];
     let q = row(&a, 5);
     let k = 20;
@@ -306,14 +294,7 @@ fn federated_merge_and_min_per_index() {
     assert!(got.windows(2).all(|w| w[0].distance <= w[1].distance));
     // Different dimension or metric: refused, naming both.
     let c = fixture(Metric::L2, SEED, "x");
-    let mixed = [
-        sources[0],
-        Source {
-            name: "other",
-            index: &c.index,
-            filter: None,
-        },
-    ];
+    let mixed = [sources[0], Source::index("other", &c.index, None, 1)];
     let e = retrieve(
         &mixed,
         &Call {

@@ -236,6 +236,7 @@ fn contents<'a>(
             seed: 0,
             build_seconds: 0.0,
         },
+        quantizer: None,
     }
 }
 

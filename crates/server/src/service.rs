@@ -356,10 +356,8 @@ impl<'i> Plans<'i> {
         self.targets
             .iter()
             .enumerate()
-            .map(|(i, (name, loaded))| Source {
-                name,
-                index: loaded.index(),
-                filter: plans.map(|p| &p[i]),
+            .map(|(i, (name, loaded))| {
+                Source::index(name, loaded.index(), plans.map(|p| &p[i]), i as u32)
             })
             .collect()
     }

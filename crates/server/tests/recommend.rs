@@ -123,11 +123,7 @@ async fn seeds_taste_vectors_and_exclusions_match_in_process_search() {
                 params: SearchParams::new(5, 64),
                 ..Call::default()
             };
-            let sources = [Source {
-                name: "items",
-                index: &index,
-                filter: None,
-            }];
+            let sources = [Source::index("items", &index, None, 0)];
             let want = retrieve(&sources, &call).unwrap().hits;
             let want: Vec<(&str, f32)> = want
                 .iter()
@@ -217,16 +213,8 @@ async fn federated_groups_diversity_and_attributes_match_the_engine() {
             episodes.filter(filter).unwrap(),
         ];
         let sources = [
-            Source {
-                name: "tracks",
-                index: &tracks,
-                filter: Some(&plans[0]),
-            },
-            Source {
-                name: "episodes",
-                index: &episodes,
-                filter: Some(&plans[1]),
-            },
+            Source::index("tracks", &tracks, Some(&plans[0]), 0),
+            Source::index("episodes", &episodes, Some(&plans[1]), 1),
         ];
         retrieve(&sources, call)
             .unwrap()
@@ -314,16 +302,8 @@ async fn federated_groups_diversity_and_attributes_match_the_engine() {
     let ex1 = vec!["episodes:000002".to_string(), "tracks:000044".into()];
     let unfiltered = |call: &Call<'_>| {
         let sources = [
-            Source {
-                name: "tracks",
-                index: &tracks,
-                filter: None,
-            },
-            Source {
-                name: "episodes",
-                index: &episodes,
-                filter: None,
-            },
+            Source::index("tracks", &tracks, None, 0),
+            Source::index("episodes", &episodes, None, 1),
         ];
         retrieve(&sources, call)
             .unwrap()

@@ -529,7 +529,7 @@ async fn monitor(
                 elapsed.as_secs_f64()
             ));
         }
-        if progress && n % 5 == 0 {
+        if progress && n.is_multiple_of(5) {
             let (ok, errors) = phase.ok_and_errors();
             let (queries, p99) = {
                 let t = phase.tally.lock();

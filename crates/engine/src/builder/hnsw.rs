@@ -175,7 +175,7 @@ pub fn build_graph(
                     }
                     b.insert(i as u32, &mut w);
                     let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    if d % 1024 == 0 || d == n {
+                    if d.is_multiple_of(1024) || d == n {
                         progress(d);
                     }
                 }

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::index::{IndexParts, DEFAULT_EF};
 use crate::snapshot::{write_snapshot, BuildInfo, SnapshotContents};
-use crate::vectors::{EncodedVectors, Rows};
+use crate::vectors::{EncodedVectors, Quantizer, Rows};
 
 pub use self::hnsw::GraphParams;
 pub use crate::formats::Dataset;
@@ -91,6 +91,9 @@ pub struct BuiltIndex {
     pub attributes: Option<AttributeTable>,
     pub graph: Graph,
     pub build_seconds: f64,
+    /// Under i8 storage, encode with this quantizer rather than fit one
+    /// (a delta layer takes its base's).
+    pub quantizer: Option<Quantizer>,
     encoded: OnceLock<EncodedVectors>,
 }
 
@@ -159,6 +162,7 @@ pub fn build(
         attributes: ds.attributes,
         graph,
         build_seconds: start.elapsed().as_secs_f64(),
+        quantizer: None,
         encoded: OnceLock::new(),
     })
 }
@@ -229,6 +233,7 @@ impl BuiltIndex {
                     seed: self.options.seed,
                     build_seconds: self.build_seconds,
                 },
+                quantizer: self.quantizer.as_ref(),
             },
         )
     }

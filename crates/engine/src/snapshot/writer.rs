@@ -32,6 +32,9 @@ pub struct SnapshotContents<'a> {
     pub ef_construction: usize,
     pub default_ef: usize,
     pub build: BuildInfo,
+    /// Under i8 storage, this quantizer instead of one fitted to `vectors`:
+    /// a delta layer encodes like its base.
+    pub quantizer: Option<&'a Quantizer>,
 }
 
 /// Write `contents` to `path` atomically; returns the file size.
@@ -247,7 +250,10 @@ fn write_to(tmp: &Path, path: &Path, c: &SnapshotContents<'_>, count: usize) -> 
     let file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
     let g = c.graph;
     let dim = c.dim;
-    let encoding = Encoding::fit(c.storage, c.metric, c.vectors, dim);
+    let encoding = match (c.storage, c.quantizer) {
+        (Storage::I8, Some(q)) => Encoding::I8(q.clone()),
+        _ => Encoding::fit(c.storage, c.metric, c.vectors, dim),
+    };
     let quant = encoding.quantizer();
     if let Some(q) = quant {
         if Quantizer::from_parts(c.metric, q.offsets.clone(), q.scales.clone(), dim).is_none() {

@@ -1,0 +1,644 @@
+//! An index as a folder: one base snapshot, delta snapshots, and deleted
+//! ids. Snapshots stay immutable and checksummed; freshness comes from
+//! layering them:
+//!
+//! ```text
+//! tracks/
+//!   manifest.json        {"format": 1, "layers": ["layer-000001.fathom", "layer-000002.fathom"]}
+//!   layer-000001.fathom  the base
+//!   layer-000002.fathom  a delta: new items, and new versions of old ones
+//!   tombstones.txt       one deletion a line: "<seq>\t<id>"
+//!   .lock                taken while the manifest or tombstones change
+//! ```
+//!
+//! - **Which copy wins:** a layer's sequence number is the number in its
+//!   name. An id in a later layer replaces it in every earlier one (an
+//!   upsert).
+//! - **Deletions:** the line `seq\tid` deletes `id` from every layer
+//!   numbered below `seq`, the next number at the time of the delete; a
+//!   delta added afterwards can bring the id back. Lines are appended and
+//!   fsynced before a delete is acknowledged.
+//! - **The manifest** is replaced atomically (write, fsync, rename). A set
+//!   of layers is opened as a whole; a search fans out over the layers
+//!   (each layer is a [`Source`] of one call, its replaced and deleted
+//!   nodes in its `deleted` bitmap) and the one top-k merge joins them.
+//! - **Compaction** folds the live items of every layer into a new base. A
+//!   delete that lands while it runs is carried over to the new base under
+//!   the lock, so no acknowledged delete is lost.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::filter::FilterPlan;
+use crate::index::Index;
+use crate::retrieve::Source;
+
+pub const MANIFEST: &str = "manifest.json";
+pub const TOMBSTONES: &str = "tombstones.txt";
+const LOCK: &str = ".lock";
+const MANIFEST_FORMAT: u32 = 1;
+
+/// The manifest's contents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    /// Snapshot file names in the folder, base first.
+    pub layers: Vec<String>,
+}
+
+/// Whether `path` is a layered index (a folder with a manifest).
+pub fn is_layered(path: &Path) -> bool {
+    path.is_dir() && path.join(MANIFEST).is_file()
+}
+
+/// The sequence number of a layer file name (`layer-000042.fathom` → 42).
+fn seq_of(name: &str) -> Option<u64> {
+    name.strip_prefix("layer-")?
+        .strip_suffix(".fathom")?
+        .parse()
+        .ok()
+}
+
+/// The file name of layer `seq`.
+pub fn layer_name(seq: u64) -> String {
+    format!("layer-{seq:06}.fathom")
+}
+
+/// An exclusive lock on the folder's `.lock`, released when dropped: held
+/// while the manifest or the tombstones change.
+struct FolderLock(File);
+
+impl FolderLock {
+    fn take(dir: &Path) -> Result<FolderLock> {
+        let path = dir.join(LOCK);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        file.lock().map_err(|e| Error::io(&path, e))?;
+        Ok(FolderLock(file))
+    }
+}
+
+impl Drop for FolderLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let path = dir.join(MANIFEST);
+    let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let m: Manifest = serde_json::from_str(&text)
+        .map_err(|e| Error::corrupt(&path, format!("not a layer manifest: {e}")))?;
+    if m.format != MANIFEST_FORMAT {
+        return Err(Error::corrupt(
+            &path,
+            format!(
+                "manifest format {} (this build reads {MANIFEST_FORMAT})",
+                m.format
+            ),
+        ));
+    }
+    if m.layers.is_empty() {
+        return Err(Error::corrupt(&path, "the manifest lists no layers"));
+    }
+    let mut last = 0;
+    for name in &m.layers {
+        match seq_of(name) {
+            Some(seq) if seq > last => last = seq,
+            _ => {
+                return Err(Error::corrupt(
+                    &path,
+                    format!("layer {name:?} is not named layer-NNNNNN.fathom in increasing order"),
+                ))
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// Write the manifest atomically: a temp file, fsync, rename, fsync the folder.
+fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
+    let tmp = dir.join(format!(".{MANIFEST}.tmp-{}", std::process::id()));
+    let path = dir.join(MANIFEST);
+    let text = serde_json::to_string_pretty(m).expect("a manifest serializes");
+    (|| -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        File::open(dir)?.sync_all()
+    })()
+    .map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(&path, e)
+    })
+}
+
+/// One deletion: `id` is gone from every layer numbered below `before`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    pub before: u64,
+    pub id: String,
+}
+
+/// The tombstones, in order; a torn last line (a crash mid-append, never
+/// acknowledged) is ignored.
+pub fn read_tombstones(dir: &Path) -> Result<Vec<Tombstone>> {
+    let path = dir.join(TOMBSTONES);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..end],
+        None => "",
+    };
+    let mut out = Vec::new();
+    for (i, line) in complete.lines().enumerate() {
+        let parsed = line
+            .split_once('\t')
+            .and_then(|(seq, id)| Some((seq.parse::<u64>().ok()?, id)));
+        match parsed {
+            Some((before, id)) if !id.is_empty() => out.push(Tombstone {
+                before,
+                id: id.to_string(),
+            }),
+            _ => {
+                return Err(Error::corrupt(
+                    &path,
+                    format!("line {} is not \"<seq>\\t<id>\"", i + 1),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Append tombstones and fsync them: acknowledged deletes survive a crash.
+fn append_tombstones(dir: &Path, lines: &[Tombstone]) -> Result<()> {
+    let path = dir.join(TOMBSTONES);
+    let mut text = String::new();
+    for t in lines {
+        text.push_str(&format!("{}\t{}\n", t.before, t.id));
+    }
+    (|| -> std::io::Result<()> {
+        let existed = path.exists();
+        let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        if !existed {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })()
+    .map_err(|e| Error::io(&path, e))
+}
+
+/// An open layered index: its layers, and per layer the nodes that are
+/// deleted or replaced by a later layer.
+pub struct Layered {
+    dir: PathBuf,
+    pub manifest: Manifest,
+    layers: Vec<Arc<Index>>,
+    dead: Vec<RoaringBitmap>,
+    /// Lines of the tombstone file applied.
+    pub tombstones: usize,
+    opened_at: SystemTime,
+}
+
+impl Layered {
+    /// Open the manifest's layers (reusing already open ones from `reuse`,
+    /// by file name) and apply replacements and tombstones.
+    pub fn open(dir: &Path) -> Result<Layered> {
+        Self::open_reusing(dir, None)
+    }
+
+    pub fn open_reusing(dir: &Path, reuse: Option<&Layered>) -> Result<Layered> {
+        let manifest = read_manifest(dir)?;
+        let mut layers = Vec::with_capacity(manifest.layers.len());
+        for name in &manifest.layers {
+            let kept = reuse.and_then(|r| {
+                let at = r.manifest.layers.iter().position(|n| n == name)?;
+                Some(Arc::clone(&r.layers[at]))
+            });
+            layers.push(match kept {
+                Some(ix) => ix,
+                None => Arc::new(Index::open(dir.join(name))?),
+            });
+        }
+        check_compatible(dir, &manifest, &layers)?;
+        let tombstones = read_tombstones(dir)?;
+        let dead = dead_nodes(&manifest, &layers, &tombstones);
+        Ok(Layered {
+            dir: dir.to_path_buf(),
+            manifest,
+            layers,
+            dead,
+            tombstones: tombstones.len(),
+            opened_at: SystemTime::now(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn layers(&self) -> &[Arc<Index>] {
+        &self.layers
+    }
+
+    /// Nodes of layer `i` never returned.
+    pub fn dead(&self, i: usize) -> &RoaringBitmap {
+        &self.dead[i]
+    }
+
+    /// Items a search can return.
+    pub fn live(&self) -> u64 {
+        self.layers
+            .iter()
+            .zip(&self.dead)
+            .map(|(l, d)| l.snapshot().len() as u64 - d.len())
+            .sum()
+    }
+
+    /// Stored copies that are deleted or replaced.
+    pub fn dead_count(&self) -> u64 {
+        self.dead.iter().map(RoaringBitmap::len).sum()
+    }
+
+    /// When the oldest delta was built (`None` without deltas).
+    pub fn oldest_delta_built_at(&self) -> Option<u64> {
+        self.layers[1..]
+            .iter()
+            .map(|l| l.snapshot().manifest().build.built_at)
+            .min()
+    }
+
+    pub fn opened_at(&self) -> SystemTime {
+        self.opened_at
+    }
+
+    /// The next layer's sequence number.
+    fn next_seq(&self) -> u64 {
+        self.manifest
+            .layers
+            .last()
+            .and_then(|n| seq_of(n))
+            .unwrap_or(0)
+            + 1
+    }
+
+    /// The sources of one call over this index: one per layer, with its
+    /// filter plan (`plans[i]` for layer `i`, bound by the caller).
+    pub fn sources<'s, 'i>(
+        &'s self,
+        name: &'s str,
+        plans: &'s [Option<FilterPlan<'i>>],
+        owner: u32,
+    ) -> Vec<Source<'s, 'i>> {
+        self.layers
+            .iter()
+            .zip(&self.dead)
+            .enumerate()
+            .map(|(i, (layer, dead))| Source {
+                name,
+                index: layer,
+                filter: plans.get(i).and_then(Option::as_ref),
+                deleted: Some(dead),
+                owner,
+            })
+            .collect()
+    }
+
+    /// The live copy of `id`: its layer and node.
+    pub fn find(&self, id: &str) -> Option<(usize, u32)> {
+        (0..self.layers.len()).rev().find_map(|i| {
+            let node = self.layers[i].find(id)?;
+            (!self.dead[i].contains(node)).then_some((i, node))
+        })
+    }
+}
+
+/// Every layer must mean the same thing by a vector.
+fn check_compatible(dir: &Path, m: &Manifest, layers: &[Arc<Index>]) -> Result<()> {
+    let base = layers[0].snapshot();
+    for (name, layer) in m.layers.iter().zip(layers).skip(1) {
+        let s = layer.snapshot();
+        let differs = if s.dim() != base.dim() {
+            Some(format!(
+                "dimension {} (the base has {})",
+                s.dim(),
+                base.dim()
+            ))
+        } else if s.metric() != base.metric() {
+            Some(format!(
+                "metric {} (the base has {})",
+                s.metric(),
+                base.metric()
+            ))
+        } else if s.storage() != base.storage() {
+            Some(format!(
+                "storage {} (the base has {})",
+                s.storage(),
+                base.storage()
+            ))
+        } else if s.quantizer() != base.quantizer() {
+            Some("another i8 quantizer than the base's".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = differs {
+            return Err(Error::corrupt(
+                dir.join(name),
+                format!("a layer of {} with {why}", dir.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Per layer, the nodes replaced by a later layer or deleted.
+fn dead_nodes(m: &Manifest, layers: &[Arc<Index>], tombstones: &[Tombstone]) -> Vec<RoaringBitmap> {
+    let mut dead = vec![RoaringBitmap::new(); layers.len()];
+    for later in 1..layers.len() {
+        let snap = layers[later].snapshot();
+        for node in 0..snap.len() as u32 {
+            let Some(id) = snap.id(node) else { continue };
+            for (earlier, d) in dead.iter_mut().enumerate().take(later) {
+                if let Some(n) = layers[earlier].find(id) {
+                    d.insert(n);
+                }
+            }
+        }
+    }
+    let seqs: Vec<u64> = m.layers.iter().map(|n| seq_of(n).unwrap_or(0)).collect();
+    for t in tombstones {
+        for (i, layer) in layers.iter().enumerate() {
+            if seqs[i] < t.before {
+                if let Some(n) = layer.find(&t.id) {
+                    dead[i].insert(n);
+                }
+            }
+        }
+    }
+    dead
+}
+
+/// Make `dir` a layered index whose base is the snapshot at `snapshot`
+/// (moved in). The folder may exist but must not already be an index.
+pub fn create(dir: &Path, snapshot: &Path) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let _lock = FolderLock::take(dir)?;
+    if dir.join(MANIFEST).exists() {
+        return Err(Error::invalid(format!(
+            "{} is already an index; add to it with --delta-of",
+            dir.display()
+        )));
+    }
+    let name = layer_name(1);
+    fs::rename(snapshot, dir.join(&name)).map_err(|e| Error::io(snapshot, e))?;
+    write_manifest(
+        dir,
+        &Manifest {
+            format: MANIFEST_FORMAT,
+            layers: vec![name],
+        },
+    )
+}
+
+/// Where the next delta of `dir` is written before [`add_delta`].
+pub fn next_layer_path(dir: &Path) -> Result<PathBuf> {
+    let m = read_manifest(dir)?;
+    let seq = m.layers.last().and_then(|n| seq_of(n)).unwrap_or(0) + 1;
+    Ok(dir.join(format!(".{}.new-{}", layer_name(seq), std::process::id())))
+}
+
+/// Add the snapshot at `written` (from [`next_layer_path`]) as the newest
+/// layer, after checking it matches the base. Returns its file name.
+pub fn add_delta(dir: &Path, written: &Path) -> Result<String> {
+    let _lock = FolderLock::take(dir)?;
+    let mut m = read_manifest(dir)?;
+    let seq = m.layers.last().and_then(|n| seq_of(n)).unwrap_or(0) + 1;
+    let name = layer_name(seq);
+    let base = Index::open(dir.join(&m.layers[0]))?;
+    let delta = Arc::new(Index::open(written)?);
+    let check = Manifest {
+        format: MANIFEST_FORMAT,
+        layers: vec![m.layers[0].clone(), name.clone()],
+    };
+    if let Err(e) = check_compatible(dir, &check, &[Arc::new(base), delta]) {
+        let _ = fs::remove_file(written);
+        return Err(e);
+    }
+    let path = dir.join(&name);
+    fs::rename(written, &path).map_err(|e| Error::io(written, e))?;
+    m.layers.push(name.clone());
+    write_manifest(dir, &m)?;
+    Ok(name)
+}
+
+/// What a delete did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Deleted {
+    /// Ids that had a live copy and now have none.
+    pub deleted: Vec<String>,
+    /// Ids with no live copy (unknown, or deleted already): reported, not
+    /// an error.
+    pub unknown: Vec<String>,
+}
+
+/// Delete `ids` from the index in `dir` durably: when this returns Ok, the
+/// tombstones are on disk. `current` is the open set used to tell which ids
+/// are live (the caller's, or freshly opened when `None`).
+pub fn delete<S: AsRef<str>>(dir: &Path, ids: &[S], current: Option<&Layered>) -> Result<Deleted> {
+    let _lock = FolderLock::take(dir)?;
+    let opened;
+    let layered = match current {
+        // The set in use may predate a delta added since: reopen then.
+        Some(l) if l.manifest == read_manifest(dir)? => l,
+        _ => {
+            opened = Layered::open_reusing(dir, current)?;
+            &opened
+        }
+    };
+    let before = layered.next_seq();
+    let mut out = Deleted::default();
+    let mut seen = HashSet::new();
+    let mut lines = Vec::new();
+    for id in ids {
+        let id = id.as_ref();
+        if !seen.insert(id) {
+            continue;
+        }
+        if id.contains(['\t', '\n']) || layered.find(id).is_none() {
+            out.unknown.push(id.to_string());
+        } else {
+            lines.push(Tombstone {
+                before,
+                id: id.to_string(),
+            });
+            out.deleted.push(id.to_string());
+        }
+    }
+    if !lines.is_empty() {
+        append_tombstones(dir, &lines)?;
+    }
+    Ok(out)
+}
+
+/// Fold every live item of `dir` into one new base, written by `write_base`
+/// to the path it is given, then swap the manifest and remove the old
+/// layers and tombstones. `write_base` gets the open set to read from.
+///
+/// Open indexes keep their files: a removed layer stays readable through
+/// an existing mapping until it is dropped.
+pub fn compact(
+    dir: &Path,
+    write_base: impl FnOnce(&Layered, &Path) -> Result<()>,
+) -> Result<String> {
+    let layered = Layered::open(dir)?;
+    let seq = layered.next_seq();
+    let name = layer_name(seq);
+    let tmp = dir.join(format!(".{name}.new-{}", std::process::id()));
+    if let Err(e) = write_base(&layered, &tmp) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let _lock = FolderLock::take(dir)?;
+    if read_manifest(dir)? != layered.manifest {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::invalid(format!(
+            "{} gained a layer while compacting; run compact again",
+            dir.display()
+        )));
+    }
+    // Deletes that landed while the base was written apply to it too:
+    // repeat them for layers below `seq + 1`. Appended (and fsynced)
+    // before the manifest names the new base, so a crash at any point
+    // loses none; the older lines never apply to the new base (their
+    // `before` is at most `seq`).
+    let tombstones = read_tombstones(dir)?;
+    let late: Vec<Tombstone> = tombstones[layered.tombstones.min(tombstones.len())..]
+        .iter()
+        .map(|t| Tombstone {
+            before: seq + 1,
+            id: t.id.clone(),
+        })
+        .collect();
+    if !late.is_empty() {
+        append_tombstones(dir, &late)?;
+    }
+    fs::rename(&tmp, dir.join(&name)).map_err(|e| Error::io(&tmp, e))?;
+    write_manifest(
+        dir,
+        &Manifest {
+            format: MANIFEST_FORMAT,
+            layers: vec![name.clone()],
+        },
+    )?;
+    // Now only the late lines still mean anything: keep just those.
+    let path = dir.join(TOMBSTONES);
+    let fresh = dir.join(format!(".{TOMBSTONES}.tmp-{}", std::process::id()));
+    let rewritten = (|| -> std::io::Result<()> {
+        let mut f = File::create(&fresh)?;
+        for t in &late {
+            writeln!(f, "{}\t{}", t.before, t.id)?;
+        }
+        f.sync_all()?;
+        fs::rename(&fresh, &path)
+    })();
+    if rewritten.is_err() {
+        let _ = fs::remove_file(&fresh);
+    }
+    let old = layered.manifest.layers.clone();
+    for layer in old {
+        let _ = fs::remove_file(dir.join(layer));
+    }
+    Ok(name)
+}
+
+/// Build options that make a layer like `base`: same metric, storage, graph
+/// degree, construction beam and default ef (the i8 quantizer is carried
+/// separately, in [`crate::builder::BuiltIndex::quantizer`]).
+pub fn options_like(base: &Index, threads: usize) -> crate::builder::BuildOptions {
+    let s = base.snapshot();
+    let m = s.manifest();
+    crate::builder::BuildOptions {
+        metric: s.metric(),
+        storage: s.storage(),
+        m: m.m as usize,
+        ef_construction: m.ef_construction as usize,
+        threads,
+        seed: m.build.seed,
+        default_ef: m.default_ef as usize,
+        ..Default::default()
+    }
+}
+
+/// Every live item of `layered` (the newest copy of each id), with its
+/// stored vector and attributes: the input of a compaction.
+pub fn live_dataset(layered: &Layered) -> Result<crate::builder::Dataset> {
+    let dim = layered.layers[0].snapshot().dim();
+    let (mut vectors, mut ids) = (Vec::new(), Vec::new());
+    let mut attrs = crate::attributes::AttributesBuilder::new();
+    let mut any_attributes = false;
+    for (layer, dead) in layered.layers.iter().zip(&layered.dead) {
+        let snap = layer.snapshot();
+        let rows = snap.vectors_f32();
+        for node in 0..snap.len() as u32 {
+            if dead.contains(node) {
+                continue;
+            }
+            vectors.extend_from_slice(rows.row(node));
+            ids.push(snap.id(node).unwrap_or_default().to_string());
+            let json = snap.attributes(node).unwrap_or("{}");
+            any_attributes |= json != "{}";
+            let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json)
+                .map_err(|e| {
+                    Error::corrupt(snap.path(), format!("attributes of node {node}: {e}"))
+                })?;
+            attrs
+                .push(&obj, ids.len())
+                .map_err(|e| Error::corrupt(snap.path(), e.to_string()))?;
+        }
+    }
+    Ok(crate::builder::Dataset {
+        dim,
+        vectors,
+        ids,
+        attributes: any_attributes.then(|| attrs.finish()),
+    })
+}
+
+/// [`compact`] with fathom's builder: the live items rebuilt into one base
+/// like the old one.
+pub fn compact_build(dir: &Path, threads: usize) -> Result<String> {
+    compact(dir, |layered, path| {
+        let ds = live_dataset(layered)?;
+        if ds.ids.is_empty() {
+            return Err(Error::invalid(format!(
+                "{} has no live items left to compact into a base",
+                dir.display()
+            )));
+        }
+        let opts = options_like(&layered.layers[0], threads);
+        let input = format!("compaction of {}", dir.display());
+        let built = crate::builder::build(ds, Path::new(&input), &opts, &|_, _| {})?;
+        built.write(path, &input)?;
+        Ok(())
+    })
+}
