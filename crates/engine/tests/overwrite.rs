@@ -35,11 +35,7 @@ fn recommend(
     strategy: Strategy,
 ) -> Result<Vec<fathom_engine::topk::Hit>, Error> {
     let ids = [id.to_string()];
-    let sources = [Source {
-        name: "x",
-        index,
-        filter: None,
-    }];
+    let sources = [Source::index("x", index, None, 0)];
     let call = Call {
         positive_ids: &ids,
         strategy,
