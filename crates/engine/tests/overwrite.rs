@@ -281,3 +281,54 @@ fn nan_in_stored_vectors_is_reported_as_corruption() {
         }
     }
 }
+
+/// The guard catches faults in snapshot mappings only: a SIGBUS anywhere
+/// else still gets the previous disposition and kills. Checked in a child
+/// process (this test binary again), which maps a file of its own after a
+/// snapshot has installed the handler, cuts it and reads it.
+#[test]
+fn a_fault_outside_every_snapshot_still_kills() {
+    const CHILD: &str = "FATHOM_TEST_FOREIGN_SIGBUS";
+    if let Some(dir) = std::env::var_os(CHILD) {
+        let dir = PathBuf::from(dir);
+        let path = snapshot(&dir, "guarded.fathom", Storage::F32, SEED);
+        let index = Index::open(&path).unwrap();
+        let other = dir.join("plain.bin");
+        fs::write(&other, vec![7u8; 1 << 16]).unwrap();
+        let file = fs::File::open(&other).unwrap();
+        // SAFETY: a test of what happens when a mapped file is cut: the read
+        // below is expected to raise SIGBUS and end this process.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+        truncate_in_place(&other, 0);
+        let byte = std::hint::black_box(&map[40_000]);
+        println!("read {byte} from a cut file and lived");
+        drop(index);
+        std::process::exit(0);
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "a_fault_outside_every_snapshot_still_kills"])
+        .env(CHILD, dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // A handler that swallowed the fault would loop on it forever.
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the child neither died nor finished: the fault was swallowed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(
+        status.signal(),
+        Some(7),
+        "expected death by SIGBUS: {status:?}"
+    );
+}
