@@ -6,6 +6,7 @@ mod build;
 mod demo;
 mod eval;
 mod inspect;
+mod layers;
 mod query;
 mod search;
 mod serve;
@@ -50,6 +51,10 @@ enum Command {
     /// Call a running server: list its indexes, search by id or vector, get
     /// items.
     Query(query::Args),
+    /// Delete ids from a layered index folder, durably.
+    Delete(layers::DeleteArgs),
+    /// Fold a layered index's base, deltas and deletions into a new base.
+    Compact(layers::CompactArgs),
 }
 
 /// Exit code for failures the user can fix (bad input, bad file).
@@ -68,6 +73,8 @@ pub fn run() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Query(a) => query::run(a),
+        Command::Delete(a) => layers::run_delete(a),
+        Command::Compact(a) => layers::run_compact(a),
     };
     match result {
         Ok(code) => code,
