@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use fathom_engine::builder::{build, BuildOptions};
 use fathom_engine::formats::read_dataset;
 use fathom_engine::layers;
-use fathom_engine::snapshot::check_output_dir;
+use fathom_engine::snapshot::{check_output_dir, temp_path};
 use fathom_engine::Index;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -127,6 +127,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         Target::Delta(dir) => crate::cli::about_path(layers::next_layer_path(dir), "reading", dir)?,
     };
     crate::cli::about_path(check_output_dir(&path), "cannot write", &path)?;
+    remove_temp_on_signal(&path).context("installing the SIGINT/SIGTERM handler")?;
     let start = Instant::now();
     let ds = crate::cli::about_path(
         read_dataset(&a.input, a.ids.as_deref(), a.attributes.as_deref()),
@@ -176,4 +177,41 @@ pub fn run(a: Args) -> Result<ExitCode> {
         human_bytes(size)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// On SIGINT or SIGTERM, remove the temporary file a write in progress is
+/// filling (the writer removes it itself on an error, but a signal's
+/// default action would leave it behind), then exit with 128 + the signal
+/// number. The handlers are in place before the build starts.
+fn remove_temp_on_signal(output: &std::path::Path) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let tmp = temp_path(output);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut int, mut term) = rt.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
+    })?;
+    std::thread::Builder::new()
+        .name("build-signals".into())
+        .spawn(move || {
+            let (name, code) = rt.block_on(async {
+                tokio::select! {
+                    _ = int.recv() => ("SIGINT", 130),
+                    _ = term.recv() => ("SIGTERM", 143),
+                }
+            });
+            match std::fs::remove_file(&tmp) {
+                Ok(()) => eprintln!(
+                    "\n{name}: build stopped; removed the partial {}",
+                    tmp.display()
+                ),
+                Err(_) => eprintln!("\n{name}: build stopped"),
+            }
+            std::process::exit(code);
+        })?;
+    Ok(())
 }

@@ -150,6 +150,41 @@ impl From<MetricArg> for fathom_engine::Metric {
     }
 }
 
+/// `--load`: how a snapshot's bytes are held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LoadArg {
+    /// Map the file: O(1) open, pages shared with the page cache.
+    Mmap,
+    /// Copy the file into anonymous memory with transparent huge pages:
+    /// open reads it all; nothing done to the file later can reach the copy.
+    Memory,
+}
+
+/// How a command that searches opens its snapshots (`--load`, `--preload`).
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct LoadFlags {
+    /// How snapshots are held in memory (docs/format.md, "Loading").
+    #[arg(long, value_enum, default_value_t = LoadArg::Mmap)]
+    load: LoadArg,
+    /// Read every page at open (MAP_POPULATE), so that the first queries
+    /// wait on neither the disk nor page faults; open then takes as long as
+    /// reading the file. (--load memory always reads everything.)
+    #[arg(long)]
+    preload: bool,
+}
+
+impl LoadFlags {
+    pub fn options(&self) -> fathom_engine::snapshot::OpenOptions {
+        fathom_engine::snapshot::OpenOptions {
+            load: match self.load {
+                LoadArg::Mmap => fathom_engine::snapshot::LoadMode::Mmap,
+                LoadArg::Memory => fathom_engine::snapshot::LoadMode::Memory,
+            },
+            preload: self.preload,
+        }
+    }
+}
+
 /// `--storage`: the element type of the traversal vectors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum StorageArg {

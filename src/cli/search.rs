@@ -81,6 +81,8 @@ pub struct Args {
     /// Show each hit's attributes.
     #[arg(long)]
     with_attributes: bool,
+    #[command(flatten)]
+    load: super::LoadFlags,
 }
 
 /// What a path on the command line opened: a snapshot, or a layered
@@ -91,7 +93,11 @@ enum Opened {
 }
 
 impl Opened {
-    fn open(path: &std::path::Path) -> Result<Opened> {
+    /// A layered folder opens its layers mapped (the default options).
+    fn open(
+        path: &std::path::Path,
+        options: &fathom_engine::snapshot::OpenOptions,
+    ) -> Result<Opened> {
         Ok(if layers::is_layered(path) {
             Opened::Layers(crate::cli::about_path(
                 Layered::open(path),
@@ -100,7 +106,7 @@ impl Opened {
             )?)
         } else {
             Opened::One(Box::new(crate::cli::about_path(
-                Index::open(path),
+                Index::open_with(path, options),
                 "opening",
                 path,
             )?))
@@ -122,7 +128,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let opened = std::time::Instant::now();
     let mut targets = Vec::with_capacity(a.snapshots.len());
     for path in &a.snapshots {
-        targets.push(Opened::open(path)?);
+        targets.push(Opened::open(path, &a.load.options())?);
     }
     let open_us = opened.elapsed().as_secs_f64() * 1e6;
     let names: Vec<String> = a

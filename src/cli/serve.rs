@@ -78,6 +78,8 @@ pub struct ServeFlags {
     /// Seconds to wait for in-flight calls at shutdown.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace: u64,
+    #[command(flatten)]
+    pub load: super::LoadFlags,
 }
 
 impl ServeFlags {
@@ -123,6 +125,7 @@ impl ServeFlags {
     pub fn load_options(&self) -> LoadOptions {
         LoadOptions {
             verify: !self.no_verify,
+            open: self.load.options(),
         }
     }
 }

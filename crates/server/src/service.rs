@@ -156,9 +156,7 @@ impl Shared {
     }
 
     fn index(&self, name: &str) -> Result<Arc<Loaded>, RequestError> {
-        self.catalog
-            .get(name)
-            .ok_or_else(|| crate::catalog::CatalogError::UnknownIndex(name.to_string()).into())
+        Ok(self.catalog.serving(name)?)
     }
 
     fn params(
@@ -735,6 +733,7 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
                     None => missing.push(id),
                 }
             }
+            index.snapshot().check_intact()?;
             if let Some(first) = missing.first() {
                 return Err(RequestError::UnknownItems {
                     index: req.index.clone(),
@@ -775,7 +774,11 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
             }
             let name = (!req.index.is_empty()).then_some(req.index);
             if let Some(n) = &name {
-                self.shared.index(n)?;
+                // Not `index()`: a withdrawn snapshot is what a reload mends.
+                self.shared
+                    .catalog
+                    .get(n)
+                    .ok_or_else(|| crate::catalog::CatalogError::UnknownIndex(n.to_string()))?;
             }
             // Opening and verifying a snapshot reads the file: keep it off
             // the async workers.
