@@ -463,3 +463,114 @@ fn synth_writes_seeded_attributes_that_build_and_filter() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("keywords"), "{}", stderr(&o));
 }
+
+/// A layered index through the CLI: build into a folder, add a delta (new
+/// items and a new version of an old one), delete, search the folder,
+/// inspect it, compact it.
+#[test]
+fn layered_index_build_delta_delete_search_compact() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let dim = 8;
+    let base: Vec<f32> = (0..500 * dim)
+        .map(|i| ((i * 37 % 101) as f32) / 101.0)
+        .collect();
+    write_fvecs(&d.join("base.fvecs"), dim, &base).unwrap();
+    let ids: String = (0..500).map(|i| format!("t{i}\n")).collect();
+    std::fs::write(d.join("ids.txt"), ids).unwrap();
+    let idx = d.join("tracks");
+    let idx_arg = format!("{}/", idx.display());
+    let o = fathom(&[
+        "build",
+        "--input",
+        s(&d.join("base.fvecs")),
+        "--ids",
+        s(&d.join("ids.txt")),
+        "--metric",
+        "l2",
+        "--output",
+        &idx_arg,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The delta: t7 moves to a far corner, t9999 is new there too.
+    let far = vec![9.0f32; dim];
+    let mut delta = String::new();
+    for (id, v) in [("t7", &far), ("t9999", &vec![9.1f32; dim])] {
+        delta.push_str(&serde_json::json!({"id": id, "vector": v}).to_string());
+        delta.push('\n');
+    }
+    std::fs::write(d.join("delta.jsonl"), delta).unwrap();
+    let o = fathom(&[
+        "build",
+        "--input",
+        s(&d.join("delta.jsonl")),
+        "--delta-of",
+        s(&idx),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A delta may not choose its own metric.
+    let o = fathom(&[
+        "build",
+        "--input",
+        s(&d.join("delta.jsonl")),
+        "--delta-of",
+        s(&idx),
+        "--metric",
+        "cosine",
+    ]);
+    assert!(!o.status.success());
+    let far_q = far
+        .iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let search = |k: &str| -> Vec<String> {
+        let o = fathom(&["search", s(&idx), "--vector", &far_q, "-k", k, "--json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(search("2"), ["t7", "t9999"]);
+    std::fs::write(d.join("gone.txt"), "t7\nnope\n").unwrap();
+    let o = fathom(&["delete", s(&idx), "--ids", s(&d.join("gone.txt"))]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("deleted 1 of 2"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(stderr(&o).contains("nope"), "{}", stderr(&o));
+    let hits = search("3");
+    assert_eq!(hits[0], "t9999");
+    assert!(!hits.contains(&"t7".to_string()), "{hits:?}");
+    let o = fathom(&["inspect", s(&idx), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["live"], 500); // 500 + 1 new − t7
+    assert_eq!(v["layers"].as_array().unwrap().len(), 2);
+    assert!(v["oldest_delta_age_s"].is_u64());
+    let o = fathom(&["compact", s(&idx), "--threads", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = fathom(&["inspect", s(&idx), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["live"].as_u64(), v["layers"].as_array().unwrap().len()),
+        (Some(500), 1)
+    );
+    assert_eq!(search("3"), hits);
+    // Building a new index over an existing one is refused.
+    let o = fathom(&[
+        "build",
+        "--input",
+        s(&d.join("base.fvecs")),
+        "--output",
+        &idx_arg,
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--delta-of"), "{}", stderr(&o));
+}

@@ -7,7 +7,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use fathom_engine::builder::{build, BuildOptions};
 use fathom_engine::formats::read_dataset;
-use fathom_engine::snapshot::check_output_dir;
+use fathom_engine::layers;
+use fathom_engine::snapshot::{check_output_dir, temp_path};
+use fathom_engine::Index;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{default_threads, human_bytes, BuilderArg, MetricArg, StorageArg};
@@ -25,20 +27,20 @@ pub struct Args {
     #[arg(long)]
     attributes: Option<PathBuf>,
     /// Distance between vectors; lower is closer.
-    #[arg(long, value_enum, default_value_t = MetricArg::Cosine)]
+    #[arg(long, value_enum, default_value_t = MetricArg::Cosine, conflicts_with = "delta_of")]
     metric: MetricArg,
     /// Element type of the traversal vectors; i8 and bf16 keep exact f32
     /// vectors beside them for re-ranking.
-    #[arg(long, value_enum, default_value_t = StorageArg::F32)]
+    #[arg(long, value_enum, default_value_t = StorageArg::F32, conflicts_with = "delta_of")]
     storage: StorageArg,
     /// Links per node on upper layers (layer 0 keeps 2·M).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, conflicts_with = "delta_of")]
     m: usize,
     /// Beam width while inserting (higher: better graph, slower build).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, conflicts_with = "delta_of")]
     ef_construction: usize,
     /// Beam width stored as the index default (used when a query passes ef = 0).
-    #[arg(long, default_value_t = fathom_engine::index::DEFAULT_EF)]
+    #[arg(long, default_value_t = fathom_engine::index::DEFAULT_EF, conflicts_with = "delta_of")]
     default_ef: usize,
     /// Build threads (default: all cores).
     #[arg(long)]
@@ -50,24 +52,82 @@ pub struct Args {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// The snapshot file to write (.fathom); written to a temporary file
-    /// and renamed into place, so a server never sees it half-written.
-    #[arg(long)]
-    output: PathBuf,
+    /// and renamed into place, so a server never sees it half-written. A
+    /// folder (an existing one, or a path ending in /) becomes a layered
+    /// index with this build as its base (docs/layers.md).
+    #[arg(
+        long,
+        required_unless_present = "delta_of",
+        conflicts_with = "delta_of"
+    )]
+    output: Option<PathBuf>,
+    /// Add this build as a delta layer of the layered index in this folder:
+    /// its metric, storage, graph settings and i8 quantizer come from the
+    /// base, and its ids replace the same ids in older layers.
+    #[arg(long, value_name = "INDEX_DIR")]
+    delta_of: Option<PathBuf>,
+}
+
+/// Where the build goes.
+enum Target {
+    File(PathBuf),
+    /// A new layered index in this folder.
+    NewFolder(PathBuf),
+    /// A delta of this layered index.
+    Delta(PathBuf),
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    // Fail before a long build, not after it.
-    crate::cli::about_path(check_output_dir(&a.output), "cannot write", &a.output)?;
-    let opts = BuildOptions {
-        metric: a.metric.into(),
-        storage: a.storage.into(),
-        m: a.m,
-        ef_construction: a.ef_construction,
-        threads: a.threads.unwrap_or_else(default_threads),
-        seed: a.seed,
-        builder: a.builder.into(),
-        default_ef: a.default_ef,
+    let threads = a.threads.unwrap_or_else(default_threads);
+    let (target, opts, quantizer) = match (&a.delta_of, &a.output) {
+        (Some(dir), _) => {
+            let m = crate::cli::about_path(layers::read_manifest(dir), "reading", dir)?;
+            let base_path = dir.join(&m.layers[0]);
+            let base = crate::cli::about_path(Index::open(&base_path), "opening", &base_path)?;
+            let mut opts = layers::options_like(&base, threads);
+            opts.builder = a.builder.into();
+            let quantizer = base.snapshot().quantizer().cloned();
+            (Target::Delta(dir.clone()), opts, quantizer)
+        }
+        (None, Some(out)) => {
+            let opts = BuildOptions {
+                metric: a.metric.into(),
+                storage: a.storage.into(),
+                m: a.m,
+                ef_construction: a.ef_construction,
+                threads,
+                seed: a.seed,
+                builder: a.builder.into(),
+                default_ef: a.default_ef,
+            };
+            let folder = out.is_dir() || out.as_os_str().to_string_lossy().ends_with('/');
+            let target = if folder {
+                Target::NewFolder(out.clone())
+            } else {
+                Target::File(out.clone())
+            };
+            (target, opts, None)
+        }
+        (None, None) => anyhow::bail!("give --output PATH or --delta-of INDEX_DIR"),
     };
+    // Where the snapshot is written; checked before a long build.
+    let path = match &target {
+        Target::File(p) => p.clone(),
+        Target::NewFolder(dir) => {
+            if layers::is_layered(dir) {
+                anyhow::bail!(
+                    "{} is already a layered index; add to it with --delta-of {}",
+                    dir.display(),
+                    dir.display()
+                );
+            }
+            crate::cli::about_path(std::fs::create_dir_all(dir), "creating", dir)?;
+            dir.join(format!(".base.new-{}", std::process::id()))
+        }
+        Target::Delta(dir) => crate::cli::about_path(layers::next_layer_path(dir), "reading", dir)?,
+    };
+    crate::cli::about_path(check_output_dir(&path), "cannot write", &path)?;
+    remove_temp_on_signal(&path).context("installing the SIGINT/SIGTERM handler")?;
     let start = Instant::now();
     let ds = crate::cli::about_path(
         read_dataset(&a.input, a.ids.as_deref(), a.attributes.as_deref()),
@@ -80,21 +140,33 @@ pub fn run(a: Args) -> Result<ExitCode> {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    bar.set_message(format!("building {}", a.output.display()));
-    let built = build(ds, &a.input, &opts, &|done, _| {
+    bar.set_message(format!("building {}", path.display()));
+    let mut built = build(ds, &a.input, &opts, &|done, _| {
         bar.set_position(done as u64)
     })
     .with_context(|| format!("building from {}", a.input.display()))?;
     bar.finish_and_clear();
+    built.quantizer = quantizer;
     let input_name = a
         .input
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let size = crate::cli::about_path(built.write(&a.output, &input_name), "writing", &a.output)?;
+    let size = crate::cli::about_path(built.write(&path, &input_name), "writing", &path)?;
+    let wrote = match &target {
+        Target::File(p) => p.display().to_string(),
+        Target::NewFolder(dir) => {
+            crate::cli::about_path(layers::create(dir, &path), "creating the index in", dir)?;
+            format!("{} (base of a new layered index)", dir.display())
+        }
+        Target::Delta(dir) => {
+            let name =
+                crate::cli::about_path(layers::add_delta(dir, &path), "adding a delta to", dir)?;
+            format!("{} (delta {name})", dir.display())
+        }
+    };
     println!(
-        "built {}: {n} vectors × {dim} ({}, {}, M={}, ef_construction={}, builder {}) in {:.2}s (graph {:.2}s), {}",
-        a.output.display(),
+        "built {wrote}: {n} vectors × {dim} ({}, {}, M={}, ef_construction={}, builder {}) in {:.2}s (graph {:.2}s), {}",
         opts.metric,
         opts.storage,
         opts.m,
@@ -105,4 +177,41 @@ pub fn run(a: Args) -> Result<ExitCode> {
         human_bytes(size)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// On SIGINT or SIGTERM, remove the temporary file a write in progress is
+/// filling (the writer removes it itself on an error, but a signal's
+/// default action would leave it behind), then exit with 128 + the signal
+/// number. The handlers are in place before the build starts.
+fn remove_temp_on_signal(output: &std::path::Path) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let tmp = temp_path(output);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut int, mut term) = rt.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
+    })?;
+    std::thread::Builder::new()
+        .name("build-signals".into())
+        .spawn(move || {
+            let (name, code) = rt.block_on(async {
+                tokio::select! {
+                    _ = int.recv() => ("SIGINT", 130),
+                    _ = term.recv() => ("SIGTERM", 143),
+                }
+            });
+            match std::fs::remove_file(&tmp) {
+                Ok(()) => eprintln!(
+                    "\n{name}: build stopped; removed the partial {}",
+                    tmp.display()
+                ),
+                Err(_) => eprintln!("\n{name}: build stopped"),
+            }
+            std::process::exit(code);
+        })?;
+    Ok(())
 }

@@ -52,6 +52,8 @@ pub struct Args {
     /// of the matching items (exact), or filtered graph traversal (graph).
     #[arg(long, value_enum, default_value_t = PlanArg::Auto)]
     plan: PlanArg,
+    #[command(flatten)]
+    load: super::LoadFlags,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -81,7 +83,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if a.k == 0 {
         bail!("k must be at least 1");
     }
-    let index = crate::cli::about_path(Index::open(&a.snapshot), "opening", &a.snapshot)?;
+    let index = crate::cli::about_path(
+        Index::open_with(&a.snapshot, &a.load.options()),
+        "opening",
+        &a.snapshot,
+    )?;
     let (dim, rows) = crate::cli::about_path(read_vectors(&a.queries), "reading", &a.queries)?;
     if dim != index.snapshot().dim() {
         bail!(

@@ -12,7 +12,7 @@ use super::human_bytes;
 
 #[derive(clap::Args)]
 pub struct InspectArgs {
-    /// The snapshot file to describe (.fathom).
+    /// The snapshot file to describe (.fathom), or a layered index folder.
     snapshot: PathBuf,
     /// One JSON object instead of the human summary.
     #[arg(long)]
@@ -57,7 +57,86 @@ fn graph_stats(s: &Snapshot) -> GraphStats {
     }
 }
 
+/// A layered index folder: its layers, live and deleted counts, and the
+/// age of its oldest delta.
+fn inspect_layers(a: &InspectArgs) -> Result<ExitCode> {
+    use fathom_engine::layers::Layered;
+    let l = crate::cli::about_path(Layered::open(&a.snapshot), "opening", &a.snapshot)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let oldest_delta_age_s = l.oldest_delta_built_at().map(|t| now.saturating_sub(t));
+    let layers: Vec<_> = l
+        .manifest
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let s = l.layers()[i].snapshot();
+            json!({
+                "file": name,
+                "role": if i == 0 { "base" } else { "delta" },
+                "count": s.len(),
+                "dead": l.dead(i).len(),
+                "built_at": s.manifest().build.built_at,
+            })
+        })
+        .collect();
+    let base = l.layers()[0].snapshot();
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "path": a.snapshot,
+                "dim": base.dim(),
+                "metric": base.metric().name(),
+                "storage": base.storage().name(),
+                "live": l.live(),
+                "deleted_or_replaced": l.dead_count(),
+                "tombstones": l.tombstones,
+                "oldest_delta_age_s": oldest_delta_age_s,
+                "layers": layers,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}: layered index", a.snapshot.display());
+    println!(
+        "  {} × {}, {}, {}",
+        l.live(),
+        base.dim(),
+        base.metric(),
+        base.storage()
+    );
+    println!(
+        "  live {}, deleted or replaced {}, tombstones {}",
+        l.live(),
+        l.dead_count(),
+        l.tombstones
+    );
+    match oldest_delta_age_s {
+        Some(age) => {
+            println!("  oldest delta built {age} s ago (`fathom compact` folds the deltas in)")
+        }
+        None => println!("  no deltas"),
+    }
+    for v in &layers {
+        println!(
+            "  {:<22} {:<5} {:>10} items {:>8} dead  built {}",
+            v["file"].as_str().unwrap_or(""),
+            v["role"].as_str().unwrap_or(""),
+            v["count"],
+            v["dead"],
+            super::rfc3339(v["built_at"].as_i64().unwrap_or(0))
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
+    if fathom_engine::layers::is_layered(&a.snapshot) {
+        return inspect_layers(&a);
+    }
     let s = open(&a.snapshot)?;
     let m = s.manifest();
     let stats = graph_stats(&s);

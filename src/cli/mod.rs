@@ -6,6 +6,7 @@ mod build;
 mod demo;
 mod eval;
 mod inspect;
+mod layers;
 mod query;
 mod search;
 mod serve;
@@ -50,6 +51,10 @@ enum Command {
     /// Call a running server: list its indexes, search by id or vector, get
     /// items.
     Query(query::Args),
+    /// Delete ids from a layered index folder, durably.
+    Delete(layers::DeleteArgs),
+    /// Fold a layered index's base, deltas and deletions into a new base.
+    Compact(layers::CompactArgs),
 }
 
 /// Exit code for failures the user can fix (bad input, bad file).
@@ -98,6 +103,8 @@ pub fn run() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Query(a) => query::run(a),
+        Command::Delete(a) => layers::run_delete(a),
+        Command::Compact(a) => layers::run_compact(a),
     };
     match result {
         Ok(code) => code,
@@ -169,6 +176,41 @@ impl From<MetricArg> for fathom_engine::Metric {
             MetricArg::Cosine => fathom_engine::Metric::Cosine,
             MetricArg::Dot => fathom_engine::Metric::Dot,
             MetricArg::L2 => fathom_engine::Metric::L2,
+        }
+    }
+}
+
+/// `--load`: how a snapshot's bytes are held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LoadArg {
+    /// Map the file: O(1) open, pages shared with the page cache.
+    Mmap,
+    /// Copy the file into anonymous memory with transparent huge pages:
+    /// open reads it all; nothing done to the file later can reach the copy.
+    Memory,
+}
+
+/// How a command that searches opens its snapshots (`--load`, `--preload`).
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct LoadFlags {
+    /// How snapshots are held in memory (docs/format.md, "Loading").
+    #[arg(long, value_enum, default_value_t = LoadArg::Mmap)]
+    load: LoadArg,
+    /// Read every page at open (MAP_POPULATE), so that the first queries
+    /// wait on neither the disk nor page faults; open then takes as long as
+    /// reading the file. (--load memory always reads everything.)
+    #[arg(long)]
+    preload: bool,
+}
+
+impl LoadFlags {
+    pub fn options(&self) -> fathom_engine::snapshot::OpenOptions {
+        fathom_engine::snapshot::OpenOptions {
+            load: match self.load {
+                LoadArg::Mmap => fathom_engine::snapshot::LoadMode::Mmap,
+                LoadArg::Memory => fathom_engine::snapshot::LoadMode::Memory,
+            },
+            preload: self.preload,
         }
     }
 }

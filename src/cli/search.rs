@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use fathom_engine::formats::{read_ids, read_vectors};
+use fathom_engine::layers::{self, Layered};
 use fathom_engine::recommend::Strategy;
 use fathom_engine::retrieve::{retrieve, Call, Source};
 use fathom_engine::{Index, SearchParams};
@@ -15,8 +16,9 @@ use super::parse_vector;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The snapshot file(s) to search (.fathom). With several, hits are
-    /// merged by distance and name the snapshot they came from.
+    /// The snapshot file(s) to search (.fathom), or layered index folders.
+    /// With several, hits are merged by distance and name the path they
+    /// came from.
     #[arg(required = true, num_args = 1..)]
     snapshots: Vec<PathBuf>,
     /// A file of query vectors (.fvecs or .npy); pick one with --row.
@@ -79,19 +81,66 @@ pub struct Args {
     /// Show each hit's attributes.
     #[arg(long)]
     with_attributes: bool,
+    #[command(flatten)]
+    load: super::LoadFlags,
+}
+
+/// What a path on the command line opened: a snapshot, or a layered
+/// index folder (each layer one source of the call).
+enum Opened {
+    One(Box<Index>),
+    Layers(Layered),
+}
+
+impl Opened {
+    /// A layered folder opens its layers mapped (the default options).
+    fn open(
+        path: &std::path::Path,
+        options: &fathom_engine::snapshot::OpenOptions,
+    ) -> Result<Opened> {
+        Ok(if layers::is_layered(path) {
+            Opened::Layers(crate::cli::about_path(
+                Layered::open(path),
+                "opening",
+                path,
+            )?)
+        } else {
+            Opened::One(Box::new(crate::cli::about_path(
+                Index::open_with(path, options),
+                "opening",
+                path,
+            )?))
+        })
+    }
+
+    /// Its indexes with what each must never return.
+    fn parts(&self) -> Vec<(&Index, Option<&roaring::RoaringBitmap>)> {
+        match self {
+            Opened::One(i) => vec![(i, None)],
+            Opened::Layers(l) => (0..l.layers().len())
+                .map(|i| (&*l.layers()[i], Some(l.dead(i))))
+                .collect(),
+        }
+    }
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let opened = std::time::Instant::now();
-    let mut indexes = Vec::with_capacity(a.snapshots.len());
+    let mut targets = Vec::with_capacity(a.snapshots.len());
     for path in &a.snapshots {
-        indexes.push(crate::cli::about_path(Index::open(path), "opening", path)?);
+        targets.push(Opened::open(path, &a.load.options())?);
     }
     let open_us = opened.elapsed().as_secs_f64() * 1e6;
     let names: Vec<String> = a
         .snapshots
         .iter()
         .map(|p| p.display().to_string())
+        .collect();
+    // Every index searched, with its owner (the command-line path).
+    let parts: Vec<(usize, &Index, Option<&roaring::RoaringBitmap>)> = targets
+        .iter()
+        .enumerate()
+        .flat_map(|(owner, t)| t.parts().into_iter().map(move |(i, d)| (owner, i, d)))
         .collect();
     let vector: Vec<f32> = if let Some(path) = &a.query_file {
         let (dim, rows) = crate::cli::about_path(read_vectors(path), "reading", path)?;
@@ -109,7 +158,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
             .map_err(anyhow::Error::msg)
             .context("parsing --vector")?
     } else if let Some(id) = &a.id {
-        match indexes.iter().find_map(|i| i.vector_of(id)) {
+        let live = parts.iter().rev().find_map(|(_, i, dead)| {
+            i.find(id)
+                .filter(|n| !dead.is_some_and(|d| d.contains(*n)))
+                .map(|n| (i, n))
+        });
+        match live.map(|(i, n)| i.snapshot().vectors_f32().row(n)) {
             Some(v) => v.to_vec(),
             None => bail!("id {id:?} is not in {}", names.join(", ")),
         }
@@ -125,23 +179,27 @@ pub fn run(a: Args) -> Result<ExitCode> {
         None => Vec::new(),
     };
     let searched = std::time::Instant::now();
-    let mut plans = Vec::with_capacity(indexes.len());
-    for (index, name) in indexes.iter().zip(&names) {
+    let mut plans = Vec::with_capacity(parts.len());
+    for (owner, index, _) in &parts {
         plans.push(match &a.filter {
             Some(f) => Some(
                 index
                     .filter(f)
-                    .with_context(|| format!("filter {f:?} on {name}"))?,
+                    .with_context(|| format!("filter {f:?} on {}", names[*owner]))?,
             ),
             None => None,
         });
     }
-    let sources: Vec<Source<'_, '_>> = indexes
+    let sources: Vec<Source<'_, '_>> = parts
         .iter()
-        .zip(&names)
         .zip(&plans)
-        .enumerate()
-        .map(|(i, ((index, name), plan))| Source::index(name, index, plan.as_ref(), i as u32))
+        .map(|((owner, index, dead), plan)| Source {
+            name: &names[*owner],
+            index,
+            filter: plan.as_ref(),
+            deleted: *dead,
+            owner: *owner as u32,
+        })
         .collect();
     let call = Call {
         vector: &vector,
@@ -159,7 +217,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     let hits = retrieve(&sources, &call).context("searching")?.hits;
     let search_us = searched.elapsed().as_secs_f64() * 1e6;
-    let federated = indexes.len() > 1;
+    let federated = targets.len() > 1;
     let attributes = |index: &Index, node: u32| -> serde_json::Value {
         index
             .node_attributes_json(node)
@@ -170,10 +228,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
         let v: Vec<_> = hits
             .iter()
             .map(|h| {
-                let index = &indexes[h.source as usize];
+                let (owner, index, _) = parts[h.source as usize];
                 let mut o = json!({"id": index.id(h.node), "node": h.node, "distance": h.distance});
                 if federated {
-                    o["index"] = json!(names[h.source as usize]);
+                    o["index"] = json!(names[owner]);
                 }
                 if a.with_attributes {
                     o["attributes"] = attributes(index, h.node);
@@ -187,7 +245,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         );
     } else {
         for (rank, h) in hits.iter().enumerate() {
-            let index = &indexes[h.source as usize];
+            let (owner, index, _) = parts[h.source as usize];
             let mut line = format!(
                 "{:>4}  {:<32}  {:.6}",
                 rank + 1,
@@ -195,7 +253,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 h.distance
             );
             if federated {
-                line.push_str(&format!("  {}", names[h.source as usize]));
+                line.push_str(&format!("  {}", names[owner]));
             }
             if a.with_attributes {
                 line.push_str(&format!("  {}", attributes(index, h.node)));

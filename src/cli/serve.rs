@@ -104,6 +104,8 @@ pub struct ServeFlags {
     /// and GetItems of more than one id, need admin); `#` starts a comment.
     #[arg(long, value_name = "FILE")]
     pub tokens: Option<PathBuf>,
+    #[command(flatten)]
+    pub load: super::LoadFlags,
 }
 
 impl ServeFlags {
@@ -171,6 +173,7 @@ impl ServeFlags {
     pub fn load_options(&self) -> LoadOptions {
         LoadOptions {
             verify: !self.no_verify,
+            open: self.load.options(),
         }
     }
 }

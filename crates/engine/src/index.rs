@@ -19,7 +19,7 @@ use crate::search::{
     hnsw_search, hnsw_search_admitted, prefetch, Cancel, Deadline, Flag, FlagOrDeadline, Neighbor,
     NoCancel, Scratch, ScratchPool, SearchStats, Space,
 };
-use crate::snapshot::Snapshot;
+use crate::snapshot::{OpenOptions, Snapshot};
 use crate::vectors::{Quantizer, Rows, VectorSlice};
 
 /// The beam width used when neither the caller nor the snapshot sets one.
@@ -431,6 +431,10 @@ impl Index {
         Ok(Index::from_snapshot(Snapshot::open(path)?))
     }
 
+    pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Index> {
+        Ok(Index::from_snapshot(Snapshot::open_with(path, options)?))
+    }
+
     pub fn from_snapshot(snapshot: Snapshot) -> Index {
         let pool = ScratchPool::new(snapshot.len());
         Index {
@@ -470,7 +474,8 @@ impl Index {
         out: &mut Vec<Neighbor>,
     ) -> Result<SearchStats> {
         let mut scratch = self.pool.get();
-        self.parts().search_into(query, params, &mut scratch, out)
+        let r = self.parts().search_into(query, params, &mut scratch, out);
+        self.checked(r, out)
     }
 
     /// As [`Self::search_into`], returning only items `filter` admits (see
@@ -495,8 +500,45 @@ impl Index {
         out: &mut Vec<Neighbor>,
     ) -> Result<SearchStats> {
         let mut scratch = self.pool.get();
-        self.parts()
-            .search_admitted_into(query, params, admission, &mut scratch, out)
+        let r = self
+            .parts()
+            .search_admitted_into(query, params, admission, &mut scratch, out);
+        self.checked(r, out)
+    }
+
+    /// What a search may return: nothing from a snapshot whose file was cut
+    /// or modified under it, and no non-finite distance. Vectors are checked
+    /// to be finite by `verify`, and queries at the door, so a NaN here
+    /// means bytes that `verify` never passed (a file served unverified, or
+    /// changed since): the call reports corruption instead of ranking on
+    /// it. Only the `k` results are checked, not every candidate.
+    fn checked(&self, r: Result<SearchStats>, out: &mut Vec<Neighbor>) -> Result<SearchStats> {
+        let verdict = self
+            .snapshot
+            .check_intact()
+            .and(r)
+            .and_then(|stats| self.check_found(out).map(|()| stats));
+        if verdict.is_err() {
+            out.clear();
+        }
+        verdict
+    }
+
+    /// The checks of a search's results (see `checked`), for results this
+    /// index's rows were scored into some other way.
+    pub(crate) fn check_found(&self, found: &[Neighbor]) -> Result<()> {
+        self.snapshot.check_intact()?;
+        match found.iter().find(|h| !h.distance.is_finite()) {
+            Some(h) => Err(Error::Corrupt {
+                path: self.snapshot.path().to_path_buf(),
+                reason: format!(
+                    "a search met a non-finite distance ({} to node {}): the stored \
+                     vectors are damaged (run `fathom verify`)",
+                    h.distance, h.id
+                ),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The typed attribute store, when the snapshot has one.

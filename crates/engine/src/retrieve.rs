@@ -116,10 +116,26 @@ struct Examples {
 
 /// Run `call` over `sources`.
 pub fn retrieve(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved> {
+    // A source whose file was cut under its mapping reads as zeros: its ids
+    // are not found, its vectors are zero. Whatever failed, that is why.
+    run(sources, call).or_else(|e| {
+        sources
+            .iter()
+            .try_for_each(|s| s.index.snapshot().check_intact())?;
+        Err(e)
+    })
+}
+
+fn run(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved> {
     let (metric, dim) = check_sources(sources)?;
     let k = call.params.k;
     if k == 0 {
         return Err(Error::invalid("k must be at least 1"));
+    }
+    if k > MAX_K {
+        return Err(Error::invalid(format!(
+            "k = {k} exceeds the maximum {MAX_K}"
+        )));
     }
     if !(0.0..=1.0).contains(&call.diversity) {
         return Err(Error::invalid(format!(
@@ -379,9 +395,19 @@ fn resolve_examples(
                         continue; // deleted, or replaced by a later layer
                     }
                     seeds[s].insert(node);
-                    vector.get_or_insert_with(|| {
-                        src.index.snapshot().vectors_f32().row(node).to_vec()
-                    });
+                    if vector.is_none() {
+                        let snap = src.index.snapshot();
+                        let row = snap.vectors_f32().row(node);
+                        // Stored rows are checked finite by verify: these
+                        // bytes never were (served unverified, or changed).
+                        if row.len() != dim || row.iter().any(|x| !x.is_finite()) {
+                            return Err(Error::corrupt(
+                                snap.path(),
+                                format!("the stored vector of {id:?} is damaged"),
+                            ));
+                        }
+                        vector = Some(row.to_vec());
+                    }
                 }
             }
             out.push(vector.ok_or_else(|| Error::UnknownItem(id.clone()))?);
@@ -496,6 +522,7 @@ fn search_source(
         scorer.distance(rows.row(r))
     })?;
     scored.truncate(params.k);
+    index.check_found(&scored)?;
     Ok((as_hits(&scored), stats))
 }
 

@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 
 use fathom_engine::error::Error;
 use fathom_engine::index::Index;
-use fathom_engine::snapshot::{verify, Snapshot};
+use fathom_engine::snapshot::{verify, LoadMode, OpenOptions, Snapshot};
 
 /// The file extension of snapshots picked up from a catalog folder.
 pub const SNAPSHOT_EXTENSION: &str = "fathom";
@@ -77,18 +77,23 @@ impl CatalogError {
     }
 }
 
-/// How snapshots are checked before they are served.
+/// How snapshots are opened and checked before they are served.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadOptions {
     /// Check every section checksum and graph invariant (reads the whole
     /// file) in addition to the O(1) checks of `open`. On by default: a
     /// reload must not swap in a damaged file.
     pub verify: bool,
+    /// Mapped or copied into memory, and preloaded or not.
+    pub open: OpenOptions,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { verify: true }
+        LoadOptions {
+            verify: true,
+            open: OpenOptions::default(),
+        }
     }
 }
 
@@ -113,6 +118,21 @@ impl FileStamp {
         })
     }
 }
+
+impl FileStamp {
+    /// The same inode, with another length or modification time: written
+    /// in place, not replaced by a rename.
+    fn same_file_changed(&self, now: &FileStamp) -> bool {
+        #[cfg(unix)]
+        if self.inode != now.inode {
+            return false;
+        }
+        self != now
+    }
+}
+
+const MODIFIED_IN_PLACE: &str = "the file was modified in place while mapped; this snapshot is \
+     withdrawn until a valid file is loaded (replace snapshots by writing elsewhere and renaming)";
 
 /// One loaded snapshot: what a request holds while it runs.
 pub struct Loaded {
@@ -270,6 +290,46 @@ impl Catalog {
         self.slots.load().get(name).map(|s| s.current.load_full())
     }
 
+    /// As [`Self::get`], for a request: an error when there is no such
+    /// index, or when its snapshot was withdrawn because its file was cut or
+    /// modified in place (a [`CatalogError::Load`] carrying the engine's
+    /// `Corrupt`), until a valid file is loaded.
+    pub fn serving(&self, name: &str) -> Result<Arc<Loaded>, CatalogError> {
+        let loaded = self
+            .get(name)
+            .ok_or_else(|| CatalogError::UnknownIndex(name.to_string()))?;
+        match loaded.index.snapshot().check_intact() {
+            Ok(()) => Ok(loaded),
+            Err(error) => Err(CatalogError::Load {
+                name: name.to_string(),
+                error,
+            }),
+        }
+    }
+
+    /// The watcher saw `path` being written to. A mapped snapshot whose own
+    /// file (same inode) is being rewritten now shows bytes nothing has
+    /// checked: withdraw it at once, rather than at the first read past a
+    /// truncation, until the reload that follows the write succeeds. A copy
+    /// in memory is unaffected and keeps serving. Returns the name of the
+    /// index withdrawn now, if any.
+    pub fn file_modified(&self, path: &Path) -> Option<String> {
+        let path = &absolute(path);
+        let slots = self.slots.load();
+        let slot = slots.values().find(|s| s.path == *path)?;
+        let current = slot.current.load();
+        let snap = current.index.snapshot();
+        if snap.load_mode() != LoadMode::Mmap || snap.check_intact().is_err() {
+            return None;
+        }
+        let stamp = FileStamp::of(path).ok()?;
+        if !current.stamp.same_file_changed(&stamp) {
+            return None;
+        }
+        snap.mark_damaged(MODIFIED_IN_PLACE);
+        Some(slot.name.clone())
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.slots.load().keys().cloned().collect()
     }
@@ -404,6 +464,18 @@ impl Catalog {
         }
         slot.state().reloading_since = Some(SystemTime::now());
         let result = load(&slot.name, &slot.path, self.options);
+        // A mapped file that was rewritten in place and does not load: the
+        // mapping shows those same unchecked bytes. (Checked before the
+        // state lock: a stat can hang too.)
+        if result.is_err() {
+            let current = slot.current.load();
+            let snap = current.index.snapshot();
+            if snap.load_mode() == LoadMode::Mmap
+                && FileStamp::of(&slot.path).is_ok_and(|s| current.stamp.same_file_changed(&s))
+            {
+                snap.mark_damaged(MODIFIED_IN_PLACE);
+            }
+        }
         let mut state = slot.state();
         state.reloading_since = None;
         match result {
@@ -534,9 +606,11 @@ fn load_file(path: &Path, options: LoadOptions) -> Result<Loaded, Error> {
         path: path.to_path_buf(),
         cause,
     })?;
-    let snapshot = Snapshot::open(path)?;
+    let snapshot = Snapshot::open_with(path, &options.open)?;
     if options.verify {
         let report = verify(&snapshot);
+        // A file cut while it was verified reads as zeros: say so.
+        snapshot.check_intact()?;
         if !report.is_ok() {
             return Err(Error::Corrupt {
                 path: path.to_path_buf(),

@@ -67,6 +67,19 @@ pub(crate) fn file_changed(shared: &Shared, path: &Path) {
     }
 }
 
+/// The watcher saw a write to `path`: withdraw the mapped snapshot it backs
+/// (see `Catalog::file_modified`). Cheap, and called on the watcher's thread.
+pub(crate) fn file_modified(shared: &Shared, path: &Path) {
+    if let Some(name) = shared.catalog.file_modified(path) {
+        tracing::warn!(
+            index = %name,
+            path = %path.display(),
+            "snapshot file is being modified in place; the index answers DATA_LOSS until a \
+             valid file is loaded (replace snapshots by writing elsewhere and renaming)"
+        );
+    }
+}
+
 fn record(shared: &Shared, name: &str, trigger: &str, outcome: Result<&Loaded, &CatalogError>) {
     match outcome {
         Ok(loaded) => {
@@ -98,6 +111,7 @@ pub(crate) fn log_loaded(name: &str, trigger: &str, loaded: &Loaded, what: &str)
         format = snap.format_version(),
         built_at = m.build.built_at,
         bytes = snap.file_len(),
+        load = %snap.load_mode(),
         path = %snap.path().display(),
         "{what}"
     );

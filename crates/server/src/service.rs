@@ -160,9 +160,7 @@ impl Shared {
     }
 
     fn index(&self, name: &str) -> Result<Arc<Loaded>, RequestError> {
-        self.catalog
-            .get(name)
-            .ok_or_else(|| crate::catalog::CatalogError::UnknownIndex(name.to_string()).into())
+        Ok(self.catalog.serving(name)?)
     }
 
     fn params(
@@ -515,11 +513,11 @@ fn search_batch(
     req: &pb::BatchSearchRequest,
     strategy: Strategy,
     params: &SearchParams,
-) -> Result<(Vec<pb::SearchResponse>, SearchStats), RequestError> {
+) -> Result<(Vec<pb::SearchResponse>, Vec<SearchStats>), RequestError> {
     let o = batch_options(req);
     let mut plans = Plans::new(targets);
     let mut results = Vec::with_capacity(req.queries.len());
-    let mut work = SearchStats::default();
+    let mut work = Vec::with_capacity(req.queries.len());
     let mut exclude: Vec<String> = Vec::new();
     let at = |i: usize| {
         move |e: Error| match e {
@@ -566,7 +564,7 @@ fn search_batch(
             exclude_ids,
         )
         .map_err(at(i))?;
-        work += stats;
+        work.push(stats);
         results.push(resp);
     }
     Ok((results, work))
@@ -748,7 +746,10 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
         }
         .await
         .map(|(resp, work, name)| {
-            self.shared.metrics.searched(&name, work);
+            // Per query, as a Search would count it.
+            for stats in work {
+                self.shared.metrics.searched(&name, stats);
+            }
             resp
         });
         call.finish(result)
@@ -779,6 +780,7 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
                     None => missing.push(id),
                 }
             }
+            index.snapshot().check_intact()?;
             if let Some(first) = missing.first() {
                 return Err(RequestError::UnknownItems {
                     index: req.index.clone(),
@@ -819,7 +821,11 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
             }
             let name = (!req.index.is_empty()).then_some(req.index);
             if let Some(n) = &name {
-                self.shared.index(n)?;
+                // Not `index()`: a withdrawn snapshot is what a reload mends.
+                self.shared
+                    .catalog
+                    .get(n)
+                    .ok_or_else(|| crate::catalog::CatalogError::UnknownIndex(n.to_string()))?;
             }
             // Opening and verifying a snapshot reads the file: keep it off
             // the async workers.

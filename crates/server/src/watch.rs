@@ -1,7 +1,8 @@
 //! The folder watcher: a snapshot renamed into (or finished writing in) a
 //! watched folder is reloaded, or added when the catalog folder gains a new
 //! `*.fathom`. Events are debounced briefly, so a burst of them for one file
-//! gives one reload.
+//! gives one reload. A served file written in place is withdrawn at its
+//! first write (when it is mapped), and reloaded when the writer closes it.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -20,6 +21,12 @@ use crate::stopped;
 const DEBOUNCE: Duration = Duration::from_millis(50);
 /// Longest a burst may delay a reload.
 const MAX_DELAY: Duration = Duration::from_millis(500);
+
+/// Is a file being written in place (or truncated)? A served file must
+/// not be: its mapping shows every write.
+fn written(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::Modify(ModifyKind::Data(_)))
+}
 
 /// Does this event mean a file may now hold a complete new snapshot?
 fn relevant(kind: &EventKind) -> bool {
@@ -42,8 +49,16 @@ pub(crate) fn start(
     mut shutdown: watch::Receiver<bool>,
 ) -> notify::Result<RecommendedWatcher> {
     let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
+    let on_write = Arc::clone(&shared);
     let mut watcher =
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            // Acted on at once, not debounced: until the writer closes the
+            // file, searches would read whatever it has written so far.
+            Ok(event) if written(&event.kind) => {
+                for path in &event.paths {
+                    reload::file_modified(&on_write, path);
+                }
+            }
             Ok(event) if relevant(&event.kind) => {
                 for path in event.paths {
                     // The receiver is gone only after shutdown.

@@ -19,19 +19,25 @@
 //!             └────────────────────────────────────────────┘
 //! ```
 //!
-//! - `mmap`: the only place that maps files (the crate's mmap `unsafe`).
+//! - `mmap`: the only place that maps files (the crate's mmap `unsafe`), or
+//!   copies them into anonymous memory (`LoadMode::Memory`).
+//! - `fault`: the SIGBUS handler that turns a mapped file cut in place into a
+//!   corrupt-snapshot error instead of a dead process (Linux).
 //! - `writer`: temp file, fsync, rename.
 //! - `reader`: [`Snapshot::open`], validation of every offset at open.
 //! - `verify`: checksums and graph invariants, for `fathom verify`.
 
+#[cfg(target_os = "linux")]
+mod fault;
 mod mmap;
 mod reader;
 mod verify;
 mod writer;
 
+pub use mmap::{LoadMode, OpenOptions};
 pub use reader::Snapshot;
 pub use verify::{verify, VerifyReport};
-pub use writer::{check_output_dir, write_snapshot, SnapshotContents};
+pub use writer::{check_output_dir, temp_path, write_snapshot, SnapshotContents};
 
 /// Identifies a fathom snapshot. Eight bytes so that `file(1)`-style sniffing
 /// and hex dumps show it plainly.

@@ -4,11 +4,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-use memmap2::Mmap;
-
+use super::mmap::{LoadMode, Mapping, OpenOptions};
 use super::{
-    checksum, mmap, supported_versions, Header, HeaderError, Manifest, ManifestV1, SectionEntry,
+    checksum, supported_versions, Header, HeaderError, Manifest, ManifestV1, SectionEntry,
     SectionKind, ALIGN, ATTRIBUTES_INDEXED, ATTRIBUTES_JSON,
 };
 use crate::attributes::{Attributes, FieldKind, PostingCache};
@@ -20,7 +20,10 @@ use crate::vectors::{row_stride, typed_rows, Quantizer, Rows, VectorSlice};
 /// An open, validated snapshot. Cheap accessors hand out slices of the map.
 pub struct Snapshot {
     path: PathBuf,
-    map: Mmap,
+    map: Mapping,
+    /// Why the snapshot can no longer be trusted, once it cannot (see
+    /// [`Snapshot::mark_damaged`]).
+    damaged: OnceLock<String>,
     manifest: Manifest,
     metric: Metric,
     storage: Storage,
@@ -43,11 +46,26 @@ impl std::fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
+    /// Open with the default options: a memory map, not preloaded.
     pub fn open(path: impl AsRef<Path>) -> Result<Snapshot> {
+        Snapshot::open_with(path, &OpenOptions::default())
+    }
+
+    pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Snapshot> {
         let path = path.as_ref();
-        let map = mmap::map_readonly(path)?;
+        let mapping = Mapping::open(path, options)?;
+        let snapshot = Snapshot::validate(path, mapping)?;
+        // Open read the header and manifest from the mapping: a file cut
+        // meanwhile made them read as zeros, which fail their checks, but
+        // say why.
+        snapshot.check_intact()?;
+        Ok(snapshot)
+    }
+
+    fn validate(path: &Path, mapping: Mapping) -> Result<Snapshot> {
+        let map = mapping.bytes();
         let corrupt = |reason: String| Error::corrupt(path, reason);
-        let header = Header::decode(&map).map_err(|e| match e {
+        let header = Header::decode(map).map_err(|e| match e {
             HeaderError::Corrupt(r) => corrupt(r),
             HeaderError::Incompatible(found) => Error::Incompatible {
                 found,
@@ -81,7 +99,8 @@ impl Snapshot {
                 .map_err(corrupt)?;
         Ok(Snapshot {
             path: path.to_path_buf(),
-            map,
+            map: mapping,
+            damaged: OnceLock::new(),
             manifest,
             metric,
             storage,
@@ -121,12 +140,45 @@ impl Snapshot {
         self.manifest.count == 0
     }
     pub fn file_len(&self) -> u64 {
-        self.map.len() as u64
+        self.map.bytes().len() as u64
+    }
+
+    /// Whether the bytes are a file mapping or a private copy.
+    pub fn load_mode(&self) -> LoadMode {
+        self.map.mode()
+    }
+
+    /// `Ok` while the bytes can be trusted as far as open and verify checked
+    /// them; [`Error::Corrupt`] once the mapped file was cut under the
+    /// mapping (a caught SIGBUS: the mapping now reads zeros) or the
+    /// snapshot was marked damaged. Cheap (one or two atomic loads): checked
+    /// after every search, since results computed from such bytes are
+    /// meaningless.
+    pub fn check_intact(&self) -> Result<()> {
+        if self.map.faulted() {
+            return Err(Error::corrupt(
+                &self.path,
+                "the file was truncated or overwritten while mapped (a read past its new \
+                 end was caught); this snapshot is withdrawn until a valid file is loaded",
+            ));
+        }
+        match self.damaged.get() {
+            Some(reason) => Err(Error::corrupt(&self.path, reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Withdraw this snapshot: from now on [`Self::check_intact`] fails with
+    /// `reason` (the first reason given is kept). For a mapped file that
+    /// was modified in place, whose mapping now shows bytes no check has
+    /// seen.
+    pub fn mark_damaged(&self, reason: impl Into<String>) {
+        let _ = self.damaged.set(reason.into());
     }
 
     /// The whole mapped file, for `verify`.
     pub(crate) fn file_bytes(&self) -> &[u8] {
-        &self.map
+        self.map.bytes()
     }
 
     pub(crate) fn manifest_end(&self) -> usize {
@@ -136,7 +188,7 @@ impl Snapshot {
     /// The raw bytes of a section (empty if absent).
     pub fn section_bytes(&self, kind: SectionKind) -> &[u8] {
         match self.sections.get(&kind) {
-            Some(&(off, len)) => &self.map[off..off + len],
+            Some(&(off, len)) => &self.map.bytes()[off..off + len],
             None => &[],
         }
     }

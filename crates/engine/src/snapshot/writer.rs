@@ -42,14 +42,9 @@ pub fn write_snapshot(path: &Path, contents: &SnapshotContents<'_>) -> Result<u6
     let count = contents.ids.len();
     check_contents(path, contents)?;
     let dir = check_output_dir(path)?;
-    let file_name = path
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "snapshot".into());
     refuse_non_regular(path)?;
-    let prefix = format!(".{file_name}.tmp-");
-    remove_stale_temps(&dir, &prefix);
-    let tmp = dir.join(format!("{prefix}{}", std::process::id()));
+    remove_stale_temps(&dir, &temp_prefix(path));
+    let tmp = temp_path(path);
     let result = write_to(&tmp, path, contents, count);
     let result = result.and_then(|len| {
         fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
@@ -63,6 +58,27 @@ pub fn write_snapshot(path: &Path, contents: &SnapshotContents<'_>) -> Result<u6
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+fn temp_prefix(path: &Path) -> String {
+    let file_name = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "snapshot".into());
+    format!(".{file_name}.tmp-")
+}
+
+/// The temporary file through which this process writes a snapshot to
+/// `path`: `.NAME.tmp-PID` beside it. [`write_snapshot`] removes it on
+/// error; a caller that stops the process mid-write (on SIGINT, say) removes
+/// it too, and otherwise the next write to `path` removes it once this
+/// process is gone.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    dir.join(format!("{}{}", temp_prefix(path), std::process::id()))
 }
 
 /// The directory a snapshot at `path` will be written in; an error if it does

@@ -1,0 +1,68 @@
+//! `fathom delete` and `fathom compact`: change a layered index folder
+//! (docs/layers.md). A running server picks the change up like a reload.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use fathom_engine::formats::read_ids;
+use fathom_engine::layers;
+
+use super::default_threads;
+
+#[derive(clap::Args)]
+pub struct DeleteArgs {
+    /// The layered index folder.
+    index_dir: PathBuf,
+    /// Ids to delete, one a line.
+    #[arg(long)]
+    ids: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct CompactArgs {
+    /// The layered index folder.
+    index_dir: PathBuf,
+    /// Build threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn run_delete(a: DeleteArgs) -> Result<ExitCode> {
+    let ids = crate::cli::about_path(read_ids(&a.ids), "reading", &a.ids)?;
+    let report = crate::cli::about_path(
+        layers::delete(&a.index_dir, &ids, None),
+        "deleting from",
+        &a.index_dir,
+    )?;
+    println!(
+        "deleted {} of {} ids from {} (durable: on disk before this line)",
+        report.deleted.len(),
+        ids.len(),
+        a.index_dir.display()
+    );
+    if !report.unknown.is_empty() {
+        let shown: Vec<&str> = report.unknown.iter().take(5).map(String::as_str).collect();
+        eprintln!(
+            "{} ids had no live copy (unknown or already deleted), e.g. {shown:?}",
+            report.unknown.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_compact(a: CompactArgs) -> Result<ExitCode> {
+    let start = std::time::Instant::now();
+    let threads = a.threads.unwrap_or_else(default_threads);
+    let name = crate::cli::about_path(
+        layers::compact_build(&a.index_dir, threads),
+        "compacting",
+        &a.index_dir,
+    )?;
+    println!(
+        "compacted {} into {name} in {:.1}s",
+        a.index_dir.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
