@@ -30,13 +30,16 @@ pub struct Hit {
 /// so the order is deterministic.
 pub fn merge(lists: &[Vec<Hit>]) -> Vec<Hit> {
     let mut all: Vec<Hit> = lists.iter().flatten().copied().collect();
-    all.sort_unstable_by(|a, b| {
-        a.distance
-            .total_cmp(&b.distance)
-            .then(a.source.cmp(&b.source))
-            .then(a.node.cmp(&b.node))
-    });
+    all.sort_unstable_by(nearest_first);
     all
+}
+
+/// Distance, then source, then node: a total, deterministic order.
+fn nearest_first(a: &Hit, b: &Hit) -> std::cmp::Ordering {
+    a.distance
+        .total_cmp(&b.distance)
+        .then(a.source.cmp(&b.source))
+        .then(a.node.cmp(&b.node))
 }
 
 /// The constraints of one pick.
@@ -190,12 +193,7 @@ where
     let mut out: Vec<Hit> = picked.iter().map(|&i| candidates[i]).collect();
     if pick.mmr.is_none() {
         // Forced picks of owed sources may be farther than later free ones.
-        out.sort_by(|a, b| {
-            a.distance
-                .total_cmp(&b.distance)
-                .then(a.source.cmp(&b.source))
-                .then(a.node.cmp(&b.node))
-        });
+        out.sort_by(nearest_first);
     }
     out
 }

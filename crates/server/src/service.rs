@@ -570,32 +570,30 @@ fn search_batch(
     Ok((results, work))
 }
 
+/// The shared options of a Search or BatchSearch request (the same
+/// fields in both messages).
+macro_rules! options_of {
+    ($req:expr) => {
+        Options {
+            index: &$req.index,
+            indexes: &$req.indexes,
+            strategy: $req.strategy,
+            min_per_index: $req.min_per_index,
+            diversity: $req.diversity,
+            candidates: $req.candidates,
+            group_by: &$req.group_by,
+            group_size: $req.group_size,
+            with_attributes: $req.with_attributes,
+        }
+    };
+}
+
 fn batch_options(req: &pb::BatchSearchRequest) -> Options<'_> {
-    Options {
-        index: &req.index,
-        indexes: &req.indexes,
-        strategy: req.strategy,
-        min_per_index: req.min_per_index,
-        diversity: req.diversity,
-        candidates: req.candidates,
-        group_by: &req.group_by,
-        group_size: req.group_size,
-        with_attributes: req.with_attributes,
-    }
+    options_of!(req)
 }
 
 fn search_options(req: &pb::SearchRequest) -> Options<'_> {
-    Options {
-        index: &req.index,
-        indexes: &req.indexes,
-        strategy: req.strategy,
-        min_per_index: req.min_per_index,
-        diversity: req.diversity,
-        candidates: req.candidates,
-        group_by: &req.group_by,
-        group_size: req.group_size,
-        with_attributes: req.with_attributes,
-    }
+    options_of!(req)
 }
 
 fn check_limit(what: &'static str, value: usize, limit: usize) -> Result<(), RequestError> {
