@@ -254,11 +254,15 @@ async fn connect(server: &Server) -> Client {
 }
 
 /// Only OK and DATA_LOSS for the damaged index, only OK for the other.
+/// An entry of `allowed` ending in `*` admits any answer starting with it.
 fn check_tally(tally: &BTreeMap<(String, String), usize>, allowed: &[&str]) {
     for ((index, o), count) in tally {
         let fine = match index.as_str() {
             "episodes" => o == "OK ep",
-            _ => allowed.contains(&o.as_str()),
+            _ => allowed.iter().any(|a| match a.strip_suffix('*') {
+                Some(prefix) => o.starts_with(prefix),
+                None => a == o,
+            }),
         };
         assert!(fine, "{index} answered {o} ({count} times): {tally:?}");
     }
@@ -320,7 +324,11 @@ async fn overwritten_in_place_while_watched() {
 
     let tally = load.finish().await;
     server.assert_alive("at the end");
-    check_tally(&tally, &["OK v1", "OK v2", "DataLoss"]);
+    // A call that was already reading when a write began, before the
+    // watcher withdrew the index, may see a mix of old and new bytes: a
+    // wrong answer (fewer than k hits, garbled ids), never a crash
+    // (docs/server.md). The phases above still had to reach their states.
+    check_tally(&tally, &["OK *", "DataLoss"]);
     assert!(
         tally.contains_key(&("tracks".into(), "DataLoss".into())),
         "{tally:?}"
