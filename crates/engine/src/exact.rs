@@ -7,7 +7,7 @@ use std::collections::BinaryHeap;
 use roaring::RoaringBitmap;
 
 use crate::distance::{normalize, Kernel, Metric};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::search::{prefetch, Cancel, Neighbor, NoCancel};
 use crate::vectors::Rows;
 
@@ -112,18 +112,18 @@ pub fn knn_rows_into<C: Cancel>(
 }
 
 /// The `k` of `ids` with the lowest `distance`, nearest first: the exact
-/// plan of a scored (recommendation) search. Checks the deadline every few
+/// plan of a scored (recommendation) search. Checks `cancel` every
 /// thousand rows.
-pub fn top_by(
+pub fn top_by<C: Cancel + ?Sized>(
     ids: impl Iterator<Item = u32>,
     k: usize,
-    deadline: Option<std::time::Instant>,
+    cancel: &C,
     distance: impl Fn(u32) -> f32,
 ) -> Result<Vec<Neighbor>> {
     let mut heap = BinaryHeap::with_capacity(k + 1);
     for (i, id) in ids.enumerate() {
-        if i % 4096 == 4095 && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-            return Err(Error::DeadlineExceeded);
+        if i % 1024 == 1023 && cancel.cancelled() {
+            return Err(cancel.error());
         }
         let e = Entry(distance(id), id);
         if heap.len() < k {

@@ -201,6 +201,17 @@ impl IndexParts<'_> {
         }
     }
 
+    /// Run `f` with what stops a search of `params` early (its deadline,
+    /// its cancel flag), for work outside the traversal.
+    pub fn with_cancel<R>(params: &SearchParams, f: impl FnOnce(&dyn Cancel) -> R) -> R {
+        match (params.deadline, params.cancel.as_deref()) {
+            (None, None) => f(&NoCancel),
+            (Some(d), None) => f(&Deadline(d)),
+            (None, Some(flag)) => f(&Flag(flag)),
+            (Some(d), Some(flag)) => f(&FlagOrDeadline(flag, d)),
+        }
+    }
+
     fn search_with<C: Cancel>(
         &self,
         query: &[f32],

@@ -518,8 +518,10 @@ fn search_source(
         std::borrow::Cow::Owned(pool)
     };
     stats.distances += pool.len() * scorer_cost(e);
-    let mut scored = top_by(pool.iter(), params.k, params.deadline, |r| {
-        scorer.distance(rows.row(r))
+    let mut scored = crate::index::IndexParts::with_cancel(params, |cancel| {
+        top_by(pool.iter(), params.k, cancel, |r| {
+            scorer.distance(rows.row(r))
+        })
     })?;
     scored.truncate(params.k);
     index.check_found(&scored)?;

@@ -547,3 +547,35 @@ fn bad_calls_are_refused() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+/// A scored exact scan (negatives alone score every item) stops on the
+/// caller's cancel flag and on its deadline, as a traversal does.
+#[test]
+fn scored_scans_stop_when_cancelled() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let f = fixture(Metric::Cosine, SEED, "t");
+    let neg = vec![f.index.id(2).to_string()];
+    let mut params = SearchParams::new(10, 0);
+    params.cancel = Some(Arc::new(AtomicBool::new(true)));
+    let call = Call {
+        negative_ids: &neg,
+        strategy: Strategy::BestScore,
+        params: params.clone(),
+        ..Call::default()
+    };
+    assert!(matches!(retrieve(&one(&f), &call), Err(Error::Cancelled)));
+    let mut params = SearchParams::new(10, 0);
+    params.deadline = Some(std::time::Instant::now());
+    let call = Call { params, ..call };
+    assert!(matches!(
+        retrieve(&one(&f), &call),
+        Err(Error::DeadlineExceeded)
+    ));
+    // Unhindered, the same call answers.
+    let call = Call {
+        params: SearchParams::new(10, 0),
+        ..call
+    };
+    assert_eq!(retrieve(&one(&f), &call).unwrap().hits.len(), 10);
+}
