@@ -130,6 +130,16 @@ impl IndexParts<'_> {
         self.graph.is_empty()
     }
 
+    /// The beam width a search of `params` uses: its ef, or the index
+    /// default for 0, and never below k.
+    pub fn beam(&self, params: &SearchParams) -> usize {
+        match params.ef {
+            0 => self.default_ef,
+            ef => ef,
+        }
+        .max(params.k)
+    }
+
     /// Check a query and convert it for traversal into `scratch`'s buffers.
     pub fn prepare_query(&self, query: &[f32], scratch: &mut Scratch) -> Result<()> {
         if query.len() != self.dim {
@@ -240,11 +250,7 @@ impl IndexParts<'_> {
         out.clear();
         let n = self.len();
         let k = params.k;
-        let ef = match params.ef {
-            0 => self.default_ef,
-            ef => ef,
-        }
-        .max(k);
+        let ef = self.beam(params);
         let kernel = Kernel::<f32>::new(self.metric);
         if admission.admits_all() {
             // A beam as wide as the index (or a k covering it) is an

@@ -54,6 +54,13 @@ pub struct Manifest {
     pub layers: Vec<String>,
 }
 
+impl Manifest {
+    /// The sequence number the next layer gets.
+    pub fn next_seq(&self) -> u64 {
+        self.layers.last().and_then(|n| seq_of(n)).unwrap_or(0) + 1
+    }
+}
+
 /// Whether `path` is a layered index (a folder with a manifest).
 pub fn is_layered(path: &Path) -> bool {
     path.is_dir() && path.join(MANIFEST).is_file()
@@ -188,13 +195,18 @@ pub fn read_tombstones(dir: &Path) -> Result<Vec<Tombstone>> {
     Ok(out)
 }
 
+/// Tombstones as lines of the file.
+fn tombstone_text(lines: &[Tombstone]) -> String {
+    lines
+        .iter()
+        .map(|t| format!("{}\t{}\n", t.before, t.id))
+        .collect()
+}
+
 /// Append tombstones and fsync them: acknowledged deletes survive a crash.
 fn append_tombstones(dir: &Path, lines: &[Tombstone]) -> Result<()> {
     let path = dir.join(TOMBSTONES);
-    let mut text = String::new();
-    for t in lines {
-        text.push_str(&format!("{}\t{}\n", t.before, t.id));
-    }
+    let text = tombstone_text(lines);
     (|| -> std::io::Result<()> {
         let existed = path.exists();
         let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
@@ -294,12 +306,7 @@ impl Layered {
 
     /// The next layer's sequence number.
     fn next_seq(&self) -> u64 {
-        self.manifest
-            .layers
-            .last()
-            .and_then(|n| seq_of(n))
-            .unwrap_or(0)
-            + 1
+        self.manifest.next_seq()
     }
 
     /// The sources of one call over this index: one per layer, with its
@@ -423,7 +430,7 @@ pub fn create(dir: &Path, snapshot: &Path) -> Result<()> {
 /// Where the next delta of `dir` is written before [`add_delta`].
 pub fn next_layer_path(dir: &Path) -> Result<PathBuf> {
     let m = read_manifest(dir)?;
-    let seq = m.layers.last().and_then(|n| seq_of(n)).unwrap_or(0) + 1;
+    let seq = m.next_seq();
     Ok(dir.join(format!(".{}.new-{}", layer_name(seq), std::process::id())))
 }
 
@@ -432,7 +439,7 @@ pub fn next_layer_path(dir: &Path) -> Result<PathBuf> {
 pub fn add_delta(dir: &Path, written: &Path) -> Result<String> {
     let _lock = FolderLock::take(dir)?;
     let mut m = read_manifest(dir)?;
-    let seq = m.layers.last().and_then(|n| seq_of(n)).unwrap_or(0) + 1;
+    let seq = m.next_seq();
     let name = layer_name(seq);
     let base = Index::open(dir.join(&m.layers[0]))?;
     let delta = Arc::new(Index::open(written)?);
@@ -555,9 +562,7 @@ pub fn compact(
     let fresh = dir.join(format!(".{TOMBSTONES}.tmp-{}", std::process::id()));
     let rewritten = (|| -> std::io::Result<()> {
         let mut f = File::create(&fresh)?;
-        for t in &late {
-            writeln!(f, "{}\t{}", t.before, t.id)?;
-        }
+        f.write_all(tombstone_text(&late).as_bytes())?;
         f.sync_all()?;
         fs::rename(&fresh, &path)
     })();

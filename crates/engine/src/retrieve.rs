@@ -229,9 +229,9 @@ fn run(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved> {
             let more = hits.len() >= fetch[s] && fetch[s] < sources[s].index.snapshot().len();
             lists[s] = Some((hits, more));
         }
-        let all: Vec<Vec<Hit>> = lists
+        let all: Vec<&[Hit]> = lists
             .iter()
-            .map(|l| l.as_ref().map_or_else(Vec::new, |l| l.0.clone()))
+            .map(|l| l.as_ref().map_or(&[][..], |l| &l.0[..]))
             .collect();
         let merged = merge(&all);
         // MMR compares candidates with each other: find their rows once.
@@ -480,11 +480,7 @@ fn search_source(
     let scorer = Scorer::new(metric, strategy, &e.positives, &e.negatives);
     let n = index.snapshot().len();
     let rows = index.snapshot().vectors_f32();
-    let ef = match params.ef {
-        0 => index.parts().default_ef,
-        ef => ef,
-    }
-    .max(params.k);
+    let ef = index.parts().beam(params);
     // Without positives there is nothing to search near: score every
     // admitted item. Likewise when few are admitted or the beam covers all.
     let exact = e.positives.is_empty()

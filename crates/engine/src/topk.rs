@@ -28,8 +28,8 @@ pub struct Hit {
 
 /// All hits of `lists` in one list, nearest first; ties by source, then node,
 /// so the order is deterministic.
-pub fn merge(lists: &[Vec<Hit>]) -> Vec<Hit> {
-    let mut all: Vec<Hit> = lists.iter().flatten().copied().collect();
+pub fn merge<L: AsRef<[Hit]>>(lists: &[L]) -> Vec<Hit> {
+    let mut all: Vec<Hit> = lists.iter().flat_map(|l| l.as_ref()).copied().collect();
     all.sort_unstable_by(nearest_first);
     all
 }
