@@ -67,17 +67,17 @@ fn fixture(dir: &Path) -> Vec<synth::SynthItem> {
 
 /// Start `fathom serve` on free ports; wait (bounded) for its listening line.
 fn serve(dir: &Path) -> Server {
+    let spec = format!("items={}", dir.join("items.fathom").display());
+    serve_with(&[&spec, "--no-watch"])
+}
+
+/// `fathom serve --index SPEC [more args]` on free ports.
+fn serve_with(args: &[&str]) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_fathom"))
         .arg("serve")
         .arg("--index")
-        .arg(format!("items={}", dir.join("items.fathom").display()))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--no-watch",
-        ])
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -544,4 +544,94 @@ fn a_missing_file_is_named_once() {
     let e = stderr(&o);
     assert_eq!(e.matches(missing.to_str().unwrap()).count(), 1, "{e}");
     assert!(e.contains("No such file"), "{e}");
+}
+
+#[test]
+fn a_served_layered_folder_takes_deltas_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path());
+    let folder = dir.path().join("tracks");
+    fathom_engine::layers::create(&folder, &dir.path().join("items.fathom")).unwrap();
+    let spec = format!("tracks={}", folder.display());
+    let server = serve_with(&[&spec]);
+    let t = server.target.as_str();
+
+    let list = ok(query(t, &["list"]));
+    assert!(
+        list.contains("tracks layers (1500 live, 0 deleted"),
+        "{list}"
+    );
+
+    // Delete by the RPC: durable and applied when the command returns.
+    let ids = dir.path().join("gone.txt");
+    std::fs::write(&ids, "item:00007\nnot-there\n").unwrap();
+    let o = query(
+        t,
+        &[
+            "delete",
+            "--index",
+            "tracks",
+            "--ids",
+            ids.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        stdout(&o).contains("deleted 1 of 2 ids from tracks (durable and applied; 1499 live"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("1 ids had no live copy"),
+        "{}",
+        stderr(&o)
+    );
+    let o = query(t, &["get", "--index", "tracks", "item:00007"]);
+    assert!(!o.status.success());
+    let v = json(query(t, &["list", "--json"]));
+    assert_eq!(v[0]["count"], 1499);
+    assert_eq!(v[0]["deleted"], 1);
+
+    // A delta built by the CLI is picked up by the watcher.
+    let jsonl = dir.path().join("new.jsonl");
+    let vector: Vec<String> = (0..DIM)
+        .map(|i| format!("{}", (i as f32 * 0.7).sin()))
+        .collect();
+    std::fs::write(
+        &jsonl,
+        format!(
+            "{{\"id\": \"new:0\", \"vector\": [{}]}}\n",
+            vector.join(",")
+        ),
+    )
+    .unwrap();
+    ok(fathom(&[
+        "build",
+        "--input",
+        jsonl.to_str().unwrap(),
+        "--delta-of",
+        folder.to_str().unwrap(),
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = query(
+            t,
+            &["search", "--index", "tracks", "--id", "new:0", "-k", "1"],
+        );
+        if o.status.success() && stdout(&o).contains("new:0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delta never served: {}",
+            stderr(&o)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let list = ok(query(t, &["list"]));
+    assert!(
+        list.contains("tracks layers (1500 live, 1 deleted"),
+        "{list}"
+    );
+    assert!(list.contains("layer-000002.fathom"), "{list}");
 }

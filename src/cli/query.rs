@@ -53,6 +53,19 @@ enum QueryCommand {
     Search(Box<SearchArgs>),
     /// The stored vectors (normalized under cosine) and attributes of some ids.
     Get(GetArgs),
+    /// Delete items from a layered index (durable and applied when this
+    /// returns; needs an admin token when the server has --tokens).
+    Delete(DeleteArgs),
+}
+
+#[derive(clap::Args)]
+struct DeleteArgs {
+    /// Index name, as `fathom query list` shows it.
+    #[arg(long)]
+    index: String,
+    /// The ids to delete, one a line.
+    #[arg(long, value_name = "FILE")]
+    ids: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -221,6 +234,29 @@ async fn run_async(a: Args) -> Result<ExitCode> {
                 print!("{}", hits_table(&hits));
             }
         }
+        QueryCommand::Delete(d) => {
+            let ids = read_ids(&d.ids).with_context(|| format!("reading {}", d.ids.display()))?;
+            let r = client.delete(&d.index, &ids).await.map_err(explain)?;
+            if c.json {
+                let v = json!({"deleted": r.deleted, "unknown": r.unknown, "live": r.live});
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "deleted {} of {} ids from {} (durable and applied; {} live items)",
+                    r.deleted,
+                    ids.len(),
+                    d.index,
+                    r.live
+                );
+                if !r.unknown.is_empty() {
+                    let shown: Vec<&str> = r.unknown.iter().take(5).map(String::as_str).collect();
+                    eprintln!(
+                        "{} ids had no live copy (unknown or already deleted), e.g. {shown:?}",
+                        r.unknown.len()
+                    );
+                }
+            }
+        }
         QueryCommand::Get(g) => {
             let items = get(&client, &g.index, &g.ids).await?;
             if c.json {
@@ -386,7 +422,18 @@ fn index_json(i: &IndexInfo) -> Value {
         "loaded_at": rfc3339((i.loaded_at_unix_ms / 1000) as i64),
         "loaded_at_unix_ms": i.loaded_at_unix_ms,
         "last_reload_error": i.last_reload_error,
+        "reloading_since_unix_ms": i.reloading_since_unix_ms,
+        "withdrawn": i.withdrawn,
         "fields": i.fields.iter().map(field_json).collect::<Vec<_>>(),
+        "deleted": i.deleted,
+        "oldest_delta_built_at_unix_s": i.oldest_delta_built_at_unix_s,
+        "layers": i.layers.iter().map(|l| json!({
+            "file": l.file,
+            "count": l.count,
+            "dead": l.dead,
+            "built_at": rfc3339(l.built_at_unix_s as i64),
+            "file_bytes": l.file_bytes,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -450,6 +497,42 @@ fn list_table(list: &[IndexInfo]) -> String {
             rfc3339((i.last_reload_error_at_unix_ms / 1000) as i64),
             i.last_reload_error
         ));
+    }
+    for i in list.iter().filter(|i| !i.withdrawn.is_empty()) {
+        out.push_str(&format!("{}: withdrawn: {}\n", i.name, i.withdrawn));
+    }
+    for i in list.iter().filter(|i| i.reloading_since_unix_ms > 0) {
+        out.push_str(&format!(
+            "{}: a reload has been running since {}\n",
+            i.name,
+            rfc3339((i.reloading_since_unix_ms / 1000) as i64)
+        ));
+    }
+    for i in list.iter().filter(|i| !i.layers.is_empty()) {
+        out.push_str(&format!(
+            "\n{} layers ({} live, {} deleted or replaced{}):\n",
+            i.name,
+            i.count,
+            i.deleted,
+            match i.oldest_delta_built_at_unix_s {
+                0 => String::new(),
+                t => format!(", oldest delta built {}", rfc3339(t as i64)),
+            }
+        ));
+        let rows: Vec<Vec<String>> = i
+            .layers
+            .iter()
+            .map(|l| {
+                vec![
+                    l.file.clone(),
+                    l.count.to_string(),
+                    l.dead.to_string(),
+                    rfc3339(l.built_at_unix_s as i64),
+                    l.file_bytes.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["FILE", "ITEMS", "DEAD", "BUILT", "BYTES"], &rows));
     }
     for i in list {
         if i.fields.is_empty() {

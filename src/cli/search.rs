@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use fathom_engine::formats::{read_ids, read_vectors};
-use fathom_engine::layers::{self, Layered};
 use fathom_engine::recommend::Strategy;
 use fathom_engine::retrieve::{retrieve, Call, Source};
+use fathom_engine::searchable::Searchable;
 use fathom_engine::{Index, SearchParams};
 use serde_json::json;
 
@@ -85,50 +85,16 @@ pub struct Args {
     load: super::LoadFlags,
 }
 
-/// What a path on the command line opened: a snapshot, or a layered
-/// index folder (each layer one source of the call).
-enum Opened {
-    One(Box<Index>),
-    Layers(Layered),
-}
-
-impl Opened {
-    /// A layered folder opens its layers mapped (the default options).
-    fn open(
-        path: &std::path::Path,
-        options: &fathom_engine::snapshot::OpenOptions,
-    ) -> Result<Opened> {
-        Ok(if layers::is_layered(path) {
-            Opened::Layers(crate::cli::about_path(
-                Layered::open(path),
-                "opening",
-                path,
-            )?)
-        } else {
-            Opened::One(Box::new(crate::cli::about_path(
-                Index::open_with(path, options),
-                "opening",
-                path,
-            )?))
-        })
-    }
-
-    /// Its indexes with what each must never return.
-    fn parts(&self) -> Vec<(&Index, Option<&roaring::RoaringBitmap>)> {
-        match self {
-            Opened::One(i) => vec![(i, None)],
-            Opened::Layers(l) => (0..l.layers().len())
-                .map(|i| (&*l.layers()[i], Some(l.dead(i))))
-                .collect(),
-        }
-    }
-}
-
 pub fn run(a: Args) -> Result<ExitCode> {
     let opened = std::time::Instant::now();
     let mut targets = Vec::with_capacity(a.snapshots.len());
     for path in &a.snapshots {
-        targets.push(Opened::open(path, &a.load.options())?);
+        // A layered folder's layers open with the same --load options.
+        targets.push(crate::cli::about_path(
+            Searchable::open(path, &a.load.options()),
+            "opening",
+            path,
+        )?);
     }
     let open_us = opened.elapsed().as_secs_f64() * 1e6;
     let names: Vec<String> = a
@@ -158,11 +124,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             .map_err(anyhow::Error::msg)
             .context("parsing --vector")?
     } else if let Some(id) = &a.id {
-        let live = parts.iter().rev().find_map(|(_, i, dead)| {
-            i.find(id)
-                .filter(|n| !dead.is_some_and(|d| d.contains(*n)))
-                .map(|n| (i, n))
-        });
+        let live = targets.iter().find_map(|t| t.find(id));
         match live.map(|(i, n)| i.snapshot().vectors_f32().row(n)) {
             Some(v) => v.to_vec(),
             None => bail!("id {id:?} is not in {}", names.join(", ")),

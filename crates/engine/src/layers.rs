@@ -240,6 +240,16 @@ impl Layered {
     }
 
     pub fn open_reusing(dir: &Path, reuse: Option<&Layered>) -> Result<Layered> {
+        Self::open_reusing_with(dir, reuse, &|path| Index::open(path))
+    }
+
+    /// As [`Self::open_reusing`], opening each new layer with `open_layer`
+    /// (a server maps or copies it as configured, and verifies it).
+    pub fn open_reusing_with(
+        dir: &Path,
+        reuse: Option<&Layered>,
+        open_layer: &dyn Fn(&Path) -> Result<Index>,
+    ) -> Result<Layered> {
         let manifest = read_manifest(dir)?;
         let mut layers = Vec::with_capacity(manifest.layers.len());
         for name in &manifest.layers {
@@ -249,7 +259,7 @@ impl Layered {
             });
             layers.push(match kept {
                 Some(ix) => ix,
-                None => Arc::new(Index::open(dir.join(name))?),
+                None => Arc::new(open_layer(&dir.join(name))?),
             });
         }
         check_compatible(dir, &manifest, &layers)?;
@@ -482,6 +492,9 @@ pub fn delete<S: AsRef<str>>(dir: &Path, ids: &[S], current: Option<&Layered>) -
             &opened
         }
     };
+    // Appending to a file that no longer reads as tombstones would
+    // acknowledge deletes that no reader can apply.
+    read_tombstones(dir)?;
     let before = layered.next_seq();
     let mut out = Deleted::default();
     let mut seen = HashSet::new();

@@ -48,6 +48,7 @@ pub mod layers;
 pub mod recommend;
 pub mod retrieve;
 pub mod search;
+pub mod searchable;
 pub mod snapshot;
 pub mod synth;
 pub mod topk;

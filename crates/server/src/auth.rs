@@ -161,8 +161,8 @@ pub fn required_role(path: &str) -> Option<Role> {
     };
     match method {
         // Reload reads and verifies whole files: costly, and an operator's
-        // act. (A future Delete belongs here too.)
-        "Reload" => Some(Role::Admin),
+        // act. Delete changes what every caller gets.
+        "Reload" | "Delete" => Some(Role::Admin),
         _ => Some(Role::Search),
     }
 }
@@ -212,6 +212,10 @@ mod tests {
     fn paths_and_roles() {
         assert_eq!(
             required_role("/fathom.v1.Retrieval/Reload"),
+            Some(Role::Admin)
+        );
+        assert_eq!(
+            required_role("/fathom.v1.Retrieval/Delete"),
             Some(Role::Admin)
         );
         assert_eq!(

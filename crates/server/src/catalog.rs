@@ -20,6 +20,8 @@ use arc_swap::ArcSwap;
 
 use fathom_engine::error::Error;
 use fathom_engine::index::Index;
+use fathom_engine::layers::{self, Deleted, Layered};
+use fathom_engine::searchable::Searchable;
 use fathom_engine::snapshot::{verify, LoadMode, OpenOptions, Snapshot};
 
 /// The file extension of snapshots picked up from a catalog folder.
@@ -49,7 +51,7 @@ pub enum CatalogError {
         error: std::io::Error,
     },
 
-    #[error("catalog folder {0} holds no *.fathom snapshot")]
+    #[error("catalog folder {0} holds no *.fathom snapshot and no layered index folder")]
     EmptyFolder(PathBuf),
 
     /// Opening a FIFO blocks until a writer comes, and a device or folder
@@ -65,6 +67,19 @@ pub enum CatalogError {
     /// (a slow or hung file system): refused rather than stacked behind it.
     #[error("index {name:?}: a reload started {secs} s ago is still running")]
     ReloadRunning { name: String, secs: u64 },
+
+    /// Deletions need a layered folder (a single snapshot is immutable).
+    #[error("index {0:?} is a single snapshot; deleting needs a layered index folder (fathom build --output DIR/)")]
+    NotLayered(String),
+
+    /// The tombstones are on disk, but the reload that applies them in
+    /// memory failed: the ids may still be returned until one succeeds.
+    #[error("index {name:?}: {deleted} deletions are durable, but applying them failed: {reason}")]
+    DeletedNotApplied {
+        name: String,
+        deleted: usize,
+        reason: String,
+    },
 }
 
 impl CatalogError {
@@ -119,6 +134,30 @@ impl FileStamp {
     }
 }
 
+/// Identifies one version of what a slot serves: a snapshot file, or a
+/// layered folder's manifest and tombstones (its layer files never change;
+/// deltas and deletions change these two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stamp {
+    File(FileStamp),
+    Folder {
+        manifest: FileStamp,
+        tombstones: Option<FileStamp>,
+    },
+}
+
+impl Stamp {
+    fn of(path: &Path, folder: bool) -> std::io::Result<Stamp> {
+        if !folder {
+            return FileStamp::of(path).map(Stamp::File);
+        }
+        Ok(Stamp::Folder {
+            manifest: FileStamp::of(&path.join(layers::MANIFEST))?,
+            tombstones: FileStamp::of(&path.join(layers::TOMBSTONES)).ok(),
+        })
+    }
+}
+
 impl FileStamp {
     /// The same inode, with another length or modification time: written
     /// in place, not replaced by a rename.
@@ -134,16 +173,46 @@ impl FileStamp {
 const MODIFIED_IN_PLACE: &str = "the file was modified in place while mapped; this snapshot is \
      withdrawn until a valid file is loaded (replace snapshots by writing elsewhere and renaming)";
 
-/// One loaded snapshot: what a request holds while it runs.
+/// One loaded snapshot or layered folder: what a request holds while it
+/// runs.
 pub struct Loaded {
-    index: Index,
+    searchable: Searchable,
     loaded_at: SystemTime,
-    stamp: FileStamp,
+    stamp: Stamp,
+    /// Each file served, in the order of `Searchable::parts`, with its stamp
+    /// when it was opened: to notice one written in place.
+    files: Vec<(PathBuf, FileStamp)>,
 }
 
 impl Loaded {
-    pub fn index(&self) -> &Index {
-        &self.index
+    pub fn searchable(&self) -> &Searchable {
+        &self.searchable
+    }
+
+    /// The snapshot that gives dimension, metric and schema (a folder's base).
+    pub fn base(&self) -> &Index {
+        self.searchable.base()
+    }
+
+    /// Withdraw each mapped file (`only`, or all) that was rewritten in
+    /// place since it was opened: its mapping shows bytes nothing checked.
+    /// Returns whether any was withdrawn now.
+    fn withdraw_rewritten(&self, only: Option<&Path>) -> bool {
+        let mut any = false;
+        for ((index, _), (file, stamp)) in self.searchable.parts().iter().zip(&self.files) {
+            if only.is_some_and(|p| p != file) {
+                continue;
+            }
+            let snap = index.snapshot();
+            if snap.load_mode() != LoadMode::Mmap || snap.check_intact().is_err() {
+                continue;
+            }
+            if FileStamp::of(file).is_ok_and(|now| stamp.same_file_changed(&now)) {
+                snap.mark_damaged(MODIFIED_IN_PLACE);
+                any = true;
+            }
+        }
+        any
     }
 
     pub fn loaded_at(&self) -> SystemTime {
@@ -265,7 +334,7 @@ impl Catalog {
             return Err(CatalogError::DuplicateName(name.to_string()));
         }
         let opening = Opening::start(&self.opening, name)?;
-        let loaded = Arc::new(load(name, path, self.options)?);
+        let loaded = Arc::new(load(name, path, self.options, None)?);
         drop(opening);
         let _adding = lock(&self.adding);
         if self.slots.load().contains_key(name) {
@@ -298,7 +367,7 @@ impl Catalog {
         let loaded = self
             .get(name)
             .ok_or_else(|| CatalogError::UnknownIndex(name.to_string()))?;
-        match loaded.index.snapshot().check_intact() {
+        match loaded.searchable.check_intact() {
             Ok(()) => Ok(loaded),
             Err(error) => Err(CatalogError::Load {
                 name: name.to_string(),
@@ -316,18 +385,13 @@ impl Catalog {
     pub fn file_modified(&self, path: &Path) -> Option<String> {
         let path = &absolute(path);
         let slots = self.slots.load();
-        let slot = slots.values().find(|s| s.path == *path)?;
-        let current = slot.current.load();
-        let snap = current.index.snapshot();
-        if snap.load_mode() != LoadMode::Mmap || snap.check_intact().is_err() {
-            return None;
-        }
-        let stamp = FileStamp::of(path).ok()?;
-        if !current.stamp.same_file_changed(&stamp) {
-            return None;
-        }
-        snap.mark_damaged(MODIFIED_IN_PLACE);
-        Some(slot.name.clone())
+        let slot = slots
+            .values()
+            .find(|s| s.current.load().files.iter().any(|(f, _)| f == path))?;
+        slot.current
+            .load()
+            .withdraw_rewritten(Some(path))
+            .then(|| slot.name.clone())
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -346,14 +410,21 @@ impl Catalog {
         self.folder.as_deref()
     }
 
-    /// The folders holding the served files (and the catalog folder): what
-    /// a watcher should watch.
+    /// The folders holding the served files, each layered folder, and the
+    /// catalog folder: what a watcher should watch.
     pub fn watched_folders(&self) -> Vec<PathBuf> {
         let mut dirs: Vec<PathBuf> = self
             .slots
             .load()
             .values()
-            .filter_map(|s| s.path.parent().map(Path::to_path_buf))
+            .flat_map(|s| {
+                let folder = s.current.load().searchable.layered().is_some();
+                [
+                    s.path.parent().map(Path::to_path_buf),
+                    folder.then(|| s.path.clone()),
+                ]
+            })
+            .flatten()
             .chain(self.folder.clone())
             .collect();
         dirs.sort();
@@ -396,6 +467,60 @@ impl Catalog {
             .collect()
     }
 
+    /// Delete `ids` from the layered index `name`: durably (the tombstones
+    /// are fsynced) and, before this returns, in the set every later call
+    /// gets. Waits up to `wait` for a reload of the index that is running.
+    pub fn delete(
+        &self,
+        name: &str,
+        ids: &[String],
+        wait: std::time::Duration,
+    ) -> Result<(Deleted, Arc<Loaded>), CatalogError> {
+        let slot = self
+            .slots
+            .load()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| CatalogError::UnknownIndex(name.to_string()))?;
+        let Some(_reloading) = lock_within(&slot.reloading, wait) else {
+            let since = slot.state().reloading_since.unwrap_or_else(SystemTime::now);
+            return Err(CatalogError::ReloadRunning {
+                name: name.to_string(),
+                secs: since.elapsed().map_or(0, |d| d.as_secs()),
+            });
+        };
+        let current = slot.current.load_full();
+        let Some(layered) = current.searchable.layered() else {
+            return Err(CatalogError::NotLayered(name.to_string()));
+        };
+        let done =
+            layers::delete(&slot.path, ids, Some(layered)).map_err(|error| CatalogError::Load {
+                name: name.to_string(),
+                error,
+            })?;
+        if done.deleted.is_empty() {
+            return Ok((done, current));
+        }
+        let mut outcome = self.reload_once(&slot, false);
+        while std::mem::take(&mut slot.state().again) {
+            if let Ok(Reloaded::Swapped(l)) = self.reload_once(&slot, true) {
+                outcome = Ok(Reloaded::Swapped(l));
+            }
+        }
+        match outcome {
+            Ok(Reloaded::Swapped(loaded)) => Ok((done, loaded)),
+            Ok(Reloaded::Unchanged) => Ok((done, slot.current.load_full())),
+            Err(e) => Err(CatalogError::DeletedNotApplied {
+                name: name.to_string(),
+                deleted: done.deleted.len(),
+                reason: match e {
+                    CatalogError::Load { error, .. } => error.to_string(),
+                    other => other.to_string(),
+                },
+            }),
+        }
+    }
+
     /// A file changed on disk (the folder watcher saw it). Reloads the index
     /// served from `path` if the file is a new one, or adds a new index when
     /// `path` is a new snapshot in the catalog folder. Returns `None` when
@@ -407,7 +532,7 @@ impl Catalog {
             .slots
             .load()
             .values()
-            .find(|s| s.path == *path)
+            .find(|s| s.path == *path || in_layered_folder(s, path))
             .cloned();
         if let Some(slot) = existing {
             if !path.exists() {
@@ -417,10 +542,10 @@ impl Catalog {
             return Some((slot.name.clone(), self.reload_slot(&slot, true)));
         }
         let folder = self.folder.as_deref()?;
-        if path.parent() != Some(folder) || !path.is_file() {
+        if path.parent() != Some(folder) || !(path.is_file() || layers::is_layered(path)) {
             return None;
         }
-        let name = snapshot_name(path)?;
+        let name = snapshot_name(path).or_else(|| folder_name(path))?;
         let result = self.add(&name, path).map(Reloaded::Swapped);
         Some((name, result))
     }
@@ -455,26 +580,22 @@ impl Catalog {
 
     /// One reload; the caller holds the slot's `reloading` lock.
     fn reload_once(&self, slot: &Slot, only_if_changed: bool) -> Result<Reloaded, CatalogError> {
+        let current = slot.current.load_full();
         if only_if_changed {
-            if let Ok(stamp) = FileStamp::of(&slot.path) {
-                if stamp == slot.current.load().stamp {
+            let folder = current.searchable.layered().is_some();
+            if let Ok(stamp) = Stamp::of(&slot.path, folder) {
+                if stamp == current.stamp {
                     return Ok(Reloaded::Unchanged);
                 }
             }
         }
         slot.state().reloading_since = Some(SystemTime::now());
-        let result = load(&slot.name, &slot.path, self.options);
+        let result = load(&slot.name, &slot.path, self.options, Some(&current));
         // A mapped file that was rewritten in place and does not load: the
         // mapping shows those same unchecked bytes. (Checked before the
         // state lock: a stat can hang too.)
         if result.is_err() {
-            let current = slot.current.load();
-            let snap = current.index.snapshot();
-            if snap.load_mode() == LoadMode::Mmap
-                && FileStamp::of(&slot.path).is_ok_and(|s| current.stamp.same_file_changed(&s))
-            {
-                snap.mark_damaged(MODIFIED_IN_PLACE);
-            }
+            current.withdraw_rewritten(None);
         }
         let mut state = slot.state();
         state.reloading_since = None;
@@ -504,6 +625,22 @@ impl Catalog {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `m`, if it can be had within `wait`. (Polled: a reload holding it may
+/// be stuck on a hung file system for good.)
+fn lock_within(m: &Mutex<()>, wait: std::time::Duration) -> Option<MutexGuard<'_, ()>> {
+    let until = std::time::Instant::now() + wait;
+    loop {
+        match m.try_lock() {
+            Ok(g) => return Some(g),
+            Err(std::sync::TryLockError::Poisoned(e)) => return Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        }
+    }
 }
 
 /// A name being added: its file is being opened. A second add of the same
@@ -557,8 +694,15 @@ fn slot_status(slot: &Slot) -> IndexStatus {
     }
 }
 
-/// Open `path` as index `name`, check it, and wrap it for serving.
-fn load(name: &str, path: &Path, options: LoadOptions) -> Result<Loaded, CatalogError> {
+/// Open `path` (a snapshot, or a layered folder) as index `name`, check
+/// it, and wrap it for serving. A folder reopens only the layers that
+/// `previous` does not already hold intact.
+fn load(
+    name: &str,
+    path: &Path,
+    options: LoadOptions,
+    previous: Option<&Loaded>,
+) -> Result<Loaded, CatalogError> {
     let as_load_error = |error| CatalogError::Load {
         name: name.to_string(),
         error,
@@ -569,6 +713,9 @@ fn load(name: &str, path: &Path, options: LoadOptions) -> Result<Loaded, Catalog
             cause,
         })
     })?;
+    if meta.is_dir() && layers::is_layered(path) {
+        return load_folder(path, options, previous).map_err(as_load_error);
+    }
     if !meta.is_file() {
         return Err(CatalogError::NotAFile {
             name: name.to_string(),
@@ -600,12 +747,15 @@ fn file_kind(t: &std::fs::FileType) -> &'static str {
     }
 }
 
-/// Open a regular file, check it, and wrap it for serving.
-fn load_file(path: &Path, options: LoadOptions) -> Result<Loaded, Error> {
-    let stamp = FileStamp::of(path).map_err(|cause| Error::Io {
+fn stamp_of(path: &Path) -> Result<FileStamp, Error> {
+    FileStamp::of(path).map_err(|cause| Error::Io {
         path: path.to_path_buf(),
         cause,
-    })?;
+    })
+}
+
+/// Open one snapshot file and check it as `options` say.
+fn open_checked(path: &Path, options: LoadOptions) -> Result<Index, Error> {
     let snapshot = Snapshot::open_with(path, &options.open)?;
     if options.verify {
         let report = verify(&snapshot);
@@ -618,11 +768,77 @@ fn load_file(path: &Path, options: LoadOptions) -> Result<Loaded, Error> {
             });
         }
     }
+    Ok(Index::from_snapshot(snapshot))
+}
+
+/// Open a regular file, check it, and wrap it for serving.
+fn load_file(path: &Path, options: LoadOptions) -> Result<Loaded, Error> {
+    let stamp = stamp_of(path)?;
+    let index = open_checked(path, options)?;
     Ok(Loaded {
-        index: Index::from_snapshot(snapshot),
+        searchable: Searchable::Snapshot(index),
+        loaded_at: SystemTime::now(),
+        stamp: Stamp::File(stamp),
+        files: vec![(path.to_path_buf(), stamp)],
+    })
+}
+
+/// Open a layered folder, reusing the layers `previous` holds when they
+/// are intact and their files unchanged (a delta or a delete then costs
+/// only the new layer and the tombstones).
+fn load_folder(
+    dir: &Path,
+    options: LoadOptions,
+    previous: Option<&Loaded>,
+) -> Result<Loaded, Error> {
+    let stamp = Stamp::of(dir, true).map_err(|cause| Error::Io {
+        path: dir.join(layers::MANIFEST),
+        cause,
+    })?;
+    let reuse = previous.filter(|p| {
+        p.searchable.check_intact().is_ok()
+            && p.files
+                .iter()
+                .all(|(f, s)| FileStamp::of(f).is_ok_and(|now| now == *s))
+    });
+    let opened = Mutex::new(Vec::new());
+    let layered =
+        Layered::open_reusing_with(dir, reuse.and_then(|p| p.searchable.layered()), &|path| {
+            let stamp = stamp_of(path)?;
+            let index = open_checked(path, options)?;
+            lock(&opened).push((path.to_path_buf(), stamp));
+            Ok(index)
+        })?;
+    let opened = opened.into_inner().unwrap_or_else(|e| e.into_inner());
+    let known = opened.iter().chain(reuse.map_or(&[][..], |p| &p.files));
+    let files = layered
+        .manifest
+        .layers
+        .iter()
+        .map(|name| {
+            let path = dir.join(name);
+            let stamp = known.clone().find(|(f, _)| *f == path).map(|(_, s)| *s);
+            // Every layer was either opened now or reused with its stamp.
+            (path, stamp.expect("each layer is opened or reused"))
+        })
+        .collect();
+    Ok(Loaded {
+        searchable: Searchable::Layered(layered),
         loaded_at: SystemTime::now(),
         stamp,
+        files,
     })
+}
+
+/// Is `path` one of the files of `slot`'s layered folder that change what
+/// it serves (the manifest, the tombstones, a layer)?
+fn in_layered_folder(slot: &Slot, path: &Path) -> bool {
+    if path.parent() != Some(&slot.path) || slot.current.load().searchable.layered().is_none() {
+        return false;
+    }
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n == layers::MANIFEST || n == layers::TOMBSTONES || !n.starts_with('.'))
 }
 
 /// The snapshots of a catalog folder, named by file stem, sorted by name.
@@ -635,15 +851,27 @@ pub fn scan_folder(dir: &Path) -> Result<Vec<(String, PathBuf)>, CatalogError> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(folder_err)? {
         let path = entry.map_err(folder_err)?.path();
-        if !path.is_file() {
-            continue;
-        }
-        if let Some(name) = snapshot_name(&path) {
+        let name = if path.is_file() {
+            snapshot_name(&path)
+        } else {
+            folder_name(&path)
+        };
+        if let Some(name) = name {
             found.push((name, path));
         }
     }
     found.sort();
     Ok(found)
+}
+
+/// The index name of a layered index folder: its name, if it is visible,
+/// valid, and holds a manifest.
+pub fn folder_name(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    if name.starts_with('.') || check_name(name).is_err() || !layers::is_layered(path) {
+        return None;
+    }
+    Some(name.to_string())
 }
 
 /// The index name of a snapshot path: its stem, if the file is a visible

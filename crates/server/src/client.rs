@@ -35,10 +35,10 @@ use tonic::{Code, Request, Status};
 
 use crate::proto as pb;
 use crate::proto::{
-    retrieval_client::RetrievalClient, BatchSearchRequest, GetItemsRequest, ListIndexesRequest,
-    ReloadRequest, SearchRequest,
+    retrieval_client::RetrievalClient, BatchSearchRequest, DeleteRequest, GetItemsRequest,
+    ListIndexesRequest, ReloadRequest, SearchRequest,
 };
-pub use crate::proto::{Hit, IndexInfo, Item};
+pub use crate::proto::{DeleteResponse, Hit, IndexInfo, Item};
 
 /// What a call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -410,6 +410,21 @@ impl Client {
         });
         let mut c = self.inner.clone();
         Ok(self.bounded(c.reload(req)).await?.indexes)
+    }
+
+    /// Delete `ids` from a layered index: durable and applied when this
+    /// returns Ok.
+    pub async fn delete<S: AsRef<str>>(
+        &self,
+        index: &str,
+        ids: &[S],
+    ) -> Result<DeleteResponse, ClientError> {
+        let req = self.request(DeleteRequest {
+            index: index.to_string(),
+            ids: ids.iter().map(|s| s.as_ref().to_string()).collect(),
+        });
+        let mut c = self.inner.clone();
+        self.bounded(c.delete(req)).await
     }
 }
 

@@ -158,7 +158,7 @@ pub struct RunningServer {
     health: HealthReporter,
     shutdown_tx: tokio_watch::Sender<bool>,
     serve_task: JoinHandle<()>,
-    _watcher: Option<notify::RecommendedWatcher>,
+    _watcher: Option<Arc<std::sync::Mutex<watch::Watching>>>,
     grace: Duration,
 }
 
@@ -421,7 +421,7 @@ pub async fn start(
     };
     let (has_tls, has_tokens) = (tls.is_some(), tokens.is_some());
     let metrics = Arc::new(Metrics::new());
-    metrics.watch_reloads(Arc::clone(&catalog));
+    metrics.watch_catalog(Arc::clone(&catalog));
     for s in catalog.status() {
         metrics.index_loaded(&s.name, &s.loaded);
     }

@@ -6,12 +6,16 @@
 //! | `fathom_requests_total` | method, index, code | finished RPCs |
 //! | `fathom_request_duration_seconds` | method, index, code | handler latency histogram |
 //! | `fathom_requests_in_flight` | | RPCs being handled now |
-//! | `fathom_index_items` | index | items in the serving snapshot |
-//! | `fathom_index_file_bytes` | index | size of the serving snapshot file |
+//! | `fathom_index_items` | index | items served (a layered folder's live items) |
+//! | `fathom_index_file_bytes` | index | size of the serving file(s) |
 //! | `fathom_index_loaded_timestamp_seconds` | index | when it was loaded |
 //! | `fathom_index_reloads_total` | index | successful reloads |
 //! | `fathom_index_reload_failures_total` | index | refused snapshots |
 //! | `fathom_index_reload_running_seconds` | index | age of a reload still opening or verifying its file |
+//! | `fathom_index_withdrawn` | index | 1 while the index answers DATA_LOSS (a file modified in place) |
+//! | `fathom_index_layers` | index | layers of a layered folder (1 for a snapshot) |
+//! | `fathom_index_deleted` | index | stored copies deleted or replaced by a later layer |
+//! | `fathom_index_oldest_delta_age_seconds` | index | age of the oldest delta (absent without deltas) |
 //! | `fathom_index_info` | index, metric, storage, dim, format_version | 1 per serving snapshot |
 //! | `fathom_search_distances` | index | distances computed per query (histogram) |
 //! | `fathom_search_expansions` | index | graph nodes expanded per query (histogram) |
@@ -250,13 +254,14 @@ impl Metrics {
 
     /// A snapshot started serving as `name` (at startup or on reload).
     pub fn index_loaded(&self, name: &str, loaded: &Loaded) {
-        let snap = loaded.index().snapshot();
+        let served = loaded.searchable();
+        let snap = served.base().snapshot();
         self.index_items
             .with_label_values(&[name])
-            .set(snap.len() as i64);
+            .set(served.live() as i64);
         self.index_bytes
             .with_label_values(&[name])
-            .set(snap.file_len() as i64);
+            .set(served.file_bytes() as i64);
         let at = loaded
             .loaded_at()
             .duration_since(UNIX_EPOCH)
@@ -298,22 +303,39 @@ impl Metrics {
         self.connections_refused.inc();
     }
 
-    /// Export, at each scrape, how long each running reload has run: a
-    /// reload stuck on a hung file shows as a growing value.
-    pub(crate) fn watch_reloads(&self, catalog: Arc<crate::catalog::Catalog>) {
-        let gauge = GaugeVec::new(
-            Opts::new(
+    /// Export, at each scrape, what the catalog's state is now: how long
+    /// each running reload has run (a reload stuck on a hung file shows as a
+    /// growing value), which indexes are withdrawn, and each layered
+    /// folder's layers, deletions and oldest delta.
+    pub(crate) fn watch_catalog(&self, catalog: Arc<crate::catalog::Catalog>) {
+        let gauge = |name: &str, help: &str| {
+            GaugeVec::new(Opts::new(name, help), &["index"]).expect("valid metric")
+        };
+        let state = CatalogState {
+            catalog,
+            reload_running: gauge(
                 "fathom_index_reload_running_seconds",
                 "How long the reload running now has run, per index (absent when none runs).",
             ),
-            &["index"],
-        )
-        .expect("valid metric");
-        if let Err(e) = self
-            .registry
-            .register(Box::new(RunningReloads { catalog, gauge }))
-        {
-            tracing::error!(error = %e, "registering the reload metric");
+            withdrawn: gauge(
+                "fathom_index_withdrawn",
+                "1 while the index answers DATA_LOSS because a served file was modified in place.",
+            ),
+            layers: gauge(
+                "fathom_index_layers",
+                "Layers served: a layered folder's base and deltas, 1 for a snapshot.",
+            ),
+            deleted: gauge(
+                "fathom_index_deleted",
+                "Stored copies never returned: deleted, or replaced in a later layer.",
+            ),
+            oldest_delta: gauge(
+                "fathom_index_oldest_delta_age_seconds",
+                "Age of the oldest delta of a layered folder (absent without deltas).",
+            ),
+        };
+        if let Err(e) = self.registry.register(Box::new(state)) {
+            tracing::error!(error = %e, "registering the catalog metrics");
         }
     }
 
@@ -330,25 +352,62 @@ impl Metrics {
 
 /// Reads the catalog at scrape time; the catalog never holds the lock this
 /// takes across file I/O.
-struct RunningReloads {
+struct CatalogState {
     catalog: Arc<crate::catalog::Catalog>,
-    gauge: GaugeVec,
+    reload_running: GaugeVec,
+    withdrawn: GaugeVec,
+    layers: GaugeVec,
+    deleted: GaugeVec,
+    oldest_delta: GaugeVec,
 }
 
-impl prometheus::core::Collector for RunningReloads {
+impl CatalogState {
+    fn gauges(&self) -> [&GaugeVec; 5] {
+        [
+            &self.reload_running,
+            &self.withdrawn,
+            &self.layers,
+            &self.deleted,
+            &self.oldest_delta,
+        ]
+    }
+}
+
+impl prometheus::core::Collector for CatalogState {
     fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        self.gauge.desc()
+        self.gauges().into_iter().flat_map(|g| g.desc()).collect()
     }
 
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        self.gauge.reset();
+        for g in self.gauges() {
+            g.reset();
+        }
+        let now = std::time::SystemTime::now();
         for s in self.catalog.status() {
+            let name = [s.name.as_str()];
             if let Some(since) = s.reloading_since {
                 let secs = since.elapsed().map_or(0.0, |d| d.as_secs_f64());
-                self.gauge.with_label_values(&[s.name.as_str()]).set(secs);
+                self.reload_running.with_label_values(&name).set(secs);
+            }
+            let served = s.loaded.searchable();
+            let withdrawn = served.check_intact().is_err();
+            self.withdrawn
+                .with_label_values(&name)
+                .set(f64::from(u8::from(withdrawn)));
+            let parts = served.parts();
+            self.layers.with_label_values(&name).set(parts.len() as f64);
+            let dead: u64 = parts.iter().filter_map(|(_, d)| d.map(|d| d.len())).sum();
+            self.deleted.with_label_values(&name).set(dead as f64);
+            if let Some(built) = served.layered().and_then(|l| l.oldest_delta_built_at()) {
+                let at = UNIX_EPOCH + Duration::from_secs(built);
+                let age = now.duration_since(at).map_or(0.0, |d| d.as_secs_f64());
+                self.oldest_delta.with_label_values(&name).set(age);
             }
         }
-        self.gauge.collect()
+        self.gauges()
+            .into_iter()
+            .flat_map(|g| g.collect())
+            .collect()
     }
 }
 

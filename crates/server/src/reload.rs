@@ -99,18 +99,20 @@ fn record(shared: &Shared, name: &str, trigger: &str, outcome: Result<&Loaded, &
 
 /// One line per loaded snapshot: what it is and where it came from.
 pub(crate) fn log_loaded(name: &str, trigger: &str, loaded: &Loaded, what: &str) {
-    let snap = loaded.index().snapshot();
+    let served = loaded.searchable();
+    let snap = served.base().snapshot();
     let m = snap.manifest();
     tracing::info!(
         index = %name,
         trigger,
-        count = snap.len(),
+        count = served.live(),
+        layers = served.parts().len(),
         dim = snap.dim(),
         metric = %snap.metric(),
         storage = %snap.storage(),
         format = snap.format_version(),
         built_at = m.build.built_at,
-        bytes = snap.file_len(),
+        bytes = served.file_bytes(),
         load = %snap.load_mode(),
         path = %snap.path().display(),
         "{what}"

@@ -20,6 +20,7 @@ use crate::status::{code_name, RequestError};
 use fathom_engine::error::Error;
 use fathom_engine::filter::FilterPlan;
 use fathom_engine::index::{Index, SearchParams};
+use fathom_engine::layers::Layered;
 use fathom_engine::recommend::Strategy;
 use fathom_engine::retrieve::{retrieve, Call, Source};
 use fathom_engine::search::SearchStats;
@@ -197,16 +198,18 @@ impl Shared {
     }
 
     pub(crate) fn index_info(&self, s: &IndexStatus) -> pb::IndexInfo {
-        let index = s.loaded.index();
+        let served = s.loaded.searchable();
+        let index = served.base();
         let snap = index.snapshot();
         let m = snap.manifest();
         let ms = |t: std::time::SystemTime| {
             t.duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64)
         };
+        let layered = served.layered();
         pb::IndexInfo {
             name: s.name.clone(),
-            count: snap.len() as u64,
+            count: served.live(),
             dim: snap.dim() as u32,
             metric: snap.metric().name().to_string(),
             storage: snap.storage().name().to_string(),
@@ -220,11 +223,22 @@ impl Shared {
                 .map(|e| e.message.clone())
                 .unwrap_or_default(),
             default_ef: self.default_ef.unwrap_or_else(|| index.parts().default_ef) as u32,
-            file_bytes: snap.file_len(),
+            file_bytes: served.file_bytes(),
             built_by: format!("fathom {}", m.build.fathom_version),
             input: m.build.input.clone(),
             last_reload_error_at_unix_ms: s.last_error.as_ref().map_or(0, |e| ms(e.at)),
             fields: field_infos(index),
+            layers: layered.map_or_else(Vec::new, layer_infos),
+            deleted: layered.map_or(0, |l| l.dead_count()),
+            oldest_delta_built_at_unix_s: layered
+                .and_then(|l| l.oldest_delta_built_at())
+                .unwrap_or(0),
+            reloading_since_unix_ms: s.reloading_since.map_or(0, ms),
+            withdrawn: served
+                .check_intact()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
         }
     }
 }
@@ -346,11 +360,30 @@ fn strategy(v: i32) -> Result<Strategy, RequestError> {
     }
 }
 
-/// Filter plans bound to each target, one set per distinct expression.
+fn layer_infos(l: &Layered) -> Vec<pb::LayerInfo> {
+    l.layers()
+        .iter()
+        .zip(&l.manifest.layers)
+        .enumerate()
+        .map(|(i, (layer, file))| {
+            let snap = layer.snapshot();
+            pb::LayerInfo {
+                file: file.clone(),
+                count: snap.len() as u64,
+                dead: l.dead(i).len(),
+                built_at_unix_s: snap.manifest().build.built_at,
+                file_bytes: snap.file_len(),
+            }
+        })
+        .collect()
+}
+
+/// Filter plans bound to each target (each of its layers), one set per
+/// distinct expression.
 struct Plans<'i> {
     targets: &'i [(String, Arc<Loaded>)],
     federated: bool,
-    by_expr: HashMap<String, Vec<FilterPlan<'i>>>,
+    by_expr: HashMap<String, Vec<Vec<FilterPlan<'i>>>>,
 }
 
 impl<'i> Plans<'i> {
@@ -370,7 +403,7 @@ impl<'i> Plans<'i> {
         }
         let mut plans = Vec::with_capacity(self.targets.len());
         for (name, loaded) in self.targets {
-            plans.push(loaded.index().filter(expr).map_err(|e| match e {
+            plans.push(loaded.searchable().filter(expr).map_err(|e| match e {
                 Error::Filter(f) if self.federated => {
                     Error::InvalidArgument(format!("index {name:?}: {f}"))
                 }
@@ -381,13 +414,17 @@ impl<'i> Plans<'i> {
         Ok(())
     }
 
+    /// One source per layer of each target; a source's `owner` is its
+    /// target's position.
     fn sources(&self, expr: &str) -> Vec<Source<'_, 'i>> {
         let plans = self.by_expr.get(expr);
         self.targets
             .iter()
             .enumerate()
-            .map(|(i, (name, loaded))| {
-                Source::index(name, loaded.index(), plans.map(|p| &p[i]), i as u32)
+            .flat_map(|(i, (name, loaded))| {
+                loaded
+                    .searchable()
+                    .sources(name, plans.map(|p| p[i].as_slice()), i as u32)
             })
             .collect()
     }
@@ -481,8 +518,9 @@ fn run_call(
         .hits
         .iter()
         .map(|h| {
-            let (name, loaded) = &plans.targets[h.source as usize];
-            let index = loaded.index();
+            let source = &sources[h.source as usize];
+            let index = source.index;
+            let name = &plans.targets[source.owner as usize].0;
             pb::Hit {
                 id: index.id(h.node).to_string(),
                 distance: h.distance,
@@ -765,20 +803,23 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
             crate::auth::check_items(role, req.ids.len())?;
             let loaded = self.shared.index(&req.index)?;
             check_limit("ids", req.ids.len(), self.shared.limits.max_batch)?;
-            let index = loaded.index();
+            let served = loaded.searchable();
             let mut items = Vec::with_capacity(req.ids.len());
             let mut missing = Vec::new();
             for id in req.ids {
-                match index.vector_of(&id) {
-                    Some(v) => items.push(pb::Item {
-                        attributes_json: index.attributes_json(&id).unwrap_or("{}").to_string(),
+                match served.find(&id) {
+                    Some((index, node)) => items.push(pb::Item {
+                        attributes_json: index
+                            .node_attributes_json(node)
+                            .unwrap_or("{}")
+                            .to_string(),
+                        vector: index.snapshot().vectors_f32().row(node).to_vec(),
                         id,
-                        vector: v.to_vec(),
                     }),
                     None => missing.push(id),
                 }
             }
-            index.snapshot().check_intact()?;
+            served.check_intact()?;
             if let Some(first) = missing.first() {
                 return Err(RequestError::UnknownItems {
                     index: req.index.clone(),
@@ -852,7 +893,52 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
         .await;
         call.finish(result)
     }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let req = request.into_inner();
+        let call = Rpc::begin(&self.shared, "Delete", &req.index);
+        let shared = Arc::clone(&self.shared);
+        let result = async move {
+            let _permit = self.shared.permit()?;
+            check_limit("ids", req.ids.len(), self.shared.limits.max_exclusions)?;
+            self.shared
+                .catalog
+                .get(&req.index)
+                .ok_or_else(|| crate::catalog::CatalogError::UnknownIndex(req.index.clone()))?;
+            // Appending and fsyncing the tombstones, then reopening the
+            // set, is file I/O: off the async workers.
+            let (done, loaded) = reload::off_runtime(move || {
+                let outcome = shared.catalog.delete(&req.index, &req.ids, DELETE_WAIT);
+                if let Ok((done, loaded)) = &outcome {
+                    tracing::info!(
+                        index = %req.index,
+                        deleted = done.deleted.len(),
+                        unknown = done.unknown.len(),
+                        live = loaded.searchable().live(),
+                        "deleted"
+                    );
+                    shared.metrics.index_loaded(&req.index, loaded);
+                }
+                outcome
+            })
+            .await??;
+            Ok(pb::DeleteResponse {
+                deleted: done.deleted.len() as u64,
+                unknown: done.unknown,
+                live: loaded.searchable().live(),
+            })
+        }
+        .await;
+        call.finish(result)
+    }
 }
+
+/// How long a Delete waits for a reload of its index that is running
+/// before giving up with ABORTED.
+const DELETE_WAIT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

@@ -133,6 +133,9 @@ fn catalog_code(e: &CatalogError) -> Code {
         CatalogError::NotAFile { .. } => Code::FailedPrecondition,
         // Another reload of the index holds it; retrying later may work.
         CatalogError::ReloadRunning { .. } => Code::Aborted,
+        CatalogError::NotLayered(_) => Code::FailedPrecondition,
+        // Durable but not yet applied: retrying (or a reload) applies it.
+        CatalogError::DeletedNotApplied { .. } => Code::Unavailable,
     }
 }
 

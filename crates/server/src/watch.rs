@@ -1,12 +1,13 @@
 //! The folder watcher: a snapshot renamed into (or finished writing in) a
 //! watched folder is reloaded, or added when the catalog folder gains a new
-//! `*.fathom`. Events are debounced briefly, so a burst of them for one file
+//! `*.fathom` or layered index folder. A layered folder is watched itself:
+//! a new manifest (a delta, a compaction) or new tombstones reload it. Events are debounced briefly, so a burst of them for one file
 //! gives one reload. A served file written in place is withdrawn at its
 //! first write (when it is mapped), and reloaded when the writer closes it.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
@@ -42,12 +43,37 @@ fn relevant(kind: &EventKind) -> bool {
     }
 }
 
+/// The watcher and the folders it watches; kept alive by the server.
+pub(crate) struct Watching {
+    watcher: RecommendedWatcher,
+    folders: BTreeSet<PathBuf>,
+}
+
+impl Watching {
+    /// Watch every folder the catalog now serves from (a layered folder
+    /// added since start brings its own).
+    fn sync(&mut self, shared: &Shared) {
+        for dir in shared.catalog.watched_folders() {
+            if self.folders.contains(&dir) {
+                continue;
+            }
+            match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    tracing::info!(folder = %dir.display(), "watching for new snapshots");
+                    self.folders.insert(dir);
+                }
+                Err(e) => tracing::warn!(folder = %dir.display(), error = %e, "cannot watch"),
+            }
+        }
+    }
+}
+
 /// Start watching the catalog's folders. The returned watcher must be kept
 /// alive; the task ends when `shutdown` turns true.
 pub(crate) fn start(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
-) -> notify::Result<RecommendedWatcher> {
+) -> notify::Result<Arc<Mutex<Watching>>> {
     let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
     let on_write = Arc::clone(&shared);
     let mut watcher =
@@ -68,11 +94,15 @@ pub(crate) fn start(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "folder watcher error"),
         })?;
-    let folders = shared.catalog.watched_folders();
-    for dir in &folders {
+    for dir in &shared.catalog.watched_folders() {
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
         tracing::info!(folder = %dir.display(), "watching for new snapshots");
     }
+    let watching = Arc::new(Mutex::new(Watching {
+        watcher,
+        folders: shared.catalog.watched_folders().into_iter().collect(),
+    }));
+    let kept = Arc::clone(&watching);
     tokio::spawn(async move {
         loop {
             let first = tokio::select! {
@@ -95,11 +125,15 @@ pub(crate) fn start(
             // watcher from the next change. The catalog runs one reload per
             // index at a time, and a change seen meanwhile is looked at
             // again when it ends.
-            let shared = Arc::clone(&shared);
+            let (shared, watching) = (Arc::clone(&shared), Arc::clone(&watching));
             let reloads = reload::off_runtime(move || {
                 for p in &paths {
                     reload::file_changed(&shared, p);
                 }
+                watching
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .sync(&shared);
             });
             tokio::spawn(async move {
                 if let Err(e) = reloads.await {
@@ -108,5 +142,5 @@ pub(crate) fn start(
             });
         }
     });
-    Ok(watcher)
+    Ok(kept)
 }

@@ -204,6 +204,19 @@ async fn tokens_and_roles() {
     let e = searcher.reload(None).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e}");
     assert!(e.to_string().contains("admin"), "{e}");
+    assert_eq!(
+        code(searcher.delete("items", &one).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code(none.delete("items", &one).await),
+        Code::Unauthenticated
+    );
+    // Past the role check: "items" is a single snapshot.
+    assert_eq!(
+        code(admin.delete("items", &one).await),
+        Code::FailedPrecondition
+    );
 
     assert_eq!(search(&admin).await.unwrap(), 5);
     assert_eq!(admin.get_items("items", &two).await.unwrap().len(), 2);

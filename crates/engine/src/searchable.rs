@@ -1,0 +1,127 @@
+//! What one index name stands for: a single snapshot, or a layered folder
+//! (a base, deltas and deletions; see [`crate::layers`]). The CLI and the
+//! server open paths through this, so both serve either kind the same way.
+
+use std::path::Path;
+
+use roaring::RoaringBitmap;
+
+use crate::error::Result;
+use crate::filter::FilterPlan;
+use crate::index::Index;
+use crate::layers::{self, Layered};
+use crate::retrieve::Source;
+use crate::snapshot::OpenOptions;
+
+pub enum Searchable {
+    Snapshot(Index),
+    Layered(Layered),
+}
+
+impl Searchable {
+    /// A layered folder when `path` is one, else a snapshot file; layers
+    /// open as `options` says.
+    pub fn open(path: &Path, options: &OpenOptions) -> Result<Searchable> {
+        Ok(if layers::is_layered(path) {
+            Searchable::Layered(Layered::open_reusing_with(path, None, &|p| {
+                Index::open_with(p, options)
+            })?)
+        } else {
+            Searchable::Snapshot(Index::open_with(path, options)?)
+        })
+    }
+
+    /// Every index searched, with the nodes it must never return (deleted,
+    /// or replaced by a later layer).
+    pub fn parts(&self) -> Vec<(&Index, Option<&RoaringBitmap>)> {
+        match self {
+            Searchable::Snapshot(index) => vec![(index, None)],
+            Searchable::Layered(l) => l
+                .layers()
+                .iter()
+                .enumerate()
+                .map(|(i, layer)| (&**layer, Some(l.dead(i))))
+                .collect(),
+        }
+    }
+
+    /// The snapshot that defines the dimension, metric, storage and schema
+    /// (every layer of a folder matches its base).
+    pub fn base(&self) -> &Index {
+        match self {
+            Searchable::Snapshot(index) => index,
+            Searchable::Layered(l) => &l.layers()[0],
+        }
+    }
+
+    pub fn layered(&self) -> Option<&Layered> {
+        match self {
+            Searchable::Snapshot(_) => None,
+            Searchable::Layered(l) => Some(l),
+        }
+    }
+
+    /// Items a search can return.
+    pub fn live(&self) -> u64 {
+        match self {
+            Searchable::Snapshot(index) => index.snapshot().len() as u64,
+            Searchable::Layered(l) => l.live(),
+        }
+    }
+
+    /// Bytes of every file served.
+    pub fn file_bytes(&self) -> u64 {
+        self.parts()
+            .iter()
+            .map(|(index, _)| index.snapshot().file_len())
+            .sum()
+    }
+
+    /// The live copy of `id`: the index holding it, and its node there.
+    pub fn find(&self, id: &str) -> Option<(&Index, u32)> {
+        match self {
+            Searchable::Snapshot(index) => Some((index, index.find(id)?)),
+            Searchable::Layered(l) => {
+                let (layer, node) = l.find(id)?;
+                Some((&*l.layers()[layer], node))
+            }
+        }
+    }
+
+    /// Fails with `Corrupt` when any file served was found cut or written
+    /// in place while mapped.
+    pub fn check_intact(&self) -> Result<()> {
+        self.parts()
+            .iter()
+            .try_for_each(|(index, _)| index.snapshot().check_intact())
+    }
+
+    /// `expr` bound to each part, in the order of [`Self::parts`].
+    pub fn filter(&self, expr: &str) -> Result<Vec<FilterPlan<'_>>> {
+        self.parts()
+            .into_iter()
+            .map(|(index, _)| index.filter(expr))
+            .collect()
+    }
+
+    /// The sources of one call: one per part, each with its plan from
+    /// `plans` (as [`Self::filter`] made them) and `owner` as the index's
+    /// number in the call.
+    pub fn sources<'s, 'i>(
+        &'s self,
+        name: &'s str,
+        plans: Option<&'s [FilterPlan<'i>]>,
+        owner: u32,
+    ) -> impl Iterator<Item = Source<'s, 'i>> + 's {
+        self.parts()
+            .into_iter()
+            .enumerate()
+            .map(move |(i, (index, deleted))| Source {
+                name,
+                index,
+                filter: plans.map(|p| &p[i]),
+                deleted,
+                owner,
+            })
+    }
+}
