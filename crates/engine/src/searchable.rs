@@ -14,7 +14,8 @@ use crate::retrieve::Source;
 use crate::snapshot::OpenOptions;
 
 pub enum Searchable {
-    Snapshot(Index),
+    /// Boxed: an `Index` is several times the size of a `Layered`.
+    Snapshot(Box<Index>),
     Layered(Layered),
 }
 
@@ -27,7 +28,7 @@ impl Searchable {
                 Index::open_with(p, options)
             })?)
         } else {
-            Searchable::Snapshot(Index::open_with(path, options)?)
+            Searchable::Snapshot(Box::new(Index::open_with(path, options)?))
         })
     }
 

@@ -776,7 +776,7 @@ fn load_file(path: &Path, options: LoadOptions) -> Result<Loaded, Error> {
     let stamp = stamp_of(path)?;
     let index = open_checked(path, options)?;
     Ok(Loaded {
-        searchable: Searchable::Snapshot(index),
+        searchable: Searchable::Snapshot(Box::new(index)),
         loaded_at: SystemTime::now(),
         stamp: Stamp::File(stamp),
         files: vec![(path.to_path_buf(), stamp)],

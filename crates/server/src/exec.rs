@@ -3,12 +3,10 @@
 //! connection on that worker waits behind it; handed to another thread, it
 //! pays two thread wake-ups per call. The server can search inline, on
 //! tokio's blocking pool, on a dedicated pool of search threads, or (`auto`,
-//! the default) on the pool for batches and for single searches that arrive
-//! while the pool is busy, and inline otherwise. The measurements behind the
-//! default are in `docs/server.md`.
-
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+//! the default) in two lanes: single searches inline, and batches on a pool
+//! of threads at a lower scheduling priority, so that the kernel runs a
+//! single search ahead of batch work instead of queueing it behind. The
+//! measurements behind the default are in `docs/server.md`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,9 +18,9 @@ use crate::status::RequestError;
 /// Which threads run searches (`fathom serve --search-threads`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SearchThreads {
-    /// Batches on a dedicated pool (one thread per core); single searches
-    /// inline, unless the pool is busy, when they queue on it behind the
-    /// work already there instead of competing with it for the cores.
+    /// Single searches inline; batches on a dedicated pool (one thread per
+    /// core) whose threads run at a lower priority (nice +10), so batches
+    /// use what single searches leave of the cores and never delay them.
     #[default]
     Auto,
     /// On the async runtime's worker threads, inside the handler.
@@ -74,8 +72,8 @@ pub(crate) enum Work {
 
 /// Runs search closures on the configured threads.
 pub(crate) enum Executor {
-    /// A pool, and how many jobs are queued on it or running.
-    Auto(rayon::ThreadPool, Arc<AtomicUsize>),
+    /// The batch lane's pool, at low priority.
+    Auto(rayon::ThreadPool),
     Inline,
     Blocking,
     Pool(rayon::ThreadPool),
@@ -84,17 +82,17 @@ pub(crate) enum Executor {
 impl Executor {
     pub fn new(kind: SearchThreads) -> Result<Executor, rayon::ThreadPoolBuildError> {
         Ok(match kind {
-            SearchThreads::Auto => Executor::Auto(pool(0)?, Arc::new(AtomicUsize::new(0))),
+            SearchThreads::Auto => Executor::Auto(pool(0, BATCH_NICE)?),
             SearchThreads::Inline => Executor::Inline,
             SearchThreads::Blocking => Executor::Blocking,
-            SearchThreads::Pool(n) => Executor::Pool(pool(n)?),
+            SearchThreads::Pool(n) => Executor::Pool(pool(n, 0)?),
         })
     }
 
     pub fn threads(&self) -> usize {
         match self {
             Executor::Inline | Executor::Blocking => 0,
-            Executor::Auto(p, _) | Executor::Pool(p) => p.current_num_threads(),
+            Executor::Auto(p) | Executor::Pool(p) => p.current_num_threads(),
         }
     }
 
@@ -106,41 +104,13 @@ impl Executor {
     {
         match self {
             Executor::Inline => Ok(f()),
-            Executor::Auto(_, busy)
-                if work == Work::Single && busy.load(Ordering::Acquire) == 0 =>
-            {
-                Ok(f())
-            }
-            Executor::Auto(pool, busy) => {
-                let job = Busy::new(busy);
-                on_pool(pool, move || {
-                    let _job = job;
-                    f()
-                })
-                .await
-            }
+            Executor::Auto(_) if work == Work::Single => Ok(f()),
+            Executor::Auto(pool) => on_pool(pool, f).await,
             Executor::Blocking => tokio::task::spawn_blocking(f)
                 .await
                 .map_err(|e| RequestError::Internal(format!("search task failed: {e}"))),
             Executor::Pool(pool) => on_pool(pool, f).await,
         }
-    }
-}
-
-/// Counts one job queued on or running in the pool, until dropped (also
-/// when the job panics).
-struct Busy(Arc<AtomicUsize>);
-
-impl Busy {
-    fn new(count: &Arc<AtomicUsize>) -> Busy {
-        count.fetch_add(1, Ordering::AcqRel);
-        Busy(Arc::clone(count))
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -159,8 +129,13 @@ where
         .map_err(|_| RequestError::Internal("search thread panicked".into()))
 }
 
-/// A pool of `n` search threads (0: one per core).
-fn pool(n: usize) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
+/// The nice value of the batch lane's threads: with CFS weights, a thread
+/// at +10 gets about a tenth of the share of one at 0, and a waking
+/// single search preempts it.
+const BATCH_NICE: i32 = 10;
+
+/// A pool of `n` search threads (0: one per core), each at `nice`.
+fn pool(n: usize, nice: i32) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
     let n = if n == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -169,6 +144,11 @@ fn pool(n: usize) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .thread_name(|i| format!("fathom-search-{i}"))
+        .start_handler(move |_| {
+            if nice != 0 {
+                lower_priority(nice);
+            }
+        })
         // A panicking search must not abort the process: the request gets
         // INTERNAL (its reply channel is dropped).
         .panic_handler(|p| {
@@ -180,4 +160,20 @@ fn pool(n: usize) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
             tracing::error!(panic = %msg, "search thread panicked");
         })
         .build()
+}
+
+/// Set the calling thread's nice value. (On Linux, `setpriority` on a
+/// thread id affects that thread only.) Without the permission or the
+/// support, batches run at normal priority, as in `pool` mode: said once
+/// per thread in the log, not an error.
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
+            tracing::warn!(error = %e, nice, "cannot lower a batch thread's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }

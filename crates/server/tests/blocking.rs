@@ -170,3 +170,54 @@ async fn work_stops_when_its_caller_goes_away() {
     );
     server.shutdown().await.unwrap();
 }
+
+/// Callers that stay connected and keep the batch lane busy for seconds
+/// must not delay single searches: with one queue for both, a search waits
+/// for a whole batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_batches_do_not_starve_single_searches() {
+    let _heavy = HEAVY.lock().await;
+    let (server, client) = serve(
+        &[("slow", prebuilt("slow"))],
+        None,
+        config(slow_limits(64), false),
+    )
+    .await;
+    let q = queries(1, SLOW_DIM, 3).remove(0);
+    let baseline = search_time(&client, &q).await;
+
+    let batch: Vec<Vec<f32>> = (0..10).flat_map(|_| slow_batch()).collect();
+    let addr = format!("http://{}", server.local_addr());
+    let mut callers = Vec::new();
+    for _ in 0..2 {
+        let c = Client::connect(&addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let batch = batch.clone();
+        callers.push(tokio::spawn(async move {
+            c.batch_search("slow", &batch, 10, SLOW_EF).await
+        }));
+    }
+    eventually(
+        "both batches in flight",
+        Duration::from_secs(10),
+        || async { server.in_flight() >= 2 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = search_time(&client, &q).await;
+    let still_running = server.in_flight() >= 2;
+    for c in callers {
+        c.abort();
+        let _ = c.await;
+    }
+    assert!(still_running, "the batches ended before the searches did");
+    // Behind the batches this takes seconds. The bound is generous for a
+    // shared, noisy machine.
+    let bound = (baseline * 50).max(Duration::from_millis(500));
+    assert!(
+        during < bound,
+        "a search during two live batches took {during:?} (baseline {baseline:?})"
+    );
+    server.shutdown().await.unwrap();
+}

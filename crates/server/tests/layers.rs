@@ -179,14 +179,14 @@ async fn a_layered_folder_serves_deletes_and_survives_a_restart() {
     assert_eq!(info(&client).await.count, oracle.len() as u64);
 
     // A restart reads the same set from disk.
-    server.shutdown().await;
+    server.shutdown().await.unwrap();
     let (server, client) = serve(&[("tracks", folder.clone())], None, quiet()).await;
     let after = ids(&client, q, 50).await;
     for id in &doomed {
         assert!(!after.contains(id), "{id} returned after a restart");
     }
     assert_eq!(info(&client).await.count, oracle.len() as u64);
-    server.shutdown().await;
+    server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,7 +270,7 @@ async fn deltas_and_compaction_are_picked_up_while_serving() {
         metrics.contains("fathom_index_layers{index=\"tracks\"} 1"),
         "{metrics}"
     );
-    server.shutdown().await;
+    server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,7 +319,7 @@ async fn broken_manifests_and_tombstones_are_refused_and_the_old_set_serves() {
     assert_eq!(code(e), Code::FailedPrecondition);
     let e = client.delete("nope", &["s:1"]).await;
     assert_eq!(code(e), Code::NotFound);
-    server.shutdown().await;
+    server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,7 +353,7 @@ async fn a_layer_written_in_place_withdraws_only_its_index() {
     assert_eq!(code(e), Code::DataLoss);
     let other = client.search("other", &q, 5, 0).await.unwrap();
     assert_eq!(other.len(), 5);
-    server.shutdown().await;
+    server.shutdown().await.unwrap();
 }
 
 /// Deletions must be applied to a catalog opened afresh exactly as the
