@@ -459,3 +459,65 @@ async fn serve_no_verify_answers_data_loss_for_nan_vectors() {
     assert!(err.to_string().contains("non-finite"), "{err}");
     server.assert_alive("at the end");
 }
+
+/// A snapshot replaced by a symlink to a FIFO (what a hung network file
+/// system looks like to `open`) and reloaded by the watcher and by SIGHUP:
+/// the reload is refused without opening it, every index keeps answering,
+/// ListIndexes says why, and SIGTERM still stops the process within its
+/// grace period. (Before, the reload blocked in `open` holding a lock that
+/// ListIndexes waited on: every call timed out and SIGTERM was ignored.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_behind_a_served_name_stops_nothing() {
+    let f = fixture();
+    let mut server = serve(&f.catalog, &["--shutdown-grace", "3"]);
+    let client = connect(&server).await;
+    let fifo = f.catalog.join("pipe");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let link = f.catalog.join(".tracks.link");
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    std::fs::rename(&link, f.catalog.join("tracks.fathom")).unwrap();
+    let pid = server.child.id().to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = tokio::time::timeout(Duration::from_secs(5), client.list_indexes())
+            .await
+            .expect("ListIndexes answers while the catalog holds a FIFO")
+            .unwrap();
+        let tracks = list.iter().find(|i| i.name == "tracks").unwrap();
+        if tracks.last_reload_error.contains("FIFO") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the FIFO was never refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(outcome(&client, "tracks").await, "OK v1");
+    assert_eq!(outcome(&client, "episodes").await, "OK ep");
+    server.assert_alive("after the FIFO");
+
+    signal("-TERM");
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(3 + 10),
+            "SIGTERM did not stop the server within its grace period"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
