@@ -441,15 +441,18 @@ impl Catalog {
         self.slots.load().get(name).map(|s| slot_status(s))
     }
 
-    /// Reopen `name`'s file and swap it in. On failure the old snapshot keeps
-    /// serving and the error is recorded.
-    pub fn reload(&self, name: &str) -> Result<Arc<Loaded>, CatalogError> {
-        let slot = self
-            .slots
+    fn slot(&self, name: &str) -> Result<Arc<Slot>, CatalogError> {
+        self.slots
             .load()
             .get(name)
             .cloned()
-            .ok_or_else(|| CatalogError::UnknownIndex(name.to_string()))?;
+            .ok_or_else(|| CatalogError::UnknownIndex(name.to_string()))
+    }
+
+    /// Reopen `name`'s file and swap it in. On failure the old snapshot keeps
+    /// serving and the error is recorded.
+    pub fn reload(&self, name: &str) -> Result<Arc<Loaded>, CatalogError> {
+        let slot = self.slot(name)?;
         match self.reload_slot(&slot, false)? {
             Reloaded::Swapped(l) => Ok(l),
             Reloaded::Unchanged => Ok(slot.current.load_full()),
@@ -476,12 +479,7 @@ impl Catalog {
         ids: &[String],
         wait: std::time::Duration,
     ) -> Result<(Deleted, Arc<Loaded>), CatalogError> {
-        let slot = self
-            .slots
-            .load()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| CatalogError::UnknownIndex(name.to_string()))?;
+        let slot = self.slot(name)?;
         let Some(_reloading) = lock_within(&slot.reloading, wait) else {
             let since = slot.state().reloading_since.unwrap_or_else(SystemTime::now);
             return Err(CatalogError::ReloadRunning {

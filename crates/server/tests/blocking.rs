@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use fathom_server::client::Client;
+use fathom_server::client::{Client, ClientError, Hit};
+use fathom_server::RunningServer;
+use tokio::task::JoinHandle;
 use tonic::Code;
 
 /// A FIFO. Dropping this opens it for writing once, so that a reader
@@ -112,20 +114,12 @@ async fn search_time(client: &Client, q: &[f32]) -> Duration {
     times[times.len() / 2]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn work_stops_when_its_caller_goes_away() {
-    let _heavy = HEAVY.lock().await;
-    let (server, client) = serve(
-        &[("slow", prebuilt("slow"))],
-        None,
-        config(slow_limits(64), false),
-    )
-    .await;
-    let q = queries(1, SLOW_DIM, 3).remove(0);
-    let baseline = search_time(&client, &q).await;
-
-    // Two callers on their own connections send batches of exhaustive
-    // searches (each many seconds of work) with no deadline, then leave.
+/// Two callers, each on its own connection, send batches of exhaustive
+/// searches (each many seconds of work) with no deadline; returns once both
+/// are in flight.
+async fn two_heavy_batches(
+    server: &RunningServer,
+) -> Vec<JoinHandle<Result<Vec<Vec<Hit>>, ClientError>>> {
     let batch: Vec<Vec<f32>> = (0..10).flat_map(|_| slow_batch()).collect();
     let addr = format!("http://{}", server.local_addr());
     let mut callers = Vec::new();
@@ -144,6 +138,23 @@ async fn work_stops_when_its_caller_goes_away() {
         || async { server.in_flight() >= 2 },
     )
     .await;
+    callers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_stops_when_its_caller_goes_away() {
+    let _heavy = HEAVY.lock().await;
+    let (server, client) = serve(
+        &[("slow", prebuilt("slow"))],
+        None,
+        config(slow_limits(64), false),
+    )
+    .await;
+    let q = queries(1, SLOW_DIM, 3).remove(0);
+    let baseline = search_time(&client, &q).await;
+
+    // Two callers send heavy batches, then leave.
+    let callers = two_heavy_batches(&server).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     for c in callers {
         c.abort();
@@ -186,24 +197,7 @@ async fn live_batches_do_not_starve_single_searches() {
     let q = queries(1, SLOW_DIM, 3).remove(0);
     let baseline = search_time(&client, &q).await;
 
-    let batch: Vec<Vec<f32>> = (0..10).flat_map(|_| slow_batch()).collect();
-    let addr = format!("http://{}", server.local_addr());
-    let mut callers = Vec::new();
-    for _ in 0..2 {
-        let c = Client::connect(&addr, Duration::from_secs(5))
-            .await
-            .unwrap();
-        let batch = batch.clone();
-        callers.push(tokio::spawn(async move {
-            c.batch_search("slow", &batch, 10, SLOW_EF).await
-        }));
-    }
-    eventually(
-        "both batches in flight",
-        Duration::from_secs(10),
-        || async { server.in_flight() >= 2 },
-    )
-    .await;
+    let callers = two_heavy_batches(&server).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let during = search_time(&client, &q).await;
     let still_running = server.in_flight() >= 2;
