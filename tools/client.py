@@ -19,6 +19,10 @@ Recommendation options (docs/recommend.md) map one to one onto SearchRequest:
     python3 tools/client.py --indexes tracks,episodes --min-per-index 2      # federated
     python3 tools/client.py --group-by artist --group-size 1 --diversity 0.3 --with-attributes
 
+A layered index folder (docs/layers.md) takes deletions, before the search:
+
+    python3 tools/client.py --index tracks --delete track:000042,track:000043 --token ADMIN
+
 For a server with --tls-cert, give --tls-ca CA.pem (and, with
 --tls-client-ca, --tls-client-cert/--tls-client-key); for one with --tokens,
 --token TOKEN or FATHOM_TOKEN (a search token may fetch one item per call,
@@ -115,6 +119,9 @@ def main():
     ap.add_argument("--group-by", default="", help="keyword field to cap, e.g. artist")
     ap.add_argument("--group-size", type=int, default=0, help="hits per group value")
     ap.add_argument("--with-attributes", action="store_true", help="attributes on each hit")
+    ap.add_argument("--delete", default="",
+                    help="comma-separated ids to delete from --index first "
+                         "(a layered folder; an admin token under --tokens)")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds per call")
     ap.add_argument("--tls-ca", help="PEM of the CA of the server's certificate (turns on TLS)")
     ap.add_argument("--tls-client-cert", help="PEM client certificate, for mutual TLS")
@@ -154,8 +161,14 @@ def main():
             indexes = stub.ListIndexes(pb.ListIndexesRequest(), timeout=args.timeout,
                                        metadata=metadata).indexes
             for ix in indexes:
+                layers = f", {len(ix.layers)} layers, {ix.deleted} deleted" if ix.layers else ""
                 print(f"index {ix.name}: {ix.count} × {ix.dim} {ix.metric} {ix.storage}, "
-                      f"default ef {ix.default_ef}")
+                      f"default ef {ix.default_ef}{layers}")
+            if args.delete:
+                d = stub.Delete(pb.DeleteRequest(index=args.index, ids=ids(args.delete)),
+                                timeout=args.timeout, metadata=metadata)
+                print(f"deleted {d.deleted} from {args.index} ({d.live} live); "
+                      f"no live copy: {list(d.unknown) or '-'}")
             indexes = ids(args.indexes)
             query = []
             if not (args.like or args.unlike):
