@@ -357,17 +357,48 @@ fn merged_deltas_keep_upserts_deletes_and_their_order() {
 
 #[test]
 fn bounded_layers_keep_exclusions_tombstones_and_minimums() {
+    bounded_case(Storage::F32);
+}
+
+/// The bound is placed in i8 traversal distance through the base's rows.
+#[test]
+fn bounded_i8_layers_keep_exclusions_tombstones_and_minimums() {
+    bounded_case(Storage::I8);
+}
+
+fn bounded_case(storage: Storage) {
     let dir = tempfile::tempdir().unwrap();
     let idx = dir.path().join("tracks");
     let base = dir.path().join("base.fathom");
-    write_layer(items(N, SEED, "t"), &base);
+    build_with(
+        items(N, SEED, "t"),
+        Metric::L2,
+        storage,
+        BuilderKind::Fathom,
+        100,
+    )
+    .write(&base, "test")
+    .unwrap();
     layers::create(&idx, &base).unwrap();
-    add(&idx, items(200, SEED + 1, "d"));
+    let quantizer = fathom_engine::Index::open(idx.join(layers::layer_name(1)))
+        .unwrap()
+        .snapshot()
+        .quantizer()
+        .cloned();
+    let add = |ds: Dataset| {
+        let path = layers::next_layer_path(&idx).unwrap();
+        let mut built = build_with(ds, Metric::L2, storage, BuilderKind::Fathom, 100);
+        built.quantizer = quantizer.clone();
+        built.write(&path, "test").unwrap();
+        layers::add_delta(&idx, &path).unwrap();
+    };
+    add(items(200, SEED + 1, "d"));
     // Upserts of base items, and deletes in both layers.
-    add(
-        &idx,
-        named(50, SEED + 2, (0..50).map(|i| format!("t{:05}", i * 7))),
-    );
+    add(named(
+        50,
+        SEED + 2,
+        (0..50).map(|i| format!("t{:05}", i * 7)),
+    ));
     let gone: Vec<String> = (0..40)
         .map(|i| format!("t{:05}", i * 13 + 1))
         .chain((0..20).map(|i| format!("d{:05}", i * 3)))
