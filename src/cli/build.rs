@@ -162,7 +162,20 @@ pub fn run(a: Args) -> Result<ExitCode> {
         Target::Delta(dir) => {
             let name =
                 crate::cli::about_path(layers::add_delta(dir, &path), "adding a delta to", dir)?;
-            format!("{} (delta {name})", dir.display())
+            // The items are served from here on; merging the small deltas
+            // into one only makes searches cheaper, so a failure is not
+            // the build's.
+            match layers::merge_deltas(dir, threads) {
+                Ok(Some((merged, count))) => format!(
+                    "{} (delta {name}, merged with the newest deltas: {count} layers into {merged})",
+                    dir.display()
+                ),
+                Ok(None) => format!("{} (delta {name})", dir.display()),
+                Err(e) => {
+                    eprintln!("warning: the deltas of {} were not merged: {e:#}", dir.display());
+                    format!("{} (delta {name})", dir.display())
+                }
+            }
         }
     };
     println!(

@@ -25,6 +25,9 @@
 //! - **Compaction** folds the live items of every layer into a new base. A
 //!   delete that lands while it runs is carried over to the new base under
 //!   the lock, so no acknowledged delete is lost.
+//! - **Merging** folds the newest deltas into one the same way, so a search
+//!   visits the base and one delta instead of one layer per addition
+//!   ([`merge_deltas`], run by `fathom build --delta-of`).
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -297,6 +300,11 @@ impl Layered {
             .sum()
     }
 
+    /// Items of layer `i` a search can return.
+    pub fn live_in(&self, i: usize) -> u64 {
+        self.layers[i].snapshot().len() as u64 - self.dead[i].len()
+    }
+
     /// Stored copies that are deleted or replaced.
     pub fn dead_count(&self) -> u64 {
         self.dead.iter().map(RoaringBitmap::len).sum()
@@ -531,25 +539,56 @@ pub fn compact(
     write_base: impl FnOnce(&Layered, &Path) -> Result<()>,
 ) -> Result<String> {
     let layered = Layered::open(dir)?;
+    fold(dir, &layered, 0, write_base)
+}
+
+/// Replace the layers of `layered` from `from` on (0: all of them, a
+/// compaction; otherwise the newest deltas) by one new layer holding their
+/// live items, written by `write` to the path it is given, numbered after
+/// every existing layer. Returns its file name.
+///
+/// The folded layers are a suffix, so nothing later replaces their items:
+/// their live items are the newest copies of their ids, and a copy in an
+/// earlier layer that one of them replaced stays replaced (the new layer
+/// holds the id), or was deleted by a line that also deletes it there.
+fn fold(
+    dir: &Path,
+    layered: &Layered,
+    from: usize,
+    write: impl FnOnce(&Layered, &Path) -> Result<()>,
+) -> Result<String> {
     let seq = layered.next_seq();
     let name = layer_name(seq);
     let tmp = dir.join(format!(".{name}.new-{}", std::process::id()));
-    if let Err(e) = write_base(&layered, &tmp) {
+    if let Err(e) = write(layered, &tmp) {
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
     let _lock = FolderLock::take(dir)?;
     if read_manifest(dir)? != layered.manifest {
         let _ = fs::remove_file(&tmp);
+        let what = if from == 0 { "compact" } else { "merge" };
         return Err(Error::invalid(format!(
-            "{} gained a layer while compacting; run compact again",
+            "{} changed its layers while they were folded; run {what} again",
             dir.display()
         )));
     }
-    // Deletes that landed while the base was written apply to it too:
+    if from > 0 {
+        // The new layer must match the base like any delta.
+        let check = Manifest {
+            format: MANIFEST_FORMAT,
+            layers: vec![layered.manifest.layers[0].clone(), name.clone()],
+        };
+        let written = Arc::new(Index::open(&tmp)?);
+        if let Err(e) = check_compatible(dir, &check, &[Arc::clone(&layered.layers[0]), written]) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    }
+    // Deletes that landed while the new layer was written apply to it too:
     // repeat them for layers below `seq + 1`. Appended (and fsynced)
-    // before the manifest names the new base, so a crash at any point
-    // loses none; the older lines never apply to the new base (their
+    // before the manifest names the new layer, so a crash at any point
+    // loses none; the older lines never apply to the new layer (their
     // `before` is at most `seq`).
     let tombstones = read_tombstones(dir)?;
     let late: Vec<Tombstone> = tombstones[layered.tombstones.min(tombstones.len())..]
@@ -563,13 +602,23 @@ pub fn compact(
         append_tombstones(dir, &late)?;
     }
     fs::rename(&tmp, dir.join(&name)).map_err(|e| Error::io(&tmp, e))?;
+    let mut kept = layered.manifest.layers[..from].to_vec();
+    kept.push(name.clone());
     write_manifest(
         dir,
         &Manifest {
             format: MANIFEST_FORMAT,
-            layers: vec![name.clone()],
+            layers: kept,
         },
     )?;
+    let old = layered.manifest.layers[from..].to_vec();
+    if from > 0 {
+        // The earlier layers still answer to every line.
+        for layer in old {
+            let _ = fs::remove_file(dir.join(layer));
+        }
+        return Ok(name);
+    }
     // Now only the late lines still mean anything: keep just those.
     let path = dir.join(TOMBSTONES);
     let fresh = dir.join(format!(".{TOMBSTONES}.tmp-{}", std::process::id()));
@@ -582,7 +631,6 @@ pub fn compact(
     if rewritten.is_err() {
         let _ = fs::remove_file(&fresh);
     }
-    let old = layered.manifest.layers.clone();
     for layer in old {
         let _ = fs::remove_file(dir.join(layer));
     }
@@ -610,11 +658,16 @@ pub fn options_like(base: &Index, threads: usize) -> crate::builder::BuildOption
 /// Every live item of `layered` (the newest copy of each id), with its
 /// stored vector and attributes: the input of a compaction.
 pub fn live_dataset(layered: &Layered) -> Result<crate::builder::Dataset> {
+    live_dataset_from(layered, 0)
+}
+
+/// The live items of the layers from `from` on.
+pub fn live_dataset_from(layered: &Layered, from: usize) -> Result<crate::builder::Dataset> {
     let dim = layered.layers[0].snapshot().dim();
     let (mut vectors, mut ids) = (Vec::new(), Vec::new());
     let mut attrs = crate::attributes::AttributesBuilder::new();
     let mut any_attributes = false;
-    for (layer, dead) in layered.layers.iter().zip(&layered.dead) {
+    for (layer, dead) in layered.layers.iter().zip(&layered.dead).skip(from) {
         let snap = layer.snapshot();
         let rows = snap.vectors_f32();
         for node in 0..snap.len() as u32 {
@@ -656,6 +709,71 @@ pub fn compact_build(dir: &Path, threads: usize) -> Result<String> {
         let opts = options_like(&layered.layers[0], threads);
         let input = format!("compaction of {}", dir.display());
         let built = crate::builder::build(ds, Path::new(&input), &opts, &|_, _| {})?;
+        built.write(path, &input)?;
+        Ok(())
+    })
+}
+
+/// Deltas are merged into one while it holds at most this share of the
+/// base's live items (in percent); past that a new delta starts, and
+/// `fathom compact` is the fold to run. Each layer costs a search its own
+/// descent and beam however small it is, so one delta is what keeps a
+/// layered index near the speed of a compacted one (docs/layers.md); the
+/// price is rewriting the delta's items at every addition, at most this
+/// share of the base each time.
+pub const MERGE_MAX_PERCENT: u64 = 25;
+
+/// Where the newest deltas of `layered` should be merged from: the first of
+/// the newest run of at least two deltas whose live items fit in
+/// [`MERGE_MAX_PERCENT`] of the base's, or `None`.
+pub fn merge_from(layered: &Layered) -> Option<usize> {
+    let live = |i: usize| layered.live_in(i);
+    let cap = live(0) * MERGE_MAX_PERCENT / 100;
+    let newest = layered.layers.len() - 1;
+    let mut held = live(newest);
+    let mut from = newest;
+    while from > 1 && held + live(from - 1) <= cap {
+        held += live(from - 1);
+        from -= 1;
+    }
+    (from < newest).then_some(from)
+}
+
+/// Merge the newest deltas of `dir` into one layer, written by `write` (given
+/// the open set, the first layer merged and the path): see [`merge_from`].
+/// Returns the new layer's name and how many layers it replaced, or `None`
+/// when nothing was worth merging. The live items, upserts and deletes are
+/// unchanged, including deletes that land while the layer is written.
+pub fn merge(
+    dir: &Path,
+    write: impl FnOnce(&Layered, usize, &Path) -> Result<()>,
+) -> Result<Option<(String, usize)>> {
+    let layered = Layered::open(dir)?;
+    let Some(from) = merge_from(&layered) else {
+        return Ok(None);
+    };
+    let merged = layered.layers.len() - from;
+    if (from..layered.layers.len()).all(|i| layered.live_in(i) == 0) {
+        // Nothing live to rebuild (a build needs items); `fathom compact`
+        // drops such layers.
+        return Ok(None);
+    }
+    let name = fold(dir, &layered, from, |layered, path| {
+        write(layered, from, path)
+    })?;
+    Ok(Some((name, merged)))
+}
+
+/// [`merge`] with fathom's builder: the live items of the newest deltas
+/// rebuilt into one, with the base's settings and i8 quantizer.
+pub fn merge_deltas(dir: &Path, threads: usize) -> Result<Option<(String, usize)>> {
+    merge(dir, |layered, from, path| {
+        let ds = live_dataset_from(layered, from)?;
+        let base = &layered.layers[0];
+        let opts = options_like(base, threads);
+        let input = format!("merge of the newest deltas of {}", dir.display());
+        let mut built = crate::builder::build(ds, Path::new(&input), &opts, &|_, _| {})?;
+        built.quantizer = base.snapshot().quantizer().cloned();
         built.write(path, &input)?;
         Ok(())
     })

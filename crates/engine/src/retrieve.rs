@@ -19,7 +19,7 @@ use crate::distance::{Kernel, Metric};
 use crate::error::{Error, Result};
 use crate::exact::top_by;
 use crate::filter::FilterPlan;
-use crate::index::{prefers_exact, Index, SearchParams, MAX_K};
+use crate::index::{prefers_exact, Bound, Index, SearchParams, MAX_K};
 use crate::recommend::{average_vector, prepare_example, Scorer, Strategy};
 use crate::search::{Neighbor, SearchStats};
 use crate::topk::{merge, pick, Gathered, Hit, Pick};
@@ -192,11 +192,19 @@ fn run(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved> {
     let mut fetch = vec![if wide { candidates } else { k }; sources.len()];
     let mut lists: Vec<Option<(Vec<Hit>, bool)>> = vec![None; sources.len()];
     let mut stats = SearchStats::default();
+    // A plain top-k by distance keeps nothing of an index farther than
+    // its k-th hit: its first source (a layered index's base) is searched
+    // first, and its later layers only look nearer than what that found.
+    // Diversity and group caps pick among farther candidates too.
+    let bounded = !wide && query.is_some();
+    let first_of_owner: Vec<bool> = (0..sources.len())
+        .map(|s| !owners[..s].contains(&owners[s]))
+        .collect();
     loop {
         // Search (again) the sources whose lists are missing; in parallel
         // when there are several and a thread is free.
         let todo: Vec<usize> = (0..sources.len()).filter(|&s| lists[s].is_none()).collect();
-        let search = |s: usize| {
+        let search = |s: usize, bound: Option<&Bound<'_>>| {
             let admission = Admission {
                 filter: sources[s].filter,
                 excluded: Some(&excluded[s]),
@@ -211,23 +219,54 @@ fn run(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved> {
                 s as u32,
                 &params,
                 &admission,
+                bound,
                 query.as_deref(),
                 examples.as_ref(),
                 call.strategy,
                 metric,
             )
         };
-        let found: Vec<Result<(Vec<Hit>, SearchStats)>> = if todo.len() > 1 {
-            todo.par_iter().map(|&s| search(s)).collect()
+        let (first, later): (Vec<usize>, Vec<usize>) = if bounded {
+            todo.iter().partition(|&&s| first_of_owner[s])
         } else {
-            todo.iter().map(|&s| search(s)).collect()
+            (todo, Vec::new())
         };
-        for (&s, r) in todo.iter().zip(found) {
-            let (hits, st) = r?;
+        for (s, hits, st) in search_all(&first, |s| search(s, None))? {
             stats += st;
             // A full list may have more behind it.
             let more = hits.len() >= fetch[s] && fetch[s] < sources[s].index.snapshot().len();
             lists[s] = Some((hits, more));
+        }
+        if !later.is_empty() {
+            // Per owner's first source: its k-th distance and the rows of
+            // its k hits, when it found k.
+            let bounds: Vec<_> = (0..sources.len())
+                .map(|f| {
+                    let hits = &lists[f].as_ref()?.0;
+                    if !first_of_owner[f] || hits.len() < k {
+                        return None;
+                    }
+                    let rows = sources[f].index.snapshot().vectors_f32();
+                    let near = &hits[..k];
+                    Some((
+                        near[k - 1].distance,
+                        near.iter().map(|h| rows.row(h.node)).collect::<Vec<_>>(),
+                    ))
+                })
+                .collect();
+            let bound_of = |s: usize| {
+                let f = owners.iter().position(|&o| o == owners[s])?;
+                let (distance, rows) = bounds[f].as_ref()?;
+                Some(Bound {
+                    distance: *distance,
+                    rows,
+                })
+            };
+            for (s, hits, st) in search_all(&later, |s| search(s, bound_of(s).as_ref()))? {
+                stats += st;
+                let more = hits.len() >= fetch[s] && fetch[s] < sources[s].index.snapshot().len();
+                lists[s] = Some((hits, more));
+            }
         }
         let all: Vec<&[Hit]> = lists
             .iter()
@@ -297,6 +336,23 @@ fn run(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved> {
             lists[s] = None;
         }
     }
+}
+
+/// Run `search` on each of `todo`: in parallel when there are several and
+/// a thread is free.
+fn search_all(
+    todo: &[usize],
+    search: impl Fn(usize) -> Result<(Vec<Hit>, SearchStats)> + Sync,
+) -> Result<Vec<(usize, Vec<Hit>, SearchStats)>> {
+    let found: Vec<Result<(Vec<Hit>, SearchStats)>> = if todo.len() > 1 {
+        todo.par_iter().map(|&s| search(s)).collect()
+    } else {
+        todo.iter().map(|&s| search(s)).collect()
+    };
+    todo.iter()
+        .zip(found)
+        .map(|(&s, r)| r.map(|(hits, st)| (s, hits, st)))
+        .collect()
 }
 
 /// The sources must agree on what a vector means.
@@ -453,6 +509,7 @@ fn search_source(
     source: u32,
     params: &SearchParams,
     admission: &Admission<'_, '_>,
+    bound: Option<&Bound<'_>>,
     query: Option<&[f32]>,
     examples: Option<&Examples>,
     strategy: Strategy,
@@ -470,7 +527,7 @@ fn search_source(
     };
     let mut found = Vec::with_capacity(params.k);
     if let Some(q) = query {
-        let stats = index.search_admitted_into(q, params, admission, &mut found)?;
+        let stats = index.search_bounded_into(q, params, admission, bound, &mut found)?;
         return Ok((as_hits(&found), stats));
     }
     let e = examples.expect("a call without a query has examples");

@@ -366,6 +366,26 @@ pub(crate) fn greedy_descent<L: Links, E: Element>(
     (node, dist)
 }
 
+/// Where a beam search may stop before its beam is fully expanded: once
+/// the `keep` nearest entries are expanded, an entry farther than `bound`
+/// (in traversal distance) is not. A later layer of an index searched with
+/// the k-th distance already found elsewhere as its bound only needs the
+/// nodes nearer than that; `keep` lets it walk from wherever the descent
+/// left it to its own nearest few first, which may lie past the bound.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limit {
+    pub bound: f32,
+    pub keep: usize,
+}
+
+impl Limit {
+    /// The plain beam search: expand until every entry is.
+    pub const NONE: Limit = Limit {
+        bound: f32::INFINITY,
+        keep: usize::MAX,
+    };
+}
+
 /// Beam search of width `ef` on one layer from the given entry points. The
 /// result is left in `scratch.pool`, nearest first.
 #[allow(clippy::too_many_arguments)]
@@ -379,10 +399,40 @@ pub(crate) fn search_layer<L: Links, E: Element, C: Cancel>(
     cancel: &C,
     stats: &mut SearchStats,
 ) -> Result<()> {
+    search_layer_limited(
+        links,
+        space,
+        entries,
+        layer,
+        ef,
+        Limit::NONE,
+        scratch,
+        cancel,
+        stats,
+    )
+}
+
+/// [`search_layer`] that stops at `limit`.
+#[allow(clippy::too_many_arguments)]
+fn search_layer_limited<L: Links, E: Element, C: Cancel>(
+    links: &L,
+    space: &Space<'_, E>,
+    entries: &[(u32, f32)],
+    layer: usize,
+    ef: usize,
+    limit: Limit,
+    scratch: &mut Scratch,
+    cancel: &C,
+    stats: &mut SearchStats,
+) -> Result<()> {
     let ef = ef.max(1);
     scratch.start(space.rows.len(), entries, ef);
     let mut cursor = 0;
     while cursor < scratch.pool.len() {
+        // The pool is sorted, so every entry from here on is past the bound.
+        if cursor >= limit.keep && scratch.pool[cursor].dist > limit.bound {
+            break;
+        }
         let current = &mut scratch.pool[cursor];
         current.expanded = true;
         let node = current.id;
@@ -478,6 +528,18 @@ pub fn hnsw_search<E: Element, C: Cancel>(
     scratch: &mut Scratch,
     cancel: &C,
 ) -> Result<SearchStats> {
+    hnsw_search_limited(graph, space, ef, Limit::NONE, scratch, cancel)
+}
+
+/// [`hnsw_search`] whose layer-0 beam stops at `limit`.
+pub fn hnsw_search_limited<E: Element, C: Cancel>(
+    graph: &GraphView<'_>,
+    space: &Space<'_, E>,
+    ef: usize,
+    limit: Limit,
+    scratch: &mut Scratch,
+    cancel: &C,
+) -> Result<SearchStats> {
     let mut stats = SearchStats::default();
     if graph.is_empty() {
         scratch.pool.clear();
@@ -487,12 +549,13 @@ pub fn hnsw_search<E: Element, C: Cancel>(
     let d = space.distance(ep);
     stats.distances += 1;
     let (node, dist) = greedy_descent(graph, space, ep, d, graph.max_level as usize, 0, &mut stats);
-    search_layer(
+    search_layer_limited(
         graph,
         space,
         &[(node, dist)],
         0,
         ef,
+        limit,
         scratch,
         cancel,
         &mut stats,

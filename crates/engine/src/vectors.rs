@@ -148,6 +148,15 @@ impl Quantizer {
         })
     }
 
+    /// A row's codes as traversal reads them.
+    pub fn encode_row_i8(&self, row: &[f32], out: &mut Vec<i8>) {
+        out.extend(
+            row.iter()
+                .zip(self.offsets.iter().zip(&self.scales))
+                .map(|(x, (o, s))| quantize_i8(x - o, *s)),
+        );
+    }
+
     pub fn encode_row(&self, row: &[f32], out: &mut Vec<u8>) {
         out.extend(
             row.iter()
