@@ -478,3 +478,75 @@ fn bounded_case(storage: Storage) {
         "the later layers stop at the base's k-th: {bounded_work} vs {separate_work}"
     );
 }
+
+/// `kind` of an item, from its id's number: the same for every copy of an
+/// id, so upserts keep it.
+fn kind_of(id: &str) -> &'static str {
+    let n: usize = id[1..].parse().unwrap();
+    if n.is_multiple_of(3) {
+        "a"
+    } else {
+        "b"
+    }
+}
+
+fn with_kinds(mut ds: Dataset) -> Dataset {
+    let mut attrs = fathom_engine::attributes::AttributesBuilder::new();
+    for (row, id) in ds.ids.iter().enumerate() {
+        let obj = serde_json::json!({ "kind": kind_of(id) });
+        attrs.push(obj.as_object().unwrap(), row + 1).unwrap();
+    }
+    ds.attributes = Some(attrs.finish());
+    ds
+}
+
+/// One admit check: a hit must match the filter, not be excluded and not
+/// be deleted or replaced, in every layer; exhaustive searches then equal
+/// the oracle over the live items.
+#[test]
+fn tombstones_filters_and_exclusions_admit_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = dir.path().join("tracks");
+    let base = dir.path().join("base.fathom");
+    write_layer(with_kinds(items(600, 3, "t")), &base);
+    layers::create(&idx, &base).unwrap();
+    add(&idx, with_kinds(items(90, 4, "d")));
+    add(
+        &idx,
+        with_kinds(named(30, 5, (0..30).map(|i| format!("t{:05}", i * 9)))),
+    );
+    let gone: Vec<String> = (0..60)
+        .map(|i| format!("t{:05}", i * 4))
+        .chain((0..15).map(|i| format!("d{:05}", i * 6)))
+        .collect();
+    layers::delete(&idx, &gone, None).unwrap();
+    let l = Layered::open(&idx).unwrap();
+    let expr = "kind = \"a\"";
+    let plans: Vec<_> = l
+        .layers()
+        .iter()
+        .map(|layer| Some(layer.filter(expr).unwrap()))
+        .collect();
+    let sources = l.sources("t", &plans, 0);
+    let exclude: Vec<String> = (0..40).map(|i| format!("t{:05}", i * 3)).collect();
+    let admitted: Vec<(String, Vec<f32>)> = oracle(&l)
+        .into_iter()
+        .filter(|(id, _)| kind_of(id) == "a" && !exclude.contains(id))
+        .collect();
+    assert!(admitted.len() > 50, "{}", admitted.len());
+    for q in &queries(20, DIM, 7) {
+        let call = Call {
+            vector: q,
+            exclude_ids: &exclude,
+            params: SearchParams::new(15, 1000),
+            ..Call::default()
+        };
+        let got: Vec<String> = retrieve(&sources, &call)
+            .unwrap()
+            .hits
+            .iter()
+            .map(|h| sources[h.source as usize].index.id(h.node).to_string())
+            .collect();
+        assert_eq!(got, exact(&admitted, q, 15));
+    }
+}
