@@ -29,7 +29,7 @@ pub fn attributes_json(i: usize) -> String {
     };
     let mut obj = format!(
         r#"{{"lang":"{lang}","markets":{markets},"explicit":{},"popularity":{}"#,
-        i % 5 == 0,
+        i.is_multiple_of(5),
         (i * 37) % 101
     );
     if i % 3 != 1 {

@@ -31,9 +31,12 @@ pub use readers::readers;
 pub use request::search_request;
 pub use snapshot::snapshot_open_search;
 
+/// A target's body: returns on any input, panics on a finding.
+pub type Body = fn(&[u8]);
+
 /// The fuzz targets by name (the names of `fuzz/fuzz_targets/*.rs`, and of
 /// their corpus and regression folders), with their bodies.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Body)] = &[
     ("snapshot_open_search", snapshot_open_search),
     ("filter_expr", filter_expr),
     ("readers", readers),
