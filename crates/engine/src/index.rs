@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use crate::admit::{Admission, Admit, AdmitAll};
 use crate::attributes::{Attributes, PostingCache};
-use crate::distance::{f32_to_bf16, normalize, Element, Kernel, Metric, Storage};
+use crate::distance::{bf16_to_f32, f32_to_bf16, normalize, Element, Kernel, Metric, Storage};
 use crate::error::{Error, Result};
 use crate::exact;
 use crate::filter::FilterPlan;
@@ -623,8 +623,10 @@ impl Index {
     /// or modified under it, and no non-finite distance. Vectors are checked
     /// to be finite by `verify`, and queries at the door, so a NaN here
     /// means bytes that `verify` never passed (a file served unverified, or
-    /// changed since): the call reports corruption instead of ranking on
-    /// it. Only the `k` results are checked, not every candidate.
+    /// changed since), or a query so large that its distances overflow:
+    /// the call reports corruption or an invalid argument instead of
+    /// ranking on it (see `check_found`). Only the `k` results are checked,
+    /// not every candidate.
     fn checked(&self, r: Result<SearchStats>, out: &mut Vec<Neighbor>) -> Result<SearchStats> {
         let verdict = self
             .snapshot
@@ -639,19 +641,52 @@ impl Index {
 
     /// The checks of a search's results (see `checked`), for results this
     /// index's rows were scored into some other way.
+    ///
+    /// A non-finite distance to a stored row that is finite and of ordinary
+    /// size is the query's doing: finite queries with components around
+    /// 1e19 and beyond overflow f32 under l2 and dot. With a row `x` whose
+    /// squared norm is below `f32::MAX / 4`, `|q - x|² <= 2|q|² + 2|x|²` and
+    /// `|q·x| <= |q| |x|` overflow only when the query is itself that large:
+    /// the caller's invalid argument (found by the `search_request` fuzz
+    /// target), not damage to report as corruption.
     pub(crate) fn check_found(&self, found: &[Neighbor]) -> Result<()> {
         self.snapshot.check_intact()?;
-        match found.iter().find(|h| !h.distance.is_finite()) {
-            Some(h) => Err(Error::Corrupt {
-                path: self.snapshot.path().to_path_buf(),
-                reason: format!(
-                    "a search met a non-finite distance ({} to node {}): the stored \
-                     vectors are damaged (run `fathom verify`)",
-                    h.distance, h.id
-                ),
-            }),
-            None => Ok(()),
+        let Some(h) = found.iter().find(|h| !h.distance.is_finite()) else {
+            return Ok(());
+        };
+        if self.row_is_ordinary(h.id) {
+            return Err(Error::invalid(format!(
+                "the distance from the query to item {:?} is {} under {}: the query's \
+                 components are too large for f32 (scale the query down)",
+                self.id(h.id),
+                h.distance,
+                self.snapshot.metric().name()
+            )));
         }
+        Err(Error::Corrupt {
+            path: self.snapshot.path().to_path_buf(),
+            reason: format!(
+                "a search met a non-finite distance ({} to node {}): the stored \
+                 vectors are damaged (run `fathom verify`)",
+                h.distance, h.id
+            ),
+        })
+    }
+
+    /// Whether node `node`'s stored vectors (traversal and exact) are finite
+    /// and of a size no ordinary query overflows against.
+    fn row_is_ordinary(&self, node: u32) -> bool {
+        let exact = self.snapshot.vectors_f32().row(node);
+        let traversal_finite = match self.snapshot.vectors() {
+            VectorSlice::Bf16(r) => r.row(node).iter().all(|x| bf16_to_f32(*x).is_finite()),
+            VectorSlice::F32(r) => r.row(node).iter().all(|x| x.is_finite()),
+            VectorSlice::I8(_) => true,
+        };
+        let norm2: f64 = exact.iter().map(|x| f64::from(*x) * f64::from(*x)).sum();
+        traversal_finite
+            && !exact.is_empty()
+            && exact.iter().all(|x| x.is_finite())
+            && norm2 < f64::from(f32::MAX) / 4.0
     }
 
     /// The typed attribute store, when the snapshot has one.

@@ -86,6 +86,32 @@ pub struct RetrievalService {
     pub(crate) shared: Arc<Shared>,
 }
 
+impl RetrievalService {
+    /// The service over `catalog` with no listener, metrics endpoint,
+    /// watcher or admission layer, its handlers called directly: the
+    /// request fuzz target (`crates/fuzzing`) drives `Search` and
+    /// `BatchSearch` this way, through the same validation and conversion
+    /// a served call takes. Not an API: `start` is.
+    #[doc(hidden)]
+    pub fn unserved(
+        catalog: Arc<Catalog>,
+        limits: Limits,
+        search_threads: crate::SearchThreads,
+    ) -> Result<RetrievalService, crate::ServeError> {
+        Ok(RetrievalService {
+            shared: Arc::new(Shared {
+                catalog,
+                metrics: Arc::new(Metrics::new()),
+                permits: Arc::new(Semaphore::new(limits.max_concurrency)),
+                limits,
+                default_ef: None,
+                executor: Executor::new(search_threads).map_err(crate::ServeError::Pool)?,
+                shutting_down: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
 /// Answers are sent a little before the caller's deadline (this, or a tenth
 /// of the timeout if less) so that the caller gets this server's
 /// DEADLINE_EXCEEDED rather than giving up on its own first.

@@ -1,0 +1,5 @@
+#![no_main]
+//! The body is `fathom_fuzzing::snapshot_open_search` (crates/fuzzing), shared with the
+//! corpus replay test.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fathom_fuzzing::snapshot_open_search(data));
