@@ -330,23 +330,10 @@ fn main() {
                 .collect()
         })
         .collect();
-    let dim = index.snapshot().dim();
-    let select = |mmr: bool, caps: bool, gather: bool| {
+    let select = |mmr: bool, caps: bool| {
         time_per_query(nq, |i| {
             let pool = &pools[i];
-            // As retrieve does (gathered), or reading the rows in place.
-            let gathered = fathom_engine::topk::Gathered::new(
-                if gather { dim } else { 0 },
-                pool.iter()
-                    .take(if gather { pool.len() } else { 0 })
-                    .map(|h| exact_rows.row(h.node)),
-            );
-            let rows: Vec<&[f32]> = (0..pool.len())
-                .map(|j| match gather {
-                    true => gathered.row(j),
-                    false => exact_rows.row(pool[j].node),
-                })
-                .collect();
+            let rows: Vec<&[f32]> = pool.iter().map(|h| exact_rows.row(h.node)).collect();
             let group = |h: &fathom_engine::topk::Hit| {
                 let v = artists[h.node as usize];
                 (v != fathom_engine::attributes::NO_VALUE).then(|| attrs.value(v))
@@ -370,16 +357,15 @@ fn main() {
         })
     };
     thread_local!(static CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
-    let none = select(false, false, false);
+    let none = select(false, false);
     println!("| selection alone: 25 of 100 candidates, plain | {none:.1} | +0 µs |");
-    for (what, mmr, caps, gather) in [
-        ("MMR (λ 0.7), rows read in place", true, false, false),
-        ("MMR (λ 0.7)", true, false, true),
-        ("group caps (2 per artist)", false, true, false),
-        ("MMR and group caps", true, true, true),
+    for (what, mmr, caps) in [
+        ("MMR (λ 0.7)", true, false),
+        ("group caps (2 per artist)", false, true),
+        ("MMR and group caps", true, true),
     ] {
         CALLS.with(|c| c.set(0));
-        let us = select(mmr, caps, gather);
+        let us = select(mmr, caps);
         let calls = CALLS.with(|c| c.get()) as f64 / (3 * nq) as f64;
         println!("| ({what}: {calls:.0} distances per call) | | |");
         println!(

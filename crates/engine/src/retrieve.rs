@@ -22,7 +22,7 @@ use crate::filter::FilterPlan;
 use crate::index::{prefers_exact, Bound, Index, SearchParams, MAX_K};
 use crate::recommend::{average_vector, prepare_example, Scorer, Strategy};
 use crate::search::{Neighbor, SearchStats};
-use crate::topk::{merge, pick, Gathered, Hit, Pick};
+use crate::topk::{merge, pick, Hit, Pick};
 
 /// One index of a call, or one layer of a layered index, with its filter
 /// already bound (callers plan a filter once and reuse it across a batch).
@@ -273,17 +273,20 @@ fn run(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved> {
             .map(|l| l.as_ref().map_or(&[][..], |l| &l.0[..]))
             .collect();
         let merged = merge(&all);
-        // MMR compares candidates with each other: gather their rows once.
-        let row_of = |h: &Hit| {
-            sources[h.source as usize]
-                .index
-                .snapshot()
-                .vectors_f32()
-                .row(h.node)
-        };
-        let rows = match mmr {
-            true => Gathered::new(sources[0].index.snapshot().dim(), merged.iter().map(row_of)),
-            false => Gathered::new(0, std::iter::empty()),
+        // MMR compares candidates with each other: find their rows once.
+        let rows: Vec<&[f32]> = if mmr {
+            merged
+                .iter()
+                .map(|h| {
+                    sources[h.source as usize]
+                        .index
+                        .snapshot()
+                        .vectors_f32()
+                        .row(h.node)
+                })
+                .collect()
+        } else {
+            Vec::new()
         };
         let kernel = Kernel::<f32>::new(metric);
         let hits = pick(
@@ -303,7 +306,7 @@ fn run(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved> {
                 }),
                 mmr: mmr.then(|| {
                     let rows = &rows;
-                    let dist = move |a: usize, b: usize| kernel.distance(rows.row(a), rows.row(b));
+                    let dist = move |a: usize, b: usize| kernel.distance(rows[a], rows[b]);
                     (1.0 - call.diversity, dist)
                 }),
             },

@@ -42,29 +42,6 @@ fn nearest_first(a: &Hit, b: &Hit) -> std::cmp::Ordering {
         .then(a.node.cmp(&b.node))
 }
 
-/// Candidate rows copied side by side. MMR computes about a thousand
-/// distances among a hundred candidates; on rows scattered over the
-/// snapshot each reads lines that the previous ones evicted, on a copy
-/// (150 KB at 100 × 384 f32) they stay in L2.
-pub struct Gathered {
-    dim: usize,
-    data: Vec<f32>,
-}
-
-impl Gathered {
-    pub fn new<'a>(dim: usize, rows: impl ExactSizeIterator<Item = &'a [f32]>) -> Gathered {
-        let mut data = Vec::with_capacity(dim * rows.len());
-        for r in rows {
-            data.extend_from_slice(r);
-        }
-        Gathered { dim, data }
-    }
-
-    pub fn row(&self, i: usize) -> &[f32] {
-        &self.data[i * self.dim..(i + 1) * self.dim]
-    }
-}
-
 /// The constraints of one pick.
 pub struct Pick<'o, G, D> {
     pub k: usize,
