@@ -41,13 +41,7 @@ pub fn run_delete(a: DeleteArgs) -> Result<ExitCode> {
         ids.len(),
         a.index_dir.display()
     );
-    if !report.unknown.is_empty() {
-        let shown: Vec<&str> = report.unknown.iter().take(5).map(String::as_str).collect();
-        eprintln!(
-            "{} ids had no live copy (unknown or already deleted), e.g. {shown:?}",
-            report.unknown.len()
-        );
-    }
+    report_unknown(&report.unknown);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -65,4 +59,17 @@ pub fn run_compact(a: CompactArgs) -> Result<ExitCode> {
         start.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Tell (on stderr, not as an error) which ids of a delete had no live copy:
+/// `fathom delete` and `fathom query delete` say it the same way.
+pub(crate) fn report_unknown(unknown: &[String]) {
+    if unknown.is_empty() {
+        return;
+    }
+    let shown: Vec<&str> = unknown.iter().take(5).map(String::as_str).collect();
+    eprintln!(
+        "{} ids had no live copy (unknown or already deleted), e.g. {shown:?}",
+        unknown.len()
+    );
 }

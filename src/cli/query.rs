@@ -248,13 +248,7 @@ async fn run_async(a: Args) -> Result<ExitCode> {
                     d.index,
                     r.live
                 );
-                if !r.unknown.is_empty() {
-                    let shown: Vec<&str> = r.unknown.iter().take(5).map(String::as_str).collect();
-                    eprintln!(
-                        "{} ids had no live copy (unknown or already deleted), e.g. {shown:?}",
-                        r.unknown.len()
-                    );
-                }
+                super::layers::report_unknown(&r.unknown);
             }
         }
         QueryCommand::Get(g) => {

@@ -106,7 +106,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let parts: Vec<(usize, &Index, Option<&roaring::RoaringBitmap>)> = targets
         .iter()
         .enumerate()
-        .flat_map(|(owner, t)| t.parts().into_iter().map(move |(i, d)| (owner, i, d)))
+        .flat_map(|(owner, t)| t.parts().map(move |(i, d)| (owner, i, d)))
         .collect();
     let vector: Vec<f32> = if let Some(path) = &a.query_file {
         let (dim, rows) = crate::cli::about_path(read_vectors(path), "reading", path)?;

@@ -33,17 +33,19 @@ impl Searchable {
     }
 
     /// Every index searched, with the nodes it must never return (deleted,
-    /// or replaced by a later layer).
-    pub fn parts(&self) -> Vec<(&Index, Option<&RoaringBitmap>)> {
-        match self {
-            Searchable::Snapshot(index) => vec![(index, None)],
-            Searchable::Layered(l) => l
-                .layers()
+    /// or replaced by a later layer). An iterator, not a list: every call
+    /// walks it (the intact check, its sources), and need not allocate.
+    pub fn parts(&self) -> impl Iterator<Item = (&Index, Option<&RoaringBitmap>)> + '_ {
+        let (one, layered) = match self {
+            Searchable::Snapshot(index) => (Some((&**index, None)), None),
+            Searchable::Layered(l) => (None, Some(l)),
+        };
+        one.into_iter().chain(layered.into_iter().flat_map(|l| {
+            l.layers()
                 .iter()
                 .enumerate()
-                .map(|(i, layer)| (&**layer, Some(l.dead(i))))
-                .collect(),
-        }
+                .map(move |(i, layer)| (&**layer, Some(l.dead(i))))
+        }))
     }
 
     /// The snapshot that defines the dimension, metric, storage and schema
@@ -73,7 +75,6 @@ impl Searchable {
     /// Bytes of every file served.
     pub fn file_bytes(&self) -> u64 {
         self.parts()
-            .iter()
             .map(|(index, _)| index.snapshot().file_len())
             .sum()
     }
@@ -93,16 +94,12 @@ impl Searchable {
     /// in place while mapped.
     pub fn check_intact(&self) -> Result<()> {
         self.parts()
-            .iter()
             .try_for_each(|(index, _)| index.snapshot().check_intact())
     }
 
     /// `expr` bound to each part, in the order of [`Self::parts`].
     pub fn filter(&self, expr: &str) -> Result<Vec<FilterPlan<'_>>> {
-        self.parts()
-            .into_iter()
-            .map(|(index, _)| index.filter(expr))
-            .collect()
+        self.parts().map(|(index, _)| index.filter(expr)).collect()
     }
 
     /// The sources of one call: one per part, each with its plan from
@@ -115,7 +112,6 @@ impl Searchable {
         owner: u32,
     ) -> impl Iterator<Item = Source<'s, 'i>> + 's {
         self.parts()
-            .into_iter()
             .enumerate()
             .map(move |(i, (index, deleted))| Source {
                 name,

@@ -199,7 +199,7 @@ impl Loaded {
     /// Returns whether any was withdrawn now.
     fn withdraw_rewritten(&self, only: Option<&Path>) -> bool {
         let mut any = false;
-        for ((index, _), (file, stamp)) in self.searchable.parts().iter().zip(&self.files) {
+        for ((index, _), (file, stamp)) in self.searchable.parts().zip(&self.files) {
             if only.is_some_and(|p| p != file) {
                 continue;
             }
@@ -834,9 +834,11 @@ fn in_layered_folder(slot: &Slot, path: &Path) -> bool {
     if path.parent() != Some(&slot.path) || slot.current.load().searchable.layered().is_none() {
         return false;
     }
+    // Hidden files are temporaries still being written (a new layer,
+    // manifest or tombstone file before its rename).
     path.file_name()
         .and_then(|n| n.to_str())
-        .is_some_and(|n| n == layers::MANIFEST || n == layers::TOMBSTONES || !n.starts_with('.'))
+        .is_some_and(|n| !n.starts_with('.'))
 }
 
 /// The snapshots of a catalog folder, named by file stem, sorted by name.

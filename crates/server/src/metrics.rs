@@ -394,9 +394,9 @@ impl prometheus::core::Collector for CatalogState {
             self.withdrawn
                 .with_label_values(&name)
                 .set(f64::from(u8::from(withdrawn)));
-            let parts = served.parts();
-            self.layers.with_label_values(&name).set(parts.len() as f64);
-            let dead: u64 = parts.iter().filter_map(|(_, d)| d.map(|d| d.len())).sum();
+            let layers = served.parts().count();
+            self.layers.with_label_values(&name).set(layers as f64);
+            let dead = served.layered().map_or(0, |l| l.dead_count());
             self.deleted.with_label_values(&name).set(dead as f64);
             if let Some(built) = served.layered().and_then(|l| l.oldest_delta_built_at()) {
                 let at = UNIX_EPOCH + Duration::from_secs(built);

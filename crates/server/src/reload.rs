@@ -106,7 +106,7 @@ pub(crate) fn log_loaded(name: &str, trigger: &str, loaded: &Loaded, what: &str)
         index = %name,
         trigger,
         count = served.live(),
-        layers = served.parts().len(),
+        layers = served.parts().count(),
         dim = snap.dim(),
         metric = %snap.metric(),
         storage = %snap.storage(),

@@ -94,14 +94,12 @@ pub(crate) fn start(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "folder watcher error"),
         })?;
-    for dir in &shared.catalog.watched_folders() {
+    let folders: BTreeSet<PathBuf> = shared.catalog.watched_folders().into_iter().collect();
+    for dir in &folders {
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
         tracing::info!(folder = %dir.display(), "watching for new snapshots");
     }
-    let watching = Arc::new(Mutex::new(Watching {
-        watcher,
-        folders: shared.catalog.watched_folders().into_iter().collect(),
-    }));
+    let watching = Arc::new(Mutex::new(Watching { watcher, folders }));
     let kept = Arc::clone(&watching);
     tokio::spawn(async move {
         loop {
