@@ -96,6 +96,23 @@ fn broken_connection(s: &Status) -> bool {
     std::error::Error::source(s).is_some_and(|e| e.is::<tonic::transport::Error>())
 }
 
+/// Whether `s` is a stream the server refused with a graceful GOAWAY.
+fn refused_by_goaway(s: &Status) -> bool {
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_go_away()
+                && h2.is_remote()
+                && matches!(
+                    h2.reason(),
+                    Some(h2::Reason::NO_ERROR | h2::Reason::REFUSED_STREAM)
+                );
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// TLS and token settings of a client; the default is plaintext, no token.
 #[derive(Clone, Default)]
 pub struct Security {
@@ -327,6 +344,15 @@ impl Client {
             Err(s) if s.code() == Code::Unknown && broken_connection(&s) => {
                 Err(Status::unavailable(format!("connection failed: {}", cause_chain(&s))).into())
             }
+            // A call sent as the server's GOAWAY crossed it on the wire was
+            // never processed (HTTP/2 says so of streams above the GOAWAY's
+            // last id), so it is safe to retry: UNAVAILABLE, not the
+            // INTERNAL "h2 protocol error" tonic makes of it.
+            Err(s) if refused_by_goaway(&s) => Err(Status::unavailable(format!(
+                "the server is going away; the call was not processed: {}",
+                cause_chain(&s)
+            ))
+            .into()),
             Err(s) => Err(s.into()),
         }
     }

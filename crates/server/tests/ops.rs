@@ -166,8 +166,16 @@ async fn health_reflection_and_metrics() {
     server.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_shutdown_finishes_in_flight_calls() {
+#[test]
+fn graceful_shutdown_finishes_in_flight_calls() {
+    run_watched(
+        "graceful_shutdown_finishes_in_flight_calls",
+        Duration::from_secs(180),
+        graceful_shutdown(),
+    );
+}
+
+async fn graceful_shutdown() {
     let _heavy = HEAVY.lock().await;
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
@@ -182,7 +190,8 @@ async fn graceful_shutdown_finishes_in_flight_calls() {
     let addr = server.local_addr();
     let other = Client::connect(&addr.to_string(), Duration::from_secs(5))
         .await
-        .unwrap();
+        .unwrap()
+        .with_timeout(Duration::from_secs(30));
     let q = queries(1, SLOW_DIM, 3).remove(0);
     other.search("slow", &q, 10, 0).await.unwrap();
     let health = HealthClient::new(
@@ -213,7 +222,11 @@ async fn graceful_shutdown_finishes_in_flight_calls() {
         .await
         .unwrap()
         .into_inner();
-    let first = watch.message().await.unwrap().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("the health watch's first status within 10 s")
+        .unwrap()
+        .unwrap();
     assert_eq!(first.status, ServingStatus::Serving as i32);
     let stopping = tokio::spawn(server.shutdown());
     // Health turns NOT_SERVING and new calls are refused while the slow
@@ -235,7 +248,11 @@ async fn graceful_shutdown_finishes_in_flight_calls() {
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
 
     // The in-flight call completes with its full answer.
-    let results = in_flight.await.unwrap().expect("in-flight call completes");
+    let results = tokio::time::timeout(Duration::from_secs(120), in_flight)
+        .await
+        .expect("the in-flight call ends within 120 s")
+        .unwrap()
+        .expect("in-flight call completes");
     assert_eq!(results.len(), SLOW_BATCH);
     assert!(results.iter().all(|r| r.len() == 10));
     stopping.await.unwrap().unwrap();
@@ -245,4 +262,70 @@ async fn graceful_shutdown_finishes_in_flight_calls() {
         .unwrap_err();
     assert!(matches!(gone, ClientError::Connect { .. }), "{gone:?}");
     assert_eq!(gone.code(), Code::Unavailable);
+}
+
+/// Calls sent while the server shuts down are UNAVAILABLE (retry
+/// elsewhere), whether the server's handler refused them or the server's
+/// GOAWAY crossed them on the wire (the client once reported that as
+/// INTERNAL). The crossing is a race, so many calls are sent at the moment
+/// shutdown begins, in many rounds.
+#[test]
+fn calls_crossing_a_shutdown_are_unavailable() {
+    run_watched(
+        "calls_crossing_a_shutdown_are_unavailable",
+        Duration::from_secs(300),
+        calls_crossing_a_shutdown(),
+    );
+}
+
+async fn calls_crossing_a_shutdown() {
+    let _heavy = HEAVY.lock().await;
+    let q = queries(1, SLOW_DIM, 3).remove(0);
+    let batch: Vec<Vec<f32>> = slow_batch().into_iter().take(20).collect();
+    let mut refused = 0;
+    for round in 0..80 {
+        let (server, client) = serve(
+            &[("slow", prebuilt("slow"))],
+            None,
+            config(slow_limits(64), false),
+        )
+        .await;
+        let other = Client::connect(&server.local_addr().to_string(), Duration::from_secs(5))
+            .await
+            .unwrap()
+            .with_timeout(Duration::from_secs(20));
+        other.search("slow", &q, 10, 0).await.unwrap();
+        // Keeps the server in its shutdown while the calls arrive.
+        let in_flight = {
+            let (c, batch) = (client.clone(), batch.clone());
+            tokio::spawn(async move { c.batch_search("slow", &batch, 10, SLOW_EF).await })
+        };
+        eventually(
+            "the batch to be in flight",
+            Duration::from_secs(10),
+            || async { server.in_flight() >= 1 },
+        )
+        .await;
+        let stopping = tokio::spawn(server.shutdown());
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let (other, q) = (other.clone(), q.clone());
+                tokio::spawn(async move { other.search("slow", &q, 10, 0).await })
+            })
+            .collect();
+        // A call that ran before the shutdown task did is answered.
+        for call in calls {
+            if let Err(e) = call.await.unwrap() {
+                assert_eq!(e.code(), Code::Unavailable, "round {round}: {e:?}");
+                refused += 1;
+            }
+        }
+        tokio::time::timeout(Duration::from_secs(30), in_flight)
+            .await
+            .expect("the in-flight batch ends")
+            .unwrap()
+            .expect("the in-flight batch completes");
+        stopping.await.unwrap().unwrap();
+    }
+    assert!(refused > 80, "only {refused} of 640 calls were refused");
 }

@@ -162,6 +162,50 @@ where
     }
 }
 
+/// Ends the test binary if the test holding it runs past `limit`, with
+/// every thread's stack on stderr (through gdb, where it is installed), so
+/// that a hang shows where it is instead of stalling the whole run.
+pub struct Watchdog {
+    _done: std::sync::mpsc::Sender<()>,
+}
+
+pub fn watchdog(test: &'static str, limit: Duration) -> Watchdog {
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        if wait.recv_timeout(limit) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            // Written to the process's stderr, not the harness's capture.
+            let _ = writeln!(
+                std::io::stderr(),
+                "{test} still runs after {limit:?}: stacks follow, then abort"
+            );
+            let _ = std::process::Command::new("gdb")
+                .args(["-p", &std::process::id().to_string(), "-batch"])
+                .args(["-ex", "thread apply all bt"])
+                .status();
+            std::process::abort();
+        }
+    });
+    Watchdog { _done: done }
+}
+
+/// Run `test` on a runtime like `#[tokio::test(flavor = "multi_thread",
+/// worker_threads = 2)]`'s, under a watchdog that also covers the
+/// runtime's shutdown (which waits for every worker thread).
+pub fn run_watched<F: std::future::Future>(
+    name: &'static str,
+    limit: Duration,
+    test: F,
+) -> F::Output {
+    let _watchdog = watchdog(name, limit);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(test)
+}
+
 /// A batch of exhaustive searches on the slow index: long enough (a tenth
 /// of a second or more) to be caught in flight, in a small message.
 pub fn slow_batch() -> Vec<Vec<f32>> {
