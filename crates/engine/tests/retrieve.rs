@@ -579,3 +579,60 @@ fn scored_scans_stop_when_cancelled() {
     };
     assert_eq!(retrieve(&one(&f), &call).unwrap().hits.len(), 10);
 }
+
+/// Long exclusion lists are kept once resolved: the same list sent again
+/// excludes the same items, a different list is not answered from the kept
+/// one, and a call's seeds never stick to a kept list.
+#[test]
+fn kept_exclusion_lists_stay_exact() {
+    let f = fixture(Metric::L2, SEED, "t");
+    let q = row(&f, 10);
+    let call = |exclude: &[String], positive: &[String], vector: &[f32]| {
+        let hits = retrieve(
+            &one(&f),
+            &Call {
+                vector,
+                positive_ids: positive,
+                exclude_ids: exclude,
+                params: SearchParams::new(20, N),
+                ..Call::default()
+            },
+        )
+        .unwrap()
+        .hits;
+        ids(&f.index, &hits)
+    };
+    // A beam as wide as the index: exact answers, compared exactly.
+    let plain = call(&[], &[], &q);
+    // The 100 nearest, and the 100 after them (longer than the shortest
+    // list that is kept).
+    let wide = retrieve(
+        &one(&f),
+        &Call {
+            vector: &q,
+            params: SearchParams::new(220, N),
+            ..Call::default()
+        },
+    )
+    .unwrap()
+    .hits;
+    let first: Vec<String> = ids(&f.index, &wide[..100]);
+    let second: Vec<String> = ids(&f.index, &wide[100..200]);
+    assert!(first.len() >= fathom_engine::ids::ListKey::MIN_IDS);
+    let without_first = call(&first, &[], &q);
+    assert_eq!(without_first, ids(&f.index, &wide[100..120]));
+    // Sent again: answered the same (from the kept list).
+    assert_eq!(call(&first, &[], &q), without_first);
+    // Another list: its own items go, the first list's come back.
+    let without_second = call(&second, &[], &q);
+    assert_eq!(without_second, plain);
+    let mut both = first.clone();
+    both.extend(second.iter().cloned());
+    assert_eq!(call(&both, &[], &q), ids(&f.index, &wide[200..220]));
+    // A seed excluded on top of the kept first list, for that call only.
+    let seed = vec![without_first[0].clone()];
+    let seeded = call(&first, &seed, &[]);
+    assert!(!seeded.contains(&seed[0]), "{seeded:?}");
+    assert!(seeded.iter().all(|id| !first.contains(id)), "{seeded:?}");
+    assert_eq!(call(&first, &[], &q), without_first);
+}

@@ -31,9 +31,13 @@ pub struct Snapshot {
     version: u32,
     /// End of the manifest: where the padding before the first section starts.
     manifest_end: usize,
-    /// Validated (offset, len) of each present section.
-    sections: HashMap<SectionKind, (usize, usize)>,
+    /// Validated (offset, len) of each present section, by kind number: an
+    /// id lookup reads two sections, so no hashing per read.
+    sections: [Option<(usize, usize)>; SECTION_KINDS],
 }
+
+/// One more than the largest section kind number.
+const SECTION_KINDS: usize = SectionKind::AttrSorted as usize + 1;
 
 impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -107,7 +111,13 @@ impl Snapshot {
             quantizer,
             version: header.version,
             manifest_end: m_end as usize,
-            sections,
+            sections: {
+                let mut by_kind = [None; SECTION_KINDS];
+                for (kind, at) in sections {
+                    by_kind[kind as usize] = Some(at);
+                }
+                by_kind
+            },
         })
     }
 
@@ -187,8 +197,8 @@ impl Snapshot {
 
     /// The raw bytes of a section (empty if absent).
     pub fn section_bytes(&self, kind: SectionKind) -> &[u8] {
-        match self.sections.get(&kind) {
-            Some(&(off, len)) => &self.map.bytes()[off..off + len],
+        match self.sections[kind as usize] {
+            Some((off, len)) => &self.map.bytes()[off..off + len],
             None => &[],
         }
     }
@@ -252,7 +262,13 @@ impl Snapshot {
 
     /// The external id of node `i`.
     pub fn id(&self, i: u32) -> Option<&str> {
-        string_at(
+        std::str::from_utf8(self.id_bytes(i)?).ok()
+    }
+
+    /// The external id of node `i` as stored: comparing these bytes with a
+    /// wanted id's skips the UTF-8 check of [`Snapshot::id`].
+    pub fn id_bytes(&self, i: u32) -> Option<&[u8]> {
+        bytes_at(
             self.cast(SectionKind::IdOffsets),
             self.section_bytes(SectionKind::IdBytes),
             i,
@@ -302,9 +318,13 @@ impl Snapshot {
 }
 
 fn string_at<'a>(offsets: &[u64], bytes: &'a [u8], i: u32) -> Option<&'a str> {
+    std::str::from_utf8(bytes_at(offsets, bytes, i)?).ok()
+}
+
+fn bytes_at<'a>(offsets: &[u64], bytes: &'a [u8], i: u32) -> Option<&'a [u8]> {
     let i = i as usize;
     let (s, e) = (*offsets.get(i)? as usize, *offsets.get(i + 1)? as usize);
-    std::str::from_utf8(bytes.get(s..e)?).ok()
+    bytes.get(s..e)
 }
 
 type Validated = (
