@@ -62,6 +62,7 @@ pub fn make_snapshot_with(
 
 /// Snapshots built once per test run and copied where a test needs them.
 pub fn prebuilt(which: &str) -> PathBuf {
+    binary_watchdog();
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
         let d = tempfile::tempdir().expect("tempdir");
@@ -117,6 +118,7 @@ pub async fn serve(
     folder: Option<&Path>,
     config: ServeConfig,
 ) -> (RunningServer, Client) {
+    binary_watchdog();
     let specs: Vec<(String, PathBuf)> = specs
         .iter()
         .map(|(n, p)| (n.to_string(), p.clone()))
@@ -167,6 +169,14 @@ where
 /// that a hang shows where it is instead of stalling the whole run.
 pub struct Watchdog {
     _done: std::sync::mpsc::Sender<()>,
+}
+
+/// A watchdog over the whole test binary, started by the first server or
+/// snapshot a test asks for: every binary here runs in well under a
+/// minute, so one still running after 15 minutes is stuck somewhere.
+pub fn binary_watchdog() {
+    static WATCHING: OnceLock<Watchdog> = OnceLock::new();
+    WATCHING.get_or_init(|| watchdog("this test binary", Duration::from_secs(900)));
 }
 
 pub fn watchdog(test: &'static str, limit: Duration) -> Watchdog {
