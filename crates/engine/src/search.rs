@@ -206,6 +206,12 @@ pub struct Scratch {
     bridges: Vec<u32>,
     /// Layer-0 starting points of a filtered search.
     entries: Vec<(u32, f32)>,
+    /// Of the new neighbours a filtered search met on layer 0, how many the
+    /// filter admitted and how many it turned away: the admitted share
+    /// around the query, which an anti-correlated filter leaves far below
+    /// its share of the whole index.
+    pub(crate) met: (u64, u64),
+
     /// Query converted to each storage type.
     pub(crate) q_f32: Vec<f32>,
     pub(crate) q_bf16: Vec<u16>,
@@ -221,6 +227,7 @@ impl Scratch {
             batch: Vec::with_capacity(64),
             bridges: Vec::with_capacity(64),
             entries: Vec::new(),
+            met: (0, 0),
             q_f32: Vec::new(),
             q_bf16: Vec::new(),
             q_i8: Vec::new(),
@@ -563,6 +570,31 @@ pub fn hnsw_search_limited<E: Element, C: Cancel>(
     Ok(stats)
 }
 
+/// Neighbours whose admission measures the admitted share around the query
+/// ([`Scratch::met`]).
+const SHARE_SAMPLE: u64 = 384;
+
+/// How many of the layer-0 nodes around `near` (its neighbours, then
+/// theirs, up to [`SHARE_SAMPLE`]) `admit` admits, and how many it turns
+/// away. `near` is the query's nearest node found unfiltered, so this is
+/// the admitted share where the nearest admitted items should be, not where
+/// the filtered beam goes.
+fn local_share<L: Links, A: Admit>(links: &L, near: u32, admit: &A) -> (u64, u64) {
+    let (mut admits, mut seen) = (0u64, 0u64);
+    let mut first = Vec::with_capacity(64);
+    links.for_each_neighbor(near, 0, |nb| first.push(nb));
+    for &nb in std::iter::once(&near).chain(&first) {
+        if seen >= SHARE_SAMPLE {
+            break;
+        }
+        links.for_each_neighbor(nb, 0, |x| {
+            seen += 1;
+            admits += u64::from(admit.admit(x));
+        });
+    }
+    (admits, seen - admits)
+}
+
 /// Layer-0 beam search that returns only admitted nodes (filter, exclusions,
 /// deletions: whatever `admit` decides).
 ///
@@ -652,6 +684,7 @@ pub fn hnsw_search_admitted<E: Element, C: Cancel, A: Admit>(
     fanout: usize,
 ) -> Result<SearchStats> {
     let mut stats = SearchStats::default();
+    scratch.met = (0, 0);
     if graph.is_empty() {
         scratch.pool.clear();
         return Ok(stats);
@@ -686,6 +719,7 @@ pub fn hnsw_search_admitted<E: Element, C: Cancel, A: Admit>(
     } else {
         entries.push((ep, d));
     }
+    scratch.met = local_share(graph, entries[0].0, admit);
     let r = search_layer_admitted(
         graph,
         space,

@@ -428,3 +428,95 @@ fn exclusions_and_filters_share_one_admit_check_and_keep_k_hits() {
         }
     }
 }
+
+/// A filter held thinly around the query (a language other than its
+/// cluster's) is answered by an exact scan of the matches, while a filter
+/// as common everywhere as it is overall stays on the graph; `Plan::Graph`
+/// turns the scan off.
+#[test]
+fn filters_thin_around_the_query_are_scanned_exactly() {
+    use fathom_engine::builder::Dataset;
+    use fathom_engine::synth;
+    let (n, dim, clusters) = (30_000, 16, 24);
+    let (vectors, labels) = synth::clustered_labeled(n, dim, clusters, 5);
+    let items = synth::attributes(&vectors, &labels, dim, 5);
+    let mut b = AttributesBuilder::new();
+    for (i, item) in items.iter().enumerate() {
+        b.push(&item.to_map(), i + 1).unwrap();
+    }
+    let ds = Dataset {
+        dim,
+        vectors: vectors.clone(),
+        ids: (0..n).map(|i| format!("item:{i:06}")).collect(),
+        attributes: Some(b.finish()),
+    };
+    let built = build_with(ds, Metric::L2, Storage::F32, BuilderKind::Fathom, 64);
+    let dir = tempfile::tempdir().unwrap();
+    let index =
+        Index::from_snapshot(Snapshot::open(write(&built, dir.path(), "t.fathom")).unwrap());
+    // The most common language: the main one of several clusters, and
+    // thinly present (~15% of items take a random language) in the others.
+    let mut count = std::collections::HashMap::new();
+    for it in &items {
+        *count.entry(it.lang).or_insert(0usize) += 1;
+    }
+    let (&lang, _) = count.iter().max_by_key(|(_, c)| **c).unwrap();
+    let anti = index.filter(&format!("lang = \"{lang}\"")).unwrap();
+    let even = index.filter("explicit = true").unwrap();
+    let params = SearchParams::new(10, 16);
+    for f in [&anti, &even] {
+        // Neither is sparse enough for the planner's exact scan up front.
+        assert!(
+            !fathom_engine::index::prefers_exact(f.count(), n, 16),
+            "{}",
+            f.count()
+        );
+    }
+    // Queries from the clusters whose main language is another one.
+    let other: Vec<usize> = (0..n)
+        .filter(|&i| {
+            let c = labels[i];
+            let main = items
+                .iter()
+                .zip(&labels)
+                .filter(|(_, &l)| l == c)
+                .take(50)
+                .filter(|(it, _)| it.lang == lang)
+                .count();
+            main < 25
+        })
+        .step_by(997)
+        .take(20)
+        .collect();
+    assert!(other.len() >= 10);
+    let mut out = Vec::new();
+    let (mut scanned, mut forced_scanned) = (0, 0);
+    for &i in &other {
+        let q = &vectors[i * dim..(i + 1) * dim];
+        let stats = index
+            .search_filtered_into(q, &params, Some(&anti), &mut out)
+            .unwrap();
+        if stats.distances >= anti.count() {
+            scanned += 1;
+        }
+        assert_eq!(out.len(), 10);
+        let mut graph = params.clone();
+        graph.plan = Plan::Graph;
+        let stats = index
+            .search_filtered_into(q, &graph, Some(&anti), &mut out)
+            .unwrap();
+        if stats.distances >= anti.count() {
+            forced_scanned += 1;
+        }
+        let stats = index
+            .search_filtered_into(q, &params, Some(&even), &mut out)
+            .unwrap();
+        assert!(stats.distances < even.count(), "an even filter was scanned");
+    }
+    assert!(
+        scanned * 2 >= other.len(),
+        "{scanned} of {} scanned",
+        other.len()
+    );
+    assert_eq!(forced_scanned, 0);
+}
