@@ -92,14 +92,6 @@ pub fn prefers_exact(matching: u64, n: usize, ef: usize) -> bool {
         || matching * EXACT_MAX_SHARE_INV <= n
 }
 
-/// A filtered traversal whose admitted share around the query (not zero) is
-/// under 1/this of the filter's share of the index is redone as an exact
-/// scan. On the synthetic 1M × 128 set, a language filter leaves the
-/// queries of other clusters at 0–2% against 8.8% overall, where the graph
-/// reaches only recall 0.82; uncorrelated filters measure within a few
-/// percent of their overall share (docs/filters.md).
-const LOCAL_SHARE_FLOOR_INV: u64 = 3;
-
 /// Below this many matching rows the exact scan always wins.
 const EXACT_MIN_ROWS: u64 = 2_000;
 /// Matching rows per unit of beam width below which exact wins.
@@ -383,22 +375,23 @@ impl IndexParts<'_> {
                 Plan::Auto => filtered_ef(ef, admitted as f64 / n.max(1) as f64).min(MAX_EF),
                 _ => ef,
             };
-            stats += self.traverse(ef, Limit::NONE, scratch, cancel, admission)?;
-            self.finish(scratch, k, out, admission);
-            let (admits, turned_away) = scratch.met;
-            if params.plan == Plan::Auto
-                && admits > 0
-                && admits * LOCAL_SHARE_FLOOR_INV * (n as u64) < admitted * (admits + turned_away)
-            {
-                // The filter's items are present but thin around the query
-                // (a language other than the query's own): the graph does
-                // not connect them there and the beam may have kept far
-                // ones. Scan the matches exactly. (Where they are absent,
-                // their own regions, which layer 1 finds, hold the nearest.)
-                out.clear();
-            }
-            if out.len() >= k {
-                return Ok(stats);
+            // Only a filter: exclusions alone crowd a neighbourhood without
+            // making the rest of the index any nearer.
+            let check = params.plan == Plan::Auto && admission.filter.is_some();
+            scratch.thin_check = check.then_some((admitted, n as u64));
+            let traversed = self.traverse(ef, Limit::NONE, scratch, cancel, admission);
+            scratch.thin_check = None;
+            stats += traversed?;
+            // A filter present but thin around the query (a language other
+            // than the query's own) is not connected there by the graph, so
+            // the traversal stopped before layer 0 and the matches are
+            // scanned below. (Where the filter's items are absent, their
+            // own regions, which layer 1 finds, hold the nearest.)
+            if !scratch.thin {
+                self.finish(scratch, k, out, admission);
+                if out.len() >= k {
+                    return Ok(stats);
+                }
             }
         }
         // The exact plan, or a traversal that found fewer than k (the

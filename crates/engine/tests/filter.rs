@@ -519,4 +519,26 @@ fn filters_thin_around_the_query_are_scanned_exactly() {
         other.len()
     );
     assert_eq!(forced_scanned, 0);
+
+    // Exclusions alone (a history crowding the query's neighbourhood) are
+    // walked through, never scanned: the rest of the index is no nearer.
+    const HISTORY: usize = 600;
+    let q = &vectors[other[0] * dim..(other[0] + 1) * dim];
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    let l2 = |i: u32| -> f32 {
+        let row = &vectors[i as usize * dim..(i as usize + 1) * dim];
+        row.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum()
+    };
+    order.sort_by(|&a, &b| l2(a).total_cmp(&l2(b)));
+    let history: roaring::RoaringBitmap = order[..HISTORY].iter().copied().collect();
+    let admission = fathom_engine::admit::Admission {
+        excluded: Some(&history),
+        ..Default::default()
+    };
+    let stats = index
+        .search_admitted_into(q, &params, &admission, &mut out)
+        .unwrap();
+    assert_eq!(out.len(), 10);
+    assert!(out.iter().all(|h| !history.contains(h.id)));
+    assert!(stats.distances < (n - HISTORY) as u64, "{stats:?}: scanned");
 }
