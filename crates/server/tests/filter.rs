@@ -22,10 +22,10 @@ const SEED: u64 = 17;
 
 /// A snapshot of N synthetic items with `synth::attributes`, and those
 /// attributes (row i has id `item:{i+1:06}`).
-fn fixture() -> &'static (tempfile::TempDir, Vec<SynthItem>) {
-    static F: OnceLock<(tempfile::TempDir, Vec<SynthItem>)> = OnceLock::new();
+fn fixture() -> &'static (std::path::PathBuf, Vec<SynthItem>) {
+    static F: OnceLock<(std::path::PathBuf, Vec<SynthItem>)> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = run_dir("filter");
         let (vectors, labels) = synth::clustered_labeled(N, DIM, 12, SEED);
         let items = synth::attributes(&vectors, &labels, DIM, SEED);
         let mut b = AttributesBuilder::new();
@@ -46,9 +46,7 @@ fn fixture() -> &'static (tempfile::TempDir, Vec<SynthItem>) {
             ..Default::default()
         };
         let built = build(ds, Path::new("test"), &opts, &|_, _| {}).unwrap();
-        built
-            .write(&dir.path().join("items.fathom"), "test")
-            .unwrap();
+        built.write(&dir.join("items.fathom"), "test").unwrap();
         (dir, items)
     })
 }
@@ -68,7 +66,7 @@ fn item(hit_id: &str) -> &'static SynthItem {
 }
 
 async fn start() -> (RunningServer, Client) {
-    let path = fixture().0.path().join("items.fathom");
+    let path = fixture().0.join("items.fathom");
     serve(&[("items", path)], None, config(Limits::default(), false)).await
 }
 

@@ -151,13 +151,13 @@ async fn seeds_taste_vectors_and_exclusions_match_in_process_search() {
 
 /// Two attributed indexes of one dimension and metric ("tracks" and
 /// "episodes"), each with `synth::attributes` (artists lie near each other).
-fn catalog() -> &'static tempfile::TempDir {
+fn catalog() -> &'static std::path::Path {
     use fathom_engine::attributes::AttributesBuilder;
     use fathom_engine::builder::{build, BuildOptions, Dataset};
     use fathom_engine::synth;
-    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = run_dir("recommend");
         for (name, seed) in [("tracks", 31), ("episodes", 32)] {
             let (vectors, labels) = synth::clustered_labeled(N, DIM, 12, seed);
             let mut b = AttributesBuilder::new();
@@ -182,7 +182,7 @@ fn catalog() -> &'static tempfile::TempDir {
             };
             let built = build(ds, std::path::Path::new("test"), &opts, &|_, _| {}).unwrap();
             built
-                .write(&dir.path().join(format!("{name}.fathom")), "test")
+                .write(&dir.join(format!("{name}.fathom")), "test")
                 .unwrap();
         }
         dir
@@ -191,7 +191,7 @@ fn catalog() -> &'static tempfile::TempDir {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn federated_groups_diversity_and_attributes_match_the_engine() {
-    let dir = catalog().path();
+    let dir = catalog();
     let (tracks_path, episodes_path) = (dir.join("tracks.fathom"), dir.join("episodes.fathom"));
     let (server, client) = serve(
         &[

@@ -60,14 +60,46 @@ pub fn make_snapshot_with(
     built.write(path, "test").expect("write");
 }
 
+/// This run's folder for files built once and kept for the whole run, in
+/// cargo's per-target temp folder under the process id: a `TempDir` in a
+/// static is never dropped, so each run used to leave its snapshots behind
+/// (tens of MB per test binary, which filled a disk over a day of runs).
+/// Folders of runs that have ended are removed when the next one starts.
+pub fn run_dir(what: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("runs");
+        let exe = std::env::current_exe().expect("test binary path");
+        let binary = exe
+            .file_name()
+            .expect("a file name")
+            .to_string_lossy()
+            .into_owned();
+        for old in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let file = old.file_name().to_string_lossy().into_owned();
+            let pid = file
+                .strip_prefix(&format!("{binary}-"))
+                .and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                let _ = std::fs::remove_dir_all(old.path());
+            }
+        }
+        root.join(format!("{binary}-{}", std::process::id()))
+    });
+    let d = dir.join(what);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("a folder for this run");
+    d
+}
+
 /// Snapshots built once per test run and copied where a test needs them.
 pub fn prebuilt(which: &str) -> PathBuf {
     binary_watchdog();
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
-        let d = tempfile::tempdir().expect("tempdir");
+        let d = run_dir("prebuilt");
         for (name, seed) in [("v0", 1), ("v1", 2), ("v2", 3), ("v3", 4)] {
-            make_snapshot(&d.path().join(format!("{name}.fathom")), N, DIM, seed, name);
+            make_snapshot(&d.join(format!("{name}.fathom")), N, DIM, seed, name);
         }
         // Big enough that a batch of exact searches (ef >= n) takes a
         // while, in a small message; its graph quality does not matter.
@@ -77,17 +109,10 @@ pub fn prebuilt(which: &str) -> PathBuf {
             threads: 2,
             ..Default::default()
         };
-        make_snapshot_with(
-            &d.path().join("slow.fathom"),
-            SLOW_N,
-            SLOW_DIM,
-            9,
-            "slow",
-            &coarse,
-        );
+        make_snapshot_with(&d.join("slow.fathom"), SLOW_N, SLOW_DIM, 9, "slow", &coarse);
         d
     });
-    dir.path().join(format!("{which}.fathom"))
+    dir.join(format!("{which}.fathom"))
 }
 
 /// Copy a prebuilt snapshot into `dir` under `name`, atomically (copy to a
