@@ -206,17 +206,11 @@ pub struct Scratch {
     bridges: Vec<u32>,
     /// Layer-0 starting points of a filtered search.
     entries: Vec<(u32, f32)>,
-    /// Of the new neighbours a filtered search met on layer 0, how many the
-    /// filter admitted and how many it turned away: the admitted share
-    /// around the query, which an anti-correlated filter leaves far below
-    /// its share of the whole index.
-    pub(crate) met: (u64, u64),
     /// Set by the caller: the filter's admitted count and the index size,
-    /// to stop a filtered search as soon as [`Scratch::met`] shows the
+    /// to stop a filtered search as soon as [`local_share`] shows the
     /// filter thin around the query (`thin` then tells it so).
     pub(crate) thin_check: Option<(u64, u64)>,
     pub(crate) thin: bool,
-
     /// Query converted to each storage type.
     pub(crate) q_f32: Vec<f32>,
     pub(crate) q_bf16: Vec<u16>,
@@ -232,7 +226,6 @@ impl Scratch {
             batch: Vec::with_capacity(64),
             bridges: Vec::with_capacity(64),
             entries: Vec::new(),
-            met: (0, 0),
             thin_check: None,
             thin: false,
             q_f32: Vec::new(),
@@ -578,7 +571,7 @@ pub fn hnsw_search_limited<E: Element, C: Cancel>(
 }
 
 /// Neighbours whose admission measures the admitted share around the query
-/// ([`Scratch::met`]).
+/// ([`local_share`]).
 const SHARE_SAMPLE: u64 = 384;
 
 /// A filter whose admitted share around the query (not zero) is under
@@ -699,7 +692,6 @@ pub fn hnsw_search_admitted<E: Element, C: Cancel, A: Admit>(
     fanout: usize,
 ) -> Result<SearchStats> {
     let mut stats = SearchStats::default();
-    scratch.met = (0, 0);
     scratch.thin = false;
     if graph.is_empty() {
         scratch.pool.clear();
@@ -713,9 +705,8 @@ pub fn hnsw_search_admitted<E: Element, C: Cancel, A: Admit>(
     } else {
         (ep, d)
     };
-    scratch.met = local_share(graph, entry.0, admit);
     if let Some((admitted, n)) = scratch.thin_check {
-        let (admits, turned_away) = scratch.met;
+        let (admits, turned_away) = local_share(graph, entry.0, admit);
         if admits > 0 && admits * THIN_SHARE_INV * n < admitted * (admits + turned_away) {
             // The caller scans the matches instead: no traversal to waste.
             scratch.thin = true;
