@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 
+use fixedbitset::FixedBitSet;
 use roaring::RoaringBitmap;
 
 use crate::filter::FilterPlan;
@@ -78,6 +79,23 @@ impl<'f, 'a> Admission<'f, 'a> {
         self.filter.is_some_and(|f| f.is_exact() && f.count() == 0)
     }
 
+    /// This admission as a traversal should probe it ([`Probe`]).
+    pub fn probe(&self) -> Probe<'f, 'a> {
+        match self.filter.and_then(|f| f.dense()) {
+            Some(bits) => Probe {
+                bits: Some(bits),
+                rest: Admission {
+                    filter: None,
+                    ..*self
+                },
+            },
+            None => Probe {
+                bits: None,
+                rest: *self,
+            },
+        }
+    }
+
     /// Exactly the admitted nodes among `0..n`.
     pub fn admitted(&self, n: usize) -> Cow<'f, RoaringBitmap> {
         let mut set = match self.filter {
@@ -103,5 +121,20 @@ impl Admit for Admission<'_, '_> {
         self.filter.is_none_or(|f| f.admit(node))
             && !self.excluded.is_some_and(|e| e.contains(node))
             && !self.deleted.is_some_and(|d| d.contains(node))
+    }
+}
+
+/// An [`Admission`] as a traversal probes it, once per neighbour met: a
+/// filter known exactly is a bit test, done first because it turns most
+/// candidates away; exclusions and deletions, usually few, stay bitmaps.
+pub struct Probe<'f, 'a> {
+    bits: Option<&'f FixedBitSet>,
+    rest: Admission<'f, 'a>,
+}
+
+impl Admit for Probe<'_, '_> {
+    #[inline]
+    fn admit(&self, node: u32) -> bool {
+        self.bits.is_none_or(|b| b.contains(node as usize)) && self.rest.admit(node)
     }
 }

@@ -379,7 +379,7 @@ impl IndexParts<'_> {
             // making the rest of the index any nearer.
             let check = params.plan == Plan::Auto && admission.filter.is_some();
             scratch.thin_check = check.then_some((admitted, n as u64));
-            let traversed = self.traverse(ef, Limit::NONE, scratch, cancel, admission);
+            let traversed = self.traverse(ef, Limit::NONE, scratch, cancel, &admission.probe());
             scratch.thin_check = None;
             stats += traversed?;
             // A filter present but thin around the query (a language other

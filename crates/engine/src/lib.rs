@@ -34,6 +34,7 @@
 
 pub mod admit;
 pub mod attributes;
+pub mod bitset;
 pub mod builder;
 pub mod distance;
 pub mod error;

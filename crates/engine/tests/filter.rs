@@ -429,6 +429,40 @@ fn exclusions_and_filters_share_one_admit_check_and_keep_k_hits() {
     }
 }
 
+/// The traversal's probe (the filter as one bit per item, exclusions and
+/// deletions as bitmaps) admits exactly what the admission does.
+#[test]
+fn traversal_probe_admits_what_the_admission_does() {
+    use fathom_engine::admit::{Admission, Admit};
+    use roaring::RoaringBitmap;
+    let fx = fixture(Storage::F32);
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut away =
+        || -> RoaringBitmap { (0..300).map(|_| rng.random_range(0..N as u32)).collect() };
+    let (excluded, deleted) = (away(), away());
+    for expr in [
+        "markets = \"SE\"",
+        "NOT markets = \"SE\" OR explicit = true",
+        "popularity >= 50",
+        "markets = \"SE\" AND popularity >= 50",
+    ] {
+        let plan = fx.index.filter(expr).unwrap();
+        for (excluded, deleted) in [(None, None), (Some(&excluded), Some(&deleted))] {
+            let admission = Admission {
+                filter: Some(&plan),
+                excluded,
+                deleted,
+            };
+            let probe = admission.probe();
+            let differ = (0..N as u32 + 70).find(|&i| probe.admit(i) != admission.admit(i));
+            assert_eq!(differ, None, "{expr}");
+        }
+        // The admission admits some and turns some away, or this proves little.
+        let admits = (0..N as u32).filter(|&i| plan.admit(i)).count();
+        assert!(admits > 0 && admits < N, "{expr}: {admits}");
+    }
+}
+
 /// A filter held thinly around the query (a language other than its
 /// cluster's) is answered by an exact scan of the matches, while a filter
 /// as common everywhere as it is overall stays on the graph; `Plan::Graph`

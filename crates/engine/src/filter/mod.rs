@@ -15,6 +15,7 @@ pub use parse::{parse, Expr, Literal, Op, MAX_FILTER_LEN};
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
+use fixedbitset::FixedBitSet;
 use roaring::RoaringBitmap;
 
 pub use crate::admit::{Admit, AdmitAll};
@@ -115,6 +116,8 @@ pub struct FilterPlan<'a> {
     residual: Option<(Pred<'a>, Option<Driver<'a>>)>,
     /// Estimated matches while `matches` is unset.
     estimate: u64,
+    /// `matches` as one bit per item, for traversal ([`Self::dense`]).
+    dense: OnceLock<FixedBitSet>,
 }
 
 impl std::fmt::Debug for FilterPlan<'_> {
@@ -145,6 +148,7 @@ impl<'a> FilterPlan<'a> {
                 matches: OnceLock::from(b),
                 residual: None,
                 estimate: 0,
+                dense: OnceLock::new(),
                 attrs,
             },
             Reduced::Residual {
@@ -155,6 +159,7 @@ impl<'a> FilterPlan<'a> {
                 matches: OnceLock::new(),
                 estimate: (estimate.round() as u64).min(n),
                 residual: Some((pred, driver)),
+                dense: OnceLock::new(),
                 attrs,
             },
         };
@@ -201,6 +206,22 @@ impl<'a> FilterPlan<'a> {
             rows.sort_unstable();
             Cow::Owned(RoaringBitmap::from_sorted_iter(rows).unwrap_or_default())
         })
+    }
+}
+
+impl FilterPlan<'_> {
+    /// The exact matches as one bit per item, built on first call (once per
+    /// plan, so once for a whole batch); `None` while they are not known
+    /// exactly. A traversal probes the filter for every neighbour it meets,
+    /// hundreds of times per query: a bit test costs a fraction of a roaring
+    /// lookup (profiled on words-dev-384 with a 10% filter, roaring's
+    /// `contains` and its caller took a quarter of the query's time).
+    pub fn dense(&self) -> Option<&FixedBitSet> {
+        let matches = self.matches.get()?;
+        Some(
+            self.dense
+                .get_or_init(|| crate::bitset::dense_of(matches, self.attrs.n)),
+        )
     }
 }
 
