@@ -26,6 +26,7 @@ pub fn dense_of(bitmap: &RoaringBitmap, n: usize) -> FixedBitSet {
     let mut bits = FixedBitSet::with_capacity(n);
     let mut bytes = Vec::with_capacity(bitmap.serialized_size());
     let copied = bitmap.serialize_into(&mut bytes).is_ok() && copy_portable(&bytes, &mut bits);
+    debug_assert!(copied, "roaring's serialization left the documented format");
     if !copied {
         // Only if roaring's writer ever left the documented format: correct,
         // just slower.
@@ -83,6 +84,9 @@ fn parse(bytes: &[u8], bits: &mut FixedBitSet) -> Option<()> {
                 *block = w as Block;
             }
         }
+    }
+    if !r.0.is_empty() {
+        return None;
     }
     // A dense container copies whole words: clear what lies past `n`, which
     // `contains` ignores but counting and iterating would not.
@@ -161,6 +165,10 @@ mod tests {
         check(&b, n);
         check(&RoaringBitmap::new(), n);
         check(&b, 0);
+        // A dense container that runs past an `n` that is no multiple of 64.
+        let dense: RoaringBitmap = (196_608..229_100).filter(|x| x % 5 != 0).collect();
+        check(&dense, 229_055);
+        check(&dense, 229_056);
     }
 
     #[test]
@@ -172,6 +180,8 @@ mod tests {
         let b: RoaringBitmap = (0..5000).collect();
         b.serialize_into(&mut bytes).unwrap();
         assert!(!copy_portable(&bytes[..bytes.len() - 1], &mut bits));
+        bytes.push(0);
+        assert!(!copy_portable(&bytes, &mut bits), "trailing bytes");
     }
 
     proptest! {

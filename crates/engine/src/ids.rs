@@ -85,17 +85,19 @@ impl ListKey {
         // from the stack. Copying 10,000 short ids side by side to hash
         // them in one stream cost about twice as much: the copy, not the
         // hash, was the cost (`cargo bench -p fathom-benches --bench ids`).
-        // Two lists then share a key only if some position's ids share a
-        // 64-bit hash. The seed is secret per process, so a client cannot
-        // craft a list that takes another caller's key (and so learn from
-        // its results whose history it holds).
+        // Two different lists then share a key only if some position's ids
+        // share a 64-bit hash or the outer 128-bit hashes collide. The seed
+        // is random per process, which makes crafted collisions (a list
+        // built to take another list's key, poisoning the kept lists)
+        // impractical; xxh3 is not a keyed MAC, so this is no stronger
+        // guarantee than that.
         const BLOCK: usize = 512;
         let seed = list_seed();
         let mut hash = Xxh3::with_seed(seed);
         let mut block = [0u64; BLOCK];
         for chunk in ids.chunks(BLOCK) {
             for (h, id) in block.iter_mut().zip(chunk) {
-                *h = xxh3_64_with_seed(id.as_ref().as_bytes(), seed);
+                *h = xxh3_64_with_seed(id.as_ref().as_bytes(), seed).to_le();
             }
             hash.update(bytemuck::cast_slice(&block[..chunk.len()]));
         }
