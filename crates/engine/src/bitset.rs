@@ -25,7 +25,8 @@ const ARRAY_MAX: usize = 4096;
 pub fn dense_of(bitmap: &RoaringBitmap, n: usize) -> FixedBitSet {
     let mut bits = FixedBitSet::with_capacity(n);
     let mut bytes = Vec::with_capacity(bitmap.serialized_size());
-    let copied = bitmap.serialize_into(&mut bytes).is_ok() && copy_portable(&bytes, &mut bits);
+    let copied =
+        bitmap.serialize_into(&mut bytes).is_ok() && copy_portable(&bytes, &mut bits).is_some();
     debug_assert!(copied, "roaring's serialization left the documented format");
     if !copied {
         // Only if roaring's writer ever left the documented format: correct,
@@ -38,13 +39,9 @@ pub fn dense_of(bitmap: &RoaringBitmap, n: usize) -> FixedBitSet {
     bits
 }
 
-/// Set the members of a portable serialization in `bits`; false if the
+/// Set the members of a portable serialization in `bits`; `None` if the
 /// bytes are not that format.
-fn copy_portable(bytes: &[u8], bits: &mut FixedBitSet) -> bool {
-    parse(bytes, bits).is_some()
-}
-
-fn parse(bytes: &[u8], bits: &mut FixedBitSet) -> Option<()> {
+fn copy_portable(bytes: &[u8], bits: &mut FixedBitSet) -> Option<()> {
     let mut r = Reader(bytes);
     let cookie = r.u32()?;
     let (size, runs) = if cookie & 0xFFFF == COOKIE_RUNS {
@@ -127,7 +124,7 @@ mod tests {
         let mut bytes = Vec::new();
         bitmap.serialize_into(&mut bytes).unwrap();
         let mut bits = FixedBitSet::with_capacity(n);
-        assert!(copy_portable(&bytes, &mut bits), "not parsed");
+        assert!(copy_portable(&bytes, &mut bits).is_some(), "not parsed");
         let want: Vec<usize> = bitmap
             .iter()
             .map(|x| x as usize)
@@ -174,14 +171,14 @@ mod tests {
     #[test]
     fn garbage_is_refused_not_misread() {
         let mut bits = FixedBitSet::with_capacity(100);
-        assert!(!copy_portable(&[], &mut bits));
-        assert!(!copy_portable(&[1, 2, 3, 4, 5, 6, 7, 8], &mut bits));
+        assert!(copy_portable(&[], &mut bits).is_none());
+        assert!(copy_portable(&[1, 2, 3, 4, 5, 6, 7, 8], &mut bits).is_none());
         let mut bytes = Vec::new();
         let b: RoaringBitmap = (0..5000).collect();
         b.serialize_into(&mut bytes).unwrap();
-        assert!(!copy_portable(&bytes[..bytes.len() - 1], &mut bits));
+        assert!(copy_portable(&bytes[..bytes.len() - 1], &mut bits).is_none());
         bytes.push(0);
-        assert!(!copy_portable(&bytes, &mut bits), "trailing bytes");
+        assert!(copy_portable(&bytes, &mut bits).is_none(), "trailing bytes");
     }
 
     proptest! {

@@ -7,8 +7,8 @@
 //! Even so, resolving 10,000 ids costs about a millisecond, several times a
 //! search. A listener's history is sent again with each call of a session
 //! (every shelf of a home page), so resolved exclusion lists are kept, by a
-//! hash of the whole list: a list seen again costs one pass of hashing over
-//! its bytes.
+//! hash of the whole list: a list seen again costs one hash per id, and no
+//! lookups.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};

@@ -589,17 +589,16 @@ const THIN_SHARE_INV: u64 = 3;
 /// the filtered beam goes.
 fn local_share<L: Links, A: Admit>(links: &L, near: u32, admit: &A) -> (u64, u64) {
     let (mut admits, mut seen) = (0u64, 0u64);
-    let mut first = Vec::with_capacity(64);
-    links.for_each_neighbor(near, 0, |nb| first.push(nb));
-    for &nb in std::iter::once(&near).chain(&first) {
-        if seen >= SHARE_SAMPLE {
-            break;
+    let mut sample = |node: u32| {
+        if seen < SHARE_SAMPLE {
+            links.for_each_neighbor(node, 0, |x| {
+                seen += 1;
+                admits += u64::from(admit.admit(x));
+            });
         }
-        links.for_each_neighbor(nb, 0, |x| {
-            seen += 1;
-            admits += u64::from(admit.admit(x));
-        });
-    }
+    };
+    sample(near);
+    links.for_each_neighbor(near, 0, &mut sample);
     (admits, seen - admits)
 }
 
