@@ -472,8 +472,11 @@ fn layered_index_build_delta_delete_search_compact() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let dim = 8;
-    let base: Vec<f32> = (0..500 * dim)
-        .map(|i| ((i * 37 % 101) as f32) / 101.0)
+    // Distinct rows: a pattern that repeats every few rows makes exact ties,
+    // and the order among tied hits may change when compaction rebuilds the
+    // graph on two threads (CI saw t268 where t66 had been).
+    let base: Vec<f32> = (0..500 * dim as u64)
+        .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f32 / (1u64 << 24) as f32)
         .collect();
     write_fvecs(&d.join("base.fvecs"), dim, &base).unwrap();
     let ids: String = (0..500).map(|i| format!("t{i}\n")).collect();
