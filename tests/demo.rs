@@ -41,6 +41,9 @@ async fn demo_builds_serves_reloads_and_stops_on_sigterm() {
                 "--dir",
             ])
             .arg(&catalog)
+            // The test reads info-level lines; a RUST_LOG set around it must
+            // not hide them.
+            .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
@@ -152,18 +152,28 @@ async fn request_bytes_in_flight_are_bounded() {
     .await
     .expect("an answer");
     assert_eq!(code, "0", "{message}");
+    // The holder's stream reset and the server's release of its body race
+    // the next call; on a loaded machine give them a few seconds.
     let mut body = frame_header(200_000);
     body.extend_from_slice(&vec![0u8; 200_000]);
-    let (code, _) = raw_call(
-        addr,
-        "/fathom.v1.Retrieval/BatchSearch",
-        Bytes::from(body),
-        true,
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("an answer");
-    assert_ne!(code, "8", "the budget was not given back");
+    let body = Bytes::from(body);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (code, _) = raw_call(
+            addr,
+            "/fathom.v1.Retrieval/BatchSearch",
+            body.clone(),
+            true,
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("an answer");
+        if code != "8" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the budget was not given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.shutdown().await.unwrap();
 }
 
