@@ -21,7 +21,8 @@
 #   M=16 EFC=200 EFS=10,16,24,32,48,64,96,128,192,256 K=10
 #   THREADS=<all cores>      build threads, the same for every engine
 #                            (search always runs on 1 thread)
-#   STORAGES="f32 i8 bf16"   fathom storage variants
+#   STORAGES="f32 f32-full i8 bf16"   fathom variants; f32-full searches
+#                            the f32 snapshot with --no-early-reject
 #   PEERS=hnswlib,voyager,usearch,faiss,annoy
 #   REPEATS=1                time each ef this many times, keep the
 #                            fastest (helps on small query sets / busy machines)
@@ -48,7 +49,7 @@ EFC=${EFC:-200}
 EFS=${EFS:-10,16,24,32,48,64,96,128,192,256}
 K=${K:-10}
 THREADS=${THREADS:-$(nproc)}
-STORAGES=${STORAGES:-"f32 i8 bf16"}
+STORAGES=${STORAGES:-"f32 f32-full i8 bf16"}
 PEERS=${PEERS:-hnswlib,voyager,usearch,faiss,annoy}
 REPEATS=${REPEATS:-1}
 
@@ -105,8 +106,22 @@ if [[ -z ${SKIP_FATHOM:-} ]]; then
     fi
 
     : > "$OUTDIR/fathom.jsonl"
+    f32_build_s=
     for storage in $STORAGES; do
         engine=fathom-$storage
+        if [[ $storage == f32-full ]]; then
+            # The f32 snapshot again, every candidate scored in full.
+            [[ -n $f32_build_s ]] || { log "$engine: needs the f32 variant first, skipping"; continue; }
+            log "$engine: eval ef=$EFS"
+            if ! "$FATHOM" eval "$OUTDIR/fathom.fathom" --queries "$QUERIES" --ground-truth "$GT" \
+                    -k "$K" --ef "$EFS" --threads 1 --repeats "$REPEATS" --json --no-early-reject \
+                    > "$OUTDIR/$engine.eval.jsonl"; then
+                log "$engine: eval FAILED, skipping this variant"
+                continue
+            fi
+            tag_lines "$engine" "$f32_build_s" < "$OUTDIR/$engine.eval.jsonl" >> "$OUTDIR/fathom.jsonl"
+            continue
+        fi
         if [[ $storage == f32 ]]; then
             snap=$OUTDIR/fathom.fathom
             storage_args=()
@@ -124,6 +139,7 @@ if [[ -z ${SKIP_FATHOM:-} ]]; then
         fi
         build_s=$(elapsed "$t0" "$(now)")
         log "$engine: built in ${build_s}s"
+        [[ $storage == f32 ]] && f32_build_s=$build_s
 
         log "$engine: eval ef=$EFS"
         if ! "$FATHOM" eval "$snap" --queries "$QUERIES" --ground-truth "$GT" -k "$K" \

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use fathom_engine::eval::evaluate_filtered;
 use fathom_engine::exact::knn_batch_among;
 use fathom_engine::formats::{read_ivecs, read_vectors};
-use fathom_engine::index::Plan;
+use fathom_engine::index::{Plan, SearchParams};
 use fathom_engine::Index;
 
 use super::{default_threads, parse_list};
@@ -52,6 +52,11 @@ pub struct Args {
     /// of the matching items (exact), or filtered graph traversal (graph).
     #[arg(long, value_enum, default_value_t = PlanArg::Auto)]
     plan: PlanArg,
+    /// Score every candidate in full: turn off early rejection, which lets
+    /// unfiltered traversals of f32 rows of 256 dimensions or more turn far
+    /// candidates away after their leading dimensions (docs/search.md).
+    #[arg(long)]
+    no_early_reject: bool,
     #[command(flatten)]
     load: super::LoadFlags,
 }
@@ -125,17 +130,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
             );
         }
         let run = |ef: usize, qs: &[Vec<f32>]| {
-            evaluate_filtered(
-                &index,
-                qs,
-                &truth,
-                a.k,
-                ef,
-                a.threads,
-                filter,
-                a.plan.into(),
-            )
-            .context("searching")
+            let params = SearchParams {
+                plan: a.plan.into(),
+                early_reject: !a.no_early_reject,
+                ..SearchParams::new(a.k, ef)
+            };
+            evaluate_filtered(&index, qs, &truth, &params, a.threads, filter).context("searching")
         };
         // Warm up: fault in the pages and the scratch pool before timing.
         run(efs[0], &queries[..queries.len().min(200)])?;

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::filter::FilterPlan;
-use crate::index::{Index, Plan, SearchParams};
+use crate::index::{Index, SearchParams};
 use crate::search::Neighbor;
 
 /// One line of `fathom eval --json`.
@@ -36,6 +36,10 @@ pub struct EvalRow {
     /// The filtered plan asked for: auto, exact or graph.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
+    /// Whether unfiltered traversals could turn candidates away early
+    /// ([`SearchParams::early_reject`]; it applies to f32 rows of 256
+    /// dimensions or more).
+    pub early_reject: bool,
 }
 
 /// recall@k of one result list against ground-truth rows (first k used).
@@ -78,27 +82,30 @@ pub fn evaluate(
     ef: usize,
     threads: usize,
 ) -> Result<(EvalRow, Vec<Vec<u32>>)> {
-    evaluate_filtered(index, queries, truth, k, ef, threads, None, Plan::Auto)
+    evaluate_filtered(
+        index,
+        queries,
+        truth,
+        &SearchParams::new(k, ef),
+        threads,
+        None,
+    )
 }
 
 /// [`evaluate`] with a filter (planned once, as a server plans a batch's) and
-/// a forced plan, for measuring the planner's switch point.
-#[allow(clippy::too_many_arguments)]
+/// any search parameters (a forced plan, for measuring the planner's switch
+/// point; early rejection off).
 pub fn evaluate_filtered(
     index: &Index,
     queries: &[Vec<f32>],
     truth: &[Vec<u32>],
-    k: usize,
-    ef: usize,
+    params: &SearchParams,
     threads: usize,
     filter: Option<(&str, &FilterPlan<'_>)>,
-    plan: Plan,
 ) -> Result<(EvalRow, Vec<Vec<u32>>)> {
+    let (k, ef, plan) = (params.k, params.ef, params.plan);
     let threads = threads.clamp(1, queries.len().max(1));
     let chunk = queries.len().div_ceil(threads).max(1);
-    let mut params = SearchParams::new(k, ef);
-    params.plan = plan;
-    let params = &params;
     let fplan = filter.map(|f| f.1);
     let mut ids: Vec<Vec<u32>> = vec![Vec::new(); queries.len()];
     let mut lat: Vec<f64> = vec![0.0; queries.len()];
@@ -151,6 +158,7 @@ pub fn evaluate_filtered(
         matching: fplan.map(|p| p.count()),
         selectivity: fplan.map(|p| p.selectivity()),
         plan: filter.map(|_| format!("{plan:?}").to_lowercase()),
+        early_reject: params.early_reject,
     };
     Ok((row, ids))
 }

@@ -15,6 +15,7 @@ use crate::exact;
 use crate::filter::FilterPlan;
 use crate::graph::GraphView;
 use crate::ids::{IdTable, ListKey, ResolvedLists};
+use crate::reject::EarlyReject;
 use crate::search::{
     hnsw_search_admitted, hnsw_search_limited, prefetch, Cancel, Deadline, Flag, FlagOrDeadline,
     Limit, Neighbor, NoCancel, Scratch, ScratchPool, SearchStats, Space,
@@ -44,6 +45,10 @@ pub struct SearchParams {
     pub cancel: Option<Arc<AtomicBool>>,
     /// How a filtered search runs; the planner decides unless told.
     pub plan: Plan,
+    /// Let an unfiltered f32 traversal turn far candidates away after their
+    /// leading dimensions ([`crate::reject`]); off, every candidate is
+    /// scored in full.
+    pub early_reject: bool,
 }
 
 impl SearchParams {
@@ -54,6 +59,7 @@ impl SearchParams {
             deadline: None,
             cancel: None,
             plan: Plan::Auto,
+            early_reject: true,
         }
     }
 }
@@ -143,6 +149,8 @@ pub struct IndexParts<'a> {
     pub vectors: VectorSlice<'a>,
     /// Exact vectors for re-ranking (the same rows as `vectors` under f32).
     pub exact: Rows<'a, f32>,
+    /// Early rejection for unfiltered traversals, where measured to apply.
+    pub early_reject: Option<EarlyReject>,
 }
 
 impl IndexParts<'_> {
@@ -323,6 +331,7 @@ impl IndexParts<'_> {
         let k = params.k;
         let ef = self.beam(params);
         let kernel = Kernel::<f32>::new(self.metric);
+        let reject = self.early_reject.filter(|_| params.early_reject);
         let limit = match bound {
             Some(b) if b.rows.len() >= k => Limit {
                 bound: self.traversal_bound(b, scratch),
@@ -339,10 +348,10 @@ impl IndexParts<'_> {
                 exact::knn_rows_into(self.exact, &kernel, q, k, 0..n as u32, out, cancel)?;
                 return Ok(SearchStats {
                     distances: n as u64,
-                    expansions: 0,
+                    ..SearchStats::default()
                 });
             }
-            let stats = self.traverse(ef, limit, scratch, cancel, &AdmitAll)?;
+            let stats = self.traverse(ef, limit, reject, scratch, cancel, &AdmitAll)?;
             self.finish(scratch, k, out, &AdmitAll);
             return Ok(stats);
         }
@@ -358,7 +367,7 @@ impl IndexParts<'_> {
             // Otherwise the exclusions crowd the query's neighbourhood (a
             // listening history near the query) and the admitted traversal
             // below walks through them instead.
-            stats = self.traverse(ef, limit, scratch, cancel, &AdmitAll)?;
+            stats = self.traverse(ef, limit, reject, scratch, cancel, &AdmitAll)?;
             let kept = self.finish(scratch, k, out, admission);
             if kept >= k.max(ef / 2) {
                 return Ok(stats);
@@ -379,7 +388,8 @@ impl IndexParts<'_> {
             // making the rest of the index any nearer.
             let check = params.plan == Plan::Auto && admission.filter.is_some();
             scratch.thin_check = check.then_some((admitted, n as u64));
-            let traversed = self.traverse(ef, Limit::NONE, scratch, cancel, &admission.probe());
+            let traversed =
+                self.traverse(ef, Limit::NONE, None, scratch, cancel, &admission.probe());
             scratch.thin_check = None;
             stats += traversed?;
             // A filter present but thin around the query (a language other
@@ -444,10 +454,12 @@ impl IndexParts<'_> {
         kept
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn traverse<C: Cancel, A: Admit>(
         &self,
         ef: usize,
         limit: Limit,
+        reject: Option<EarlyReject>,
         scratch: &mut Scratch,
         cancel: &C,
         admit: &A,
@@ -462,6 +474,7 @@ impl IndexParts<'_> {
                     &q,
                     ef,
                     limit,
+                    reject,
                     scratch,
                     cancel,
                     admit,
@@ -478,6 +491,7 @@ impl IndexParts<'_> {
                     &q,
                     ef,
                     limit,
+                    reject,
                     scratch,
                     cancel,
                     admit,
@@ -494,6 +508,7 @@ impl IndexParts<'_> {
                     &q,
                     ef,
                     limit,
+                    reject,
                     scratch,
                     cancel,
                     admit,
@@ -513,6 +528,7 @@ fn run<E: Element, C: Cancel, A: Admit>(
     q: &[E],
     ef: usize,
     limit: Limit,
+    reject: Option<EarlyReject>,
     scratch: &mut Scratch,
     cancel: &C,
     admit: &A,
@@ -522,6 +538,7 @@ fn run<E: Element, C: Cancel, A: Admit>(
     let space = Space::new(rows, Kernel::new(metric), q);
     // The unfiltered path keeps its own loop: it pays nothing for admission.
     if A::ADMITS_ALL {
+        let space = space.with_early_reject(reject);
         hnsw_search_limited(graph, &space, ef, limit, scratch, cancel)
     } else {
         // Bridge until a full neighbour list (m0) of admitted nodes: on
@@ -546,6 +563,8 @@ pub struct Index {
     postings: PostingCache,
     ids: std::sync::OnceLock<IdTable>,
     excluded: ResolvedLists,
+    /// Measured on the first search, not at open: open stays O(1).
+    early_reject: std::sync::OnceLock<Option<EarlyReject>>,
 }
 
 impl Index {
@@ -565,6 +584,7 @@ impl Index {
             postings: PostingCache::default(),
             ids: std::sync::OnceLock::new(),
             excluded: ResolvedLists::default(),
+            early_reject: std::sync::OnceLock::new(),
         }
     }
 
@@ -586,7 +606,21 @@ impl Index {
             graph: s.graph(),
             vectors: s.vectors(),
             exact: s.vectors_f32(),
+            early_reject: self.early_reject(),
         }
+    }
+
+    /// Early rejection as measured on this index's f32 rows, if it applies
+    /// ([`EarlyReject::measure`]).
+    pub fn early_reject(&self) -> Option<EarlyReject> {
+        *self
+            .early_reject
+            .get_or_init(|| match self.snapshot.storage() {
+                Storage::F32 => {
+                    EarlyReject::measure(self.snapshot.metric(), &self.snapshot.vectors_f32())
+                }
+                _ => None,
+            })
     }
 
     /// Search with a pooled scratch space, into a caller-owned buffer.

@@ -47,6 +47,7 @@ pub mod ids;
 pub mod index;
 pub mod layers;
 pub mod recommend;
+pub mod reject;
 pub mod retrieve;
 pub mod search;
 pub mod searchable;

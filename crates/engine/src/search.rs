@@ -18,10 +18,11 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::distance::{Element, Kernel};
+use crate::distance::{Element, Kernel, Metric, Storage};
 use crate::error::{Error, Result};
 use crate::filter::Admit;
 use crate::graph::GraphView;
+use crate::reject::EarlyReject;
 use crate::vectors::Rows;
 
 /// A search result: dense node number and distance (lower is closer).
@@ -36,12 +37,16 @@ pub struct Neighbor {
 pub struct SearchStats {
     pub distances: u64,
     pub expansions: u64,
+    /// Of `distances`, candidates turned away after their leading
+    /// dimensions ([`crate::reject`]).
+    pub rejected: u64,
 }
 
 impl std::ops::AddAssign for SearchStats {
     fn add_assign(&mut self, o: Self) {
         self.distances += o.distances;
         self.expansions += o.expansions;
+        self.rejected += o.rejected;
     }
 }
 
@@ -142,6 +147,17 @@ pub struct Space<'a, E: Element> {
     /// core can track (measured on words-dev-384: 8 ahead for i8 rows of 6
     /// lines, 4 for f32 rows of 24 lines).
     ahead: usize,
+    /// Early rejection against a full beam ([`crate::reject`]).
+    reject: Option<Rejecting<E>>,
+}
+
+/// Early rejection as one space runs it.
+struct Rejecting<E: Element> {
+    test: EarlyReject,
+    /// Squared L2 over the leading dimensions.
+    l2: fn(&[E], &[E]) -> f64,
+    /// Cache lines holding the leading dimensions.
+    head_lines: usize,
 }
 
 impl<'a, E: Element> Space<'a, E> {
@@ -154,7 +170,21 @@ impl<'a, E: Element> Space<'a, E> {
             query,
             lines,
             ahead: if lines <= 8 { 8 } else { 4 },
+            reject: None,
         }
+    }
+
+    /// Turn far candidates away after their leading dimensions. Only f32
+    /// rows are measured for it; other element types ignore it.
+    pub fn with_early_reject(mut self, reject: Option<EarlyReject>) -> Self {
+        self.reject = reject
+            .filter(|r| E::STORAGE == Storage::F32 && r.dims < self.rows.dim)
+            .map(|test| Rejecting {
+                test,
+                l2: E::raw_kernel(Metric::L2),
+                head_lines: (test.dims * std::mem::size_of::<E>()).div_ceil(64),
+            });
+        self
     }
 
     #[inline(always)]
@@ -476,6 +506,11 @@ fn score_batch<L: Links, E: Element>(
     cursor: usize,
     stats: &mut SearchStats,
 ) -> usize {
+    if let Some(reject) = &space.reject {
+        if pool.len() >= ef && batch.len() <= MAX_BATCH {
+            return score_batch_rejecting(links, space, reject, batch, pool, ef, cursor, stats);
+        }
+    }
     let ahead = space.ahead;
     for &nb in batch.iter().take(ahead) {
         space.prefetch(nb);
@@ -524,6 +559,90 @@ fn insert(pool: &mut Vec<Candidate>, ef: usize, c: Candidate) -> usize {
     }
     pool.insert(pos, c);
     pos
+}
+
+/// The most neighbours one expansion may gather for [`score_batch_rejecting`]
+/// (m0 at M = 64); a wider batch is scored the plain way.
+const MAX_BATCH: usize = 128;
+
+/// [`score_batch`] against a full beam with early rejection, in two passes
+/// so memory latency still overlaps: first the leading lines of every
+/// neighbour (prefetched a few ahead) and the test, which turns most away;
+/// then the survivors, whose remaining lines were requested the moment they
+/// passed, scored in full and inserted. The bound is the beam's worst when
+/// the batch starts; it only shrinks as survivors enter, so using it turns
+/// away no candidate that the current worst would keep.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn score_batch_rejecting<L: Links, E: Element>(
+    links: &L,
+    space: &Space<'_, E>,
+    reject: &Rejecting<E>,
+    batch: &[u32],
+    pool: &mut Vec<Candidate>,
+    ef: usize,
+    cursor: usize,
+    stats: &mut SearchStats,
+) -> usize {
+    let Rejecting {
+        test,
+        l2,
+        head_lines: head,
+    } = reject;
+    let bound = pool[pool.len() - 1].dist;
+    let query = &space.query[..test.dims];
+    // The head is a few lines: keep about as many lines in flight as the
+    // plain path does.
+    let ahead = 2 * space.ahead;
+    let tail = space.lines.saturating_sub(*head);
+    for &nb in batch.iter().take(ahead) {
+        prefetch(space.rows.row_ptr(nb).cast(), *head);
+    }
+    let mut survivors = [0u32; MAX_BATCH];
+    let mut kept = 0;
+    for (i, &nb) in batch.iter().enumerate() {
+        if let Some(&later) = batch.get(i + ahead) {
+            prefetch(space.rows.row_ptr(later).cast(), *head);
+        }
+        // A row too short (never, for validated ids) gives NaN: kept.
+        let head_row = space.rows.row(nb).get(..test.dims).unwrap_or(&[]);
+        let partial = l2(query, head_row) as f32;
+        stats.distances += 1;
+        if partial * test.scale > bound {
+            stats.rejected += 1;
+            continue;
+        }
+        prefetch(
+            space.rows.row_ptr(nb).cast::<u8>().wrapping_add(*head * 64),
+            tail,
+        );
+        survivors[kept] = nb;
+        kept += 1;
+    }
+    let mut next = cursor + 1;
+    for &nb in &survivors[..kept] {
+        let d = space.distance(nb);
+        if d < pool[pool.len() - 1].dist {
+            let pos = insert(
+                pool,
+                ef,
+                Candidate {
+                    dist: d,
+                    id: nb,
+                    expanded: false,
+                },
+            );
+            next = next.min(pos);
+            links.prefetch_links(nb);
+        }
+    }
+    while next < pool.len() && pool[next].expanded {
+        next += 1;
+    }
+    if let Some(c) = pool.get(next) {
+        links.prefetch_links(c.id);
+    }
+    next
 }
 
 /// Full HNSW query: greedy descent through the upper layers, then a beam of

@@ -207,7 +207,7 @@ impl Shared {
             },
             deadline,
             cancel: Some(Arc::new(AtomicBool::new(false))),
-            plan: Default::default(),
+            ..SearchParams::new(k, 0)
         })
     }
 

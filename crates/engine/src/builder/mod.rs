@@ -15,6 +15,7 @@ use crate::distance::{normalize, Metric, Storage};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::index::{IndexParts, DEFAULT_EF};
+use crate::reject::EarlyReject;
 use crate::snapshot::{write_snapshot, BuildInfo, SnapshotContents};
 use crate::vectors::{EncodedVectors, Quantizer, Rows};
 
@@ -95,6 +96,7 @@ pub struct BuiltIndex {
     /// (a delta layer takes its base's).
     pub quantizer: Option<Quantizer>,
     encoded: OnceLock<EncodedVectors>,
+    early_reject: OnceLock<Option<EarlyReject>>,
 }
 
 /// Validate `ds` and build its graph. `progress(done, total)` is called from
@@ -164,6 +166,7 @@ pub fn build(
         build_seconds: start.elapsed().as_secs_f64(),
         quantizer: None,
         encoded: OnceLock::new(),
+        early_reject: OnceLock::new(),
     })
 }
 
@@ -181,6 +184,7 @@ impl BuiltIndex {
     pub fn set_storage(&mut self, storage: Storage) {
         self.options.storage = storage;
         self.encoded = OnceLock::new();
+        self.early_reject = OnceLock::new();
     }
 
     /// Search the in-memory graph exactly as a snapshot of it would be.
@@ -193,6 +197,11 @@ impl BuiltIndex {
                 self.dim,
             )
         });
+        let exact = Rows {
+            data: &self.vectors,
+            dim: self.dim,
+            stride: self.dim,
+        };
         IndexParts {
             metric: self.options.metric,
             dim: self.dim,
@@ -200,11 +209,13 @@ impl BuiltIndex {
             default_ef: self.options.default_ef,
             graph: self.graph.view(),
             vectors: enc.slice(),
-            exact: Rows {
-                data: &self.vectors,
-                dim: self.dim,
-                stride: self.dim,
-            },
+            exact,
+            early_reject: *self
+                .early_reject
+                .get_or_init(|| match self.options.storage {
+                    Storage::F32 => EarlyReject::measure(self.options.metric, &exact),
+                    _ => None,
+                }),
         }
     }
 
