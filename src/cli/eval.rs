@@ -53,7 +53,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = PlanArg::Auto)]
     plan: PlanArg,
     /// Score every candidate in full: turn off early rejection, which lets
-    /// unfiltered traversals of f32 rows of 256 dimensions or more turn far
+    /// traversals of rows of 256 dimensions or more (cosine or l2) turn far
     /// candidates away after their leading dimensions (docs/search.md).
     #[arg(long)]
     no_early_reject: bool,

@@ -36,8 +36,8 @@ pub struct EvalRow {
     /// The filtered plan asked for: auto, exact or graph.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
-    /// Whether unfiltered traversals could turn candidates away early
-    /// ([`SearchParams::early_reject`]; it applies to f32 rows of 256
+    /// Whether traversals could turn candidates away early
+    /// ([`SearchParams::early_reject`]; it applies to rows of 256
     /// dimensions or more).
     pub early_reject: bool,
 }

@@ -45,9 +45,10 @@ pub struct SearchParams {
     pub cancel: Option<Arc<AtomicBool>>,
     /// How a filtered search runs; the planner decides unless told.
     pub plan: Plan,
-    /// Let an unfiltered f32 traversal turn far candidates away after their
-    /// leading dimensions ([`crate::reject`]); off, every candidate is
-    /// scored in full.
+    /// Let a traversal turn far candidates away after their leading
+    /// dimensions where the index measured it to apply ([`crate::reject`]:
+    /// 256 dimensions or more, cosine or l2); off, every candidate is scored
+    /// in full.
     pub early_reject: bool,
 }
 
@@ -149,7 +150,7 @@ pub struct IndexParts<'a> {
     pub vectors: VectorSlice<'a>,
     /// Exact vectors for re-ranking (the same rows as `vectors` under f32).
     pub exact: Rows<'a, f32>,
-    /// Early rejection for unfiltered traversals, where measured to apply.
+    /// Early rejection for traversals, where measured to apply.
     pub early_reject: Option<EarlyReject>,
 }
 
@@ -389,7 +390,7 @@ impl IndexParts<'_> {
             let check = params.plan == Plan::Auto && admission.filter.is_some();
             scratch.thin_check = check.then_some((admitted, n as u64));
             let traversed =
-                self.traverse(ef, Limit::NONE, None, scratch, cancel, &admission.probe());
+                self.traverse(ef, Limit::NONE, reject, scratch, cancel, &admission.probe());
             scratch.thin_check = None;
             stats += traversed?;
             // A filter present but thin around the query (a language other
@@ -535,10 +536,9 @@ fn run<E: Element, C: Cancel, A: Admit>(
 ) -> Result<SearchStats> {
     // Traversal distances only need to rank like the true ones (i8 codes are
     // scaled per query); results are re-ranked exactly.
-    let space = Space::new(rows, Kernel::new(metric), q);
+    let space = Space::new(rows, Kernel::new(metric), q).with_early_reject(reject);
     // The unfiltered path keeps its own loop: it pays nothing for admission.
     if A::ADMITS_ALL {
-        let space = space.with_early_reject(reject);
         hnsw_search_limited(graph, &space, ef, limit, scratch, cancel)
     } else {
         // Bridge until a full neighbour list (m0) of admitted nodes: on
@@ -610,17 +610,13 @@ impl Index {
         }
     }
 
-    /// Early rejection as measured on this index's f32 rows, if it applies
+    /// Early rejection as measured on this index's exact rows, if it applies
     /// ([`EarlyReject::measure`]).
     pub fn early_reject(&self) -> Option<EarlyReject> {
+        let s = &self.snapshot;
         *self
             .early_reject
-            .get_or_init(|| match self.snapshot.storage() {
-                Storage::F32 => {
-                    EarlyReject::measure(self.snapshot.metric(), &self.snapshot.vectors_f32())
-                }
-                _ => None,
-            })
+            .get_or_init(|| EarlyReject::measure(s.metric(), s.storage(), &s.vectors_f32()))
     }
 
     /// Search with a pooled scratch space, into a caller-owned buffer.

@@ -22,7 +22,7 @@
 //! recall at the same ef (docs/search.md has the figures). At 128 dimensions (8 lines per vector)
 //! it measured slower and lost recall, hence [`MIN_DIM`].
 
-use crate::distance::Metric;
+use crate::distance::{Metric, Storage};
 use crate::vectors::Rows;
 
 /// Below this many dimensions the test is not used (see the module docs).
@@ -51,17 +51,21 @@ pub struct EarlyReject {
 }
 
 impl EarlyReject {
-    /// Measure the test for `rows` under `metric`, or `None` where it does
-    /// not apply: fewer than [`MIN_DIM`] dimensions, the dot metric (a
-    /// partial dot product bounds nothing), too few rows to measure, or
-    /// leading dimensions that carry almost none or almost all the variance.
-    pub fn measure(metric: Metric, rows: &Rows<'_, f32>) -> Option<EarlyReject> {
+    /// Measure the test for an index's exact `rows` under `metric`, for
+    /// traversal vectors of `storage`, or `None` where it does not apply:
+    /// fewer than [`MIN_DIM`] dimensions; the dot metric (a partial dot
+    /// product bounds nothing); i8 codes under cosine (their traversal
+    /// distance is a dot product with a rescaled query, not an L2 of the
+    /// codes); too few rows to measure; or leading dimensions that carry
+    /// almost none or almost all the variance. Under l2, i8 codes share one
+    /// step, so their squared distance splits as the rows' does.
+    pub fn measure(metric: Metric, storage: Storage, rows: &Rows<'_, f32>) -> Option<EarlyReject> {
         let (dim, n) = (rows.dim, rows.len());
         // Cosine rows are stored normalized, so |q - x|² = 2 (1 - q·x) = 2d.
-        let per_distance = match metric {
-            Metric::Cosine => 2.0,
-            Metric::L2 => 1.0,
-            Metric::Dot => return None,
+        let per_distance = match (metric, storage) {
+            (Metric::Cosine, Storage::F32 | Storage::Bf16) => 2.0,
+            (Metric::L2, _) => 1.0,
+            _ => return None,
         };
         if dim < MIN_DIM || n < 64 {
             return None;
@@ -140,7 +144,7 @@ mod tests {
         let data: Vec<f32> = (0..n * dim)
             .map(|i| if i % dim < 64 { 3.0 * next() } else { next() })
             .collect();
-        let r = EarlyReject::measure(Metric::L2, &rows(&data, dim)).unwrap();
+        let r = EarlyReject::measure(Metric::L2, Storage::F32, &rows(&data, dim)).unwrap();
         assert_eq!(r.dims, 64);
         let share = 1.0 / (r.scale * (1.0 + MARGIN));
         assert!((share - 0.643).abs() < 0.03, "{share}");
@@ -149,11 +153,20 @@ mod tests {
     #[test]
     fn not_used_where_it_cannot_pay_or_bound() {
         let data = vec![0.5f32; 128 * 100];
-        assert_eq!(EarlyReject::measure(Metric::L2, &rows(&data, 128)), None);
+        assert_eq!(
+            EarlyReject::measure(Metric::L2, Storage::F32, &rows(&data, 128)),
+            None
+        );
         let data: Vec<f32> = (0..384 * 100).map(|i| (i % 7) as f32).collect();
-        assert_eq!(EarlyReject::measure(Metric::Dot, &rows(&data, 384)), None);
+        assert_eq!(
+            EarlyReject::measure(Metric::Dot, Storage::F32, &rows(&data, 384)),
+            None
+        );
         // Constant rows: no variance to share.
         let data = vec![0.5f32; 384 * 100];
-        assert_eq!(EarlyReject::measure(Metric::L2, &rows(&data, 384)), None);
+        assert_eq!(
+            EarlyReject::measure(Metric::L2, Storage::F32, &rows(&data, 384)),
+            None
+        );
     }
 }

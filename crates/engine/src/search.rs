@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::distance::{Element, Kernel, Metric, Storage};
+use crate::distance::{Element, Kernel, Metric};
 use crate::error::{Error, Result};
 use crate::filter::Admit;
 use crate::graph::GraphView;
@@ -174,11 +174,11 @@ impl<'a, E: Element> Space<'a, E> {
         }
     }
 
-    /// Turn far candidates away after their leading dimensions. Only f32
-    /// rows are measured for it; other element types ignore it.
+    /// Turn far candidates away after their leading dimensions, as
+    /// measured for these rows ([`EarlyReject::measure`]).
     pub fn with_early_reject(mut self, reject: Option<EarlyReject>) -> Self {
         self.reject = reject
-            .filter(|r| E::STORAGE == Storage::F32 && r.dims < self.rows.dim)
+            .filter(|r| r.dims < self.rows.dim)
             .map(|test| Rejecting {
                 test,
                 l2: E::raw_kernel(Metric::L2),

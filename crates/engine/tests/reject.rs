@@ -60,7 +60,8 @@ fn run(built: &BuiltIndex, queries: &[Vec<f32>], early_reject: bool) -> Run {
     Run { found, stats }
 }
 
-/// Build `vectors` under `metric` and compare the two traversals.
+/// Build `vectors` under `metric` and compare the two traversals over each
+/// storage the test applies to (i8 codes only under l2).
 fn compare(name: &str, vectors: Vec<f32>, queries: &[Vec<f32>], metric: Metric) {
     let ds = Dataset {
         dim: DIM,
@@ -68,29 +69,44 @@ fn compare(name: &str, vectors: Vec<f32>, queries: &[Vec<f32>], metric: Metric) 
         ids: (0..N).map(|i| format!("item:{i}")).collect(),
         attributes: None,
     };
-    let built = build_with(ds, metric, Storage::F32, BuilderKind::Fathom, 100);
-    assert!(built.parts().early_reject.is_some(), "{name}: not measured");
+    let mut built = build_with(ds, metric, Storage::F32, BuilderKind::Fathom, 100);
     let truth = truth(&built, queries, K);
-    let full = run(&built, queries, false);
-    let early = run(&built, queries, true);
-    let (r_full, r_early) = (
-        mean_recall(&full.found, &truth, K),
-        mean_recall(&early.found, &truth, K),
-    );
-    let share = early.stats.rejected as f64 / early.stats.distances as f64;
-    println!(
-        "{name} {metric}: recall@{K} at ef {EF}: {r_full:.4} scoring all, {r_early:.4} with early rejection ({:.0}% turned away)",
-        share * 100.0
-    );
-    assert_eq!(full.stats.rejected, 0, "{name}: turned away while off");
-    // It must engage. (Seeded clustered data has narrowly spread distances,
-    // so a tenth or so is turned away; real embeddings see most.) ...
-    assert!(share > 0.05, "{name}: only {share:.3} turned away");
-    // ... and lose next to nothing: the floor is well under what is measured.
-    assert!(
-        r_early >= r_full - 0.02 && r_early >= 0.85,
-        "{name} {metric}: recall {r_early:.4} with early rejection, {r_full:.4} without"
-    );
+    let storages: &[Storage] = match metric {
+        Metric::L2 => &[Storage::F32, Storage::Bf16, Storage::I8],
+        _ => &[Storage::F32, Storage::Bf16],
+    };
+    for &storage in storages {
+        built.set_storage(storage);
+        assert!(
+            built.parts().early_reject.is_some(),
+            "{name} {storage}: not measured"
+        );
+        let full = run(&built, queries, false);
+        let early = run(&built, queries, true);
+        let (r_full, r_early) = (
+            mean_recall(&full.found, &truth, K),
+            mean_recall(&early.found, &truth, K),
+        );
+        let share = early.stats.rejected as f64 / early.stats.distances as f64;
+        println!(
+            "{name} {metric} {storage}: recall@{K} at ef {EF}: {r_full:.4} scoring all, {r_early:.4} with early rejection ({:.0}% turned away)",
+            share * 100.0
+        );
+        assert_eq!(full.stats.rejected, 0, "{name}: turned away while off");
+        // It must engage. (Seeded clustered data has narrowly spread
+        // distances, so a tenth or so is turned away; real embeddings see
+        // most.) ...
+        assert!(
+            share > 0.05,
+            "{name} {storage}: only {share:.3} turned away"
+        );
+        // ... and lose next to nothing: the floor is well under what is
+        // measured.
+        assert!(
+            r_early >= r_full - 0.02 && r_early >= 0.85,
+            "{name} {metric} {storage}: recall {r_early:.4} with early rejection, {r_full:.4} without"
+        );
+    }
 }
 
 #[test]
@@ -120,7 +136,7 @@ fn early_rejection_measures_the_leading_share() {
 }
 
 #[test]
-fn not_measured_below_its_dimension_or_for_dot() {
+fn not_measured_below_its_dimension_for_dot_or_cosine_codes() {
     let small = build_with(
         dataset(500, 64, SEED),
         Metric::L2,
@@ -137,12 +153,81 @@ fn not_measured_below_its_dimension_or_for_dot() {
         50,
     );
     assert_eq!(dot.parts().early_reject, None);
-    let i8 = build_with(
+    // i8 codes under cosine are compared by a dot product with a rescaled
+    // query, not by an L2 of the codes.
+    let mut cosine = build_with(
         dataset(500, DIM, SEED),
-        Metric::L2,
+        Metric::Cosine,
         Storage::I8,
         BuilderKind::Fathom,
         50,
     );
-    assert_eq!(i8.parts().early_reject, None);
+    assert_eq!(cosine.parts().early_reject, None);
+    cosine.set_storage(Storage::Bf16);
+    assert!(cosine.parts().early_reject.is_some());
+}
+
+/// A filtered traversal turns candidates away the same way, and still
+/// returns only matches with exact distances.
+#[test]
+fn early_rejection_in_a_filtered_traversal() {
+    let mut ds = Dataset {
+        dim: DIM,
+        vectors: fathom_engine::synth::clustered(N, DIM, 32, SEED),
+        ids: (0..N).map(|i| format!("item:{i}")).collect(),
+        attributes: None,
+    };
+    let mut attrs = fathom_engine::attributes::AttributesBuilder::new();
+    for i in 0..N {
+        let mut row = serde_json::Map::new();
+        row.insert("half".into(), serde_json::Value::Bool(i % 2 == 0));
+        attrs.push(&row, i + 1).unwrap();
+    }
+    ds.attributes = Some(attrs.finish());
+    let built = build_with(ds, Metric::L2, Storage::F32, BuilderKind::Fathom, 100);
+    let dir = tempfile::tempdir().unwrap();
+    let index = fathom_engine::Index::open(write(&built, dir.path(), "f.fathom")).unwrap();
+    let plan = index.filter("half = true").unwrap();
+    let rows = index.snapshot().vectors_f32();
+    let kernel = Kernel::<f32>::new(Metric::L2);
+    let queries = queries(100, DIM, SEED);
+    let mut out = Vec::new();
+    let mut recall = [0f64; 2];
+    let mut rejected = [0u64; 2];
+    for (run, early_reject) in [false, true].into_iter().enumerate() {
+        let params = SearchParams {
+            plan: fathom_engine::index::Plan::Graph,
+            early_reject,
+            ..SearchParams::new(K, EF)
+        };
+        for q in &queries {
+            let stats = index
+                .search_filtered_into(q, &params, Some(&plan), &mut out)
+                .unwrap();
+            rejected[run] += stats.rejected;
+            let mut truth: Vec<(f32, u32)> = (0..N as u32)
+                .step_by(2)
+                .map(|i| (kernel.distance(q, rows.row(i)), i))
+                .collect();
+            truth.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let truth: Vec<u32> = truth.iter().take(K).map(|t| t.1).collect();
+            for h in &out {
+                assert_eq!(h.id % 2, 0, "a hit the filter does not admit");
+                let exact = kernel.distance(q, rows.row(h.id));
+                assert!((h.distance - exact).abs() <= 1e-5 * exact.max(1.0));
+            }
+            recall[run] += out.iter().filter(|h| truth.contains(&h.id)).count() as f64
+                / (K * queries.len()) as f64;
+        }
+    }
+    println!(
+        "filtered l2 f32: recall@{K} at ef {EF}: {:.4} scoring all, {:.4} with early rejection ({} turned away)",
+        recall[0], recall[1], rejected[1]
+    );
+    assert_eq!(rejected[0], 0);
+    assert!(rejected[1] > 0, "never turned a candidate away");
+    assert!(
+        recall[1] >= recall[0] - 0.02 && recall[1] >= 0.85,
+        "{recall:?}"
+    );
 }

@@ -210,12 +210,9 @@ impl BuiltIndex {
             graph: self.graph.view(),
             vectors: enc.slice(),
             exact,
-            early_reject: *self
-                .early_reject
-                .get_or_init(|| match self.options.storage {
-                    Storage::F32 => EarlyReject::measure(self.options.metric, &exact),
-                    _ => None,
-                }),
+            early_reject: *self.early_reject.get_or_init(|| {
+                EarlyReject::measure(self.options.metric, self.options.storage, &exact)
+            }),
         }
     }
 
