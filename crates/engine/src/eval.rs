@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::filter::FilterPlan;
 use crate::index::{Index, SearchParams};
-use crate::search::Neighbor;
+use crate::search::{Neighbor, SearchStats};
 
 /// One line of `fathom eval --json`.
 #[derive(Debug, Clone, Serialize)]
@@ -23,6 +23,8 @@ pub struct EvalRow {
     pub p99_us: f64,
     pub mean_us: f64,
     pub mean_distances: f64,
+    /// Of those, candidates turned away early ([`crate::reject`]).
+    pub mean_rejected: f64,
     pub threads: usize,
     pub queries: usize,
     /// The filter expression, when the queries were filtered.
@@ -109,24 +111,24 @@ pub fn evaluate_filtered(
     let fplan = filter.map(|f| f.1);
     let mut ids: Vec<Vec<u32>> = vec![Vec::new(); queries.len()];
     let mut lat: Vec<f64> = vec![0.0; queries.len()];
-    let mut distances = 0u64;
+    let mut work = SearchStats::default();
     let start = Instant::now();
-    let outcome: Result<Vec<u64>> = std::thread::scope(|s| {
+    let outcome: Result<Vec<SearchStats>> = std::thread::scope(|s| {
         let handles: Vec<_> = queries
             .chunks(chunk)
             .zip(ids.chunks_mut(chunk).zip(lat.chunks_mut(chunk)))
             .map(|(qs, (ids, lat))| {
-                s.spawn(move || -> Result<u64> {
+                s.spawn(move || -> Result<SearchStats> {
                     let mut out: Vec<Neighbor> = Vec::with_capacity(k);
-                    let mut dist = 0;
+                    let mut work = SearchStats::default();
                     for ((q, r), l) in qs.iter().zip(ids.iter_mut()).zip(lat.iter_mut()) {
                         let t = Instant::now();
                         let stats = index.search_filtered_into(q, params, fplan, &mut out)?;
                         *l = t.elapsed().as_secs_f64() * 1e6;
-                        dist += stats.distances;
+                        work += stats;
                         r.extend(out.iter().map(|n| n.id));
                     }
-                    Ok(dist)
+                    Ok(work)
                 })
             })
             .collect();
@@ -136,8 +138,8 @@ pub fn evaluate_filtered(
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     });
-    for d in outcome? {
-        distances += d;
+    for w in outcome? {
+        work += w;
     }
     let wall = start.elapsed().as_secs_f64();
     lat.sort_by(f64::total_cmp);
@@ -151,7 +153,8 @@ pub fn evaluate_filtered(
         p50_us: percentile(&lat, 50.0),
         p99_us: percentile(&lat, 99.0),
         mean_us: lat.iter().sum::<f64>() / nq as f64,
-        mean_distances: distances as f64 / nq as f64,
+        mean_distances: work.distances as f64 / nq as f64,
+        mean_rejected: work.rejected as f64 / nq as f64,
         threads,
         queries: queries.len(),
         filter: filter.map(|f| f.0.to_string()),

@@ -616,7 +616,7 @@ impl Index {
         let s = &self.snapshot;
         *self
             .early_reject
-            .get_or_init(|| EarlyReject::measure(s.metric(), s.storage(), &s.vectors_f32()))
+            .get_or_init(|| EarlyReject::measure(s.metric(), &s.vectors(), &s.graph()))
     }
 
     /// Search with a pooled scratch space, into a caller-owned buffer.

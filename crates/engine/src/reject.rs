@@ -8,7 +8,8 @@
 //!
 //! So the squared difference over the first `dims` dimensions is summed
 //! first. Divided by the share of the squared distance those dimensions
-//! carry on average, it estimates the whole distance; a candidate whose
+//! carry between near pairs (measured on the index's own vectors and
+//! links), it estimates the whole distance; a candidate whose
 //! estimate exceeds the beam's worst by more than a margin is turned away
 //! without its remaining lines being read. Candidates that pass are scored
 //! in full by the usual kernel, so every distance that enters the beam is
@@ -18,25 +19,36 @@
 //! the data instead of being made uniform, so a set whose leading
 //! dimensions carry more (or less) of the distance gets its own scale.
 //!
-//! Measured on words-dev-384, it raises QPS by 1.15–1.25× with the same
-//! recall at the same ef (docs/search.md has the figures). At 128 dimensions (8 lines per vector)
-//! it measured slower and lost recall, hence [`MIN_DIM`].
+//! On words-dev-384 it turns away about a third of the candidates scored,
+//! with the same recall at the same ef (docs/search.md has the figures). At
+//! 128 dimensions (8 lines per vector) it measured slower and lost recall,
+//! hence [`MIN_DIM`] and [`MIN_LINES`].
 
-use crate::distance::{Metric, Storage};
-use crate::vectors::Rows;
+use crate::distance::{Element, Metric, Storage};
+use crate::graph::GraphView;
+use crate::vectors::{Rows, VectorSlice};
 
 /// Below this many dimensions the test is not used (see the module docs).
 pub const MIN_DIM: usize = 256;
 
+/// Nor below this many cache lines per traversal vector: 8 lines (f32 at
+/// 128 dimensions) measured slower. f32 at 384 (24 lines) and bf16 at 384
+/// (12 lines) measured faster; i8 codes at 384 (6 lines) were not measured.
+pub const MIN_LINES: usize = 12;
+
 /// The estimate's margin: a candidate is turned away when its estimated
 /// squared distance exceeds the beam's worst by more than this fraction.
-/// On words-dev-384 at 0.4 recall matched the plain search at every ef
-/// measured (12 to 48); at 0.3 it lost 0.0026 at ef 12, and each step down
-/// bought about 5% more QPS.
+/// At 0.4 recall matched the plain search on words-dev-384 at every ef
+/// measured (12 to 32) and lost at most 0.0024 on seeded 100k × 384
+/// clusters; at 0.3 words-dev-384 lost 0.0027 at ef 12 and the clusters
+/// 0.0098, for 5 points more candidates turned away.
 pub const MARGIN: f32 = 0.4;
 
-/// Rows sampled to measure the leading dimensions' share.
-const SAMPLE_ROWS: usize = 2048;
+/// Nodes sampled to measure the leading dimensions' share; the links read
+/// from each, and how many of the nearest of them are kept.
+const SAMPLE_NODES: usize = 512;
+const LINKS_READ: usize = 16;
+const LINKS_KEPT: usize = 4;
 
 /// The test for one index: how many leading dimensions, and the factor
 /// that turns their squared difference into a bound on beam distances.
@@ -51,100 +63,161 @@ pub struct EarlyReject {
 }
 
 impl EarlyReject {
-    /// Measure the test for an index's exact `rows` under `metric`, for
-    /// traversal vectors of `storage`, or `None` where it does not apply:
-    /// fewer than [`MIN_DIM`] dimensions; the dot metric (a partial dot
+    /// Measure the test for an index's traversal vectors under `metric`,
+    /// or `None` where it does not apply: fewer than [`MIN_DIM`] dimensions
+    /// or [`MIN_LINES`] lines per vector; the dot metric (a partial dot
     /// product bounds nothing); i8 codes under cosine (their traversal
     /// distance is a dot product with a rescaled query, not an L2 of the
-    /// codes); too few rows to measure; or leading dimensions that carry
-    /// almost none or almost all the variance. Under l2, i8 codes share one
-    /// step, so their squared distance splits as the rows' does.
-    pub fn measure(metric: Metric, storage: Storage, rows: &Rows<'_, f32>) -> Option<EarlyReject> {
-        let (dim, n) = (rows.dim, rows.len());
-        // Cosine rows are stored normalized, so |q - x|² = 2 (1 - q·x) = 2d.
-        let per_distance = match (metric, storage) {
-            (Metric::Cosine, Storage::F32 | Storage::Bf16) => 2.0,
-            (Metric::L2, _) => 1.0,
-            _ => return None,
-        };
-        if dim < MIN_DIM || n < 64 {
-            return None;
+    /// codes); too few linked nodes to measure; or leading dimensions that
+    /// carry almost none or almost all of the distance.
+    pub fn measure(
+        metric: Metric,
+        vectors: &VectorSlice<'_>,
+        graph: &GraphView<'_>,
+    ) -> Option<EarlyReject> {
+        match vectors {
+            VectorSlice::F32(rows) => measure_rows(metric, rows, graph),
+            VectorSlice::Bf16(rows) => measure_rows(metric, rows, graph),
+            VectorSlice::I8(rows) => measure_rows(metric, rows, graph),
         }
-        // About a sixth of the row, in whole 64-byte lines: 64 of 384.
-        let dims = (dim / 6).next_multiple_of(16).min(dim - 16);
-        let share = leading_share(rows, n, dims)?;
-        if !(0.02..=0.9).contains(&share) {
-            return None;
-        }
-        Some(EarlyReject {
-            dims,
-            scale: 1.0 / (share * (1.0 + MARGIN) * per_distance),
-        })
     }
 }
 
-/// The share of the summed per-dimension variance held by the first `dims`
-/// dimensions, over a strided sample of rows: for two independent rows the
-/// expected squared difference per dimension is twice its variance.
-fn leading_share(rows: &Rows<'_, f32>, n: usize, dims: usize) -> Option<f32> {
+fn measure_rows<E: Element>(
+    metric: Metric,
+    rows: &Rows<'_, E>,
+    graph: &GraphView<'_>,
+) -> Option<EarlyReject> {
     let dim = rows.dim;
-    let step = (n / SAMPLE_ROWS).max(1);
-    let mut sum = vec![0f64; dim];
-    let mut sq = vec![0f64; dim];
-    let mut m = 0usize;
-    for i in (0..n).step_by(step).take(SAMPLE_ROWS) {
-        let row = rows.row(i as u32);
-        if row.len() != dim {
-            return None;
-        }
-        for (j, &x) in row.iter().enumerate() {
-            sum[j] += x as f64;
-            sq[j] += x as f64 * x as f64;
-        }
-        m += 1;
-    }
-    let m = m as f64;
-    let var: Vec<f64> = sum
-        .iter()
-        .zip(&sq)
-        .map(|(s, q)| (q / m - (s / m) * (s / m)).max(0.0))
-        .collect();
-    let total: f64 = var.iter().sum();
-    if !(total > 0.0 && total.is_finite()) {
+    // Cosine rows are stored normalized, so |q - x|² = 2 (1 - q·x) = 2d.
+    // i8 codes under l2 share one step: their squared L2 is the distance.
+    let per_distance = match (metric, E::STORAGE) {
+        (Metric::Cosine, Storage::F32 | Storage::Bf16) => 2.0,
+        (Metric::L2, _) => 1.0,
+        _ => return None,
+    };
+    let lines = (dim * std::mem::size_of::<E>()).div_ceil(64);
+    if dim < MIN_DIM || lines < MIN_LINES {
         return None;
     }
-    Some((var[..dims].iter().sum::<f64>() / total) as f32)
+    // About a sixth of the row, in whole 16-dimension steps: 64 of 384.
+    let dims = (dim / 6).next_multiple_of(16).min(dim - 16);
+    let share = near_share(rows, graph, dims)?;
+    if !(0.02..=0.9).contains(&share) {
+        return None;
+    }
+    Some(EarlyReject {
+        dims,
+        scale: 1.0 / (share * (1.0 + MARGIN) * per_distance),
+    })
+}
+
+/// The share of the squared distance that the first `dims` dimensions carry
+/// between near pairs: each sampled node and the nearest few of its links,
+/// as near as the candidates a beam weighs. Random pairs would not do, nor
+/// all links (HNSW keeps some long ones on purpose): where cluster structure
+/// lives in the trailing dimensions, the leading ones carry a small share of
+/// the distance between clusters but an ordinary share of the distance
+/// within one, and a scale fitted to the first turns true neighbours away.
+fn near_share<E: Element>(rows: &Rows<'_, E>, graph: &GraphView<'_>, dims: usize) -> Option<f32> {
+    let l2 = E::raw_kernel(Metric::L2);
+    let n = graph.len().min(rows.len());
+    let step = (n / SAMPLE_NODES).max(1);
+    let (mut head, mut whole, mut pairs) = (0f64, 0f64, 0usize);
+    let mut near: Vec<(f64, f64)> = Vec::with_capacity(LINKS_READ);
+    for a in (0..n as u32).step_by(step).take(SAMPLE_NODES) {
+        let ra = rows.row(a);
+        near.clear();
+        for &b in graph.neighbors(a, 0).iter().take(LINKS_READ) {
+            let rb = rows.row(b);
+            if ra.len() != rows.dim || rb.len() != rows.dim {
+                continue;
+            }
+            let (w, h) = (l2(ra, rb), l2(&ra[..dims], &rb[..dims]));
+            if w.is_finite() && h.is_finite() {
+                near.push((w, h));
+            }
+        }
+        near.sort_by(|x, y| x.0.total_cmp(&y.0));
+        for &(w, h) in near.iter().take(LINKS_KEPT) {
+            whole += w;
+            head += h;
+            pairs += 1;
+        }
+    }
+    (pairs >= 64 && whole > 0.0).then(|| (head / whole) as f32)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rows(data: &[f32], dim: usize) -> Rows<'_, f32> {
-        Rows {
+    fn rows(data: &[f32], dim: usize) -> VectorSlice<'_> {
+        VectorSlice::F32(Rows {
             data,
             dim,
             stride: dim,
+        })
+    }
+
+    /// Each node linked to the next eight.
+    struct Chain {
+        levels: Vec<u8>,
+        links0: Vec<u32>,
+        offsets: Vec<u32>,
+    }
+
+    impl Chain {
+        const M0: usize = 8;
+
+        fn new(n: usize) -> Chain {
+            let mut links0 = Vec::new();
+            for i in 0..n {
+                links0.push(Self::M0 as u32);
+                links0.extend((1..=Self::M0).map(|d| ((i + d) % n) as u32));
+            }
+            Chain {
+                levels: vec![0; n],
+                links0,
+                offsets: vec![0; n + 1],
+            }
+        }
+
+        fn view(&self) -> GraphView<'_> {
+            GraphView {
+                m: Self::M0 / 2,
+                m0: Self::M0,
+                entry_point: 0,
+                max_level: 0,
+                levels: &self.levels,
+                links0: &self.links0,
+                upper_offsets: &self.offsets,
+                upper_links: &[],
+            }
         }
     }
 
-    #[test]
-    fn share_follows_the_variance() {
-        let dim = 384;
-        let n = 1000;
-        // Leading 64 dimensions with 3× the spread (9× the variance) of the
-        // rest: their share is 64·9 / (64·9 + 320) = 0.643.
-        let mut state = 7u64;
-        let mut next = || {
+    fn noise(seed: u64) -> impl FnMut() -> f32 {
+        let mut state = seed;
+        move || {
             state = state
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        };
+        }
+    }
+
+    #[test]
+    fn share_is_measured_between_linked_rows() {
+        let (dim, n) = (384, 1000);
+        // Leading 64 dimensions with 3× the spread (9× the variance) of the
+        // rest: their share is 64·9 / (64·9 + 320) = 0.643.
+        let mut next = noise(7);
         let data: Vec<f32> = (0..n * dim)
             .map(|i| if i % dim < 64 { 3.0 * next() } else { next() })
             .collect();
-        let r = EarlyReject::measure(Metric::L2, Storage::F32, &rows(&data, dim)).unwrap();
+        let chain = Chain::new(n);
+        let r = EarlyReject::measure(Metric::L2, &rows(&data, dim), &chain.view()).unwrap();
         assert_eq!(r.dims, 64);
         let share = 1.0 / (r.scale * (1.0 + MARGIN));
         assert!((share - 0.643).abs() < 0.03, "{share}");
@@ -152,20 +225,32 @@ mod tests {
 
     #[test]
     fn not_used_where_it_cannot_pay_or_bound() {
+        let chain = Chain::new(100);
         let data = vec![0.5f32; 128 * 100];
+        let g = chain.view();
         assert_eq!(
-            EarlyReject::measure(Metric::L2, Storage::F32, &rows(&data, 128)),
+            EarlyReject::measure(Metric::L2, &rows(&data, 128), &g),
             None
         );
-        let data: Vec<f32> = (0..384 * 100).map(|i| (i % 7) as f32).collect();
+        let mut next = noise(3);
+        let data: Vec<f32> = (0..384 * 100).map(|_| next()).collect();
+        assert!(EarlyReject::measure(Metric::L2, &rows(&data, 384), &g).is_some());
         assert_eq!(
-            EarlyReject::measure(Metric::Dot, Storage::F32, &rows(&data, 384)),
+            EarlyReject::measure(Metric::Dot, &rows(&data, 384), &g),
             None
         );
-        // Constant rows: no variance to share.
+        // i8 codes at 384 dimensions are 6 lines: under the floor.
+        let codes: Vec<i8> = data.iter().map(|x| (x * 200.0) as i8).collect();
+        let codes = VectorSlice::I8(Rows {
+            data: &codes,
+            dim: 384,
+            stride: 384,
+        });
+        assert_eq!(EarlyReject::measure(Metric::L2, &codes, &g), None);
+        // Identical rows: no distance to share.
         let data = vec![0.5f32; 384 * 100];
         assert_eq!(
-            EarlyReject::measure(Metric::L2, Storage::F32, &rows(&data, 384)),
+            EarlyReject::measure(Metric::L2, &rows(&data, 384), &g),
             None
         );
     }

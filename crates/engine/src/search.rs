@@ -589,7 +589,9 @@ fn score_batch_rejecting<L: Links, E: Element>(
         l2,
         head_lines: head,
     } = reject;
-    let bound = pool[pool.len() - 1].dist;
+    // A cosine distance can round below zero (near-duplicates); a negative
+    // bound would turn away everything, exact duplicates included.
+    let bound = pool[pool.len() - 1].dist.max(0.0);
     let query = &space.query[..test.dims];
     // The head is a few lines: keep about as many lines in flight as the
     // plain path does.

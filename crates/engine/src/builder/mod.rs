@@ -211,7 +211,7 @@ impl BuiltIndex {
             vectors: enc.slice(),
             exact,
             early_reject: *self.early_reject.get_or_init(|| {
-                EarlyReject::measure(self.options.metric, self.options.storage, &exact)
+                EarlyReject::measure(self.options.metric, &enc.slice(), &self.graph.view())
             }),
         }
     }
