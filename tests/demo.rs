@@ -23,31 +23,33 @@ async fn demo_builds_serves_reloads_and_stops_on_sigterm() {
         .join("crates/engine/tests/fixtures/v1-l2-300x8.fathom");
     std::fs::copy(v1, catalog.join("tracks.fathom")).unwrap();
     for run in 0..2 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fathom"))
-            .args([
-                "demo",
-                "--tracks",
-                "600",
-                "--episodes",
-                "300",
-                "--dim",
-                "16",
-            ])
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "off",
-                "--dir",
-            ])
-            .arg(&catalog)
-            // The test reads info-level lines; a RUST_LOG set around it must
-            // not hide them.
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = Reaped(
+            Command::new(env!("CARGO_BIN_EXE_fathom"))
+                .args([
+                    "demo",
+                    "--tracks",
+                    "600",
+                    "--episodes",
+                    "300",
+                    "--dim",
+                    "16",
+                ])
+                .args([
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--metrics-listen",
+                    "off",
+                    "--dir",
+                ])
+                .arg(&catalog)
+                // The test reads info-level lines; a RUST_LOG set around it must
+                // not hide them.
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         let lines = |r: Box<dyn std::io::Read + Send>| {
             let (tx, rx) = std::sync::mpsc::channel::<String>();
             std::thread::spawn(move || {
@@ -57,8 +59,8 @@ async fn demo_builds_serves_reloads_and_stops_on_sigterm() {
             });
             rx
         };
-        let stdout = lines(Box::new(child.stdout.take().unwrap()));
-        let stderr = lines(Box::new(child.stderr.take().unwrap()));
+        let stdout = lines(Box::new(child.0.stdout.take().unwrap()));
+        let stderr = lines(Box::new(child.0.stderr.take().unwrap()));
         // Wait (bounded) for "serving on ADDR".
         let deadline = Instant::now() + Duration::from_secs(60);
         let addr = loop {
@@ -258,7 +260,7 @@ async fn demo_builds_serves_reloads_and_stops_on_sigterm() {
 
         let signal = |sig: &str| {
             let ok = Command::new("kill")
-                .args([sig, &child.id().to_string()])
+                .args([sig, &child.0.id().to_string()])
                 .status()
                 .unwrap()
                 .success();
@@ -277,7 +279,7 @@ async fn demo_builds_serves_reloads_and_stops_on_sigterm() {
         signal("-TERM");
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
+            if let Some(s) = child.0.try_wait().unwrap() {
                 break s;
             }
             assert!(Instant::now() < deadline, "demo did not stop on SIGTERM");
@@ -293,5 +295,16 @@ async fn demo_builds_serves_reloads_and_stops_on_sigterm() {
         let reused = log.iter().any(|l| l.starts_with("reusing "));
         assert_eq!((built, reused), (run == 0, run == 1), "{log:#?}");
         assert!(log.iter().any(|l| l.contains("stopped")), "{log:#?}");
+    }
+}
+
+/// A child that is killed and reaped when the test ends, also when it
+/// fails halfway: a failed assertion must not leave a server running.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -522,22 +522,42 @@ fn score_batch<L: Links, E: Element>(
         }
         let d = space.distance(nb);
         stats.distances += 1;
-        if pool.len() < ef || d < pool[pool.len() - 1].dist {
-            let pos = insert(
-                pool,
-                ef,
-                Candidate {
-                    dist: d,
-                    id: nb,
-                    expanded: false,
-                },
-            );
-            next = next.min(pos);
-            // A candidate that enters the beam is likely to be expanded
-            // soon: start fetching its links now, not when it is popped.
-            links.prefetch_links(nb);
-        }
+        offer(links, pool, ef, nb, d, &mut next);
     }
+    next_to_expand(links, pool, next)
+}
+
+/// Put `nb` at distance `d` into the beam if it beats the worst (or the
+/// beam is not full), lowering `next` to where it went.
+#[inline(always)]
+fn offer<L: Links>(
+    links: &L,
+    pool: &mut Vec<Candidate>,
+    ef: usize,
+    nb: u32,
+    d: f32,
+    next: &mut usize,
+) {
+    if pool.len() < ef || d < pool[pool.len() - 1].dist {
+        let pos = insert(
+            pool,
+            ef,
+            Candidate {
+                dist: d,
+                id: nb,
+                expanded: false,
+            },
+        );
+        *next = (*next).min(pos);
+        // A candidate that enters the beam is likely to be expanded soon:
+        // start fetching its links now, not when it is popped.
+        links.prefetch_links(nb);
+    }
+}
+
+/// The first unexpanded entry from `next` on, its links prefetched.
+#[inline(always)]
+fn next_to_expand<L: Links>(links: &L, pool: &[Candidate], mut next: usize) -> usize {
     while next < pool.len() && pool[next].expanded {
         next += 1;
     }
@@ -623,28 +643,9 @@ fn score_batch_rejecting<L: Links, E: Element>(
     }
     let mut next = cursor + 1;
     for &nb in &survivors[..kept] {
-        let d = space.distance(nb);
-        if d < pool[pool.len() - 1].dist {
-            let pos = insert(
-                pool,
-                ef,
-                Candidate {
-                    dist: d,
-                    id: nb,
-                    expanded: false,
-                },
-            );
-            next = next.min(pos);
-            links.prefetch_links(nb);
-        }
+        offer(links, pool, ef, nb, space.distance(nb), &mut next);
     }
-    while next < pool.len() && pool[next].expanded {
-        next += 1;
-    }
-    if let Some(c) = pool.get(next) {
-        links.prefetch_links(c.id);
-    }
-    next
+    next_to_expand(links, pool, next)
 }
 
 /// Full HNSW query: greedy descent through the upper layers, then a beam of
