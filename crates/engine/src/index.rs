@@ -610,8 +610,8 @@ impl Index {
         }
     }
 
-    /// Early rejection as measured on this index's exact rows, if it applies
-    /// ([`EarlyReject::measure`]).
+    /// Early rejection as measured on this index's traversal vectors and
+    /// links, if it applies ([`EarlyReject::measure`]); measured once.
     pub fn early_reject(&self) -> Option<EarlyReject> {
         let s = &self.snapshot;
         *self

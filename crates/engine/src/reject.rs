@@ -127,10 +127,13 @@ fn near_share<E: Element>(rows: &Rows<'_, E>, graph: &GraphView<'_>, dims: usize
     let mut near: Vec<(f64, f64)> = Vec::with_capacity(LINKS_READ);
     for a in (0..n as u32).step_by(step).take(SAMPLE_NODES) {
         let ra = rows.row(a);
+        if ra.len() != rows.dim {
+            continue;
+        }
         near.clear();
         for &b in graph.neighbors(a, 0).iter().take(LINKS_READ) {
             let rb = rows.row(b);
-            if ra.len() != rows.dim || rb.len() != rows.dim {
+            if rb.len() != rows.dim {
                 continue;
             }
             let (w, h) = (l2(ra, rb), l2(&ra[..dims], &rb[..dims]));
@@ -150,6 +153,9 @@ fn near_share<E: Element>(rows: &Rows<'_, E>, graph: &GraphView<'_>, dims: usize
 
 #[cfg(test)]
 mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
     use super::*;
 
     fn rows(data: &[f32], dim: usize) -> VectorSlice<'_> {
@@ -198,13 +204,8 @@ mod tests {
     }
 
     fn noise(seed: u64) -> impl FnMut() -> f32 {
-        let mut state = seed;
-        move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        }
+        let mut rng = StdRng::seed_from_u64(seed);
+        move || rng.random_range(-0.5..0.5)
     }
 
     #[test]

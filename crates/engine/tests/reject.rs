@@ -12,6 +12,8 @@ use fathom_engine::distance::Kernel;
 use fathom_engine::eval::mean_recall;
 use fathom_engine::search::{Scratch, SearchStats};
 use fathom_engine::{Metric, SearchParams, Storage};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 const N: usize = 6_000;
 const DIM: usize = 384;
@@ -139,13 +141,8 @@ fn early_rejection_measures_the_leading_share() {
 /// neighbour's distance fourfold and turn true neighbours away.
 #[test]
 fn early_rejection_measures_between_neighbours() {
-    let mut state = SEED;
-    let mut uniform = move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-    };
+    let mut rng = StdRng::seed_from_u64(SEED);
+    let mut uniform = move || rng.random_range(-0.5f32..0.5);
     let centres: Vec<f32> = (0..32 * DIM).map(|_| 2.0 * uniform()).collect();
     let mut point = |c: usize| -> Vec<f32> {
         (0..DIM)
@@ -164,31 +161,26 @@ fn early_rejection_measures_between_neighbours() {
 
 #[test]
 fn not_measured_below_its_dimension_for_dot_or_cosine_codes() {
-    let small = build_with(
-        dataset(500, 64, SEED),
-        Metric::L2,
-        Storage::F32,
-        BuilderKind::Fathom,
-        50,
+    let small = |dim, metric, storage| {
+        build_with(
+            dataset(500, dim, SEED),
+            metric,
+            storage,
+            BuilderKind::Fathom,
+            50,
+        )
+    };
+    assert_eq!(
+        small(64, Metric::L2, Storage::F32).parts().early_reject,
+        None
     );
-    assert_eq!(small.parts().early_reject, None);
-    let dot = build_with(
-        dataset(500, DIM, SEED),
-        Metric::Dot,
-        Storage::F32,
-        BuilderKind::Fathom,
-        50,
+    assert_eq!(
+        small(DIM, Metric::Dot, Storage::F32).parts().early_reject,
+        None
     );
-    assert_eq!(dot.parts().early_reject, None);
     // i8 codes under cosine are compared by a dot product with a rescaled
     // query, not by an L2 of the codes.
-    let mut cosine = build_with(
-        dataset(500, DIM, SEED),
-        Metric::Cosine,
-        Storage::I8,
-        BuilderKind::Fathom,
-        50,
-    );
+    let mut cosine = small(DIM, Metric::Cosine, Storage::I8);
     assert_eq!(cosine.parts().early_reject, None);
     cosine.set_storage(Storage::Bf16);
     assert!(cosine.parts().early_reject.is_some());

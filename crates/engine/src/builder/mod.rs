@@ -197,22 +197,23 @@ impl BuiltIndex {
                 self.dim,
             )
         });
-        let exact = Rows {
-            data: &self.vectors,
-            dim: self.dim,
-            stride: self.dim,
-        };
+        let (graph, vectors) = (self.graph.view(), enc.slice());
+        let early_reject = *self
+            .early_reject
+            .get_or_init(|| EarlyReject::measure(self.options.metric, &vectors, &graph));
         IndexParts {
             metric: self.options.metric,
             dim: self.dim,
             quantizer: enc.encoding.quantizer(),
             default_ef: self.options.default_ef,
-            graph: self.graph.view(),
-            vectors: enc.slice(),
-            exact,
-            early_reject: *self.early_reject.get_or_init(|| {
-                EarlyReject::measure(self.options.metric, &enc.slice(), &self.graph.view())
-            }),
+            graph,
+            vectors,
+            exact: Rows {
+                data: &self.vectors,
+                dim: self.dim,
+                stride: self.dim,
+            },
+            early_reject,
         }
     }
 
