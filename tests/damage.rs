@@ -11,14 +11,17 @@
 //! Stored vectors holding NaN: `fathom search` and `serve --no-verify` report
 //! corruption (non-zero exit, DATA_LOSS) instead of answering NaN distances.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::Reaped;
 use fathom_engine::builder::{build, BuildOptions, Dataset};
 use fathom_engine::{synth, Metric};
 use fathom_server::client::Client;
@@ -28,16 +31,9 @@ const DIM: usize = 16;
 
 /// A `fathom serve` process, killed when dropped.
 struct Server {
-    child: Child,
+    child: Reaped,
     target: String,
     log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
@@ -113,7 +109,7 @@ fn serve_args(what: &[&std::ffi::OsStr], extra: &[&str]) -> Server {
         .unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
     let mut server = Server {
-        child,
+        child: Reaped(child),
         target: String::new(),
         log: Arc::clone(&log),
     };

@@ -2,8 +2,11 @@
 //! snapshot), serves filtered examples, reloads on SIGHUP, stops on SIGTERM,
 //! and reuses its catalog on the second run.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::Reaped;
 use fathom_server::client::Client;
 
 /// `fathom demo` end to end, as a user runs it: first run builds a (tiny)
@@ -59,8 +62,8 @@ async fn demo_builds_serves_reloads_and_stops_on_sigterm() {
             });
             rx
         };
-        let stdout = lines(Box::new(child.0.stdout.take().unwrap()));
-        let stderr = lines(Box::new(child.0.stderr.take().unwrap()));
+        let stdout = lines(Box::new(child.stdout.take().unwrap()));
+        let stderr = lines(Box::new(child.stderr.take().unwrap()));
         // Wait (bounded) for "serving on ADDR".
         let deadline = Instant::now() + Duration::from_secs(60);
         let addr = loop {
@@ -260,7 +263,7 @@ async fn demo_builds_serves_reloads_and_stops_on_sigterm() {
 
         let signal = |sig: &str| {
             let ok = Command::new("kill")
-                .args([sig, &child.0.id().to_string()])
+                .args([sig, &child.id().to_string()])
                 .status()
                 .unwrap()
                 .success();
@@ -279,7 +282,7 @@ async fn demo_builds_serves_reloads_and_stops_on_sigterm() {
         signal("-TERM");
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
-            if let Some(s) = child.0.try_wait().unwrap() {
+            if let Some(s) = child.try_wait().unwrap() {
                 break s;
             }
             assert!(Instant::now() < deadline, "demo did not stop on SIGTERM");
@@ -295,16 +298,5 @@ async fn demo_builds_serves_reloads_and_stops_on_sigterm() {
         let reused = log.iter().any(|l| l.starts_with("reusing "));
         assert_eq!((built, reused), (run == 0, run == 1), "{log:#?}");
         assert!(log.iter().any(|l| l.contains("stopped")), "{log:#?}");
-    }
-}
-
-/// A child that is killed and reaped when the test ends, also when it
-/// fails halfway: a failed assertion must not leave a server running.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }

@@ -5,12 +5,15 @@
 //! same metrics port is told about `--metrics-listen`, and a missing file is
 //! named once in the error.
 
+mod common;
+
 use std::io::BufRead;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Reaped;
 use fathom_engine::attributes::AttributesBuilder;
 use fathom_engine::builder::{build, BuildOptions, Dataset};
 use fathom_engine::formats::write_fvecs;
@@ -22,16 +25,9 @@ const DIM: usize = 12;
 
 /// A `fathom serve` process, killed when dropped.
 struct Server {
-    child: Child,
+    child: Reaped,
     target: String,
     metrics: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Build a small snapshot (ids `item:00000`..., with `synth::attributes`)
@@ -85,7 +81,7 @@ fn serve_with(args: &[&str]) -> Server {
         .unwrap();
     // Killed on drop, also when this function panics.
     let mut server = Server {
-        child,
+        child: Reaped(child),
         target: String::new(),
         metrics: String::new(),
     };

@@ -2,22 +2,17 @@
 //! `fathom query` with `--tls-ca` and `--token` / `FATHOM_TOKEN`; and the
 //! warning for an address beyond loopback without TLS or tokens.
 
+mod common;
+
 use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use fathom_engine::builder::{build, BuildOptions, Dataset};
 use fathom_engine::synth;
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::Reaped as Server;
 
 /// Start `fathom serve` with `extra` flags; its stderr lines up to and
 /// including the "listening" one, and the gRPC address.
