@@ -24,7 +24,7 @@ use fathom_engine::admit::Admission;
 use fathom_engine::exact::knn_batch_among;
 use fathom_engine::formats::read_vectors;
 use fathom_engine::recommend::Strategy;
-use fathom_engine::retrieve::{retrieve, Call, Source};
+use fathom_engine::retrieve::{number_groups, retrieve, Call, Source};
 use fathom_engine::{Index, SearchParams};
 use rand::{Rng, SeedableRng};
 
@@ -347,6 +347,7 @@ fn main() {
     let attrs = index.attributes().expect("attributes");
     let artist = attrs.field("artist").expect("an artist field");
     let artists = attrs.row_values(artist).expect("single-valued artist");
+    let cols = [Some((attrs, artists))];
     let pools: Vec<Vec<fathom_engine::topk::Hit>> = qs
         .iter()
         .map(|q| {
@@ -366,10 +367,7 @@ fn main() {
         time_per_query(nq, |i| {
             let pool = &pools[i];
             let rows: Vec<&[f32]> = pool.iter().map(|h| exact_rows.row(h.node)).collect();
-            let group = |h: &fathom_engine::topk::Hit| {
-                let v = artists[h.node as usize];
-                (v != fathom_engine::attributes::NO_VALUE).then(|| attrs.value(v))
-            };
+            let groups = caps.then(|| number_groups(&cols, pool));
             let dist = |a: usize, b: usize| {
                 CALLS.with(|c| c.set(c.get() + 1));
                 kernel.distance(rows[a], rows[b])
@@ -381,7 +379,7 @@ fn main() {
                     sources: 1,
                     owners: &[],
                     min_per_source: 0,
-                    group: caps.then_some((group, 2)),
+                    group: groups.as_deref().map(|g| (g, 2)),
                     mmr: mmr.then_some((0.7, dist)),
                 },
             );

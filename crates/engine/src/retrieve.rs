@@ -8,13 +8,14 @@
 //! filter, the caller's exclusions and the seed items), then the per-index
 //! lists go through the one top-k merge of [`crate::topk`].
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
 use crate::admit::Admission;
-use crate::attributes::{FieldKind, NO_VALUE};
+use crate::attributes::{Attributes, FieldKind, NO_VALUE};
 use crate::distance::{Kernel, Metric};
 use crate::error::{Error, Result};
 use crate::exact::top_by;
@@ -23,7 +24,7 @@ use crate::ids::ListKey;
 use crate::index::{prefers_exact, Bound, Index, SearchParams, MAX_K};
 use crate::recommend::{average_vector, prepare_example, Scorer, Strategy};
 use crate::search::{Neighbor, SearchStats};
-use crate::topk::{merge, pick, Hit, Pick};
+use crate::topk::{merge, pick, Hit, Pick, UNCAPPED};
 
 /// One index of a call, or one layer of a layered index, with its filter
 /// already bound (callers plan a filter once and reuse it across a batch).
@@ -293,6 +294,7 @@ fn run(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved> {
         } else {
             Vec::new()
         };
+        let group_numbers = groups.as_ref().map(|cols| number_groups(cols, &merged));
         let kernel = Kernel::<f32>::new(metric);
         let hits = pick(
             &merged,
@@ -301,14 +303,7 @@ fn run(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved> {
                 sources: indexes,
                 owners: &owners,
                 min_per_source: call.min_per_index,
-                group: groups.as_ref().map(|cols| {
-                    let value = move |h: &Hit| {
-                        let (attrs, col) = cols[h.source as usize].as_ref()?;
-                        let v = *col.get(h.node as usize)?;
-                        (v != NO_VALUE).then(|| attrs.value(v))
-                    };
-                    (value, call.group_size)
-                }),
+                group: group_numbers.as_deref().map(|g| (g, call.group_size)),
                 mmr: mmr.then(|| {
                     let rows = &rows;
                     let dist = move |a: usize, b: usize| kernel.distance(rows[a], rows[b]);
@@ -394,7 +389,7 @@ fn check_sources(sources: &[Source<'_, '_>]) -> Result<(Metric, usize)> {
 fn group_columns<'s>(
     sources: &[Source<'s, '_>],
     call: &Call<'_>,
-) -> Result<Option<Vec<Option<(crate::attributes::Attributes<'s>, &'s [u32])>>>> {
+) -> Result<Option<Vec<Option<(Attributes<'s>, &'s [u32])>>>> {
     if call.group_by.is_empty() {
         if call.group_size > 0 {
             return Err(Error::invalid("group_size needs group_by"));
@@ -433,6 +428,34 @@ fn group_columns<'s>(
         )));
     }
     Ok(Some(cols))
+}
+
+/// Each candidate's group as a small number ([`UNCAPPED`] without a
+/// value), for [`pick`]. One index's dictionary numbers its values; several
+/// indexes (each with its own dictionary) share a group by its string.
+pub fn number_groups(cols: &[Option<(Attributes<'_>, &[u32])>], candidates: &[Hit]) -> Vec<u32> {
+    let one_dictionary = cols.len() == 1;
+    let mut by_number: HashMap<u32, u32> = HashMap::new();
+    let mut by_value: HashMap<&str, u32> = HashMap::new();
+    candidates
+        .iter()
+        .map(|h| {
+            let Some((attrs, col)) = &cols[h.source as usize] else {
+                return UNCAPPED;
+            };
+            match col.get(h.node as usize) {
+                Some(&v) if v != NO_VALUE => {
+                    let next = (by_number.len() + by_value.len()) as u32;
+                    if one_dictionary {
+                        *by_number.entry(v).or_insert(next)
+                    } else {
+                        *by_value.entry(attrs.value(v)).or_insert(next)
+                    }
+                }
+                _ => UNCAPPED,
+            }
+        })
+        .collect()
 }
 
 /// Look the example ids up in the sources and bring every example to the

@@ -15,8 +15,6 @@
 //! Without diversity the picks come back nearest first; with it, in the
 //! order they were picked.
 
-use std::collections::HashMap;
-
 /// One hit of a call: which source (index) it came from, its node there and
 /// its distance (lower is closer).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,7 +41,7 @@ fn nearest_first(a: &Hit, b: &Hit) -> std::cmp::Ordering {
 }
 
 /// The constraints of one pick.
-pub struct Pick<'o, G, D> {
+pub struct Pick<'o, D> {
     pub k: usize,
     /// How many owners hits may come from: each source belongs to one
     /// (`owners[source]`, or itself when `owners` is empty). An index made
@@ -52,8 +50,11 @@ pub struct Pick<'o, G, D> {
     pub owners: &'o [u32],
     /// Each owner gets at least this many hits when it has them.
     pub min_per_source: usize,
-    /// A hit's group value, or `None` when uncapped; with `group_size`.
-    pub group: Option<(G, usize)>,
+    /// Per candidate (by position), its group as a number below the number
+    /// of candidates, or [`UNCAPPED`]; with `group_size`. Callers number the
+    /// values (cheaper than comparing strings in the greedy loop, which
+    /// checks groups several times per pick under MMR).
+    pub group: Option<(&'o [u32], usize)>,
     /// λ and the distance between the items of two candidates (by their
     /// positions in the candidate list), for MMR.
     pub mmr: Option<(f32, D)>,
@@ -83,12 +84,14 @@ impl Ord for Stale {
     }
 }
 
+/// A candidate without a group value: never capped.
+pub const UNCAPPED: u32 = u32::MAX;
+
 /// Pick up to `k` of `candidates` (nearest first, as [`merge`] leaves them)
 /// under `pick`'s constraints. Returns the picks: nearest first, or in pick
 /// order under MMR.
-pub fn pick<'g, G, D>(candidates: &[Hit], pick: &Pick<'_, G, D>) -> Vec<Hit>
+pub fn pick<D>(candidates: &[Hit], pick: &Pick<'_, D>) -> Vec<Hit>
 where
-    G: Fn(&Hit) -> Option<&'g str>,
     D: Fn(usize, usize) -> f32,
 {
     let k = pick.k.min(candidates.len());
@@ -104,18 +107,14 @@ where
         let o = &mut owed[owner(c)];
         *o = (*o + 1).min(pick.min_per_source);
     }
-    let mut per_group: HashMap<&str, usize> = HashMap::new();
-    let groups: Vec<Option<&str>> = match &pick.group {
-        Some((g, _)) => candidates.iter().map(g).collect(),
-        None => Vec::new(),
-    };
-    let cap = pick.group.as_ref().map_or(usize::MAX, |g| g.1);
-    let group_full = |i: usize, per_group: &HashMap<&str, usize>| {
+    let groups: &[u32] = pick.group.map_or(&[], |g| g.0);
+    // Numbers lie below the number of candidates (see `Pick::group`).
+    let mut per_group = vec![0usize; groups.len()];
+    let cap = pick.group.map_or(usize::MAX, |g| g.1);
+    let group_full = |i: usize, per_group: &[usize]| {
         groups
             .get(i)
-            .copied()
-            .flatten()
-            .is_some_and(|g| per_group.get(g).copied().unwrap_or(0) >= cap)
+            .is_some_and(|&g| g != UNCAPPED && per_group[g as usize] >= cap)
     };
     // MMR, once the first pick is made: each candidate's distance to the
     // nearest pick it has seen, and the heap of stale scores.
@@ -126,7 +125,7 @@ where
         let unmet: usize = owed.iter().sum();
         // Once the remaining slots are all owed, only owed sources may fill.
         let owed_only = unmet >= left;
-        let eligible = |i: usize, per_group: &HashMap<&str, usize>| {
+        let eligible = |i: usize, per_group: &[usize]| {
             let turned_away = owed_only && owed[owner(&candidates[i])] == 0;
             !turned_away && !group_full(i, per_group)
         };
@@ -176,8 +175,8 @@ where
         taken[i] = true;
         let s = owner(&candidates[i]);
         owed[s] = owed[s].saturating_sub(1);
-        if let Some(g) = groups.get(i).copied().flatten() {
-            *per_group.entry(g).or_insert(0) += 1;
+        if let Some(&g) = groups.get(i).filter(|&&g| g != UNCAPPED) {
+            per_group[g as usize] += 1;
         }
         if picked.is_empty() && pick.mmr.is_some() {
             // From here on scores only grow; seed the heap with every other
@@ -202,7 +201,6 @@ where
 mod tests {
     use super::*;
 
-    type NoGroup = fn(&Hit) -> Option<&'static str>;
     type NoDist = fn(usize, usize) -> f32;
 
     fn h(source: u32, node: u32, distance: f32) -> Hit {
@@ -213,7 +211,7 @@ mod tests {
         }
     }
 
-    fn plain(k: usize, sources: usize, min: usize) -> Pick<'static, NoGroup, NoDist> {
+    fn plain(k: usize, sources: usize, min: usize) -> Pick<'static, NoDist> {
         Pick {
             k,
             sources,
@@ -264,14 +262,14 @@ mod tests {
     #[test]
     fn group_caps_skip_full_groups() {
         let c: Vec<Hit> = (0..8).map(|i| h(0, i, i as f32)).collect();
-        let artist = ["a", "a", "a", "b", "a", "b", "b", "c"];
-        let group = |x: &Hit| Some(artist[x.node as usize]);
+        // Artists a, a, a, b, a, b, b, c.
+        let artist = [0, 0, 0, 1, 0, 1, 1, 2];
         let p = Pick {
             k: 5,
             sources: 1,
             owners: &[],
             min_per_source: 0,
-            group: Some((group, 2)),
+            group: Some((&artist[..], 2)),
             mmr: None::<(f32, NoDist)>,
         };
         let nodes: Vec<u32> = pick(&c, &p).iter().map(|x| x.node).collect();
@@ -293,7 +291,7 @@ mod tests {
             sources: 1,
             owners: &[],
             min_per_source: 0,
-            group: None::<(NoGroup, usize)>,
+            group: None,
             mmr: Some((lambda, dist)),
         };
         // λ = 1: pure relevance.

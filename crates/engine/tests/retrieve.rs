@@ -25,12 +25,22 @@ struct Fixture {
 /// `N` clustered items with an `artist` (single keyword, 5 items each,
 /// neighbours in id order share one), multi-valued `markets` and an int.
 fn fixture(metric: Metric, seed: u64, prefix: &str) -> Fixture {
+    fixture_with_artists(metric, seed, prefix, |i| i % 300)
+}
+
+/// As [`fixture`], item `i` by artist `artist(i)`.
+fn fixture_with_artists(
+    metric: Metric,
+    seed: u64,
+    prefix: &str,
+    artist: impl Fn(usize) -> usize,
+) -> Fixture {
     let mut ds = dataset(N, DIM, seed);
     ds.ids = (0..N).map(|i| format!("{prefix}:{i:05}")).collect();
     ds.attributes = Some(table((0..N).map(|i| {
         format!(
             r#"{{"artist":"artist:{}","markets":["SE"],"year":{}}}"#,
-            i % 300,
+            artist(i),
             2000 + i % 20
         )
     })));
@@ -426,6 +436,65 @@ fn mmr_and_group_caps_follow_their_oracles() {
         ..call
     };
     assert_eq!(retrieve(&one(&f), &call).unwrap().hits.len(), 300);
+}
+
+/// Across indexes a group is its value's string: each index numbers its
+/// values in its own dictionary. The second index holds the first's items
+/// (the same seed) and shares half their artists, under other numbers: its
+/// artists run from "artist:150" to "artist:449", the first's from
+/// "artist:0" to "artist:299".
+#[test]
+fn group_caps_span_federated_indexes() {
+    let first = |i: usize| i % 300;
+    let second = |i: usize| {
+        if i % 300 < 150 {
+            300 + i % 300
+        } else {
+            i % 300
+        }
+    };
+    let a = fixture_with_artists(Metric::L2, SEED, "track", first);
+    let b = fixture_with_artists(Metric::L2, SEED, "episode", second);
+    let sources = [
+        Source::index("tracks", &a.index, None, 0),
+        Source::index("episodes", &b.index, None, 1),
+    ];
+    let q = queries(1, DIM, SEED + 5).remove(0);
+    let k = 30;
+    let l2 = |x: &[f32]| -> f32 { x.iter().zip(&q).map(|(a, b)| (a - b) * (a - b)).sum() };
+    // Oracle: both indexes' items by distance (ties by index, then node),
+    // at most one per artist string.
+    let mut all: Vec<(f32, u32, u32, usize)> = Vec::new();
+    for (s, f) in [&a, &b].into_iter().enumerate() {
+        for i in 0..N {
+            let artist = if s == 0 { first(i) } else { second(i) };
+            all.push((l2(&row(f, i)), s as u32, i as u32, artist));
+        }
+    }
+    all.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
+    let mut seen = std::collections::HashSet::new();
+    let want: Vec<(u32, u32)> = all
+        .iter()
+        .filter(|c| seen.insert(c.3))
+        .take(k)
+        .map(|c| (c.1, c.2))
+        .collect();
+    let call = Call {
+        vector: &q,
+        params: SearchParams::new(k, 4 * N),
+        group_by: "artist",
+        group_size: 1,
+        ..Call::default()
+    };
+    let got = retrieve(&sources, &call).unwrap().hits;
+    let got: Vec<(u32, u32)> = got.iter().map(|h| (h.source, h.node)).collect();
+    assert_eq!(got, want);
+    // An item held by both indexes under one artist comes back once.
+    assert!(
+        want.iter()
+            .any(|&(s, n)| s == 0 && first(n as usize) >= 150),
+        "the test must cover artists that both indexes hold"
+    );
 }
 
 #[test]
