@@ -43,6 +43,36 @@ fn time_per_query(nq: usize, mut f: impl FnMut(usize)) -> f64 {
     best.iter().sum::<f64>() / nq as f64
 }
 
+/// [`time_per_query`] for several ways of answering each query, taking
+/// turns chunk by chunk of queries: a machine that slows down for a while
+/// slows them all, so their ratios hold. Not query by query: a query's
+/// second answer would find the lines its first one fetched still cached.
+///
+/// `before(way, query)` runs untimed before each timed call.
+fn time_side_by_side(
+    nq: usize,
+    ways: &mut [&mut dyn FnMut(usize)],
+    before: &dyn Fn(usize, usize),
+) -> Vec<f64> {
+    const CHUNK: usize = 128;
+    let mut best = vec![vec![f64::INFINITY; nq]; ways.len()];
+    for _ in 0..3 {
+        for start in (0..nq).step_by(CHUNK) {
+            for (w, (f, b)) in ways.iter_mut().zip(&mut best).enumerate() {
+                for (i, b) in b.iter_mut().enumerate().skip(start).take(CHUNK) {
+                    before(w, i);
+                    let t = Instant::now();
+                    f(i);
+                    *b = b.min(t.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+        }
+    }
+    best.iter()
+        .map(|b| b.iter().sum::<f64>() / nq as f64)
+        .collect()
+}
+
 fn recall(got: &[Vec<u32>], truth: &[Vec<u32>], k: usize) -> f64 {
     let hits: usize = got
         .iter()
@@ -84,18 +114,26 @@ fn main() {
     // AVERAGE_VECTOR: the query as a taste vector gives the same single
     // search, plus the examples' handling.
     let mut out = Vec::new();
-    let plain = time_per_query(nq, |i| {
-        index.search_into(&qs[i], &params, &mut out).unwrap();
-    });
+    let [plain, avg] = time_side_by_side(
+        nq,
+        &mut [
+            &mut |i| {
+                index.search_into(&qs[i], &params, &mut out).unwrap();
+            },
+            &mut |i| {
+                let call = Call {
+                    positive_vectors: vec![&qs[i]],
+                    params: params.clone(),
+                    ..Call::default()
+                };
+                retrieve(&one, &call).unwrap();
+            },
+        ],
+        &|_, _| {},
+    )[..] else {
+        unreachable!()
+    };
     row("plain search", plain, plain);
-    let avg = time_per_query(nq, |i| {
-        let call = Call {
-            positive_vectors: vec![&qs[i]],
-            params: params.clone(),
-            ..Call::default()
-        };
-        retrieve(&one, &call).unwrap();
-    });
     row("AVERAGE_VECTOR, 1 taste vector", avg, plain);
     // Seeds: the query's nearest stored items, by id.
     let seeds: Vec<Vec<String>> = qs
@@ -151,33 +189,6 @@ fn main() {
         excluded: Some(&excluded),
         ..Admission::default()
     };
-    let mut got_plain = vec![Vec::new(); nq];
-    let mut got_excl = vec![Vec::new(); nq];
-    let plain_t = time_per_query(nq, |i| {
-        index.search_into(&qs[i], &params, &mut out).unwrap();
-        got_plain[i] = out.iter().map(|h| h.id).collect();
-    });
-    let bitmap_t = time_per_query(nq, |i| {
-        index
-            .search_admitted_into(&qs[i], &params, &admission, &mut out)
-            .unwrap();
-        got_excl[i] = out.iter().map(|h| h.id).collect();
-    });
-    let mut got_ids = vec![Vec::new(); nq];
-    let ids_t = time_per_query(nq, |i| {
-        let call = Call {
-            vector: &qs[i],
-            exclude_ids: &excluded_ids,
-            params: params.clone(),
-            ..Call::default()
-        };
-        got_ids[i] = retrieve(&one, &call)
-            .unwrap()
-            .hits
-            .iter()
-            .map(|h| h.node)
-            .collect();
-    });
     // More lists than an index keeps, taken in turn: every call resolves.
     let lists: Vec<Vec<String>> = (0..64)
         .map(|j| {
@@ -189,15 +200,61 @@ fn main() {
             away.iter().map(|r| index.id(r).to_string()).collect()
         })
         .collect();
-    let fresh_t = time_per_query(nq, |i| {
-        let call = Call {
-            vector: &qs[i],
-            exclude_ids: &lists[i % lists.len()],
-            params: params.clone(),
-            ..Call::default()
-        };
-        retrieve(&one, &call).unwrap();
-    });
+    let mut got_plain = vec![Vec::new(); nq];
+    let mut got_excl = vec![Vec::new(); nq];
+    let mut got_ids = vec![Vec::new(); nq];
+    let [plain_t, bitmap_t, ids_t, fresh_t] = time_side_by_side(
+        nq,
+        &mut [
+            &mut |i| {
+                index.search_into(&qs[i], &params, &mut out).unwrap();
+                got_plain[i] = out.iter().map(|h| h.id).collect();
+            },
+            &mut |i| {
+                let mut found = Vec::new();
+                index
+                    .search_admitted_into(&qs[i], &params, &admission, &mut found)
+                    .unwrap();
+                got_excl[i] = found.iter().map(|h| h.id).collect();
+            },
+            &mut |i| {
+                let call = Call {
+                    vector: &qs[i],
+                    exclude_ids: &excluded_ids,
+                    params: params.clone(),
+                    ..Call::default()
+                };
+                got_ids[i] = retrieve(&one, &call)
+                    .unwrap()
+                    .hits
+                    .iter()
+                    .map(|h| h.node)
+                    .collect();
+            },
+            &mut |i| {
+                let call = Call {
+                    vector: &qs[i],
+                    exclude_ids: &lists[i % lists.len()],
+                    params: params.clone(),
+                    ..Call::default()
+                };
+                retrieve(&one, &call).unwrap();
+            },
+        ],
+        // A server has just decoded a call's list: its ids are in cache.
+        // Read them first, as the decoder would have.
+        &|way, i| {
+            if way == 3 {
+                let bytes: usize = lists[i % lists.len()]
+                    .iter()
+                    .map(|id| id.bytes().map(usize::from).sum::<usize>())
+                    .sum();
+                std::hint::black_box(bytes);
+            }
+        },
+    )[..] else {
+        unreachable!()
+    };
     println!(
         "| plain search (recall@{k} {:.4}) | {plain_t:.1} | 1.00× |",
         recall(&got_plain, &truth_all, k)
@@ -273,60 +330,43 @@ fn main() {
 
     // MMR and group caps over 100 candidates, against the plain top-100.
     let p100 = SearchParams::new(100, ef.max(100));
-    let top100 = time_per_query(nq, |i| {
-        retrieve(
-            &one,
-            &Call {
-                vector: &qs[i],
-                params: p100.clone(),
-                ..Call::default()
-            },
-        )
-        .unwrap();
-    });
     let p25 = SearchParams::new(25, ef.max(100));
-    let mmr = time_per_query(nq, |i| {
-        retrieve(
-            &one,
-            &Call {
-                vector: &qs[i],
-                params: p25.clone(),
-                diversity: 0.3,
-                candidates: 100,
-                ..Call::default()
-            },
-        )
-        .unwrap();
-    });
-    let caps = time_per_query(nq, |i| {
-        retrieve(
-            &one,
-            &Call {
-                vector: &qs[i],
-                params: p25.clone(),
-                candidates: 100,
-                group_by: "artist",
-                group_size: 2,
-                ..Call::default()
-            },
-        )
-        .unwrap();
-    });
-    let both = time_per_query(nq, |i| {
-        retrieve(
-            &one,
-            &Call {
-                vector: &qs[i],
-                params: p25.clone(),
-                diversity: 0.3,
-                candidates: 100,
-                group_by: "artist",
-                group_size: 2,
-                ..Call::default()
-            },
-        )
-        .unwrap();
-    });
+    let (qs_ref, one_ref) = (&qs, &one);
+    let wide = |diversity: f32, group_by: &'static str| {
+        let (qs, one) = (qs_ref, one_ref);
+        let p = if diversity > 0.0 || !group_by.is_empty() {
+            p25.clone()
+        } else {
+            p100.clone()
+        };
+        move |i: usize| {
+            retrieve(
+                one,
+                &Call {
+                    vector: &qs[i],
+                    params: p.clone(),
+                    diversity,
+                    candidates: 100,
+                    group_by,
+                    group_size: if group_by.is_empty() { 0 } else { 2 },
+                    ..Call::default()
+                },
+            )
+            .unwrap();
+        }
+    };
+    let [top100, mmr, caps, both] = time_side_by_side(
+        nq,
+        &mut [
+            &mut wide(0.0, ""),
+            &mut wide(0.3, ""),
+            &mut wide(0.0, "artist"),
+            &mut wide(0.3, "artist"),
+        ],
+        &|_, _| {},
+    )[..] else {
+        unreachable!()
+    };
     row("plain top-100", top100, top100);
     println!(
         "| MMR picking 25 of 100 candidates | {mmr:.1} | +{:.1} µs |",

@@ -2,106 +2,221 @@
 //! binary search (O(log n) string compares, each a cache miss: ~1 µs per id
 //! at 1M items), which is fine for one seed but not for a call that excludes
 //! a 10,000-track listening history. This table is built from the mapped
-//! ids on first use (about 16 bytes per item) and keeps opening O(1).
+//! ids on first use (16 bytes per slot, at most 75% full) and keeps opening
+//! O(1).
 //!
-//! Even so, resolving 10,000 ids costs about a millisecond, several times a
-//! search. A listener's history is sent again with each call of a session
-//! (every shelf of a home page), so resolved exclusion lists are kept, by a
-//! hash of the whole list: a list seen again costs one hash per id, and no
-//! lookups.
+//! Each id is named by its fingerprint, a 64-bit xxh3 under a per-process
+//! random seed, computed once per call and used twice: the table is probed
+//! with it, and an exclusion list is named by a hash of its fingerprints in
+//! order. A listener's history is sent again with each call of a session
+//! (every shelf of a home page), so resolved lists are kept by that name: a
+//! list seen again costs its fingerprints and no lookups.
+//!
+//! A lookup of one id (a seed) is checked against the stored id's bytes. A
+//! long exclusion list is resolved by fingerprint alone: checking each id's
+//! bytes was two more cache misses per id, and two different ids share a
+//! fingerprint with odds of 2⁻⁶⁴ per probe. The worst a collision could do
+//! is leave out one item the caller did not exclude.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use roaring::RoaringBitmap;
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed, Xxh3};
+use xxhash_rust::xxh3::{xxh3_128_with_seed, xxh3_64_with_seed};
 
+use crate::search::prefetch;
 use crate::snapshot::Snapshot;
 
-/// The keys are already xxh3 hashes: hashing them again would be waste.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used; fold anything else in for safety.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
+/// An id's fingerprint under this process's seed.
+pub fn fingerprint(id: &[u8]) -> u64 {
+    xxh3_64_with_seed(id, list_seed())
 }
 
-/// Two ids with one hash: the lookup falls back to the binary search.
-const AMBIGUOUS: u32 = u32::MAX;
+#[derive(Clone, Copy)]
+struct Slot {
+    /// The fingerprint (whose low bits place the slot).
+    fp: u64,
+    node: u32,
+}
 
+/// No id here.
+const EMPTY: u32 = u32::MAX;
+/// Two stored ids with one fingerprint: the lookup falls back to the
+/// binary search.
+const AMBIGUOUS: u32 = u32::MAX - 1;
+
+enum Probe {
+    Absent,
+    Node(u32),
+    Ambiguous,
+}
+
+/// Open addressing with linear probing over fingerprints.
 pub struct IdTable {
-    by_hash: HashMap<u64, u32, BuildHasherDefault<Prehashed>>,
+    slots: Box<[Slot]>,
+    mask: usize,
 }
 
 impl IdTable {
     pub fn new(snap: &Snapshot) -> IdTable {
         let n = snap.len();
-        let mut by_hash =
-            HashMap::with_capacity_and_hasher(n, BuildHasherDefault::<Prehashed>::default());
+        let mut table = IdTable::with_slots((n + n / 3 + 1).next_power_of_two().max(16));
         for node in 0..n as u32 {
-            let h = xxh3_64(snap.id_bytes(node).unwrap_or(&[]));
-            by_hash
-                .entry(h)
-                .and_modify(|v| *v = AMBIGUOUS)
-                .or_insert(node);
+            table.insert(fingerprint(snap.id_bytes(node).unwrap_or(&[])), node);
         }
-        IdTable { by_hash }
+        table
     }
 
-    /// The node of `id`, checked against the stored id (a hash match alone
-    /// could name the wrong item).
+    /// An empty table of `len` (a power of two) slots.
+    fn with_slots(len: usize) -> IdTable {
+        let empty = Slot { fp: 0, node: EMPTY };
+        IdTable {
+            slots: vec![empty; len].into_boxed_slice(),
+            mask: len - 1,
+        }
+    }
+
+    fn insert(&mut self, fp: u64, node: u32) {
+        let mut at = fp as usize & self.mask;
+        loop {
+            let slot = &mut self.slots[at];
+            if slot.node == EMPTY {
+                *slot = Slot { fp, node };
+                return;
+            }
+            if slot.fp == fp {
+                slot.node = AMBIGUOUS;
+                return;
+            }
+            at = (at + 1) & self.mask;
+        }
+    }
+
+    fn probe(&self, fp: u64) -> Probe {
+        let mut at = fp as usize & self.mask;
+        loop {
+            let slot = &self.slots[at];
+            match slot.node {
+                EMPTY => return Probe::Absent,
+                _ if slot.fp != fp => {}
+                AMBIGUOUS => return Probe::Ambiguous,
+                node => return Probe::Node(node),
+            }
+            at = (at + 1) & self.mask;
+        }
+    }
+
+    fn prefetch(&self, fp: u64) {
+        let at = fp as usize & self.mask;
+        prefetch(std::ptr::from_ref(&self.slots[at]).cast(), 1);
+    }
+
+    /// The node of `id`, checked against the stored id (a fingerprint
+    /// match alone could name the wrong item).
     pub fn find(&self, snap: &Snapshot, id: &str) -> Option<u32> {
-        match *self.by_hash.get(&xxh3_64(id.as_bytes()))? {
-            AMBIGUOUS => snap.find(id),
-            node => (snap.id_bytes(node) == Some(id.as_bytes())).then_some(node),
+        match self.probe(fingerprint(id.as_bytes())) {
+            Probe::Absent => None,
+            Probe::Ambiguous => snap.find(id),
+            Probe::Node(node) => (snap.id_bytes(node) == Some(id.as_bytes())).then_some(node),
+        }
+    }
+
+    /// The nodes of `list`'s ids that the snapshot holds, by fingerprint.
+    pub fn resolve(&self, snap: &Snapshot, list: &IdList<'_>) -> RoaringBitmap {
+        // Probes are independent: the slots of the ids a little ahead are
+        // fetched while this one is compared, so the misses overlap.
+        const AHEAD: usize = 16;
+        let n = snap.len();
+        // Setting bits in a dense map and converting it costs a fraction of
+        // sorting the nodes, while the map is small against the list.
+        let dense = n / 8 <= 16 * list.len();
+        let mut bits = if dense {
+            vec![0u8; n.div_ceil(8)]
+        } else {
+            Vec::new()
+        };
+        let mut nodes = Vec::new();
+        for (i, &fp) in list.fingerprints.iter().enumerate() {
+            if let Some(&ahead) = list.fingerprints.get(i + AHEAD) {
+                self.prefetch(ahead);
+            }
+            let node = match self.probe(fp) {
+                Probe::Absent => continue,
+                Probe::Node(node) => node,
+                Probe::Ambiguous => match snap.find(&list.ids[i]) {
+                    Some(node) => node,
+                    None => continue,
+                },
+            };
+            match bits.get_mut(node as usize / 8) {
+                Some(byte) => *byte |= 1 << (node % 8),
+                None => nodes.push(node),
+            }
+        }
+        if dense {
+            RoaringBitmap::from_lsb0_bytes(0, &bits)
+        } else {
+            nodes.sort_unstable();
+            nodes.dedup();
+            RoaringBitmap::from_sorted_iter(nodes).expect("sorted and deduplicated")
         }
     }
 }
 
-/// An exclusion list, named by a 128-bit hash of its ids in order.
+/// A call's exclusion list with each id's fingerprint (computed once for
+/// every index of the call) and, when long, its name.
+pub struct IdList<'a> {
+    pub ids: &'a [String],
+    fingerprints: Vec<u64>,
+    pub key: Option<ListKey>,
+}
+
+impl<'a> IdList<'a> {
+    pub fn new(ids: &'a [String]) -> IdList<'a> {
+        let fingerprints: Vec<u64> = ids.iter().map(|id| fingerprint(id.as_bytes())).collect();
+        let key = (ids.len() >= ListKey::MIN_IDS).then(|| ListKey::of_fingerprints(&fingerprints));
+        IdList {
+            ids,
+            fingerprints,
+            key,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// An exclusion list, named by a 128-bit hash of its ids' fingerprints in
+/// order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListKey(u128);
 
 impl ListKey {
     /// Lists shorter than this are resolved every time: resolving them
-    /// costs less than hashing and a lock.
+    /// costs less than a lock.
     pub const MIN_IDS: usize = 64;
 
     pub fn of<S: AsRef<str>>(ids: &[S]) -> ListKey {
-        // Each id is hashed on its own (xxh3's short-input path, a few ns),
-        // and the ids' hashes, in order, are hashed to 128 bits in blocks
-        // from the stack. Copying 10,000 short ids side by side to hash
-        // them in one stream cost about twice as much: the copy, not the
-        // hash, was the cost (`cargo bench -p fathom-benches --bench ids`).
-        // Two different lists then share a key only if some position's ids
-        // share a 64-bit hash or the outer 128-bit hashes collide. The seed
-        // is random per process, which makes crafted collisions (a list
-        // built to take another list's key, poisoning the kept lists)
-        // impractical; xxh3 is not a keyed MAC, so this is no stronger
-        // guarantee than that.
-        const BLOCK: usize = 512;
-        let seed = list_seed();
-        let mut hash = Xxh3::with_seed(seed);
-        let mut block = [0u64; BLOCK];
-        for chunk in ids.chunks(BLOCK) {
-            for (h, id) in block.iter_mut().zip(chunk) {
-                *h = xxh3_64_with_seed(id.as_ref().as_bytes(), seed).to_le();
-            }
-            hash.update(bytemuck::cast_slice(&block[..chunk.len()]));
-        }
-        ListKey(hash.digest128())
+        let fps: Vec<u64> = ids
+            .iter()
+            .map(|id| fingerprint(id.as_ref().as_bytes()))
+            .collect();
+        Self::of_fingerprints(&fps)
+    }
+
+    /// Two different lists share a key only if some position's ids share a
+    /// fingerprint or the outer hashes collide. The seed is random per
+    /// process, which makes crafted collisions (a list built to take
+    /// another list's key, poisoning the kept lists) impractical; xxh3 is
+    /// not a keyed MAC, so this is no stronger guarantee than that.
+    fn of_fingerprints(fps: &[u64]) -> ListKey {
+        // In native byte order: keys never leave the process.
+        ListKey(xxh3_128_with_seed(bytemuck::cast_slice(fps), list_seed()))
     }
 }
 
@@ -159,44 +274,45 @@ impl std::fmt::Debug for ResolvedLists {
 mod tests {
     use super::*;
 
-    /// The key is the seeded hash of the ids' seeded hashes in order,
-    /// whatever the list's length against the block's.
     #[test]
-    fn list_keys_hash_the_ids_hashes_in_order() {
-        let reference = |ids: &[String]| {
-            let seed = list_seed();
-            let all: Vec<u8> = ids
-                .iter()
-                .flat_map(|id| xxh3_64_with_seed(id.as_bytes(), seed).to_le_bytes())
-                .collect();
-            ListKey(xxhash_rust::xxh3::xxh3_128_with_seed(&all, seed))
-        };
-        let lists: Vec<Vec<String>> = vec![
-            vec![],
-            vec![String::new()],
-            (0..10_000).map(|i| format!("track:{i:07}")).collect(),
-            (0..512).map(|i| format!("{i}")).collect(),
-            (0..1025).map(|i| format!("{i}")).collect(),
-            vec![
-                "x".repeat(8190),
-                "y".repeat(3),
-                "z".repeat(20_000),
-                "w".into(),
-            ],
-            vec![
-                "x".repeat(8191),
-                "y".repeat(8192),
-                String::new(),
-                "v".repeat(8190),
-            ],
-        ];
-        for ids in &lists {
-            assert_eq!(ListKey::of(ids), reference(ids));
-        }
+    fn list_keys_tell_lists_apart() {
         let key = |ids: &[&str]| ListKey::of(ids);
         assert_ne!(key(&["ab", "c"]), key(&["a", "bc"]));
         assert_ne!(key(&["a", "b"]), key(&["b", "a"]));
         assert_eq!(key(&["a", "b"]), key(&["a", "b"]));
         assert_ne!(key(&["a", ""]), key(&["a"]));
+        assert_ne!(key(&[]), key(&[""]));
+        let long: Vec<String> = (0..10_000).map(|i| format!("track:{i:07}")).collect();
+        let mut other = long.clone();
+        other[9_999].push('x');
+        assert_eq!(ListKey::of(&long), ListKey::of(&long.clone()));
+        assert_ne!(ListKey::of(&long), ListKey::of(&other));
+        let list = IdList::new(&long);
+        assert_eq!(list.key, Some(ListKey::of(&long)));
+        assert_eq!(IdList::new(&long[..ListKey::MIN_IDS - 1]).key, None);
+    }
+
+    /// Probing walks past slots of other fingerprints that share a place,
+    /// stops at an empty one, and reports two stored ids with one
+    /// fingerprint as ambiguous.
+    #[test]
+    fn probes_follow_linear_runs() {
+        let mut table = IdTable::with_slots(16);
+        // One place (the low bits), different fingerprints.
+        let (a, b, c) = (0x0003_u64, 0x1003_u64, 0x2003_u64);
+        table.insert(a, 7);
+        table.insert(b, 8);
+        table.insert(b, 9);
+        table.insert(c, 10);
+        assert!(matches!(table.probe(a), Probe::Node(7)));
+        assert!(matches!(table.probe(b), Probe::Ambiguous));
+        assert!(matches!(table.probe(c), Probe::Node(10)));
+        assert!(matches!(table.probe(0x3003), Probe::Absent));
+        // Wraps around the end of the slots.
+        let (d, e) = (0x000f_u64, 0x100f_u64);
+        table.insert(d, 1);
+        table.insert(e, 2);
+        assert!(matches!(table.probe(d), Probe::Node(1)));
+        assert!(matches!(table.probe(e), Probe::Node(2)));
     }
 }

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::exact;
 use crate::filter::FilterPlan;
 use crate::graph::GraphView;
-use crate::ids::{IdTable, ListKey, ResolvedLists};
+use crate::ids::{IdList, IdTable, ResolvedLists};
 use crate::reject::EarlyReject;
 use crate::search::{
     hnsw_search_admitted, hnsw_search_limited, prefetch, Cancel, Deadline, Flag, FlagOrDeadline,
@@ -762,9 +762,11 @@ impl Index {
     /// The node of an external id: a hash lookup, the table built on first
     /// use.
     pub fn find(&self, id: &str) -> Option<u32> {
-        self.ids
-            .get_or_init(|| IdTable::new(&self.snapshot))
-            .find(&self.snapshot, id)
+        self.id_table().find(&self.snapshot, id)
+    }
+
+    fn id_table(&self) -> &IdTable {
+        self.ids.get_or_init(|| IdTable::new(&self.snapshot))
     }
 
     /// The external id of a node.
@@ -792,20 +794,20 @@ impl Index {
     }
 
     /// The nodes of an exclusion list, unknown ids skipped. A long list is
-    /// kept once resolved, under `key` ([`ListKey::of`] the same ids), so
-    /// the same list sent again costs no lookups.
-    pub fn excluded_nodes<S: AsRef<str>>(
-        &self,
-        ids: &[S],
-        key: Option<ListKey>,
-    ) -> std::sync::Arc<roaring::RoaringBitmap> {
-        let resolve = || bitmap_of(ids.iter().filter_map(|id| self.find(id.as_ref())).collect());
-        match key {
-            Some(key) if ids.len() >= ListKey::MIN_IDS => {
-                self.excluded.get_or_resolve(key, resolve)
-            }
-            _ => std::sync::Arc::new(resolve()),
+    /// kept once resolved, under its key, so the same list sent again
+    /// costs no lookups.
+    pub fn excluded_nodes(&self, list: &IdList<'_>) -> std::sync::Arc<roaring::RoaringBitmap> {
+        let resolve = || self.resolve_ids(list);
+        match list.key {
+            Some(key) => self.excluded.get_or_resolve(key, resolve),
+            None => std::sync::Arc::new(resolve()),
         }
+    }
+
+    /// The nodes of a list's ids that this index holds, resolved now (not
+    /// kept): what [`Self::excluded_nodes`] costs for a list not seen before.
+    pub fn resolve_ids(&self, list: &IdList<'_>) -> roaring::RoaringBitmap {
+        self.id_table().resolve(&self.snapshot, list)
     }
 
     /// The attributes of an external id, as one JSON object.

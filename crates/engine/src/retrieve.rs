@@ -20,7 +20,7 @@ use crate::distance::{Kernel, Metric};
 use crate::error::{Error, Result};
 use crate::exact::top_by;
 use crate::filter::FilterPlan;
-use crate::ids::ListKey;
+use crate::ids::IdList;
 use crate::index::{prefers_exact, Bound, Index, SearchParams, MAX_K};
 use crate::recommend::{average_vector, prepare_example, Scorer, Strategy};
 use crate::search::{Neighbor, SearchStats};
@@ -180,10 +180,10 @@ fn run(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved> {
         }
         (Some(_), _) => None,
     };
-    let key = (call.exclude_ids.len() >= ListKey::MIN_IDS).then(|| ListKey::of(call.exclude_ids));
+    let exclusions = IdList::new(call.exclude_ids);
     let mut excluded = Vec::with_capacity(sources.len());
     for (s, src) in sources.iter().enumerate() {
-        let mut away = src.index.excluded_nodes(call.exclude_ids, key);
+        let mut away = src.index.excluded_nodes(&exclusions);
         if let Some(seeds) = examples.as_ref().map(|e| &e.seeds[s]) {
             if !seeds.is_empty() {
                 // Seeds are per call: added to a copy, never to a kept list.

@@ -7,11 +7,14 @@ mod common;
 
 use common::*;
 use fathom_engine::builder::BuilderKind;
+use fathom_engine::ids::IdList;
 use fathom_engine::recommend::Strategy;
 use fathom_engine::retrieve::{retrieve, Call, Source};
 use fathom_engine::snapshot::Snapshot;
 use fathom_engine::topk::Hit;
 use fathom_engine::{Error, Index, Metric, SearchParams, Storage};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 
 const N: usize = 2000;
@@ -704,4 +707,33 @@ fn kept_exclusion_lists_stay_exact() {
     assert!(!seeded.contains(&seed[0]), "{seeded:?}");
     assert!(seeded.iter().all(|id| !first.contains(id)), "{seeded:?}");
     assert_eq!(call(&first, &[], &q), without_first);
+}
+
+/// Exclusion lists resolve to exactly the nodes of the ids the index holds,
+/// whether the nodes are gathered in a dense map (a list long against the
+/// index) or sorted (a short one), with unknown and repeated ids.
+#[test]
+fn exclusion_lists_resolve_to_exactly_their_nodes() {
+    let f = fixture(Metric::L2, SEED, "t");
+    let mut rng = StdRng::seed_from_u64(SEED + 11);
+    for len in [0usize, 1, 5, 15, 16, 300, 4 * N] {
+        let list: Vec<String> = (0..len)
+            .map(|_| match rng.random_range(0..10) {
+                0 => format!("gone:{}", rng.random_range(0..N)),
+                _ => format!("t:{:05}", rng.random_range(0..N)),
+            })
+            .collect();
+        let want: std::collections::BTreeSet<u32> = list
+            .iter()
+            .filter_map(|id| id.strip_prefix("t:")?.parse().ok())
+            .collect();
+        let named = IdList::new(&list);
+        let got = f.index.resolve_ids(&named);
+        assert_eq!(
+            got.iter().collect::<Vec<_>>(),
+            want.iter().copied().collect::<Vec<_>>(),
+            "{len} ids"
+        );
+        assert_eq!(*f.index.excluded_nodes(&named), got, "{len} ids, kept");
+    }
 }
