@@ -8,11 +8,13 @@
 //!   every call (resolved once, then kept), and as ids of a different list
 //!   each call (resolved every time);
 //! - a federated call over two indexes against the two searches alone,
-//!   run serially and on an idle 2-thread pool;
+//!   run serially and on an idle 2-thread pool (the second index is SECOND,
+//!   or the same snapshot opened again, which flatters the pair: the second
+//!   search finds the first one's lines cached);
 //! - MMR and group caps over 100 candidates against the plain top-100.
 //!
 //! ```sh
-//! cargo bench -p fathom-benches --bench recommend -- SNAPSHOT QUERIES.fvecs [EF]
+//! cargo bench -p fathom-benches --bench recommend -- SNAPSHOT QUERIES.fvecs [EF [SECOND]]
 //! ```
 //!
 //! The snapshot needs a single-valued keyword field `artist` for the group
@@ -90,13 +92,17 @@ fn main() {
         .collect();
     let [snap, queries, rest @ ..] = args.as_slice() else {
         eprintln!(
-            "usage: cargo bench -p fathom-benches --bench recommend -- SNAPSHOT QUERIES [EF]"
+            "usage: cargo bench -p fathom-benches --bench recommend -- SNAPSHOT QUERIES [EF [SECOND]]"
         );
         std::process::exit(2);
     };
     let ef: usize = rest.first().map_or(64, |e| e.parse().expect("EF"));
     let index = Index::open(snap).expect("open snapshot");
-    let twin = Index::open(snap).expect("open snapshot again");
+    // The federated rows search a second index: SECOND (another snapshot of
+    // the same dimension and metric), or the same file opened again, whose
+    // search then finds the lines the first one fetched still cached.
+    let second = rest.get(1).unwrap_or(snap);
+    let twin = Index::open(second).expect("open the second snapshot");
     let (dim, rows) = read_vectors(std::path::Path::new(queries)).expect("queries");
     let qs: Vec<Vec<f32>> = rows.chunks_exact(dim).map(<[f32]>::to_vec).collect();
     let nq = qs.len();
@@ -112,30 +118,8 @@ fn main() {
     };
 
     // AVERAGE_VECTOR: the query as a taste vector gives the same single
-    // search, plus the examples' handling.
-    let mut out = Vec::new();
-    let [plain, avg] = time_side_by_side(
-        nq,
-        &mut [
-            &mut |i| {
-                index.search_into(&qs[i], &params, &mut out).unwrap();
-            },
-            &mut |i| {
-                let call = Call {
-                    positive_vectors: vec![&qs[i]],
-                    params: params.clone(),
-                    ..Call::default()
-                };
-                retrieve(&one, &call).unwrap();
-            },
-        ],
-        &|_, _| {},
-    )[..] else {
-        unreachable!()
-    };
-    row("plain search", plain, plain);
-    row("AVERAGE_VECTOR, 1 taste vector", avg, plain);
-    // Seeds: the query's nearest stored items, by id.
+    // search, plus the examples' handling. Seeds: the query's nearest
+    // stored items, by id.
     let seeds: Vec<Vec<String>> = qs
         .iter()
         .map(|q| {
@@ -147,28 +131,49 @@ fn main() {
                 .collect()
         })
         .collect();
-    let avg3 = time_per_query(nq, |i| {
+    let mut out = Vec::new();
+    let mut names = vec!["plain search".to_string()];
+    let mut ways: Vec<Box<dyn FnMut(usize) + '_>> = vec![Box::new(|i| {
+        index.search_into(&qs[i], &params, &mut out).unwrap();
+    })];
+    let call_with = |i: usize, examples: usize, strategy: Strategy| {
+        retrieve(
+            &one,
+            &Call {
+                positive_ids: &seeds[i][..examples],
+                strategy,
+                params: params.clone(),
+                ..Call::default()
+            },
+        )
+        .unwrap();
+    };
+    names.push("AVERAGE_VECTOR, 1 taste vector".into());
+    ways.push(Box::new(|i| {
         let call = Call {
-            positive_ids: &seeds[i][..3],
+            positive_vectors: vec![&qs[i]],
             params: params.clone(),
             ..Call::default()
         };
         retrieve(&one, &call).unwrap();
-    });
-    row("AVERAGE_VECTOR, 3 seed ids", avg3, plain);
+    }));
+    names.push("AVERAGE_VECTOR, 3 seed ids".into());
+    ways.push(Box::new(move |i| call_with(i, 3, Strategy::AverageVector)));
     for strategy in [Strategy::BestScore, Strategy::SumScores] {
         for examples in [1, 2, 4, 8] {
-            let us = time_per_query(nq, |i| {
-                let call = Call {
-                    positive_ids: &seeds[i][..examples],
-                    strategy,
-                    params: params.clone(),
-                    ..Call::default()
-                };
-                retrieve(&one, &call).unwrap();
-            });
-            row(&format!("{strategy:?}, {examples} seed ids"), us, plain);
+            names.push(format!("{strategy:?}, {examples} seed ids"));
+            ways.push(Box::new(move |i| call_with(i, examples, strategy)));
         }
+    }
+    let mut refs: Vec<&mut dyn FnMut(usize)> = ways
+        .iter_mut()
+        .map(|w| &mut **w as &mut dyn FnMut(usize))
+        .collect();
+    let times = time_side_by_side(nq, &mut refs, &|_, _| {});
+    drop(refs);
+    drop(ways);
+    for (name, us) in names.iter().zip(&times) {
+        row(name, *us, times[0]);
     }
 
     // Exclusions: 10,000 random items, the same for every query.
@@ -275,11 +280,13 @@ fn main() {
         plain_t,
     );
 
-    // Federated over two indexes (the same snapshot opened twice).
+    // Federated over two indexes, against each searched alone through
+    // retrieve: from this (busy) thread, and from an idle 2-thread pool.
     let two = [one[0], Source::index("b", &twin, None, 1)];
-    let single = time_per_query(nq, |i| {
+    let other = [Source::index("b", &twin, None, 0)];
+    let plain_call = |sources: &[Source<'_, '_>], i: usize| {
         retrieve(
-            &one,
+            sources,
             &Call {
                 vector: &qs[i],
                 params: params.clone(),
@@ -287,45 +294,38 @@ fn main() {
             },
         )
         .unwrap();
-    });
-    let serial = time_per_query(nq, |i| {
-        retrieve(
-            &two,
-            &Call {
-                vector: &qs[i],
-                params: params.clone(),
-                ..Call::default()
-            },
-        )
-        .unwrap();
-    });
+    };
+    let federated = || {
+        let [a, b, both] = time_side_by_side(
+            nq,
+            &mut [
+                &mut |i| plain_call(&one, i),
+                &mut |i| plain_call(&other, i),
+                &mut |i| plain_call(&two, i),
+            ],
+            &|_, _| {},
+        )[..] else {
+            unreachable!()
+        };
+        (a, b, both)
+    };
+    let (a, b, serial) = federated();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .build()
         .unwrap();
-    let parallel = pool.install(|| {
-        time_per_query(nq, |i| {
-            retrieve(
-                &two,
-                &Call {
-                    vector: &qs[i],
-                    params: params.clone(),
-                    ..Call::default()
-                },
-            )
-            .unwrap();
-        })
-    });
-    row("one index through retrieve", single, single);
+    let (pa, pb, parallel) = pool.install(federated);
+    row("first index alone, through retrieve", a, a);
+    row("second index alone", b, a);
     row(
-        "two indexes, called from a busy thread",
+        "both, called from a busy thread (vs the sum)",
         serial,
-        2.0 * single,
+        a + b,
     );
     row(
-        "two indexes, from an idle 2-thread pool (vs the sum)",
+        "both, from an idle 2-thread pool (vs the sum in that run)",
         parallel,
-        2.0 * single,
+        pa + pb,
     );
 
     // MMR and group caps over 100 candidates, against the plain top-100.

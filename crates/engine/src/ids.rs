@@ -12,8 +12,8 @@
 //! (every shelf of a home page), so resolved lists are kept by that name: a
 //! list seen again costs its fingerprints and no lookups.
 //!
-//! A lookup of one id (a seed) is checked against the stored id's bytes. A
-//! long exclusion list is resolved by fingerprint alone: checking each id's
+//! A lookup of one id (a seed) is checked against the stored id's bytes. An
+//! exclusion list is resolved by fingerprint alone: checking each id's
 //! bytes was two more cache misses per id, and two different ids share a
 //! fingerprint with odds of 2⁻⁶⁴ per probe. The worst a collision could do
 //! is leave out one item the caller did not exclude.
@@ -62,7 +62,11 @@ impl IdTable {
         let n = snap.len();
         let mut table = IdTable::with_slots((n + n / 3 + 1).next_power_of_two().max(16));
         for node in 0..n as u32 {
-            table.insert(fingerprint(snap.id_bytes(node).unwrap_or(&[])), node);
+            // The two highest node numbers are the sentinels: those nodes
+            // (of a snapshot of 2³² − 2 items or more) are found by the
+            // binary search instead.
+            let entry = node.min(AMBIGUOUS);
+            table.insert(fingerprint(snap.id_bytes(node).unwrap_or(&[])), entry);
         }
         table
     }
