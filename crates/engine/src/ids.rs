@@ -14,9 +14,10 @@
 //!
 //! A lookup of one id (a seed) is checked against the stored id's bytes. An
 //! exclusion list is resolved by fingerprint alone: checking each id's
-//! bytes was two more cache misses per id, and two different ids share a
-//! fingerprint with odds of 2⁻⁶⁴ per probe. The worst a collision could do
-//! is leave out one item the caller did not exclude.
+//! bytes was two more cache misses per id, and an id the index does not
+//! hold shares a stored id's fingerprint with odds of about n · 2⁻⁶⁴ (2⁻⁴⁴
+//! at 1M items). The worst a collision could do is leave out one item the
+//! caller did not exclude.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -62,11 +63,14 @@ impl IdTable {
         let n = snap.len();
         let mut table = IdTable::with_slots((n + n / 3 + 1).next_power_of_two().max(16));
         for node in 0..n as u32 {
-            // The two highest node numbers are the sentinels: those nodes
-            // (of a snapshot of 2³² − 2 items or more) are found by the
-            // binary search instead.
-            let entry = node.min(AMBIGUOUS);
-            table.insert(fingerprint(snap.id_bytes(node).unwrap_or(&[])), entry);
+            // An id that cannot be read (a snapshot served unverified) is
+            // not in the table, so no list names its node.
+            let Some(id) = snap.id_bytes(node) else {
+                continue;
+            };
+            // Node u32::MAX − 1 (of a snapshot of 2³² − 1 items) is the
+            // AMBIGUOUS sentinel: its id is found by the binary search.
+            table.insert(fingerprint(id), node.min(AMBIGUOUS));
         }
         table
     }
@@ -130,49 +134,51 @@ impl IdTable {
         // Probes are independent: the slots of the ids a little ahead are
         // fetched while this one is compared, so the misses overlap.
         const AHEAD: usize = 16;
-        let n = snap.len();
-        // Setting bits in a dense map and converting it costs a fraction of
-        // sorting the nodes, while the map is small against the list.
-        let dense = n / 8 <= 16 * list.len();
-        let mut bits = if dense {
-            vec![0u8; n.div_ceil(8)]
-        } else {
-            Vec::new()
-        };
-        let mut nodes = Vec::new();
-        for (i, &fp) in list.fingerprints.iter().enumerate() {
-            if let Some(&ahead) = list.fingerprints.get(i + AHEAD) {
+        let fps = &list.fingerprints;
+        let nodes = fps.iter().enumerate().filter_map(|(i, &fp)| {
+            if let Some(&ahead) = fps.get(i + AHEAD) {
                 self.prefetch(ahead);
             }
-            let node = match self.probe(fp) {
-                Probe::Absent => continue,
-                Probe::Node(node) => node,
-                Probe::Ambiguous => match snap.find(&list.ids[i]) {
-                    Some(node) => node,
-                    None => continue,
-                },
-            };
+            match self.probe(fp) {
+                Probe::Absent => None,
+                Probe::Node(node) => Some(node),
+                Probe::Ambiguous => snap.find(&list.ids[i]),
+            }
+        });
+        bitmap_of(snap.len(), list.len(), nodes)
+    }
+}
+
+/// Up to `count` nodes below `n` as a bitmap. Setting bits in a dense map
+/// and converting it costs a fraction of sorting the nodes while the map is
+/// small against the list; roaring converts maps of fewer than 2³² bits.
+fn bitmap_of(n: usize, count: usize, nodes: impl Iterator<Item = u32>) -> RoaringBitmap {
+    if n / 8 <= 16 * count && n <= u32::MAX as usize - 8 {
+        let mut bits = vec![0u8; n.div_ceil(8)];
+        let mut beyond = Vec::new();
+        for node in nodes {
             match bits.get_mut(node as usize / 8) {
                 Some(byte) => *byte |= 1 << (node % 8),
-                None => nodes.push(node),
+                None => beyond.push(node),
             }
         }
-        if dense {
-            RoaringBitmap::from_lsb0_bytes(0, &bits)
-        } else {
-            nodes.sort_unstable();
-            nodes.dedup();
-            RoaringBitmap::from_sorted_iter(nodes).expect("sorted and deduplicated")
-        }
+        let mut map = RoaringBitmap::from_lsb0_bytes(0, &bits);
+        map.extend(beyond);
+        map
+    } else {
+        let mut nodes: Vec<u32> = nodes.collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        RoaringBitmap::from_sorted_iter(nodes).expect("sorted and deduplicated")
     }
 }
 
 /// A call's exclusion list with each id's fingerprint (computed once for
 /// every index of the call) and, when long, its name.
 pub struct IdList<'a> {
-    pub ids: &'a [String],
+    ids: &'a [String],
     fingerprints: Vec<u64>,
-    pub key: Option<ListKey>,
+    key: Option<ListKey>,
 }
 
 impl<'a> IdList<'a> {
@@ -184,6 +190,12 @@ impl<'a> IdList<'a> {
             fingerprints,
             key,
         }
+    }
+
+    /// The name a resolved list is kept under: lists of at least
+    /// [`ListKey::MIN_IDS`] ids.
+    pub fn key(&self) -> Option<ListKey> {
+        self.key
     }
 
     pub fn len(&self) -> usize {
@@ -204,14 +216,6 @@ impl ListKey {
     /// Lists shorter than this are resolved every time: resolving them
     /// costs less than a lock.
     pub const MIN_IDS: usize = 64;
-
-    pub fn of<S: AsRef<str>>(ids: &[S]) -> ListKey {
-        let fps: Vec<u64> = ids
-            .iter()
-            .map(|id| fingerprint(id.as_ref().as_bytes()))
-            .collect();
-        Self::of_fingerprints(&fps)
-    }
 
     /// Two different lists share a key only if some position's ids share a
     /// fingerprint or the outer hashes collide. The seed is random per
@@ -278,9 +282,13 @@ impl std::fmt::Debug for ResolvedLists {
 mod tests {
     use super::*;
 
+    fn key(ids: &[&str]) -> ListKey {
+        let fps: Vec<u64> = ids.iter().map(|id| fingerprint(id.as_bytes())).collect();
+        ListKey::of_fingerprints(&fps)
+    }
+
     #[test]
     fn list_keys_tell_lists_apart() {
-        let key = |ids: &[&str]| ListKey::of(ids);
         assert_ne!(key(&["ab", "c"]), key(&["a", "bc"]));
         assert_ne!(key(&["a", "b"]), key(&["b", "a"]));
         assert_eq!(key(&["a", "b"]), key(&["a", "b"]));
@@ -289,11 +297,40 @@ mod tests {
         let long: Vec<String> = (0..10_000).map(|i| format!("track:{i:07}")).collect();
         let mut other = long.clone();
         other[9_999].push('x');
-        assert_eq!(ListKey::of(&long), ListKey::of(&long.clone()));
-        assert_ne!(ListKey::of(&long), ListKey::of(&other));
-        let list = IdList::new(&long);
-        assert_eq!(list.key, Some(ListKey::of(&long)));
-        assert_eq!(IdList::new(&long[..ListKey::MIN_IDS - 1]).key, None);
+        let copy = long.clone();
+        assert_eq!(IdList::new(&long).key(), IdList::new(&copy).key());
+        assert_ne!(IdList::new(&long).key(), IdList::new(&other).key());
+        assert!(IdList::new(&long).key().is_some());
+        assert_eq!(IdList::new(&long[..ListKey::MIN_IDS - 1]).key(), None);
+    }
+
+    /// The dense map and the sort build the same bitmap, at sizes that are
+    /// not whole bytes and that span several roaring containers, with
+    /// repeated nodes.
+    #[test]
+    fn dense_and_sorted_bitmaps_agree() {
+        let mut state = 7u64;
+        let mut next = |below: u32| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) % u64::from(below)) as u32
+        };
+        for n in [1usize, 13, 2_001, 70_001, 200_003] {
+            for count in [0usize, 1, 9, 5_000] {
+                let nodes: Vec<u32> = (0..count).map(|_| next(n as u32)).collect();
+                let mut want: Vec<u32> = nodes.clone();
+                want.push(n as u32 - 1);
+                want.sort_unstable();
+                want.dedup();
+                let mut with_last = nodes.clone();
+                with_last.push(n as u32 - 1);
+                for dense_count in [usize::MAX / 32, 0] {
+                    let got = bitmap_of(n, dense_count, with_last.iter().copied());
+                    assert_eq!(got.iter().collect::<Vec<_>>(), want, "n {n}, {count} nodes");
+                }
+            }
+        }
     }
 
     /// Probing walks past slots of other fingerprints that share a place,

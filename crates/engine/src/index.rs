@@ -798,7 +798,7 @@ impl Index {
     /// costs no lookups.
     pub fn excluded_nodes(&self, list: &IdList<'_>) -> std::sync::Arc<roaring::RoaringBitmap> {
         let resolve = || self.resolve_ids(list);
-        match list.key {
+        match list.key() {
             Some(key) => self.excluded.get_or_resolve(key, resolve),
             None => std::sync::Arc::new(resolve()),
         }

@@ -108,8 +108,9 @@ where
         *o = (*o + 1).min(pick.min_per_source);
     }
     let groups: &[u32] = pick.group.map_or(&[], |g| g.0);
+    debug_assert!(groups.is_empty() || groups.len() == candidates.len());
     // Numbers lie below the number of candidates (see `Pick::group`).
-    let mut per_group = vec![0usize; groups.len()];
+    let mut per_group = vec![0usize; candidates.len()];
     let cap = pick.group.map_or(usize::MAX, |g| g.1);
     let group_full = |i: usize, per_group: &[usize]| {
         groups
@@ -274,6 +275,14 @@ mod tests {
         };
         let nodes: Vec<u32> = pick(&c, &p).iter().map(|x| x.node).collect();
         assert_eq!(nodes, [0, 1, 3, 5, 7]);
+        // Candidates without a value are never capped.
+        let artist = [0, UNCAPPED, UNCAPPED, 0, UNCAPPED, 0, 1, 1];
+        let p = Pick {
+            group: Some((&artist[..], 1)),
+            ..p
+        };
+        let nodes: Vec<u32> = pick(&c, &p).iter().map(|x| x.node).collect();
+        assert_eq!(nodes, [0, 1, 2, 4, 6]);
     }
 
     #[test]
