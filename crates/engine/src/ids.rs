@@ -60,17 +60,28 @@ pub struct IdTable {
 
 impl IdTable {
     pub fn new(snap: &Snapshot) -> IdTable {
+        // Ids are read in order, their slots at random: a chunk's slots
+        // are all requested before any is written, so their misses overlap
+        // (80 ms at 1M items one at a time).
+        const CHUNK: usize = 64;
         let n = snap.len();
         let mut table = IdTable::with_slots((n + n / 3 + 1).next_power_of_two().max(16));
-        for node in 0..n as u32 {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        for start in (0..n as u32).step_by(CHUNK) {
+            chunk.clear();
+            let end = (start as usize + CHUNK).min(n) as u32;
             // An id that cannot be read (a snapshot served unverified) is
             // not in the table, so no list names its node.
-            let Some(id) = snap.id_bytes(node) else {
-                continue;
-            };
-            // Node u32::MAX − 1 (of a snapshot of 2³² − 1 items) is the
-            // AMBIGUOUS sentinel: its id is found by the binary search.
-            table.insert(fingerprint(id), node.min(AMBIGUOUS));
+            chunk.extend((start..end).filter_map(|node| {
+                let fp = fingerprint(snap.id_bytes(node)?);
+                table.prefetch(fp);
+                Some((fp, node))
+            }));
+            for &(fp, node) in &chunk {
+                // Node u32::MAX − 1 (of a snapshot of 2³² − 1 items) is the
+                // AMBIGUOUS sentinel: its id is found by the binary search.
+                table.insert(fp, node.min(AMBIGUOUS));
+            }
         }
         table
     }
