@@ -423,3 +423,22 @@ async fn federated_groups_diversity_and_attributes_match_the_engine() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// Loading an index builds its id table, so the first call that names
+/// seeds or exclusions after a (re)load does not pay for it; a snapshot
+/// opened directly builds it at its first lookup.
+#[test]
+fn loading_builds_the_id_table() {
+    use fathom_server::catalog::{Catalog, LoadOptions};
+    let specs = vec![("items".to_string(), prebuilt("v0"))];
+    let catalog = Catalog::open(&specs, None, LoadOptions::default()).unwrap();
+    let loaded = catalog.get("items").unwrap();
+    assert!(loaded
+        .searchable()
+        .parts()
+        .all(|(index, _)| index.ids_prepared()));
+    let direct = Index::open(prebuilt("v0")).unwrap();
+    assert!(!direct.ids_prepared());
+    assert!(direct.find("v0:000010").is_some());
+    assert!(direct.ids_prepared());
+}
