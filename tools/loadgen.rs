@@ -68,6 +68,11 @@ struct Args {
     server_pid: Option<u32>,
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
+    /// Also time Search with this many `exclude_ids` (random ids of the
+    /// snapshot) at concurrency 1: one list sent with every call, and a
+    /// different list each call, against the same calls without.
+    #[arg(long, default_value_t = 0)]
+    exclusions: usize,
 }
 
 fn us(h: &Histogram<u64>, q: f64) -> f64 {
@@ -199,6 +204,9 @@ fn main() -> Result<()> {
                 us(&h, 0.999)
             );
         }
+        if a.exclusions > 0 {
+            exclusion_calls(&clients[0], &a, &index, &queries).await?;
+        }
         // Closed loop over concurrency (and batch size).
         println!(
             "{:>5} {:>5} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7} {:>7} {:>12}",
@@ -270,4 +278,68 @@ fn main() -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// Search at concurrency 1 with `a.exclusions` excluded ids, taking turns
+/// with the same calls without them, per chunk of 100 queries: what a
+/// listening history costs a call end to end (decoding its ids included).
+async fn exclusion_calls(c: &Client, a: &Args, index: &Index, queries: &[Vec<f32>]) -> Result<()> {
+    // Ids spread over the snapshot by a multiplicative hash, a list per j.
+    let n = index.snapshot().len() as u64;
+    let lists: Vec<Vec<String>> = (0..16u64)
+        .map(|j| {
+            (0..a.exclusions as u64)
+                .map(|i| {
+                    let node = (i * 2_654_435_761 + j * 40_503) % n;
+                    index.id(node as u32).to_string()
+                })
+                .collect()
+        })
+        .collect();
+    let request = |q: &[f32], exclude: &[String]| fathom_server::proto::SearchRequest {
+        index: a.index.clone(),
+        vector: q.to_vec(),
+        k: a.k as u32,
+        ef: a.ef as u32,
+        exclude_ids: exclude.to_vec(),
+        ..Default::default()
+    };
+    let mut hs: Vec<Histogram<u64>> = (0..3).map(|_| Histogram::new(3).unwrap()).collect();
+    for chunk in queries.chunks(100) {
+        for (way, h) in hs.iter_mut().enumerate() {
+            for (i, q) in chunk.iter().enumerate() {
+                let exclude: &[String] = match way {
+                    0 => &[],
+                    1 => &lists[0],
+                    _ => &lists[i % lists.len()],
+                };
+                // Built before the clock starts, as a caller holds it.
+                let req = request(q, exclude);
+                let start = Instant::now();
+                c.search_with(req).await.context("Search over gRPC")?;
+                h.record(start.elapsed().as_nanos() as u64).unwrap();
+            }
+        }
+    }
+    for (what, h) in [
+        "no exclusions",
+        "one list every call",
+        "a new list each call",
+    ]
+    .iter()
+    .zip(&hs)
+    {
+        println!(
+            "grpc Search ef={} with {} exclusions, {what}: p50 {:.1} µs  p99 {:.1} µs",
+            a.ef,
+            if what.starts_with("no") {
+                0
+            } else {
+                a.exclusions
+            },
+            us(h, 0.5),
+            us(h, 0.99)
+        );
+    }
+    Ok(())
 }
