@@ -13,7 +13,8 @@
 //! latency (one thread); Search latency over gRPC at concurrency 1; a
 //! closed-loop throughput sweep over concurrency; and BatchSearch at
 //! several batch sizes. The client shares the machine with the server: its
-//! own CPU use is printed beside each run.
+//! own CPU use is printed beside each run. `--exclusions N` adds Search
+//! calls carrying N `exclude_ids`, side by side with the same calls without.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -68,7 +69,7 @@ struct Args {
     server_pid: Option<u32>,
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
-    /// Also time Search with this many `exclude_ids` (random ids of the
+    /// Also time Search with this many `exclude_ids` (ids spread over the
     /// snapshot) at concurrency 1: one list sent with every call, and a
     /// different list each call, against the same calls without.
     #[arg(long, default_value_t = 0)]
