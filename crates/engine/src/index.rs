@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::exact;
 use crate::filter::FilterPlan;
 use crate::graph::GraphView;
-use crate::ids::{IdList, IdTable, ResolvedLists};
+use crate::ids::{bitmap_of, IdList, IdTable, ResolvedLists};
 use crate::reject::EarlyReject;
 use crate::search::{
     hnsw_search_admitted, hnsw_search_limited, prefetch, Cancel, Deadline, Flag, FlagOrDeadline,
@@ -548,14 +548,6 @@ fn run<E: Element, C: Cancel, A: Admit>(
     }
 }
 
-/// `nodes` as a bitmap. Sorted first: a bitmap built in order costs a
-/// fraction of one built by inserts at random.
-fn bitmap_of(mut nodes: Vec<u32>) -> roaring::RoaringBitmap {
-    nodes.sort_unstable();
-    nodes.dedup();
-    roaring::RoaringBitmap::from_sorted_iter(nodes).expect("sorted and deduplicated")
-}
-
 /// An open snapshot, ready to search from many threads at once.
 pub struct Index {
     snapshot: Snapshot,
@@ -803,7 +795,11 @@ impl Index {
                 None => return Err(Error::UnknownItem(id.as_ref().to_string())),
             }
         }
-        Ok(bitmap_of(nodes))
+        Ok(bitmap_of(
+            self.snapshot.len(),
+            nodes.len(),
+            nodes.into_iter(),
+        ))
     }
 
     /// The nodes of an exclusion list, unknown ids skipped. A long list is

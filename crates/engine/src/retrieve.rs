@@ -434,9 +434,13 @@ fn group_columns<'s>(
 /// value), for [`pick`]. One index's dictionary numbers its values; several
 /// indexes (each with its own dictionary) share a group by its string.
 pub fn number_groups(cols: &[Option<(Attributes<'_>, &[u32])>], candidates: &[Hit]) -> Vec<u32> {
+    #[derive(PartialEq, Eq, Hash)]
+    enum Group<'a> {
+        Number(u32),
+        Value(&'a str),
+    }
     let one_dictionary = cols.len() == 1;
-    let mut by_number: HashMap<u32, u32> = HashMap::new();
-    let mut by_value: HashMap<&str, u32> = HashMap::new();
+    let mut numbers: HashMap<Group<'_>, u32> = HashMap::new();
     candidates
         .iter()
         .map(|h| {
@@ -445,12 +449,13 @@ pub fn number_groups(cols: &[Option<(Attributes<'_>, &[u32])>], candidates: &[Hi
             };
             match col.get(h.node as usize) {
                 Some(&v) if v != NO_VALUE => {
-                    let next = (by_number.len() + by_value.len()) as u32;
-                    if one_dictionary {
-                        *by_number.entry(v).or_insert(next)
+                    let group = if one_dictionary {
+                        Group::Number(v)
                     } else {
-                        *by_value.entry(attrs.value(v)).or_insert(next)
-                    }
+                        Group::Value(attrs.value(v))
+                    };
+                    let next = numbers.len() as u32;
+                    *numbers.entry(group).or_insert(next)
                 }
                 _ => UNCAPPED,
             }
