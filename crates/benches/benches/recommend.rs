@@ -7,10 +7,11 @@
 //!   the exact truth of each: pre-resolved, as ids of one list sent with
 //!   every call (resolved once, then kept), and as ids of a different list
 //!   each call (resolved every time);
-//! - a federated call over two indexes against the two searches alone,
-//!   run serially and on an idle 2-thread pool (the second index is SECOND,
-//!   or the same snapshot opened again, which flatters the pair: the second
-//!   search finds the first one's lines cached);
+//! - a federated call over two indexes against the two searches alone, on
+//!   a one-thread pool (no thread free: the searches run in turn) and on an
+//!   idle 2-thread pool (the second index is SECOND, or the same snapshot
+//!   opened again, which flatters the pair: the second search finds the
+//!   first one's lines cached);
 //! - MMR and group caps over 100 candidates against the plain top-100.
 //!
 //! ```sh
@@ -281,7 +282,7 @@ fn main() {
     );
 
     // Federated over two indexes, against each searched alone through
-    // retrieve: from this (busy) thread, and from an idle 2-thread pool.
+    // retrieve: with no thread free, and from an idle 2-thread pool.
     let two = [one[0], Source::index("b", &twin, None, 1)];
     let other = [Source::index("b", &twin, None, 0)];
     let plain_call = |sources: &[Source<'_, '_>], i: usize| {
@@ -295,37 +296,56 @@ fn main() {
         )
         .unwrap();
     };
+    // "The sum" is measured two ways: each index alone over a chunk of
+    // queries (its lines stay warm from one query to the next), and the two
+    // searches of each query one after the other, as a caller without
+    // federation would make them (each evicts some of the other's lines, as
+    // a federated call's two searches do).
     let federated = || {
-        let [a, b, both] = time_side_by_side(
+        let [a, b, pair, both] = time_side_by_side(
             nq,
             &mut [
                 &mut |i| plain_call(&one, i),
                 &mut |i| plain_call(&other, i),
+                &mut |i| {
+                    plain_call(&one, i);
+                    plain_call(&other, i);
+                },
                 &mut |i| plain_call(&two, i),
             ],
             &|_, _| {},
         )[..] else {
             unreachable!()
         };
-        (a, b, both)
+        (a, b, pair, both)
     };
-    let (a, b, serial) = federated();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    let (pa, pb, parallel) = pool.install(federated);
+    // A one-thread pool is a caller with no thread free: the two searches
+    // run in turn on it. (From outside any pool, rayon would hand them to
+    // its global pool and run them side by side.)
+    let pool_of = |threads| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    };
+    let (a, b, pair, serial) = pool_of(1).install(federated);
+    let (_, _, ppair, parallel) = pool_of(2).install(federated);
     row("first index alone, through retrieve", a, a);
     row("second index alone", b, a);
     row(
-        "both, called from a busy thread (vs the sum)",
-        serial,
+        "the two searches of each query, one after the other",
+        pair,
         a + b,
     );
     row(
-        "both, from an idle 2-thread pool (vs the sum in that run)",
+        "both, no thread free: in turn on a 1-thread pool (vs the two one after the other)",
+        serial,
+        pair,
+    );
+    row(
+        "both, from an idle 2-thread pool (vs the two one after the other in that run)",
         parallel,
-        pa + pb,
+        ppair,
     );
 
     // MMR and group caps over 100 candidates, against the plain top-100.
