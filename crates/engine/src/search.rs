@@ -987,4 +987,87 @@ mod tests {
         // new to score: 7 distances, not 7 + 7.
         assert_eq!(stats.distances, 7);
     }
+
+    /// The walk as it was before it skipped scored nodes: every neighbour
+    /// scored in turn, the first strictly nearer one kept.
+    fn plain_descent(
+        g: &GraphView<'_>,
+        space: &Space<'_, f32>,
+        mut node: u32,
+        mut dist: f32,
+        from: usize,
+        to: usize,
+    ) -> (u32, f32) {
+        for layer in (to + 1..=from).rev() {
+            loop {
+                let mut best = (node, dist);
+                for &nb in g.neighbors(node, layer) {
+                    let d = space.distance(nb);
+                    if d < best.1 {
+                        best = (nb, d);
+                    }
+                }
+                if best.0 == node {
+                    break;
+                }
+                (node, dist) = best;
+            }
+        }
+        (node, dist)
+    }
+
+    #[test]
+    fn descent_ends_where_the_plain_walk_ends() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        // Points on an integer grid, so some distances tie; a few nodes on
+        // layers 2 and 3 and most on layer 1, with up to 90 links a node
+        // there, so a step's neighbours fill more than one batch of 64.
+        let (n, dim, m) = (600usize, 8usize, 90usize);
+        let rows: Vec<f32> = (0..n * dim)
+            .map(|_| rng.random_range(0..10) as f32)
+            .collect();
+        let levels: Vec<u8> = (0..n)
+            .map(|i| match i {
+                0..3 => 3,
+                3..30 => 2,
+                30..400 => 1,
+                _ => 0,
+            })
+            .collect();
+        let mut g = Graph::with_levels(m, m, levels.clone());
+        for i in 0..n as u32 {
+            for layer in 1..=levels[i as usize] as usize {
+                let peers: Vec<u32> = (0..n as u32)
+                    .filter(|&j| j != i && levels[j as usize] as usize >= layer)
+                    .filter(|_| rng.random_bool(0.5))
+                    .take(m)
+                    .collect();
+                g.set_neighbors(i, layer, &peers);
+            }
+        }
+        let view = g.view();
+        let rows = Rows {
+            data: &rows[..],
+            dim,
+            stride: dim,
+        };
+        let mut longest = 0;
+        for _ in 0..200 {
+            let query: Vec<f32> = (0..dim).map(|_| rng.random_range(0..10) as f32).collect();
+            let space = Space::new(rows, Kernel::<f32>::new(Metric::L2), &query);
+            let ep = view.entry_point;
+            let d = space.distance(ep);
+            for to in [0, 1] {
+                let top = view.max_level as usize;
+                let mut stats = SearchStats::default();
+                let got = greedy_descent(&view, &space, ep, d, top, to, &mut stats);
+                assert_eq!(got, plain_descent(&view, &space, ep, d, top, to));
+            }
+        }
+        for i in 0..n as u32 {
+            longest = longest.max(view.neighbors(i, 1).len());
+        }
+        assert!(longest > DESCENT_BATCH, "{longest}");
+    }
 }

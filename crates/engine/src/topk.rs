@@ -93,6 +93,8 @@ pub fn pick<D>(candidates: &[Hit], pick: &Pick<'_, D>) -> Vec<Hit>
 where
     D: Fn(usize, usize) -> f32,
 {
+    // Heap keys hold a candidate's position in 32 bits (`stale_key`).
+    debug_assert!(candidates.len() <= u32::MAX as usize);
     let k = pick.k.min(candidates.len());
     let owner = |c: &Hit| match pick.owners.get(c.source as usize) {
         Some(&o) => o as usize,
