@@ -196,6 +196,23 @@ impl<'a, E: Element> Space<'a, E> {
     pub fn prefetch(&self, node: u32) {
         prefetch(self.rows.row_ptr(node).cast(), self.lines);
     }
+
+    /// Score `batch` in order, handing each node and its distance to `f`,
+    /// with the rows of the nodes a few ahead requested first so that
+    /// their misses overlap.
+    #[inline(always)]
+    fn score_each(&self, batch: &[u32], stats: &mut SearchStats, mut f: impl FnMut(u32, f32)) {
+        for &nb in batch.iter().take(self.ahead) {
+            self.prefetch(nb);
+        }
+        for (i, &nb) in batch.iter().enumerate() {
+            if let Some(&later) = batch.get(i + self.ahead) {
+                self.prefetch(later);
+            }
+            stats.distances += 1;
+            f(nb, self.distance(nb));
+        }
+    }
 }
 
 /// Prefetch `lines` cache lines starting at `ptr` into L1.
@@ -436,19 +453,11 @@ pub(crate) fn greedy_descent<L: Links, E: Element>(
             let mut batch = [0u32; DESCENT_BATCH];
             let mut len = 0;
             let flush = |batch: &[u32], best: &mut (u32, f32), stats: &mut SearchStats| {
-                for &nb in batch.iter().take(space.ahead) {
-                    space.prefetch(nb);
-                }
-                for (i, &nb) in batch.iter().enumerate() {
-                    if let Some(&next) = batch.get(i + space.ahead) {
-                        space.prefetch(next);
-                    }
-                    let d = space.distance(nb);
-                    stats.distances += 1;
+                space.score_each(batch, stats, |nb, d| {
                     if d < best.1 {
                         *best = (nb, d);
                     }
-                }
+                });
             };
             links.for_each_neighbor(node, layer, |nb| {
                 if !seen.insert(nb) {
@@ -580,19 +589,10 @@ fn score_batch<L: Links, E: Element>(
             return score_batch_rejecting(links, space, reject, batch, pool, ef, cursor, stats);
         }
     }
-    let ahead = space.ahead;
-    for &nb in batch.iter().take(ahead) {
-        space.prefetch(nb);
-    }
     let mut next = cursor + 1;
-    for (i, &nb) in batch.iter().enumerate() {
-        if let Some(&later) = batch.get(i + ahead) {
-            space.prefetch(later);
-        }
-        let d = space.distance(nb);
-        stats.distances += 1;
-        offer(links, pool, ef, nb, d, &mut next);
-    }
+    space.score_each(batch, stats, |nb, d| {
+        offer(links, pool, ef, nb, d, &mut next)
+    });
     next_to_expand(links, pool, next)
 }
 
