@@ -35,15 +35,7 @@ use rand::{Rng, SeedableRng};
 /// of tens of µs that the scheduler preempted in one pass (the machine is
 /// shared) is not counted at that pass's time.
 fn time_per_query(nq: usize, mut f: impl FnMut(usize)) -> f64 {
-    let mut best = vec![f64::INFINITY; nq];
-    for _ in 0..3 {
-        for (i, b) in best.iter_mut().enumerate() {
-            let t = Instant::now();
-            f(i);
-            *b = b.min(t.elapsed().as_secs_f64() * 1e6);
-        }
-    }
-    best.iter().sum::<f64>() / nq as f64
+    time_side_by_side(nq, &mut [&mut f], &|_, _| {})[0]
 }
 
 /// [`time_per_query`] for several ways of answering each query, taking
