@@ -55,6 +55,7 @@ pub mod snapshot;
 pub mod synth;
 pub mod topk;
 pub mod vectors;
+mod vnni;
 
 pub use distance::{Metric, Storage};
 pub use error::{Error, Result};
