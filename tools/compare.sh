@@ -23,6 +23,9 @@
 #                            (search always runs on 1 thread)
 #   STORAGES="f32 f32-full i8 bf16"   fathom variants; f32-full searches
 #                            the f32 snapshot with --no-early-reject
+#   LOADS="mmap memory"      how fathom's eval holds each snapshot (--load):
+#                            mmap runs are tagged fathom-<variant>, the
+#                            others fathom-<variant>-<load> (docs/format.md)
 #   PEERS=hnswlib,voyager,usearch,faiss,annoy
 #   REPEATS=1                time each ef this many times, keep the
 #                            fastest (helps on small query sets / busy machines)
@@ -50,6 +53,7 @@ EFS=${EFS:-10,16,24,32,48,64,96,128,192,256}
 K=${K:-10}
 THREADS=${THREADS:-$(nproc)}
 STORAGES=${STORAGES:-"f32 f32-full i8 bf16"}
+LOADS=${LOADS:-"mmap memory"}
 PEERS=${PEERS:-hnswlib,voyager,usearch,faiss,annoy}
 REPEATS=${REPEATS:-1}
 
@@ -105,6 +109,24 @@ if [[ -z ${SKIP_FATHOM:-} ]]; then
         log "fathom build has no --threads option; it uses its own default"
     fi
 
+    # Evaluates one snapshot under each of LOADS and tags the lines.
+    eval_variant() {  # VARIANT SNAP BUILD_S [EXTRA EVAL ARGS...]
+        local variant=$1 snap=$2 build_s=$3 load engine
+        shift 3
+        for load in $LOADS; do
+            engine=fathom-$variant
+            [[ $load == mmap ]] || engine=$engine-$load
+            log "$engine: eval ef=$EFS"
+            if ! "$FATHOM" eval "$snap" --queries "$QUERIES" --ground-truth "$GT" -k "$K" \
+                    --ef "$EFS" --threads 1 --repeats "$REPEATS" --load "$load" --json "$@" \
+                    > "$OUTDIR/$engine.eval.jsonl"; then
+                log "$engine: eval FAILED, skipping this variant"
+                continue
+            fi
+            tag_lines "$engine" "$build_s" < "$OUTDIR/$engine.eval.jsonl" >> "$OUTDIR/fathom.jsonl"
+        done
+    }
+
     : > "$OUTDIR/fathom.jsonl"
     f32_build_s=
     for storage in $STORAGES; do
@@ -112,14 +134,7 @@ if [[ -z ${SKIP_FATHOM:-} ]]; then
         if [[ $storage == f32-full ]]; then
             # The f32 snapshot again, every candidate scored in full.
             [[ -n $f32_build_s ]] || { log "$engine: needs the f32 variant first, skipping"; continue; }
-            log "$engine: eval ef=$EFS"
-            if ! "$FATHOM" eval "$OUTDIR/fathom.fathom" --queries "$QUERIES" --ground-truth "$GT" \
-                    -k "$K" --ef "$EFS" --threads 1 --repeats "$REPEATS" --json --no-early-reject \
-                    > "$OUTDIR/$engine.eval.jsonl"; then
-                log "$engine: eval FAILED, skipping this variant"
-                continue
-            fi
-            tag_lines "$engine" "$f32_build_s" < "$OUTDIR/$engine.eval.jsonl" >> "$OUTDIR/fathom.jsonl"
+            eval_variant "$storage" "$OUTDIR/fathom.fathom" "$f32_build_s" --no-early-reject
             continue
         fi
         if [[ $storage == f32 ]]; then
@@ -140,14 +155,7 @@ if [[ -z ${SKIP_FATHOM:-} ]]; then
         build_s=$(elapsed "$t0" "$(now)")
         log "$engine: built in ${build_s}s"
         [[ $storage == f32 ]] && f32_build_s=$build_s
-
-        log "$engine: eval ef=$EFS"
-        if ! "$FATHOM" eval "$snap" --queries "$QUERIES" --ground-truth "$GT" -k "$K" \
-                --ef "$EFS" --threads 1 --repeats "$REPEATS" --json > "$OUTDIR/$engine.eval.jsonl"; then
-            log "$engine: eval FAILED, skipping this variant"
-            continue
-        fi
-        tag_lines "$engine" "$build_s" < "$OUTDIR/$engine.eval.jsonl" >> "$OUTDIR/fathom.jsonl"
+        eval_variant "$storage" "$snap" "$build_s"
     done
 fi
 
