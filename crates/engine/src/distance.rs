@@ -9,8 +9,8 @@
 //! - `l2`: squared Euclidean distance.
 //!
 //! Kernels come from `simsimd`, which dispatches at runtime to the best
-//! instruction set of the machine (AVX-512 on Zen 4), except the i8 dot
-//! product, which uses AVX-512 VNNI directly where the CPU has it
+//! instruction set of the machine (AVX-512 on Zen 4), except the i8
+//! kernels, which use AVX-512 VNNI directly where the CPU has it
 //! ([`crate::vnni`]). A kernel returns a raw
 //! value (a dot product or a squared distance, in the element's units) and the
 //! [`Kernel`] maps it to a distance with one multiply-add, so that the
@@ -178,7 +178,7 @@ impl Element for i8 {
     fn raw_kernel(metric: Metric) -> fn(&[i8], &[i8]) -> f64 {
         match metric {
             Metric::Cosine | Metric::Dot => crate::vnni::dot_i8().unwrap_or(dot_i8),
-            Metric::L2 => l2sq_i8,
+            Metric::L2 => crate::vnni::l2sq_i8().unwrap_or(l2sq_i8),
         }
     }
 }

@@ -1,29 +1,45 @@
-//! The i8 dot product on AVX-512 VNNI, the kernel of i8 traversal under
-//! cosine and dot.
+//! The i8 kernels on AVX-512 VNNI: the dot product (i8 traversal under
+//! cosine and dot) and the squared L2 distance (under l2).
 //!
-//! simsimd's i8 dot (`simsimd_dot_i8_ice` on Zen 4) widens each 32 bytes to
-//! 16-bit lanes before multiplying, and is reached through two dispatching
-//! calls. `vpdpbusd` multiplies 64 unsigned bytes by 64 signed bytes and sums
-//! each four products into a 32-bit lane in one instruction, so one side is
-//! made unsigned by adding 128 (flipping its top bit) and the excess,
-//! `128 · Σb`, taken off again: a second `vpdpbusd` of ones against `b`
-//! sums `b`. The result is exact for every i8 input. On words-dev-384 (i8,
-//! ef 12) the kernel and its dispatch took about 32% of a query's samples
-//! under simsimd and 26% here, nearly all of it now waiting on the row's
-//! loads; QPS rose 1.05-1.09× at identical results (docs/search.md).
+//! simsimd's i8 kernels (`simsimd_dot_i8_ice`, `simsimd_l2sq_i8_ice` on
+//! Zen 4) take 32 bytes a step, and are reached through two dispatching
+//! calls, which at 128 dimensions cost about a fifth of the kernel.
+//! - The dot product uses `vpdpbusd`, which multiplies 64 unsigned bytes by
+//!   64 signed bytes and sums each four products into a 32-bit lane in one
+//!   instruction. One side is made unsigned by adding 128 (flipping its top
+//!   bit) and the excess, `128 · Σb`, is taken off again: a second
+//!   `vpdpbusd` of ones against `b` sums `b`.
+//! - The squared distance widens 64 bytes a step to 16-bit lanes, subtracts,
+//!   and squares and sums pairs with `vpdpwssd`.
+//!
+//! Both are exact for every i8 input, so they change no result. The
+//! measurements are in docs/search.md.
 
 /// A raw i8 kernel, as [`crate::distance::Element::raw_kernel`] returns.
 type RawI8 = fn(&[i8], &[i8]) -> f64;
 
-/// The VNNI kernel if this CPU has it; `None` elsewhere (the caller falls
-/// back to simsimd).
-pub(crate) fn dot_i8() -> Option<RawI8> {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
+#[cfg(target_arch = "x86_64")]
+fn detected() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512vnni")
-    {
+}
+
+/// The VNNI dot product if this CPU has it; `None` elsewhere (the caller
+/// falls back to simsimd).
+pub(crate) fn dot_i8() -> Option<RawI8> {
+    #[cfg(target_arch = "x86_64")]
+    if detected() {
         return Some(x86::dot_i8_checked);
+    }
+    None
+}
+
+/// The VNNI squared L2 distance if this CPU has it; `None` elsewhere.
+pub(crate) fn l2sq_i8() -> Option<RawI8> {
+    #[cfg(target_arch = "x86_64")]
+    if detected() {
+        return Some(x86::l2sq_i8_checked);
     }
     None
 }
@@ -39,8 +55,52 @@ mod x86 {
             return f64::NAN;
         }
         // SAFETY: this function is only handed out by `super::dot_i8`, after
-        // it detected avx512f, avx512bw and avx512vnni on this CPU.
+        // `detected` found avx512f, avx512bw and avx512vnni on this CPU.
         unsafe { dot_i8(a, b) }
+    }
+
+    /// `Σ (a − b)²`, or NaN when the lengths differ.
+    pub(super) fn l2sq_i8_checked(a: &[i8], b: &[i8]) -> f64 {
+        if a.len() != b.len() {
+            return f64::NAN;
+        }
+        // SAFETY: only handed out by `super::l2sq_i8`, after `detected`.
+        unsafe { l2sq_i8(a, b) }
+    }
+
+    /// The 64 bytes of `a` and `b` from `i` on, or (with a tail shorter than
+    /// 64) the bytes up to `n`, the rest zero in both.
+    #[inline(always)]
+    unsafe fn load_pair(a: &[i8], b: &[i8], i: usize, n: usize) -> (__m512i, __m512i) {
+        if i + 64 <= n {
+            // SAFETY: i + 64 <= n <= both lengths, so both reads are in
+            // bounds; loadu has no alignment requirement.
+            unsafe {
+                (
+                    _mm512_loadu_si512(a.as_ptr().add(i).cast()),
+                    _mm512_loadu_si512(b.as_ptr().add(i).cast()),
+                )
+            }
+        } else {
+            let mask: __mmask64 = (1u64 << (n - i)) - 1;
+            // SAFETY: a masked load reads only the selected bytes, i..n,
+            // which are within both slices.
+            unsafe {
+                (
+                    _mm512_maskz_loadu_epi8(mask, a.as_ptr().add(i)),
+                    _mm512_maskz_loadu_epi8(mask, b.as_ptr().add(i)),
+                )
+            }
+        }
+    }
+
+    /// The sum of the sixteen 32-bit lanes, in i64.
+    #[inline(always)]
+    fn lanes(v: __m512i) -> i64 {
+        let mut out = [0i32; 16];
+        // SAFETY: `out` is 64 bytes, the size of the store.
+        unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), v) };
+        out.iter().map(|&x| i64::from(x)).sum()
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -49,45 +109,45 @@ mod x86 {
         let flip = _mm512_set1_epi8(i8::MIN);
         let ones = _mm512_set1_epi8(1);
         // Per lane at most n/16 · 255 · 128 in magnitude: no overflow below
-        // 2^20 dimensions (the format allows 2^16).
+        // 2^20 dimensions (the format allows 2^16). Masked-off tail bytes
+        // are 0 in `b`, so 128 · 0 and 1 · 0 add nothing.
         let mut ab = _mm512_setzero_si512();
         let mut sum_b = _mm512_setzero_si512();
         let mut i = 0;
-        while i + 64 <= n {
-            // SAFETY: i + 64 <= n, so both 64-byte reads are in bounds;
-            // loadu has no alignment requirement.
-            let (va, vb) = unsafe {
-                (
-                    _mm512_loadu_si512(a.as_ptr().add(i).cast()),
-                    _mm512_loadu_si512(b.as_ptr().add(i).cast()),
-                )
-            };
+        while i < n {
+            // SAFETY: i < n, the contract of `load_pair`.
+            let (va, vb) = unsafe { load_pair(a, b, i, n) };
             ab = _mm512_dpbusd_epi32(ab, _mm512_xor_si512(va, flip), vb);
             sum_b = _mm512_dpbusd_epi32(sum_b, ones, vb);
             i += 64;
         }
-        if i < n {
-            // n - i < 64: the low n - i bytes. Masked-off bytes load as 0 in
-            // both: 128 · 0 and 1 · 0 add nothing.
-            let mask: __mmask64 = (1u64 << (n - i)) - 1;
-            // SAFETY: a masked load touches only the selected bytes, which
-            // are within both slices; the others are not read.
-            let (va, vb) = unsafe {
-                (
-                    _mm512_maskz_loadu_epi8(mask, a.as_ptr().add(i)),
-                    _mm512_maskz_loadu_epi8(mask, b.as_ptr().add(i)),
-                )
-            };
-            ab = _mm512_dpbusd_epi32(ab, _mm512_xor_si512(va, flip), vb);
-            sum_b = _mm512_dpbusd_epi32(sum_b, ones, vb);
-        }
-        let lanes = |v: __m512i| -> i64 {
-            let mut out = [0i32; 16];
-            // SAFETY: `out` is 64 bytes, the size of the store.
-            unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), v) };
-            out.iter().map(|&x| i64::from(x)).sum()
-        };
         (lanes(ab) - 128 * lanes(sum_b)) as f64
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn l2sq_i8(a: &[i8], b: &[i8]) -> f64 {
+        let n = a.len().min(b.len());
+        // A difference is at most 255 in magnitude, a pair of squares
+        // 130,050: per lane n/32 of those, no overflow below 2^19 dimensions.
+        let mut acc = _mm512_setzero_si512();
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i < n, the contract of `load_pair`.
+            let (va, vb) = unsafe { load_pair(a, b, i, n) };
+            for half in [
+                (_mm512_castsi512_si256(va), _mm512_castsi512_si256(vb)),
+                (
+                    _mm512_extracti64x4_epi64::<1>(va),
+                    _mm512_extracti64x4_epi64::<1>(vb),
+                ),
+            ] {
+                let d =
+                    _mm512_sub_epi16(_mm512_cvtepi8_epi16(half.0), _mm512_cvtepi8_epi16(half.1));
+                acc = _mm512_dpwssd_epi32(acc, d, d);
+            }
+            i += 64;
+        }
+        lanes(acc) as f64
     }
 }
 
@@ -99,17 +159,20 @@ mod tests {
 
     proptest! {
         #[test]
-        fn vnni_dot_matches_scalar_over_all_i8(v in proptest::collection::vec((any::<i8>(), any::<i8>()), 0..400)) {
+        fn vnni_kernels_match_scalar_over_all_i8(v in proptest::collection::vec((any::<i8>(), any::<i8>()), 0..400)) {
             let (a, b): (Vec<i8>, Vec<i8>) = v.into_iter().unzip();
-            if let Some(dot) = dot_i8() {
+            if let (Some(dot), Some(l2sq)) = (dot_i8(), l2sq_i8()) {
                 prop_assert_eq!(dot(&a, &b), scalar::dot_i8(&a, &b));
+                prop_assert_eq!(l2sq(&a, &b), scalar::l2sq_i8(&a, &b));
             }
         }
     }
 
     #[test]
-    fn vnni_dot_at_the_extremes_and_every_tail_length() {
-        let Some(dot) = dot_i8() else { return };
+    fn vnni_kernels_at_the_extremes_and_every_tail_length() {
+        let (Some(dot), Some(l2sq)) = (dot_i8(), l2sq_i8()) else {
+            return;
+        };
         for n in 0..=200 {
             for (x, y) in [
                 (i8::MIN, i8::MIN),
@@ -119,9 +182,15 @@ mod tests {
             ] {
                 let a = vec![x; n];
                 let b = vec![y; n];
-                assert_eq!(dot(&a, &b), scalar::dot_i8(&a, &b), "n {n}, {x} · {y}");
+                assert_eq!(dot(&a, &b), scalar::dot_i8(&a, &b), "dot, n {n}, {x} · {y}");
+                assert_eq!(
+                    l2sq(&a, &b),
+                    scalar::l2sq_i8(&a, &b),
+                    "l2sq, n {n}, {x} − {y}"
+                );
             }
         }
         assert!(dot(&[1, 2], &[1]).is_nan());
+        assert!(l2sq(&[1, 2], &[1]).is_nan());
     }
 }
