@@ -9,8 +9,9 @@
 # Steps:
 #   1. builds fathom's snapshot once per storage (f32, i8, bf16) with
 #      M / ef_construction below, timing each build (wall clock);
-#   2. runs `fathom eval ... --threads 1 --json` on each snapshot and tags
-#      every line with engine fathom-<storage>, build_s and threads;
+#   2. runs `fathom eval ... --threads 1 --json` on each snapshot, once per
+#      load in LOADS (mmap, then memory), and tags every line with engine
+#      fathom-<storage> (fathom-<storage>-memory), build_s and threads;
 #   3. runs tools/compare_peers.py (hnswlib, voyager, usearch, faiss, annoy)
 #      with the same M, ef_construction, ef list, k and build threads;
 #   4. writes everything to OUTDIR/results.jsonl, prints a markdown table
@@ -111,14 +112,16 @@ if [[ -z ${SKIP_FATHOM:-} ]]; then
 
     # Evaluates one snapshot under each of LOADS and tags the lines.
     eval_variant() {  # VARIANT SNAP BUILD_S [EXTRA EVAL ARGS...]
-        local variant=$1 snap=$2 build_s=$3 load engine
+        local variant=$1 snap=$2 build_s=$3 load engine load_args
         shift 3
         for load in $LOADS; do
-            engine=fathom-$variant
-            [[ $load == mmap ]] || engine=$engine-$load
+            # mmap is eval's default: left unsaid, so a FATHOM_BIN from
+            # before --load existed still runs the mmap variants.
+            engine=fathom-$variant load_args=()
+            [[ $load == mmap ]] || { engine=$engine-$load; load_args=(--load "$load"); }
             log "$engine: eval ef=$EFS"
             if ! "$FATHOM" eval "$snap" --queries "$QUERIES" --ground-truth "$GT" -k "$K" \
-                    --ef "$EFS" --threads 1 --repeats "$REPEATS" --load "$load" --json "$@" \
+                    --ef "$EFS" --threads 1 --repeats "$REPEATS" "${load_args[@]}" --json "$@" \
                     > "$OUTDIR/$engine.eval.jsonl"; then
                 log "$engine: eval FAILED, skipping this variant"
                 continue

@@ -1,4 +1,5 @@
-//! simsimd kernels against the scalar references, per dimension and storage.
+//! The kernels a search uses (simsimd; the i8 ones on AVX-512 VNNI where the
+//! CPU has it) against the scalar references, per dimension and storage.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use fathom_engine::distance::{f32_to_bf16, scalar, Kernel, Metric};
@@ -33,13 +34,13 @@ fn kernels(c: &mut Criterion) {
             let kb = Kernel::<u16>::new(metric);
             let ki = Kernel::<i8>::new(metric);
             let m = metric.name();
-            g.bench_function(BenchmarkId::new(format!("simsimd-f32-{m}"), dim), |x| {
+            g.bench_function(BenchmarkId::new(format!("kernel-f32-{m}"), dim), |x| {
                 x.iter(|| kf.distance(std::hint::black_box(&a), std::hint::black_box(&b)))
             });
-            g.bench_function(BenchmarkId::new(format!("simsimd-bf16-{m}"), dim), |x| {
+            g.bench_function(BenchmarkId::new(format!("kernel-bf16-{m}"), dim), |x| {
                 x.iter(|| kb.distance(std::hint::black_box(&ab), std::hint::black_box(&bb)))
             });
-            g.bench_function(BenchmarkId::new(format!("simsimd-i8-{m}"), dim), |x| {
+            g.bench_function(BenchmarkId::new(format!("kernel-i8-{m}"), dim), |x| {
                 x.iter(|| ki.distance(std::hint::black_box(&ai), std::hint::black_box(&bi)))
             });
             let (sf, sb, si): ScalarKernels = match metric {

@@ -123,7 +123,7 @@ impl std::str::FromStr for Storage {
 /// A storage element: `f32`, `u16` holding bf16 bits, or `i8`.
 pub trait Element: bytemuck::Pod + Send + Sync + 'static {
     const STORAGE: Storage;
-    /// The raw simsimd kernel for a metric: a dot product or a squared L2.
+    /// The raw kernel for a metric: a dot product or a squared L2.
     fn raw_kernel(metric: Metric) -> fn(&[Self], &[Self]) -> f64;
 }
 

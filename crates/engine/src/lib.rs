@@ -10,7 +10,8 @@
 //! builder ──▶ snapshot writer, search (for insertion), formats
 //! ```
 //!
-//! - [`distance`]: metrics, storage types, simsimd kernels chosen once.
+//! - [`distance`]: metrics, storage types, SIMD kernels chosen once (simsimd;
+//!   the i8 ones on AVX-512 VNNI where the CPU has it).
 //! - [`snapshot`]: the file format: write, open (O(1), zero-copy), verify.
 //! - [`search`]: the hot path, HNSW over borrowed slices, no allocation.
 //! - [`index`]: an open snapshot you can query from many threads.

@@ -215,7 +215,9 @@ impl<'a, E: Element> Space<'a, E> {
     }
 }
 
-/// Prefetch `lines` cache lines starting at `ptr` into L2 (and L3).
+/// Prefetch `lines` cache lines starting at `ptr` into L2. Every prefetch
+/// of the engine comes here: rows and links in a traversal, the rows of a
+/// re-rank or an exact scan, the slots of the id table.
 ///
 /// Into L2, not L1: a traversal keeps a few dozen lines in flight, more
 /// than the L1's miss buffers track, and a T0 prefetch that finds them
