@@ -1,8 +1,10 @@
 //! The kernels a search uses (simsimd; the i8 ones on AVX-512 VNNI where the
-//! CPU has it) against the scalar references, per dimension and storage.
+//! CPU has it) against the scalar references, per dimension and storage, and
+//! simsimd's own i8 kernels, which the VNNI ones replace.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use fathom_engine::distance::{f32_to_bf16, scalar, Kernel, Metric};
+use simsimd::SpatialSimilarity;
 
 type ScalarKernels = (
     fn(&[f32], &[f32]) -> f64,
@@ -42,6 +44,13 @@ fn kernels(c: &mut Criterion) {
             });
             g.bench_function(BenchmarkId::new(format!("kernel-i8-{m}"), dim), |x| {
                 x.iter(|| ki.distance(std::hint::black_box(&ai), std::hint::black_box(&bi)))
+            });
+            let simsimd_i8 = match metric {
+                Metric::L2 => <i8 as SpatialSimilarity>::l2sq,
+                _ => <i8 as SpatialSimilarity>::dot,
+            };
+            g.bench_function(BenchmarkId::new(format!("simsimd-i8-{m}"), dim), |x| {
+                x.iter(|| simsimd_i8(std::hint::black_box(&ai), std::hint::black_box(&bi)))
             });
             let (sf, sb, si): ScalarKernels = match metric {
                 Metric::L2 => (scalar::l2sq_f32, scalar::l2sq_bf16, scalar::l2sq_i8),
