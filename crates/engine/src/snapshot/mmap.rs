@@ -150,17 +150,30 @@ impl Mapping {
 /// of rewritten pages see the new bytes (which every reader bounds-checks).
 #[allow(unsafe_code)]
 fn map_file(file: &File, populate: bool) -> std::io::Result<Mmap> {
-    let mut options = MmapOptions::new();
-    if populate {
-        options.populate();
-    }
     // SAFETY: the mapping is read-only and private to this process. Every
     // read goes through slices whose bounds were checked against the
     // mapping's length at open (`reader::Snapshot::open`); values read from
     // it are never trusted as indexes without a bounds check. The file
     // changing underneath is the contract breach described above, which
     // the SIGBUS guard turns into a corrupt-snapshot error.
-    unsafe { options.map(file) }
+    let map = unsafe { MmapOptions::new().map(file) }?;
+    #[cfg(target_os = "linux")]
+    {
+        // Before any page is touched: pages read from the file after this
+        // come in 2 MiB folios and are mapped huge, sparing the traversal
+        // most TLB misses. Pages the page cache already holds in smaller
+        // folios (a file just written, or copied) stay as they are. Only a
+        // hint: fine to fail.
+        let _ = map.advise(Advice::HugePage);
+        if populate && map.advise(Advice::PopulateRead).is_err() {
+            // A kernel before 5.14: populate at map time instead.
+            // SAFETY: as above.
+            return unsafe { MmapOptions::new().populate().map(file) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = populate;
+    Ok(map)
 }
 
 #[cfg(target_os = "linux")]
