@@ -148,15 +148,8 @@ impl Mapping {
 /// third party truncating or rewriting a mapped snapshot in place breaks it:
 /// reads past the new end raise SIGBUS (caught, see `fault.rs`), and reads
 /// of rewritten pages see the new bytes (which every reader bounds-checks).
-#[allow(unsafe_code)]
 fn map_file(file: &File, populate: bool) -> std::io::Result<Mmap> {
-    // SAFETY: the mapping is read-only and private to this process. Every
-    // read goes through slices whose bounds were checked against the
-    // mapping's length at open (`reader::Snapshot::open`); values read from
-    // it are never trusted as indexes without a bounds check. The file
-    // changing underneath is the contract breach described above, which
-    // the SIGBUS guard turns into a corrupt-snapshot error.
-    let map = unsafe { MmapOptions::new().map(file) }?;
+    let map = map_with(file, &MmapOptions::new())?;
     #[cfg(target_os = "linux")]
     {
         // Before any page is touched: pages read from the file after this
@@ -167,13 +160,24 @@ fn map_file(file: &File, populate: bool) -> std::io::Result<Mmap> {
         let _ = map.advise(Advice::HugePage);
         if populate && map.advise(Advice::PopulateRead).is_err() {
             // A kernel before 5.14: populate at map time instead.
-            // SAFETY: as above.
-            return unsafe { MmapOptions::new().populate().map(file) };
+            return map_with(file, MmapOptions::new().populate());
         }
     }
     #[cfg(not(target_os = "linux"))]
     let _ = populate;
     Ok(map)
+}
+
+/// The one place a snapshot file is mapped.
+#[allow(unsafe_code)]
+fn map_with(file: &File, options: &MmapOptions) -> std::io::Result<Mmap> {
+    // SAFETY: the mapping is read-only and private to this process. Every
+    // read goes through slices whose bounds were checked against the
+    // mapping's length at open (`reader::Snapshot::open`); values read from
+    // it are never trusted as indexes without a bounds check. The file
+    // changing underneath is the contract breach described at `map_file`,
+    // which the SIGBUS guard turns into a corrupt-snapshot error.
+    unsafe { options.map(file) }
 }
 
 #[cfg(target_os = "linux")]
