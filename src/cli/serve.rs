@@ -83,13 +83,29 @@ pub struct ServeFlags {
     /// Seconds to wait for in-flight calls at shutdown.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace: u64,
-    /// Most connections open at once; more are closed as they arrive.
+    /// Most connections open at once. At the cap, the connection idle for
+    /// longest is closed to make room; a new one is refused only when every
+    /// open connection has a call running.
     #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Seconds after which a connection with no call running is closed
     /// (with a GOAWAY; clients reconnect); 0 never closes one.
-    #[arg(long, default_value_t = server::DEFAULT_IDLE_TIMEOUT.as_secs(), value_name = "SECS")]
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub idle_timeout: u64,
+    /// Seconds a new connection has to send its first request.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub first_request_timeout: u64,
+    /// Seconds a client may leave an answer unread before its connection is
+    /// closed (its calls hold their slots and bytes until then).
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub send_timeout: u64,
+    /// Seconds a call's message may take to arrive after its headers.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub request_body_timeout: u64,
+    /// Most calls of one connection holding a slot at once, so that one
+    /// client cannot hold every --max-concurrency slot.
+    #[arg(long, default_value_t = Limits::default().max_calls_per_connection)]
+    pub max_calls_per_connection: usize,
     /// Serve over TLS with this PEM certificate chain (needs --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -126,6 +142,9 @@ impl ServeFlags {
                 self.max_message_bytes
             );
         }
+        if self.max_calls_per_connection == 0 {
+            bail!("--max-calls-per-connection must be at least 1");
+        }
         if self.max_connections == 0 {
             bail!("--max-connections must be at least 1");
         }
@@ -151,13 +170,19 @@ impl ServeFlags {
                 max_exclusions: self.max_exclusions,
                 max_examples: self.max_examples,
                 max_inflight_bytes: self.max_inflight_bytes,
+                max_calls_per_connection: self.max_calls_per_connection,
+                request_body_timeout: Duration::from_secs(self.request_body_timeout.max(1)),
             },
             default_ef: self.default_ef,
             search_threads: self.search_threads,
             watch: !self.no_watch,
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             max_connections: self.max_connections,
-            idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
+            timeouts: server::ConnectionTimeouts {
+                idle: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
+                first_request: Duration::from_secs(self.first_request_timeout.max(1)),
+                send: Duration::from_secs(self.send_timeout.max(1)),
+            },
             tls: match (&self.tls_cert, &self.tls_key) {
                 (Some(cert), Some(key)) => Some(server::TlsFiles {
                     cert: cert.clone(),

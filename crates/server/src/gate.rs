@@ -1,17 +1,26 @@
 //! What a call passes before its message is read: its token (with
-//! `--tokens`), then a concurrency slot. Both run on the request's headers
-//! alone, so a call turned away never has its body buffered or decoded, and
-//! at most `--max-concurrency` messages are decoded at once. Then, as its
-//! message arrives, a byte budget shared by every call
-//! (`--max-inflight-bytes`): received bytes are counted until the call is
-//! answered, and a call that would pass the budget is shed.
+//! `--tokens`), then a concurrency slot, of which one connection may hold
+//! only its share (`--max-calls-per-connection`). Both run on the request's
+//! headers alone, so a call turned away never has its body buffered or
+//! decoded, and at most `--max-concurrency` messages are decoded at once.
+//! Then, as its message arrives, a byte budget shared by every call
+//! (`--max-inflight-bytes`), and a time limit for the message to arrive.
+//!
+//! A call keeps its slot and its bytes until its answer has been handed to
+//! HTTP/2, not merely built: a client that does not read its answers holds
+//! slots and bytes, which bounds what it can make the server keep, and
+//! `conn` closes its connection once an answer stays unread too long.
+//! Answer bytes count against the same budget (and a connection may queue
+//! at most half of it); an answer that would pass it is dropped and its
+//! stream reset.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -19,6 +28,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
 use crate::auth::{required_role, AuthError, Tokens};
+use crate::conn::ConnState;
+use crate::metrics::InFlight;
 use crate::service::Shared;
 use crate::status::{code_name, RequestError};
 
@@ -30,8 +41,11 @@ pub(crate) struct Gate<S> {
     pub inner: S,
     pub shared: Arc<Shared>,
     pub tokens: Option<Arc<Tokens>>,
-    /// One permit per request byte received and not yet answered.
+    /// One permit per byte held: request bytes received and not yet
+    /// answered, answer bytes built and not yet sent.
     pub bytes: Arc<Semaphore>,
+    /// The budget's size (the permits of `bytes`).
+    pub budget: usize,
 }
 
 type Answer = http::Response<tonic::body::Body>;
@@ -76,40 +90,102 @@ where
                 }
             }
         }
-        let permit = if retrieval {
-            match Arc::clone(&self.shared.permits).try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    let limit = self.shared.limits.max_concurrency;
-                    return self.refuse(method, start, RequestError::Overloaded { limit });
-                }
+        let conn = req.extensions().get::<Arc<ConnState>>().cloned();
+        let slot = if retrieval {
+            match self.take_slot(conn.as_ref()) {
+                Ok(slot) => Some(slot),
+                Err(e) => return self.refuse(method, start, e),
             }
         } else {
             None
         };
-        // The service that was polled ready takes the call; a fresh clone
-        // stays for the next one.
         let held = Arc::new(parking_lot::Mutex::new(None));
+        let timeout = self.shared.limits.request_body_timeout;
         let req = req.map(|inner| Metered {
             inner,
             budget: Arc::clone(&self.bytes),
             held: Arc::clone(&held),
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+            done: false,
         });
+        // The service that was polled ready takes the call; a fresh clone
+        // stays for the next one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let answer = inner.call(req);
+        let budget = Arc::clone(&self.bytes);
+        let share = (self.budget / 2).max(SHARE_FLOOR);
         Box::pin(async move {
             let answer = answer.await;
-            // A unary answer is whole once its future resolves; its message
-            // has been dropped.
-            drop(permit);
+            // The request's message has been decoded and dropped.
             drop(held.lock().take());
-            answer
+            let Some(slot) = slot else {
+                return answer;
+            };
+            let per_connection = share;
+            Ok(answer?.map(|inner| {
+                tonic::body::Body::new(Answering {
+                    inner,
+                    slot,
+                    budget,
+                    per_connection,
+                    bytes: None,
+                    queued: 0,
+                })
+            }))
         })
     }
 }
 
+/// Answers of at least this many bytes may always queue on a connection;
+/// above it, one connection may queue half the budget, so that one client
+/// that stops reading cannot take all of it.
+const SHARE_FLOOR: usize = 1 << 20;
+
+/// A concurrency slot, counted on its connection and in the in-flight
+/// gauge, given back when dropped.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _gauge: InFlight,
+    conn: Option<Arc<ConnState>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(c) = &self.conn {
+            c.slots.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 impl<S> Gate<S> {
+    fn take_slot(&self, conn: Option<&Arc<ConnState>>) -> Result<Slot, RequestError> {
+        let limits = &self.shared.limits;
+        if let Some(c) = conn {
+            let per = limits.max_calls_per_connection.max(1);
+            if c.slots.fetch_add(1, Ordering::AcqRel) >= per {
+                c.slots.fetch_sub(1, Ordering::AcqRel);
+                return Err(RequestError::ConnectionOverloaded { limit: per });
+            }
+        }
+        match Arc::clone(&self.shared.permits).try_acquire_owned() {
+            Ok(permit) => Ok(Slot {
+                _permit: permit,
+                _gauge: self.shared.metrics.in_flight(),
+                conn: conn.cloned(),
+            }),
+            Err(_) => {
+                if let Some(c) = conn {
+                    c.slots.fetch_sub(1, Ordering::AcqRel);
+                }
+                Err(RequestError::Overloaded {
+                    limit: limits.max_concurrency,
+                })
+            }
+        }
+    }
+
     fn refuse(
         &self,
         method: &'static str,
@@ -145,6 +221,11 @@ pub(crate) struct Metered<B> {
     budget: Arc<Semaphore>,
     /// The bytes this call holds, given back when it is answered.
     held: Arc<parking_lot::Mutex<Option<OwnedSemaphorePermit>>>,
+    /// When the message must have arrived.
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    /// The message has arrived (or failed): the deadline no longer applies.
+    done: bool,
 }
 
 impl<B> Body for Metered<B>
@@ -160,10 +241,28 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        let frame = match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if polled.is_pending() {
+            if !this.done && this.deadline.as_mut().poll(cx).is_ready() {
+                this.done = true;
+                let status = Status::deadline_exceeded(format!(
+                    "the request's message did not arrive within {:?} of its headers",
+                    this.timeout
+                ));
+                return Poll::Ready(Some(Err(Box::new(status))));
+            }
+            return Poll::Pending;
+        }
+        let frame = match std::task::ready!(polled) {
             Some(Ok(frame)) => frame,
-            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
-            None => return Poll::Ready(None),
+            Some(Err(e)) => {
+                this.done = true;
+                return Poll::Ready(Some(Err(e.into())));
+            }
+            None => {
+                this.done = true;
+                return Poll::Ready(None);
+            }
         };
         if let Some(data) = frame.data_ref() {
             let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
@@ -185,6 +284,85 @@ where
             }
         }
         Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// An answer's body that holds its call's slot, and the bytes of its frames
+/// against the budget, until it is done or dropped (sent, or given up).
+struct Answering {
+    inner: tonic::body::Body,
+    slot: Slot,
+    budget: Arc<Semaphore>,
+    per_connection: usize,
+    bytes: Option<OwnedSemaphorePermit>,
+    /// Bytes counted on the connection's queue.
+    queued: usize,
+}
+
+impl Answering {
+    /// Count `n` more answer bytes, or say why they cannot be held.
+    fn hold(&mut self, n: usize) -> Result<(), Status> {
+        if let Some(c) = &self.slot.conn {
+            let before = c.queued_bytes.fetch_add(n, Ordering::AcqRel);
+            self.queued += n;
+            if before + n > self.per_connection && before > 0 {
+                return Err(Status::resource_exhausted(
+                    "this connection holds the most unread answer bytes allowed; \
+                     read answers before sending more calls",
+                ));
+            }
+        }
+        let permits = u32::try_from(n).unwrap_or(u32::MAX);
+        match Arc::clone(&self.budget).try_acquire_many_owned(permits) {
+            Ok(p) => {
+                match self.bytes.as_mut() {
+                    Some(h) => h.merge(p),
+                    None => self.bytes = Some(p),
+                }
+                Ok(())
+            }
+            Err(_) => Err(Status::resource_exhausted(
+                "server overloaded: calls in flight hold the most bytes allowed \
+                 (--max-inflight-bytes); retry with backoff",
+            )),
+        }
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if let Some(c) = &self.slot.conn {
+            c.queued_bytes.fetch_sub(self.queued, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Body for Answering {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if let Some(Ok(f)) = &frame {
+            if let Some(data) = f.data_ref() {
+                if let Err(status) = this.hold(data.len()) {
+                    return Poll::Ready(Some(Err(status)));
+                }
+            }
+        }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -20,6 +20,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod client;
+mod conn;
 mod exec;
 mod gate;
 pub mod metrics;
@@ -35,14 +36,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch as tokio_watch, Semaphore};
 use tokio::task::JoinHandle;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+pub use self::conn::ConnectionTimeouts;
 pub use self::exec::SearchThreads;
 use self::metrics::Metrics;
 use self::service::Shared;
@@ -78,10 +78,11 @@ pub struct ServeConfig {
     pub watch: bool,
     /// How long shutdown waits for in-flight calls.
     pub shutdown_grace: Duration,
-    /// Most connections open at once; more are closed as they arrive.
+    /// Most connections open at once; at the cap, the connection idle for
+    /// longest is closed to make room for a new one.
     pub max_connections: usize,
-    /// Close a connection with no call running for this long (`None`: never).
-    pub idle_timeout: Option<Duration>,
+    /// The time limits of a connection: idle, first request, unread answer.
+    pub timeouts: ConnectionTimeouts,
     /// Serve over TLS.
     pub tls: Option<TlsFiles>,
     /// A `ROLE TOKEN` file: every call but health and reflection needs a token.
@@ -90,20 +91,6 @@ pub struct ServeConfig {
 
 /// Default `--max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-/// Default `--idle-timeout`.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// HTTP/2 PING interval on a connection, and how long an answer may take
-/// before the peer is taken for dead and the connection closed.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Calls open at once on one connection (HTTP/2 SETTINGS).
-const MAX_STREAMS_PER_CONNECTION: u32 = 128;
-/// Largest header block a client may send (HTTP/2 SETTINGS).
-const MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
-/// How long a closing connection with no call running gets to finish.
-const CLOSE_WAIT: Duration = Duration::from_secs(1);
-/// Longest a TLS handshake may take.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -116,7 +103,7 @@ impl Default for ServeConfig {
             watch: true,
             shutdown_grace: Duration::from_secs(30),
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            timeouts: ConnectionTimeouts::default(),
             tls: None,
             tokens: None,
         }
@@ -196,216 +183,6 @@ fn stamp_arrival<B>(mut req: http::Request<B>) -> http::Request<B> {
     req.extensions_mut()
         .insert(Arrival(std::time::Instant::now()));
     req
-}
-
-/// How connections are taken and kept.
-#[derive(Clone)]
-struct Connections {
-    max: usize,
-    idle_timeout: Option<Duration>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    metrics: Arc<Metrics>,
-}
-
-/// Accept HTTP/2 connections until `stop` turns true, then stop accepting,
-/// send every connection a GOAWAY and wait until their in-flight calls end.
-/// Connections beyond `max` are closed as they arrive, and a connection
-/// with no call running for the idle timeout is closed with a GOAWAY.
-///
-/// The server runs its own accept loop over hyper rather than tonic's
-/// `transport::Server` because the latter races every call against the
-/// `grpc-timeout` header and answers CANCELLED when the timer wins; here the
-/// handlers own the deadline and answer DEADLINE_EXCEEDED.
-async fn accept_loop<S>(
-    listener: TcpListener,
-    service: S,
-    conns: Connections,
-    mut stop: tokio_watch::Receiver<bool>,
-) where
-    S: tower::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    http2
-        .timer(TokioTimer::new())
-        .keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .max_header_list_size(MAX_HEADER_LIST_BYTES);
-    // One permit per open connection; at shutdown, all of them back means
-    // every connection has ended.
-    let open = Arc::new(Semaphore::new(conns.max));
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, go on.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = stopped(&mut stop) => break,
-        };
-        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
-            conns.metrics.connection_refused();
-            tracing::debug!(max = conns.max, "connection refused: too many open");
-            drop(stream);
-            continue;
-        };
-        // Small unary messages: send them now, not after Nagle's delay.
-        let _ = stream.set_nodelay(true);
-        let (http2, service, conns, stop) =
-            (http2.clone(), service.clone(), conns.clone(), stop.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            match conns.tls.clone() {
-                None => serve_connection(&http2, stream, service, conns.idle_timeout, stop).await,
-                Some(acceptor) => {
-                    let mut stop_handshake = stop.clone();
-                    let handshake =
-                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-                    let stream = tokio::select! {
-                        r = handshake => match r {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!("TLS handshake timed out");
-                                return;
-                            }
-                        },
-                        _ = stopped(&mut stop_handshake) => return,
-                    };
-                    serve_connection(&http2, stream, service, conns.idle_timeout, stop).await
-                }
-            }
-        });
-    }
-    drop(listener);
-    let _ = open.acquire_many(conns.max as u32).await;
-}
-
-/// When a connection last had no call running, and how many run now.
-#[derive(Default)]
-struct Activity {
-    calls: std::sync::atomic::AtomicUsize,
-    idle_since: parking_lot::Mutex<Option<tokio::time::Instant>>,
-    /// Wakes the connection's idle timer when the last call ends.
-    ended: tokio::sync::Notify,
-}
-
-/// Counts a call as running on its connection until dropped.
-struct Running(Arc<Activity>);
-
-impl Running {
-    fn new(activity: &Arc<Activity>) -> Running {
-        if activity.calls.fetch_add(1, Ordering::AcqRel) == 0 {
-            *activity.idle_since.lock() = None;
-        }
-        Running(Arc::clone(activity))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if self.0.calls.fetch_sub(1, Ordering::AcqRel) == 1 {
-            *self.0.idle_since.lock() = Some(tokio::time::Instant::now());
-            self.0.ended.notify_one();
-        }
-    }
-}
-
-/// Serve one connection until it ends, shutting it down gracefully at
-/// `stop` or once it has been idle for `idle_timeout`.
-async fn serve_connection<IO, S>(
-    http2: &hyper::server::conn::http2::Builder<TokioExecutor>,
-    io: IO,
-    service: S,
-    idle_timeout: Option<Duration>,
-    mut stop: tokio_watch::Receiver<bool>,
-) where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: tower::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let activity = Arc::new(Activity {
-        idle_since: parking_lot::Mutex::new(Some(tokio::time::Instant::now())),
-        ..Activity::default()
-    });
-    let counted = {
-        let activity = Arc::clone(&activity);
-        tower::service_fn(move |req| {
-            let running = Running::new(&activity);
-            let answer = tower::ServiceExt::oneshot(service.clone(), req);
-            async move {
-                let answer = answer.await;
-                drop(running);
-                answer
-            }
-        })
-    };
-    let conn = http2.serve_connection(TokioIo::new(io), TowerToHyperService::new(counted));
-    let mut conn = std::pin::pin!(conn);
-    // When a graceful shutdown of this connection began. hyper defers it
-    // until the HTTP/2 handshake is done, so a peer that never sends its
-    // preface would hold the connection forever: once no call runs, a
-    // closing connection is dropped after CLOSE_WAIT.
-    let mut closing: Option<tokio::time::Instant> = None;
-    let far = Duration::from_secs(86_400 * 365);
-    loop {
-        let now = tokio::time::Instant::now();
-        let busy = activity.calls.load(Ordering::Acquire) > 0;
-        let check = match (closing, idle_timeout, *activity.idle_since.lock()) {
-            (Some(since), _, _) => since.max(now) + CLOSE_WAIT,
-            (None, Some(t), Some(idle)) if !busy => idle + t,
-            _ => now + far,
-        };
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-                return;
-            }
-            _ = stopped(&mut stop), if closing.is_none() => {
-                conn.as_mut().graceful_shutdown();
-                closing = Some(tokio::time::Instant::now());
-            }
-            _ = activity.ended.notified() => {}
-            _ = tokio::time::sleep_until(check) => {
-                let idle = activity.calls.load(Ordering::Acquire) == 0;
-                match closing {
-                    Some(_) if idle => {
-                        tracing::debug!("closing connection dropped");
-                        return;
-                    }
-                    Some(_) => {}
-                    None if idle && activity.idle_since.lock().is_some_and(|i| i + idle_timeout.unwrap_or(far) <= tokio::time::Instant::now()) => {
-                        tracing::debug!("closing an idle connection");
-                        conn.as_mut().graceful_shutdown();
-                        closing = Some(tokio::time::Instant::now());
-                    }
-                    None => {}
-                }
-            }
-        }
-    }
 }
 
 /// Bind and start serving `catalog` on the current tokio runtime. Health
@@ -505,18 +282,24 @@ pub async fn start(
         shared: Arc::clone(&shared),
         tokens,
         bytes: Arc::new(Semaphore::new(budget)),
+        budget,
     };
     let service = tower::ServiceBuilder::new()
         .map_request(stamp_arrival::<hyper::body::Incoming>)
         .map_response(client_faults_coded)
         .service(gated);
-    let conns = Connections {
+    let conns = conn::Connections {
         max: config.max_connections.clamp(1, u32::MAX as usize),
-        idle_timeout: config.idle_timeout,
+        timeouts: config.timeouts,
         tls,
         metrics: Arc::clone(&metrics),
     };
-    let serve_task = tokio::spawn(accept_loop(listener, service, conns, shutdown_rx.clone()));
+    let serve_task = tokio::spawn(conn::accept_loop(
+        listener,
+        service,
+        conns,
+        shutdown_rx.clone(),
+    ));
 
     for s in shared.catalog.status() {
         reload::log_loaded(&s.name, "startup", &s.loaded, "serving");

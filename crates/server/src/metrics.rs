@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `fathom_requests_total` | method, index, code | finished RPCs |
 //! | `fathom_request_duration_seconds` | method, index, code | handler latency histogram |
-//! | `fathom_requests_in_flight` | | RPCs being handled now |
+//! | `fathom_requests_in_flight` | | calls holding a slot, from their headers until their answer is sent |
 //! | `fathom_index_items` | index | items served (a layered folder's live items) |
 //! | `fathom_index_file_bytes` | index | size of the serving file(s) |
 //! | `fathom_index_loaded_timestamp_seconds` | index | when it was loaded |
@@ -20,7 +20,8 @@
 //! | `fathom_search_distances` | index | distances computed per query (histogram) |
 //! | `fathom_search_expansions` | index | graph nodes expanded per query (histogram) |
 //! | `fathom_build_info` | version | 1 |
-//! | `fathom_connections_refused_total` | | connections closed on arrival (over `--max-connections`) |
+//! | `fathom_connections_refused_total` | | connections closed on arrival (at `--max-connections`, every open one busy) |
+//! | `fathom_connections_evicted_total` | | idle connections closed to make room for a new one |
 //! | `process_*` | | RSS, virtual memory, CPU seconds, open and max fds, start time (Linux) |
 //!
 //! The `index` label is the index name for known indexes and `""` for names
@@ -77,6 +78,7 @@ pub struct Metrics {
     distances: HistogramVec,
     expansions: HistogramVec,
     connections_refused: prometheus::IntCounter,
+    connections_evicted: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -105,8 +107,16 @@ impl Metrics {
             "Connections closed on arrival because --max-connections were open.",
         )
         .expect("valid metric");
-        let in_flight = IntGauge::new("fathom_requests_in_flight", "RPCs being handled now.")
-            .expect("valid metric");
+        let connections_evicted = prometheus::IntCounter::new(
+            "fathom_connections_evicted_total",
+            "Idle connections closed to make room for a new one at --max-connections.",
+        )
+        .expect("valid metric");
+        let in_flight = IntGauge::new(
+            "fathom_requests_in_flight",
+            "Calls holding a concurrency slot: from their headers until their answer is sent.",
+        )
+        .expect("valid metric");
         let index_items = IntGaugeVec::new(
             Opts::new("fathom_index_items", "Items in the serving snapshot."),
             &["index"],
@@ -195,6 +205,7 @@ impl Metrics {
             Box::new(expansions.clone()),
             Box::new(build_info),
             Box::new(connections_refused.clone()),
+            Box::new(connections_evicted.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -207,6 +218,7 @@ impl Metrics {
             .expect("metric names are unique");
         Metrics {
             connections_refused,
+            connections_evicted,
             registry,
             requests,
             latency,
@@ -301,6 +313,10 @@ impl Metrics {
 
     pub fn connection_refused(&self) {
         self.connections_refused.inc();
+    }
+
+    pub fn connection_evicted(&self) {
+        self.connections_evicted.inc();
     }
 
     /// Export, at each scrape, what the catalog's state is now: how long

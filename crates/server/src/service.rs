@@ -45,9 +45,16 @@ pub struct Limits {
     /// Most examples (seed ids and taste vectors) in one query: each costs
     /// a search or a distance per candidate.
     pub max_examples: usize,
-    /// Most request bytes received and not yet answered, over all calls; a
-    /// call whose message would pass it is shed with RESOURCE_EXHAUSTED.
+    /// Most bytes held by calls, over all calls: request bytes received and
+    /// not yet answered, and answer bytes built and not yet sent. A call
+    /// whose message would pass it is shed with RESOURCE_EXHAUSTED; an
+    /// answer that would pass it is dropped and its stream reset.
     pub max_inflight_bytes: usize,
+    /// Most calls of one connection holding a slot at once, so that one
+    /// client cannot hold every slot (RESOURCE_EXHAUSTED above it).
+    pub max_calls_per_connection: usize,
+    /// How long a call's message may take to arrive after its headers.
+    pub request_body_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -61,6 +68,8 @@ impl Default for Limits {
             max_exclusions: 100_000,
             max_examples: 256,
             max_inflight_bytes: 64 << 20,
+            max_calls_per_connection: 64,
+            request_body_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -125,7 +134,6 @@ struct Rpc<'a> {
     index: String,
     start: Instant,
     finished: bool,
-    _in_flight: crate::metrics::InFlight,
 }
 
 impl<'a> Rpc<'a> {
@@ -143,7 +151,6 @@ impl<'a> Rpc<'a> {
             index,
             start: Instant::now(),
             finished: false,
-            _in_flight: shared.metrics.in_flight(),
         }
     }
 

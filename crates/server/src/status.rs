@@ -14,6 +14,10 @@ pub enum RequestError {
     #[error("server overloaded: {limit} requests already in flight; retry with backoff")]
     Overloaded { limit: usize },
 
+    /// The call's connection holds its share of the concurrency slots.
+    #[error("server overloaded: this connection already has {limit} calls in flight (--max-calls-per-connection); spread calls over connections or retry with backoff")]
+    ConnectionOverloaded { limit: usize },
+
     /// A request parameter over one of the server's caps.
     #[error("{what} = {value} exceeds the server's limit of {limit}")]
     OverLimit {
@@ -87,7 +91,9 @@ pub fn capped(mut message: String) -> String {
 impl From<RequestError> for Status {
     fn from(e: RequestError) -> Status {
         let code = match &e {
-            RequestError::Overloaded { .. } => Code::ResourceExhausted,
+            RequestError::Overloaded { .. } | RequestError::ConnectionOverloaded { .. } => {
+                Code::ResourceExhausted
+            }
             RequestError::OverLimit { .. } => Code::InvalidArgument,
             RequestError::UnknownItems { .. } => Code::NotFound,
             RequestError::DeadlineExceeded => Code::DeadlineExceeded,

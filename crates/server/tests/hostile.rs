@@ -261,7 +261,10 @@ async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
 async fn connections_are_capped_and_idle_ones_closed() {
     let config = ServeConfig {
         max_connections: 3,
-        idle_timeout: Some(Duration::from_millis(300)),
+        timeouts: fathom_server::ConnectionTimeouts {
+            idle: Some(Duration::from_millis(300)),
+            ..Default::default()
+        },
         ..config(Limits::default(), false)
     };
     let (server, _) = serve(&[("items", prebuilt("v0"))], None, config).await;
@@ -272,12 +275,14 @@ async fn connections_are_capped_and_idle_ones_closed() {
     for _ in 0..3 {
         silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
     }
+    // At the cap, a new connection takes the place of the one idle longest.
     let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
     assert!(
-        closed_within(&mut extra, Duration::from_secs(2)).await,
-        "a connection over the cap was kept open"
+        closed_within(&mut silent[0], Duration::from_millis(250)).await,
+        "the oldest idle connection was not closed to make room"
     );
-    for s in &mut silent {
+    // Idle ones are closed after the idle timeout.
+    for s in silent.iter_mut().skip(1).chain([&mut extra]) {
         assert!(
             closed_within(s, Duration::from_secs(3)).await,
             "an idle connection was kept open"
@@ -292,10 +297,299 @@ async fn connections_are_capped_and_idle_ones_closed() {
         assert_eq!(client.search("items", &q, 5, 0).await.unwrap().len(), 5);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // When every open connection has a call running, a new one is refused.
+    let mut busy = Vec::new();
+    for _ in 0..3 {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (h2c, conn) = h2::client::handshake(tcp).await.unwrap();
+        let driver = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut h2c = h2c.ready().await.unwrap();
+        let call = start_call(&mut h2c, addr, "/fathom.v1.Retrieval/Search", None);
+        busy.push((h2c, driver, call));
+    }
+    eventually("three calls running", Duration::from_secs(5), || async {
+        server.in_flight() == 3
+    })
+    .await;
+    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(&mut extra, Duration::from_secs(2)).await,
+        "a connection over the cap was kept open while every open one was busy"
+    );
     let metrics = server.metrics().render();
     assert!(
         metrics.contains("fathom_connections_refused_total 1"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("fathom_connections_evicted_total 1"),
+        "{metrics}"
+    );
+    drop(busy);
+    server.shutdown().await.unwrap();
+}
+
+/// A gRPC message: the frame header, then `msg` encoded.
+fn grpc_message(msg: &impl prost::Message) -> Bytes {
+    let body = msg.encode_to_vec();
+    let mut framed = frame_header(body.len() as u32);
+    framed.extend_from_slice(&body);
+    Bytes::from(framed)
+}
+
+/// An HTTP/2 connection whose client never reads what it is sent: its
+/// stream windows are 0, so no answer's message can reach it.
+async fn unread_connection(
+    addr: std::net::SocketAddr,
+) -> (h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<()>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (client.ready().await.unwrap(), driver)
+}
+
+/// Start a call on `client`: its headers, then `body` unless it is `None`
+/// (a call whose message never comes).
+fn start_call(
+    client: &mut h2::client::SendRequest<Bytes>,
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: Option<Bytes>,
+) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
+    let req = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (answer, mut send) = client.send_request(req, false).unwrap();
+    if let Some(body) = body {
+        send.send_data(body, true).unwrap();
+    }
+    (answer, send)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_answers_hold_their_slots_until_the_send_timeout_closes_the_connection() {
+    let limits = Limits {
+        max_concurrency: 8,
+        max_calls_per_connection: 4,
+        max_batch: 4096,
+        ..Limits::default()
+    };
+    let config = ServeConfig {
+        timeouts: fathom_server::ConnectionTimeouts {
+            send: Duration::from_secs(2),
+            ..Default::default()
+        },
+        ..config(limits, false)
+    };
+    let (server, client) = serve(&[("items", prebuilt("v0"))], None, config).await;
+    let addr = server.local_addr();
+    let (mut unread, driver) = unread_connection(addr).await;
+    // Each answer holds every item: tens of kB, which a window of 0 blocks.
+    let ids: Vec<String> = (1..=N).map(|i| format!("v0:{i:06}")).collect();
+    let get = grpc_message(&fathom_server::proto::GetItemsRequest {
+        index: "items".into(),
+        ids,
+    });
+    let mut calls = Vec::new();
+    for _ in 0..6 {
+        calls.push(start_call(
+            &mut unread,
+            addr,
+            "/fathom.v1.Retrieval/GetItems",
+            Some(get.clone()),
+        ));
+    }
+    // Four answers wait unread, each holding its slot; the connection's
+    // share is spent, so its two other calls are refused.
+    eventually(
+        "four unread answers counted in flight",
+        Duration::from_secs(5),
+        || async { server.in_flight() == 4 },
+    )
+    .await;
+    let mut refused = 0;
+    let mut waiting = Vec::new();
+    for (answer, send) in calls {
+        let resp = tokio::time::timeout(Duration::from_secs(5), answer)
+            .await
+            .expect("headers in time")
+            .expect("an answer");
+        match resp.headers().get("grpc-status").map(|v| v.as_bytes()) {
+            Some(b"8") => refused += 1,
+            Some(other) => panic!("unexpected status {other:?}"),
+            None => waiting.push((resp, send)),
+        }
+    }
+    assert_eq!(refused, 2, "calls over the connection's share are refused");
+    assert_eq!(server.in_flight(), 4, "unread answers keep their slots");
+    // Other clients still have slots.
+    let q = queries(1, DIM, 2).remove(0);
+    assert_eq!(client.search("items", &q, 5, 0).await.unwrap().len(), 5);
+    // The connection that reads nothing is closed after the send timeout,
+    // and its slots come back.
+    eventually(
+        "the connection with unread answers closed",
+        Duration::from_secs(8),
+        || async { driver.is_finished() },
+    )
+    .await;
+    eventually("slots given back", Duration::from_secs(5), || async {
+        server.in_flight() == 0
+    })
+    .await;
+    drop(waiting);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_whose_message_never_comes_cannot_hold_every_slot() {
+    let limits = Limits {
+        max_concurrency: 16,
+        max_calls_per_connection: 4,
+        request_body_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let (server, client) = serve(&[("items", prebuilt("v0"))], None, config(limits, false)).await;
+    let addr = server.local_addr();
+    // Three connections open ten calls each, headers only.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (h2c, conn) = h2::client::handshake(tcp).await.unwrap();
+        let driver = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut h2c = h2c.ready().await.unwrap();
+        let mut calls = Vec::new();
+        for _ in 0..10 {
+            calls.push(start_call(
+                &mut h2c,
+                addr,
+                "/fathom.v1.Retrieval/Search",
+                None,
+            ));
+        }
+        held.push((h2c, driver, calls));
+    }
+    // Each connection holds its share of the slots, and the gauge says so.
+    eventually(
+        "the body-less calls counted in flight",
+        Duration::from_secs(5),
+        || async { server.in_flight() == 12 },
+    )
+    .await;
+    // A new client is served meanwhile.
+    let q = queries(1, DIM, 2).remove(0);
+    assert_eq!(client.search("items", &q, 5, 0).await.unwrap().len(), 5);
+    // A call whose message never comes ends at the body timeout.
+    let mut codes = Vec::new();
+    for (_, _, calls) in &mut held {
+        for (answer, _) in calls.drain(..) {
+            let resp = tokio::time::timeout(Duration::from_secs(5), answer)
+                .await
+                .expect("an answer in time")
+                .expect("an answer");
+            let code = match resp.headers().get("grpc-status") {
+                Some(c) => c.to_str().unwrap().to_string(),
+                None => {
+                    let mut body = resp.into_body();
+                    while body.data().await.is_some() {}
+                    let trailers = body.trailers().await.unwrap().unwrap_or_default();
+                    trailers
+                        .get("grpc-status")
+                        .map(|v| v.to_str().unwrap().to_string())
+                        .unwrap_or_default()
+                }
+            };
+            codes.push(code);
+        }
+    }
+    assert_eq!(codes.iter().filter(|c| *c == "4").count(), 12, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| *c == "8").count(), 18, "{codes:?}");
+    eventually("slots given back", Duration::from_secs(5), || async {
+        server.in_flight() == 0
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_make_room_for_new_clients() {
+    let config = ServeConfig {
+        max_connections: 4,
+        timeouts: fathom_server::ConnectionTimeouts {
+            first_request: Duration::from_secs(30),
+            ..Default::default()
+        },
+        ..config(Limits::default(), false)
+    };
+    let (server, _) = serve(&[("items", prebuilt("v0"))], None, config).await;
+    let addr = server.local_addr();
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // Every place is taken by a socket that says nothing; a new client is
+    // served all the same, in place of the one idle for longest.
+    let client = Client::connect(&format!("http://{addr}"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let q = queries(1, DIM, 2).remove(0);
+    assert_eq!(client.search("items", &q, 5, 0).await.unwrap().len(), 5);
+    assert!(
+        closed_within(&mut silent[0], Duration::from_secs(2)).await,
+        "the oldest idle socket was kept open"
+    );
+    let metrics = server.metrics().render();
+    assert!(
+        !metrics.contains("fathom_connections_evicted_total 0"),
+        "{metrics}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_no_request_is_closed() {
+    let config = ServeConfig {
+        timeouts: fathom_server::ConnectionTimeouts {
+            first_request: Duration::from_millis(500),
+            ..Default::default()
+        },
+        ..config(Limits::default(), false)
+    };
+    let (server, _) = serve(&[("items", prebuilt("v0"))], None, config).await;
+    let addr = server.local_addr();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // Bytes trickled slowly never make a request.
+    let mut trickle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let trickling = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        for b in b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" {
+            if trickle.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(3)).await,
+        "a silent connection was kept past the first-request timeout"
+    );
+    tokio::time::timeout(Duration::from_secs(8), trickling)
+        .await
+        .expect("the trickling connection was closed")
+        .unwrap();
     server.shutdown().await.unwrap();
 }
