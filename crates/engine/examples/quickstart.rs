@@ -41,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Open in O(1) (the file is mapped) and search with a stored item's
     // vector: the item itself comes first, at distance 0.
-    let index = Index::open(&path)?;
+    let index = Index::open(path)?;
     let query = index.vector_of("track:42").expect("a stored id").to_vec();
     let params = SearchParams::new(5, 64); // k, ef
     for hit in index.search(&query, &params)? {
