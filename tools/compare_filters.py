@@ -67,7 +67,7 @@ What it does, in one run:
   QPS at recall 0.95 is interpolated as in tools/plot_compare.py.
 
 Output (in --out): raw.jsonl (every row of every engine, filter and ef),
-filters.md (markdown tables for the README) and, on stdout, one table per
+filters.md (markdown tables, as in docs/filters.md) and, on stdout, one table per
 filter plus the unfiltered line. Progress goes to stderr.
 """
 

@@ -66,11 +66,10 @@ pub struct ServeFlags {
     #[arg(long, default_value_t = Limits::default().max_inflight_bytes)]
     pub max_inflight_bytes: usize,
     /// Where searches run [possible values: auto, inline, blocking, pool,
-    /// pool:N]. auto: a dedicated pool of search threads (one per core) runs
-    /// batches, and single searches run inline on the async workers unless
-    /// that pool is busy, when they queue on it; inline: on the async
-    /// workers; blocking: on tokio's blocking pool; pool: every search on
-    /// the dedicated pool (pool:N: of N threads).
+    /// pool:N]. auto: single searches inline on the async workers, batches
+    /// on a dedicated pool of search threads (one per core) at nice +10;
+    /// inline: on the async workers; blocking: on tokio's blocking pool;
+    /// pool: every search on the dedicated pool (pool:N: of N threads).
     #[arg(long, default_value_t = SearchThreads::default(), value_name = "MODE")]
     pub search_threads: SearchThreads,
     /// Do not watch the snapshot folders for renamed-in files.

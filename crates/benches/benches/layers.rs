@@ -11,7 +11,7 @@
 //! the first rows, each addition the next 1%. Columns:
 //!
 //! - **before:** the 10 additions as 10 deltas, every layer searched on its
-//!   own at the full ef and the lists merged (`retrieve` before the bound);
+//!   own at the full ef and the lists merged (`retrieve` without the bound);
 //! - **bounded:** the same 11 layers through `retrieve`, whose deltas stop
 //!   at the base's k-th distance;
 //! - **tiered + bounded:** the same additions each followed by
@@ -124,7 +124,7 @@ fn main() {
         .map(|l| l.snapshot().len().to_string())
         .collect();
     // The last flag: every layer searched on its own at the full ef and
-    // the lists merged, as `retrieve` did before the bound.
+    // the lists merged: `retrieve` without the bound.
     let configs = [
         (vec![Source::index("whole", &whole, None, 0)], false),
         (plain.sources("plain", &[], 0), true),

@@ -240,8 +240,8 @@ fn contents<'a>(
     }
 }
 
-/// Found by hostile testing: each of these used to write a file that
-/// `open` then refused, with exit status 0.
+/// Each of these would give a file that `open` refuses: the writer refuses
+/// them instead of reporting success.
 #[test]
 fn the_writer_refuses_what_the_reader_would() {
     use fathom_engine::graph::Graph;
@@ -318,8 +318,8 @@ fn outputs_that_are_not_regular_files_are_refused_and_stale_temps_removed() {
     Snapshot::open(&target).unwrap();
 }
 
-/// Found by hostile testing: a section pointed into another one (with every
-/// checksum recomputed) used to pass `open`.
+/// A section that points into another one (with every checksum recomputed)
+/// fails `open`.
 #[test]
 fn overlapping_sections_fail_open() {
     let dir = tempfile::tempdir().unwrap();

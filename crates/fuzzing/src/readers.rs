@@ -31,8 +31,8 @@ const BUILD_MAX_DIM: usize = 64;
 /// `/ 18 % 3`); the rest is the file. Every reader must answer with a
 /// value or an error. A small dataset that reads is then built, written,
 /// reopened and verified: the writer must refuse whatever the reader would
-/// reject (issue 12, "build writes files that the reader rejects"), so a
-/// write that succeeds must give a file that opens and verifies. `.fvecs`
+/// reject, so a write that succeeds must give a file that opens and
+/// verifies. `.fvecs`
 /// that reads is also written back and must read back bit for bit.
 pub fn readers(data: &[u8]) {
     let Some((&sel, file)) = data.split_first() else {

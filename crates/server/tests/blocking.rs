@@ -173,7 +173,7 @@ async fn work_stops_when_its_caller_goes_away() {
         "a search after the callers left took {after:?} (baseline {baseline:?})"
     );
     // Counted when the server sees each stream reset, which a search that
-    // no longer waits behind the batches may beat.
+    // does not wait behind the batches may beat.
     eventually(
         "both batches counted as cancelled",
         Duration::from_secs(10),

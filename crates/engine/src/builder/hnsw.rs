@@ -1,7 +1,7 @@
 //! fathom's own parallel HNSW builder (the default).
 //!
-//! hnsw_rs 0.3.5 was measured far behind hnswlib at build (see the README),
-//! so this builder follows hnswlib's construction: levels drawn up front from
+//! hnsw_rs 0.3.5 builds far slower than hnswlib (docs/benchmarks.md, "Build
+//! time"), so this builder follows hnswlib's construction: levels drawn up front from
 //! a seeded exponential distribution, insertion on all threads with one lock
 //! per node for writers, the "heuristic 2" neighbour selection (keep a
 //! candidate only if it is nearer to the new node than to every neighbour

@@ -62,8 +62,8 @@ pub fn make_snapshot_with(
 
 /// This run's folder for files built once and kept for the whole run, in
 /// cargo's per-target temp folder under the process id: a `TempDir` in a
-/// static is never dropped, so each run used to leave its snapshots behind
-/// (tens of MB per test binary, which filled a disk over a day of runs).
+/// static is never dropped, so it would leave each run's snapshots behind
+/// (tens of MB per test binary, enough to fill a disk over a day of runs).
 /// Folders of runs that have ended are removed when the next one starts.
 pub fn run_dir(what: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
