@@ -88,10 +88,20 @@ async fn demo_builds_serves_reloads_and_stops_on_sigterm() {
                     .expect("the examples end with the Python client"),
             );
         }
+        // A printed call names this very binary, so that it runs as printed
+        // (`fathom` itself need not be on the PATH).
+        let this = std::fs::canonicalize(env!("CARGO_BIN_EXE_fathom")).unwrap();
         let first = |needle: &str| {
             examples
                 .iter()
-                .position(|l| l.trim_start().starts_with(needle))
+                .position(|l| match needle.strip_prefix("fathom ") {
+                    Some(sub) => {
+                        let mut words = l.split_whitespace();
+                        let program = words.next().and_then(|p| std::fs::canonicalize(p).ok());
+                        program.as_ref() == Some(&this) && words.next() == Some(sub)
+                    }
+                    None => l.trim_start().starts_with(needle),
+                })
                 .unwrap_or_else(|| panic!("no {needle:?} line in {examples:#?}"))
         };
         assert!(first("fathom query") < first("grpcurl"), "{examples:#?}");

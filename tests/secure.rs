@@ -95,7 +95,7 @@ fn fixture(dir: &Path) {
     std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
     std::fs::write(
         dir.join("tokens"),
-        "search tok-search-0123\nadmin tok-admin-0123\n",
+        "search tok-search-0123456\nadmin tok-admin-01234567\n",
     )
     .unwrap();
 }
@@ -125,7 +125,7 @@ fn query_over_tls_with_tokens() {
     let base = ["--target", &target, "--tls-ca", &ca, "--timeout", "5s"];
 
     let list = |token| query(&[&base[..], &["list", "--json"]].concat(), token);
-    let o = list(Some("tok-search-0123"));
+    let o = list(Some("tok-search-0123456"));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("\"items\""));
 
@@ -139,16 +139,16 @@ fn query_over_tls_with_tokens() {
             token,
         )
     };
-    let o = get(Some("tok-search-0123"));
+    let o = get(Some("tok-search-0123456"));
     assert!(stderr(&o).contains("PERMISSION_DENIED"), "{}", stderr(&o));
-    let o = get(Some("tok-admin-0123"));
+    let o = get(Some("tok-admin-01234567"));
     assert!(o.status.success(), "{}", stderr(&o));
 
     // The flag works as the variable does.
     let o = query(
         &[
             &base[..],
-            &["--token", "tok-search-0123", "search", "--index", "items"],
+            &["--token", "tok-search-0123456", "search", "--index", "items"],
             &["--id", "item:3", "-k", "3"],
         ]
         .concat(),

@@ -313,33 +313,34 @@ fn print_examples(server: &RunningServer, dir: &Path) {
     } else {
         format!(" --target http://{addr}")
     };
+    let fathom = super::self_command();
     let mut out = String::new();
     out.push_str(&format!("\nfathom demo is serving on {addr}"));
     if let Some(m) = server.metrics_addr() {
         out.push_str(&format!(" (metrics: http://{m}/metrics)"));
     }
     out.push_str(
-        "\nPress Ctrl-C to stop.\n\nTry it with fathom query (from another terminal):\n\n",
+        "\nPress Ctrl-C to stop.\n\nTry it with `fathom query` (from another terminal, in this folder):\n\n",
     );
-    out.push_str(&format!("  fathom query{target} list\n"));
+    out.push_str(&format!("  {fathom} query{target} list\n"));
     out.push_str(&format!(
-        "  fathom query{target} search --index tracks --id track:000042 -k 5\n"
+        "  {fathom} query{target} search --index tracks --id track:000042 -k 5\n"
     ));
     out.push_str(&format!(
-        "  fathom query{target} search --index tracks --query-file {} --row 0 -k 5 --json\n",
+        "  {fathom} query{target} search --index tracks --query-file {} --row 0 -k 5 --json\n",
         eval_dir(dir, "tracks").join("query.fvecs").display()
     ));
     out.push_str(&format!(
-        "  fathom query{target} search --index tracks --id track:000042 -k 5 --filter '{DEMO_FILTER}'\n"
+        "  {fathom} query{target} search --index tracks --id track:000042 -k 5 --filter '{DEMO_FILTER}'\n"
     ));
     out.push_str(&format!(
-        "  fathom query{target} search --index tracks --like track:000042,track:000043 --unlike track:000007 --group-by artist --group-size 1 --diversity 0.2 -k 10 --with-attributes\n"
+        "  {fathom} query{target} search --index tracks --like track:000042,track:000043 --unlike track:000007 --group-by artist --group-size 1 --diversity 0.2 -k 10 --with-attributes\n"
     ));
     out.push_str(&format!(
-        "  fathom query{target} search --index tracks --index episodes --id track:000042 --min-per-index 3 -k 10\n"
+        "  {fathom} query{target} search --index tracks --index episodes --id track:000042 --min-per-index 3 -k 10\n"
     ));
     out.push_str(&format!(
-        "  fathom query{target} get --index episodes episode:000007\n"
+        "  {fathom} query{target} get --index episodes episode:000007\n"
     ));
     out.push_str(
         "\nOr with grpcurl (reflection is on, no .proto needed; grpcurl is not packaged in\n\
@@ -370,7 +371,7 @@ fn print_examples(server: &RunningServer, dir: &Path) {
     let plot = dir.join("tracks-sweep.svg");
     out.push_str(&format!(
         "\nMeasure recall against latency over gRPC (writes an SVG chart):\n\n  \
-         fathom bench{target} --index tracks --queries {} --ground-truth {} --ids {} \\\n      \
+         {fathom} bench{target} --index tracks --queries {} --ground-truth {} --ids {} \\\n      \
          --sweep-ef 16,32,64,128,256 --duration 5s --plot {}\n",
         eval.join("query.fvecs").display(),
         eval.join("gt.ivecs").display(),

@@ -325,3 +325,41 @@ mod tests {
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
     }
 }
+
+/// A distance as printed in tables: six decimals, and never `-0.000000`
+/// (a distance that rounds to zero is zero, whatever its sign).
+pub(crate) fn distance_text(d: f32) -> String {
+    let text = format!("{d:.6}");
+    match text.strip_prefix('-') {
+        Some(rest) if rest.bytes().all(|b| b == b'0' || b == b'.') => rest.to_string(),
+        _ => text,
+    }
+}
+
+/// How to call this binary in printed examples: as it was started when it
+/// lives under the current folder (`target/release/fathom` after `cargo
+/// run`), else by its full path.
+pub(crate) fn self_command() -> String {
+    let exe = std::env::current_exe().ok();
+    let cwd = std::env::current_dir().ok();
+    match (exe, cwd) {
+        (Some(exe), Some(cwd)) => match exe.strip_prefix(&cwd) {
+            Ok(rel) => rel.display().to_string(),
+            Err(_) => exe.display().to_string(),
+        },
+        _ => "fathom".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::distance_text;
+
+    #[test]
+    fn distances_print_without_a_negative_zero() {
+        assert_eq!(distance_text(-0.0), "0.000000");
+        assert_eq!(distance_text(-1e-9), "0.000000");
+        assert_eq!(distance_text(-0.25), "-0.250000");
+        assert_eq!(distance_text(0.5), "0.500000");
+    }
+}

@@ -552,7 +552,7 @@ fn hits_table(hits: &[Hit]) -> String {
             let mut row = vec![
                 (i + 1).to_string(),
                 h.id.clone(),
-                format!("{:.6}", h.distance),
+                super::distance_text(h.distance),
             ];
             if federated {
                 row.push(h.index.clone());

@@ -206,13 +206,21 @@ pub fn run(a: Args) -> Result<ExitCode> {
             json!({ "hits": v, "open_us": open_us, "search_us": search_us })
         );
     } else {
+        let mut head = format!("{:>4}  {:<32}  {:<9}", "RANK", "ID", "DISTANCE");
+        if federated {
+            head.push_str("  INDEX");
+        }
+        if a.with_attributes {
+            head.push_str("  ATTRIBUTES");
+        }
+        println!("{}", head.trim_end());
         for (rank, h) in hits.iter().enumerate() {
             let (owner, index, _) = parts[h.source as usize];
             let mut line = format!(
-                "{:>4}  {:<32}  {:.6}",
+                "{:>4}  {:<32}  {}",
                 rank + 1,
                 index.id(h.node),
-                h.distance
+                super::distance_text(h.distance)
             );
             if federated {
                 line.push_str(&format!("  {}", names[owner]));

@@ -28,7 +28,7 @@ pub enum Error {
     Input { path: PathBuf, reason: String },
 
     /// A bad query or parameter (wrong dimension, NaN, k = 0, ...).
-    #[error("invalid argument: {0}")]
+    #[error("{0}")]
     InvalidArgument(String),
 
     /// An external id the index does not hold (a seed of a recommendation).

@@ -410,11 +410,17 @@ fn group_columns<'s>(
                 }
                 kind => {
                     return Err(Error::invalid(format!(
-                        "group_by {:?} is a {} field in index {:?}; groups need a \
-                         single-valued keyword or bool field",
+                        "group_by {:?} is {} {} field in index {:?}; groups need a \
+                         single-valued keyword or bool field{}",
                         call.group_by,
+                        if kind.name().starts_with(['a', 'e', 'i', 'o', 'u']) {
+                            "an"
+                        } else {
+                            "a"
+                        },
                         kind.name(),
-                        s.name
+                        s.name,
+                        groupable_fields(sources)
                     )))
                 }
             },
@@ -423,11 +429,34 @@ fn group_columns<'s>(
     }
     if cols.iter().all(Option::is_none) {
         return Err(Error::invalid(format!(
-            "group_by {:?}: no such attribute field",
-            call.group_by
+            "group_by {:?}: no such attribute field{}",
+            call.group_by,
+            groupable_fields(sources)
         )));
     }
     Ok(Some(cols))
+}
+
+/// `"; fields that can group: a, b"` for an error message, or `""`.
+fn groupable_fields(sources: &[Source<'_, '_>]) -> String {
+    let mut names: Vec<&str> = sources
+        .iter()
+        .filter_map(|s| s.index.attributes())
+        .flat_map(|a| {
+            a.fields
+                .iter()
+                .filter(|f| matches!(f.kind(), FieldKind::Keyword | FieldKind::Bool))
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!("; fields that can group: {}", names.join(", "))
+    }
 }
 
 /// Each candidate's group as a small number ([`UNCAPPED`] without a

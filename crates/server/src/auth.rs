@@ -42,7 +42,15 @@ pub enum TokensError {
     },
     #[error("tokens file {0} holds no token")]
     Empty(PathBuf),
+    #[error("tokens file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
 }
+
+/// Shortest token accepted: a token short enough to guess is no token.
+pub const MIN_TOKEN_BYTES: usize = 16;
+/// Longest token accepted: `authorization: Bearer TOKEN` must fit in the
+/// header block a client may send (16 KiB), beside the call's other headers.
+pub const MAX_TOKEN_BYTES: usize = 4096;
 
 /// The tokens a server accepts.
 pub struct Tokens {
@@ -56,42 +64,83 @@ impl std::fmt::Debug for Tokens {
 }
 
 impl Tokens {
-    /// Read `ROLE TOKEN` lines; `#` starts a comment, blank lines are skipped.
-    pub fn load(path: &Path) -> Result<Tokens, TokensError> {
-        let text = std::fs::read_to_string(path).map_err(|error| TokensError::Read {
+    /// Read `ROLE TOKEN` lines from a regular file; a `#` at the start of
+    /// a word starts a comment, blank lines are skipped. Returns the tokens
+    /// and warnings to log (a file that others may read).
+    pub fn load(path: &Path) -> Result<(Tokens, Vec<String>), TokensError> {
+        use std::io::Read;
+        let read_err = |error| TokensError::Read {
             path: path.to_path_buf(),
             error,
+        };
+        // Never blocks: a FIFO or a device is refused, not waited on.
+        let mut file = fathom_engine::fsutil::open_regular_read(path).map_err(|e| match e {
+            fathom_engine::error::Error::Io { cause, .. } => read_err(cause),
+            other => TokensError::File {
+                path: path.to_path_buf(),
+                reason: other.to_string(),
+            },
         })?;
-        Tokens::parse(&text, path)
+        let mut warnings = Vec::new();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = file.metadata().map_err(read_err)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                warnings.push(format!(
+                    "tokens file {} may be read{} by other users (mode {:o}); chmod 600 it",
+                    path.display(),
+                    if mode & 0o022 != 0 { " and written" } else { "" },
+                    mode & 0o777
+                ));
+            }
+        }
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(read_err)?;
+        Ok((Tokens::parse(&text, path)?, warnings))
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Tokens, TokensError> {
-        let mut entries = Vec::new();
+        let mut entries: Vec<(Role, Vec<u8>)> = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let bad = |reason| TokensError::Line {
                 path: path.to_path_buf(),
                 line: i + 1,
                 reason,
             };
-            let line = line.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
-            let mut words = line.split_whitespace();
-            let role = match words.next() {
-                Some("search") => Role::Search,
-                Some("admin") => Role::Admin,
+            // A comment starts at a word that begins with `#`; a `#` inside
+            // a word is part of it (and refused below), so that `admin
+            // abc#def` is not silently read as the token `abc`.
+            let words: Vec<&str> = line
+                .split_whitespace()
+                .take_while(|w| !w.starts_with('#'))
+                .collect();
+            let (role, token) = match words.as_slice() {
+                [] => continue,
+                [_] => return Err(bad("no token after the role")),
+                [role, token] => (*role, *token),
+                _ => return Err(bad("more than one token on the line")),
+            };
+            let role = match role {
+                "search" => Role::Search,
+                "admin" => Role::Admin,
                 _ => return Err(bad("unknown role")),
             };
-            let Some(token) = words.next() else {
-                return Err(bad("no token after the role"));
-            };
-            if words.next().is_some() {
-                return Err(bad("more than one token on the line"));
-            }
             // A header value carries visible ASCII only.
             if !token.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(bad("a token must be visible ASCII"));
+            }
+            if token.contains('#') {
+                return Err(bad("a token must not contain `#`"));
+            }
+            if token.len() < MIN_TOKEN_BYTES {
+                return Err(bad("a token must be at least 16 bytes long"));
+            }
+            if token.len() > MAX_TOKEN_BYTES {
+                return Err(bad("a token must be at most 4096 bytes long, to fit in a header"));
+            }
+            if entries.iter().any(|(_, t)| t == token.as_bytes()) {
+                return Err(bad("the token is listed twice"));
             }
             entries.push((role, token.as_bytes().to_vec()));
         }
@@ -173,7 +222,7 @@ mod tests {
 
     fn tokens() -> Tokens {
         Tokens::parse(
-            "# comment\n\nsearch s3cret-search  # trailing\nadmin  4dmin\n",
+            "# comment\n\nsearch s3cret-search-0123456  # trailing\nadmin  4dmin-0123456789abcdef\n",
             Path::new("t"),
         )
         .unwrap()
@@ -182,18 +231,28 @@ mod tests {
     #[test]
     fn roles_by_token() {
         let t = tokens();
-        assert_eq!(t.check(Some(b"Bearer s3cret-search")), Ok(Role::Search));
-        assert_eq!(t.check(Some(b"Bearer 4dmin")), Ok(Role::Admin));
-        assert_eq!(t.check(Some(b"Bearer 4dmi")), Err(AuthError::Unknown));
-        assert_eq!(t.check(Some(b"Bearer 4dmin ")), Err(AuthError::Unknown));
-        assert_eq!(t.check(Some(b"Basic 4dmin")), Err(AuthError::NotBearer));
+        let admin = b"Bearer 4dmin-0123456789abcdef";
+        assert_eq!(
+            t.check(Some(b"Bearer s3cret-search-0123456")),
+            Ok(Role::Search)
+        );
+        assert_eq!(t.check(Some(admin)), Ok(Role::Admin));
+        assert_eq!(t.check(Some(&admin[..admin.len() - 1])), Err(AuthError::Unknown));
+        assert_eq!(
+            t.check(Some(b"Bearer 4dmin-0123456789abcdef ")),
+            Err(AuthError::Unknown)
+        );
+        assert_eq!(
+            t.check(Some(b"Basic 4dmin-0123456789abcdef")),
+            Err(AuthError::NotBearer)
+        );
         assert_eq!(t.check(None), Err(AuthError::Missing));
         assert_eq!(format!("{t:?}"), "Tokens(2 entries)");
     }
 
     #[test]
     fn bad_files_name_the_line_not_the_token() {
-        let e = Tokens::parse("search a\nroot hunter2\n", Path::new("t"))
+        let e = Tokens::parse("search 0123456789abcdef\nroot hunter2\n", Path::new("t"))
             .err()
             .unwrap();
         assert_eq!(
@@ -206,6 +265,57 @@ mod tests {
             Tokens::parse("# none\n", Path::new("t")),
             Err(TokensError::Empty(_))
         ));
+    }
+
+    #[test]
+    fn weak_or_ambiguous_tokens_are_refused() {
+        let reason = |text: &str| match Tokens::parse(text, Path::new("t")) {
+            Err(TokensError::Line { reason, .. }) => reason,
+            other => panic!("{text:?} was not refused: {other:?}"),
+        };
+        assert_eq!(reason("admin short\n"), "a token must be at least 16 bytes long");
+        assert_eq!(
+            reason("admin abcdefgh#ijklmnopq\n"),
+            "a token must not contain `#`"
+        );
+        assert_eq!(
+            reason("search 0123456789abcdef\nadmin 0123456789abcdef\n"),
+            "the token is listed twice"
+        );
+        let long = format!("admin {}\n", "x".repeat(MAX_TOKEN_BYTES + 1));
+        assert!(reason(&long).contains("at most 4096 bytes"));
+        // A comment word after the token is still a comment.
+        let t = Tokens::parse("admin 0123456789abcdef #ops\n", Path::new("t")).unwrap();
+        assert_eq!(t.check(Some(b"Bearer 0123456789abcdef")), Ok(Role::Admin));
+    }
+
+    #[test]
+    fn a_tokens_file_must_be_a_private_regular_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, "admin 0123456789abcdef\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Tokens::load(&path).unwrap().1.is_empty());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let warnings = Tokens::load(&path).unwrap().1;
+        assert!(warnings[0].contains("may be read by other users"), "{warnings:?}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let warnings = Tokens::load(&path).unwrap().1;
+        assert!(warnings[0].contains("read and written"), "{warnings:?}");
+        // A FIFO is refused at once, not waited on.
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(Tokens::load(&fifo).map(|_| ()));
+        });
+        let outcome = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("loading a FIFO returned");
+        let e = outcome.unwrap_err().to_string();
+        assert!(e.contains("FIFO"), "{e}");
     }
 
     #[test]

@@ -193,7 +193,13 @@ pub async fn start(
 ) -> Result<RunningServer, ServeError> {
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let tokens = match &config.tokens {
-        Some(path) => Some(Arc::new(auth::Tokens::load(path)?)),
+        Some(path) => {
+            let (tokens, warnings) = auth::Tokens::load(path)?;
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            Some(Arc::new(tokens))
+        }
         None => None,
     };
     let (has_tls, has_tokens) = (tls.is_some(), tokens.is_some());
