@@ -290,6 +290,19 @@ pub fn quantize_i8(x: f32, scale: f32) -> i8 {
     ((v + 0.5f32.copysign(v)) as i32).clamp(-127, 127) as i8
 }
 
+/// The largest squared L2 norm a stored row may have: `f32::MAX / 4`. With
+/// every row below it, `|a - b|² <= 2(|a|² + |b|²) < f32::MAX` and
+/// `|a·b| <= |a| |b| < f32::MAX / 4`, so no distance between two rows (or
+/// from a query no larger) overflows f32. The builder refuses larger rows,
+/// `verify` reports them, and a search tells an oversized query from
+/// damage by it.
+pub const MAX_ROW_NORM2: f64 = f32::MAX as f64 / 4.0;
+
+/// The squared L2 norm of `v`, in f64 (so it does not itself overflow).
+pub fn norm2_f64(v: &[f32]) -> f64 {
+    v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum()
+}
+
 /// Scale `v` to unit length in place; returns false for a zero vector.
 pub fn normalize(v: &mut [f32]) -> bool {
     let norm = dot_f32(v, v).sqrt() as f32;

@@ -19,6 +19,14 @@ pub enum Error {
     #[error("corrupt snapshot {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
 
+    /// A file an index is made of is something else: a FIFO, a socket, a
+    /// device or a directory (see [`crate::fsutil::open_regular`]).
+    #[error("{path} is {kind}, not a regular file")]
+    NotRegularFile {
+        path: PathBuf,
+        kind: crate::fsutil::FileKind,
+    },
+
     /// A well-formed snapshot of a format version this build cannot read.
     #[error("incompatible snapshot format version {found} (this build reads {supported})")]
     Incompatible { found: u32, supported: String },

@@ -727,11 +727,10 @@ impl Index {
             VectorSlice::F32(r) => r.row(node).iter().all(|x| x.is_finite()),
             VectorSlice::I8(_) => true,
         };
-        let norm2: f64 = exact.iter().map(|x| f64::from(*x) * f64::from(*x)).sum();
         traversal_finite
             && !exact.is_empty()
             && exact.iter().all(|x| x.is_finite())
-            && norm2 < f64::from(f32::MAX) / 4.0
+            && crate::distance::norm2_f64(exact) < crate::distance::MAX_ROW_NORM2
     }
 
     /// The typed attribute store, when the snapshot has one.

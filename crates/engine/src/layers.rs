@@ -7,17 +7,18 @@
 //!   manifest.json        {"format": 1, "layers": ["layer-000001.fathom", "layer-000002.fathom"]}
 //!   layer-000001.fathom  the base
 //!   layer-000002.fathom  a delta: new items, and new versions of old ones
-//!   tombstones.txt       one deletion a line: "<seq>\t<id>"
+//!   tombstones.txt       the deletions, a log of checksummed records (below)
+//!   tombstones.count     how many of its records were acknowledged
 //!   .lock                taken while the manifest or tombstones change
 //! ```
 //!
 //! - **Which copy wins:** a layer's sequence number is the number in its
 //!   name. An id in a later layer replaces it in every earlier one (an
 //!   upsert).
-//! - **Deletions:** the line `seq\tid` deletes `id` from every layer
+//! - **Deletions:** a record `seq, id` deletes `id` from every layer
 //!   numbered below `seq`, the next number at the time of the delete; a
-//!   delta added afterwards can bring the id back. Lines are appended and
-//!   fsynced before a delete is acknowledged.
+//!   delta added afterwards can bring the id back. Records are appended and
+//!   fsynced, then counted, before a delete is acknowledged.
 //! - **The manifest** is replaced atomically (write, fsync, rename). A set
 //!   of layers is opened as a whole; a search fans out over the layers
 //!   (each layer is a [`Source`] of one call, its replaced and deleted
@@ -28,10 +29,49 @@
 //! - **Merging** folds the newest deltas into one the same way, so a search
 //!   visits the base and one delta instead of one layer per addition
 //!   ([`merge_deltas`], run by `fathom build --delta-of`).
+//! - **Files** are opened as regular files only ([`crate::fsutil`]): a FIFO
+//!   in place of one is an error, never a hang. Whoever takes the lock
+//!   removes temp files (`.NAME.new-PID`, `.NAME.tmp-PID`) left by a process
+//!   that is gone, such as a compaction killed mid-write.
+//!
+//! # The tombstone log
+//!
+//! `tombstones.txt` is read as bytes, one record a line:
+//!
+//! ```text
+//! fathom-tombstones 2
+//! <seq>\t<id>\t<checksum>
+//! ...
+//! ```
+//!
+//! The first line names the format. `<seq>` is decimal, `<id>` UTF-8
+//! without tab or newline, `<checksum>` the xxh3-64 of the bytes
+//! `<seq>\t<id>` as 16 lowercase hex digits, and every record ends with a
+//! newline. Reading:
+//!
+//! - A **tail** of records that do not check out (a line cut short, bytes
+//!   a crash left behind) is the remains of an append that never finished
+//!   and was never acknowledged: it is ignored, and the next append (under
+//!   the lock) cuts it off and fsyncs before it writes.
+//! - A record that does not check out **followed by valid ones** is damage
+//!   in the middle: the folder is reported corrupt.
+//! - **Lost records** (whole lines removed, the file cut short or gone)
+//!   are caught by `tombstones.count`, the number of records acknowledged,
+//!   written atomically (temp, fsync, rename) after each fsynced append. A
+//!   file holding fewer valid records is corrupt, and the error says how
+//!   many acknowledged deletes are missing; more is fine (a crash between
+//!   an append and its count).
+//! - The **older format** (lines `<seq>\t<id>`, no first line, no
+//!   checksums, no count) is read as it is, a torn last line ignored. The
+//!   first append rewrites it atomically in this format, without the torn
+//!   line, and appends.
+//! - A **compaction** rewrites the log with the records that still mean
+//!   anything; it lowers the count first, so a crash between the two
+//!   leaves more records than counted, never fewer.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -41,11 +81,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::filter::FilterPlan;
+use crate::fsutil::{open_regular, open_regular_read};
 use crate::index::Index;
 use crate::retrieve::Source;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const TOMBSTONES: &str = "tombstones.txt";
+/// The number of tombstone records acknowledged. A sidecar rather than a
+/// manifest field: it changes with every delete, and the manifest names
+/// the layers (a change to it reopens them, and servers watch it).
+pub const TOMBSTONE_COUNT: &str = "tombstones.count";
 const LOCK: &str = ".lock";
 const MANIFEST_FORMAT: u32 = 1;
 
@@ -64,9 +109,11 @@ impl Manifest {
     }
 }
 
-/// Whether `path` is a layered index (a folder with a manifest).
+/// Whether `path` is a layered index (a folder with a manifest). A
+/// manifest that is not a regular file counts, so that opening the folder
+/// says what it is instead.
 pub fn is_layered(path: &Path) -> bool {
-    path.is_dir() && path.join(MANIFEST).is_file()
+    path.is_dir() && fs::metadata(path.join(MANIFEST)).is_ok()
 }
 
 /// The sequence number of a layer file name (`layer-000042.fathom` → 42).
@@ -89,14 +136,49 @@ struct FolderLock(File);
 impl FolderLock {
     fn take(dir: &Path) -> Result<FolderLock> {
         let path = dir.join(LOCK);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let file = open_regular(
+            &path,
+            OpenOptions::new().create(true).truncate(false).write(true),
+        )?;
         file.lock().map_err(|e| Error::io(&path, e))?;
+        remove_leftovers(dir);
         Ok(FolderLock(file))
+    }
+}
+
+/// The process that writes temp file `name` of a layered folder, if it is
+/// one: `.layer-NNNNNN.fathom.new-PID` (a layer being written), the
+/// snapshot writer's `..layer-NNNNNN.fathom.new-PID.tmp-PID`, and
+/// `.manifest.json.tmp-PID`, `.tombstones.txt.tmp-PID`,
+/// `.tombstones.count.tmp-PID`.
+fn leftover_pid(name: &str) -> Option<u32> {
+    let (stem, pid) = name.strip_prefix('.')?.rsplit_once('-')?;
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let stem = stem
+        .strip_suffix(".new")
+        .or_else(|| stem.strip_suffix(".tmp"))?;
+    let ours = stem.starts_with("layer-")
+        || stem.starts_with(".layer-")
+        || [MANIFEST, TOMBSTONES, TOMBSTONE_COUNT].contains(&stem);
+    ours.then(|| pid.parse().ok()).flatten()
+}
+
+/// Remove the temp files of processes that are gone (a compaction or a
+/// write killed before its rename): called under the lock. A file of a
+/// live process, this one included, stays.
+fn remove_leftovers(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(leftover_pid) else {
+            continue;
+        };
+        if crate::fsutil::process_gone(pid) && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = fs::remove_file(e.path());
+        }
     }
 }
 
@@ -108,7 +190,10 @@ impl Drop for FolderLock {
 
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     let path = dir.join(MANIFEST);
-    let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let mut text = String::new();
+    open_regular_read(&path)?
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io(&path, e))?;
     let m: Manifest = serde_json::from_str(&text)
         .map_err(|e| Error::corrupt(&path, format!("not a layer manifest: {e}")))?;
     if m.format != MANIFEST_FORMAT {
@@ -140,13 +225,22 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
 
 /// Write the manifest atomically: a temp file, fsync, rename, fsync the folder.
 fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
-    let tmp = dir.join(format!(".{MANIFEST}.tmp-{}", std::process::id()));
-    let path = dir.join(MANIFEST);
-    let text = serde_json::to_string_pretty(m).expect("a manifest serializes");
+    let mut text = serde_json::to_string_pretty(m).expect("a manifest serializes");
+    text.push('\n');
+    replace_file(dir, MANIFEST, text.as_bytes())
+}
+
+/// Replace `dir/name` by `bytes` atomically: `.NAME.tmp-PID`, fsync,
+/// rename, fsync the folder.
+fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let path = dir.join(name);
+    let mut f = open_regular(
+        &tmp,
+        OpenOptions::new().create(true).truncate(true).write(true),
+    )?;
     (|| -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.write_all(b"\n")?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, &path)?;
         File::open(dir)?.sync_all()
@@ -164,63 +258,273 @@ pub struct Tombstone {
     pub id: String,
 }
 
-/// The tombstones, in order; a torn last line (a crash mid-append, never
-/// acknowledged) is ignored.
+/// The first line of a tombstone log in the checksummed format.
+const LOG_HEADER: &[u8] = b"fathom-tombstones 2\n";
+/// How that line begins, whatever the version.
+const LOG_MAGIC: &[u8] = b"fathom-tombstones ";
+
+/// Which format a tombstone file is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    /// No file, an empty one, or a first line cut short: nothing written.
+    Fresh,
+    /// `<seq>\t<id>` lines without checksums, as older folders hold.
+    Lines,
+    /// The checksummed log (see the module documentation).
+    Checksummed,
+}
+
+/// A tombstone file as read.
+struct Log {
+    format: LogFormat,
+    records: Vec<Tombstone>,
+    /// Where the valid records end (the torn tail, if any, starts here).
+    valid_len: u64,
+    /// The file's length.
+    len: u64,
+}
+
+/// The tombstones, in order, ignoring a torn tail (a crash mid-append,
+/// never acknowledged); an error for damage or acknowledged records lost.
 pub fn read_tombstones(dir: &Path) -> Result<Vec<Tombstone>> {
+    Ok(read_log(dir)?.records)
+}
+
+fn read_log(dir: &Path) -> Result<Log> {
     let path = dir.join(TOMBSTONES);
-    let text = match fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(&path, e)),
+    let mut bytes = Vec::new();
+    match open_regular_read(&path) {
+        Ok(mut f) => {
+            f.read_to_end(&mut bytes).map_err(|e| Error::io(&path, e))?;
+        }
+        Err(Error::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let log = parse_log(&path, &bytes)?;
+    let acknowledged = read_count(dir)?;
+    let held = log.records.len() as u64;
+    if held < acknowledged {
+        let missing = acknowledged - held;
+        let (s, are) = if missing == 1 {
+            ("", "is")
+        } else {
+            ("s", "are")
+        };
+        return Err(Error::corrupt(
+            &path,
+            format!(
+                "{missing} acknowledged delete{s} {are} missing: {held} valid records of the \
+                 {acknowledged} counted in {TOMBSTONE_COUNT} (records lost or cut off)"
+            ),
+        ));
+    }
+    Ok(log)
+}
+
+fn parse_log(path: &Path, bytes: &[u8]) -> Result<Log> {
+    let len = bytes.len() as u64;
+    let fresh = Log {
+        format: LogFormat::Fresh,
+        records: Vec::new(),
+        valid_len: 0,
+        len,
     };
-    let complete = match text.rfind('\n') {
-        Some(end) => &text[..end],
-        None => "",
+    if bytes.is_empty() {
+        return Ok(fresh);
+    }
+    if !bytes.starts_with(LOG_MAGIC) && !LOG_MAGIC.starts_with(bytes) {
+        return parse_lines(path, bytes);
+    }
+    let Some(nl) = bytes.iter().position(|b| *b == b'\n') else {
+        // The first line cut short: the file's first append never finished.
+        return Ok(fresh);
     };
-    let mut out = Vec::new();
-    for (i, line) in complete.lines().enumerate() {
-        let parsed = line
-            .split_once('\t')
+    if &bytes[..=nl] != LOG_HEADER {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "tombstone log format {:?} (this build reads {:?})",
+                String::from_utf8_lossy(&bytes[..nl]),
+                String::from_utf8_lossy(&LOG_HEADER[..LOG_HEADER.len() - 1])
+            ),
+        ));
+    }
+    let mut log = Log {
+        format: LogFormat::Checksummed,
+        records: Vec::new(),
+        valid_len: LOG_HEADER.len() as u64,
+        len,
+    };
+    // The line of the first record that does not check out.
+    let mut invalid: Option<usize> = None;
+    for (i, line) in bytes[LOG_HEADER.len()..]
+        .split_inclusive(|b| *b == b'\n')
+        .enumerate()
+    {
+        let record = line.strip_suffix(b"\n").and_then(parse_record);
+        match (record, invalid) {
+            (Some(t), None) => {
+                log.records.push(t);
+                log.valid_len += line.len() as u64;
+            }
+            (None, None) => invalid = Some(i + 2),
+            (Some(_), Some(bad)) => {
+                return Err(Error::corrupt(
+                    path,
+                    format!(
+                        "line {bad} is not a valid tombstone record, and valid records follow it"
+                    ),
+                ))
+            }
+            (None, Some(_)) => {}
+        }
+    }
+    Ok(log)
+}
+
+/// One checksummed record without its newline, if it checks out.
+fn parse_record(line: &[u8]) -> Option<Tombstone> {
+    let text = std::str::from_utf8(line).ok()?;
+    let (body, sum) = text.rsplit_once('\t')?;
+    if sum.len() != 16 || !sum.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    if u64::from_str_radix(sum, 16).ok()? != record_checksum(body) {
+        return None;
+    }
+    let (seq, id) = body.split_once('\t')?;
+    if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) || id.is_empty() {
+        return None;
+    }
+    Some(Tombstone {
+        before: seq.parse().ok()?,
+        id: id.to_string(),
+    })
+}
+
+fn record_checksum(body: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(body.as_bytes())
+}
+
+/// The older format: every complete line is `<seq>\t<id>`; a torn last
+/// line (no newline) is ignored.
+fn parse_lines(path: &Path, bytes: &[u8]) -> Result<Log> {
+    let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let mut records = Vec::new();
+    for (i, line) in bytes[..end].split_inclusive(|b| *b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let parsed = std::str::from_utf8(line)
+            .ok()
+            .and_then(|l| l.split_once('\t'))
             .and_then(|(seq, id)| Some((seq.parse::<u64>().ok()?, id)));
         match parsed {
-            Some((before, id)) if !id.is_empty() => out.push(Tombstone {
+            Some((before, id)) if !id.is_empty() => records.push(Tombstone {
                 before,
                 id: id.to_string(),
             }),
             _ => {
                 return Err(Error::corrupt(
-                    &path,
+                    path,
                     format!("line {} is not \"<seq>\\t<id>\"", i + 1),
                 ))
             }
         }
     }
-    Ok(out)
+    Ok(Log {
+        format: LogFormat::Lines,
+        records,
+        valid_len: end as u64,
+        len: bytes.len() as u64,
+    })
 }
 
-/// Tombstones as lines of the file.
-fn tombstone_text(lines: &[Tombstone]) -> String {
-    lines
-        .iter()
-        .map(|t| format!("{}\t{}\n", t.before, t.id))
-        .collect()
+/// The acknowledged record count; 0 without a count file (an older folder,
+/// or a crash before the first count was written).
+fn read_count(dir: &Path) -> Result<u64> {
+    let path = dir.join(TOMBSTONE_COUNT);
+    let mut text = String::new();
+    match open_regular_read(&path) {
+        Ok(mut f) => f
+            .read_to_string(&mut text)
+            .map_err(|e| Error::io(&path, e))?,
+        Err(Error::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(0)
+        }
+        Err(e) => return Err(e),
+    };
+    text.trim_end_matches('\n')
+        .parse()
+        .map_err(|_| Error::corrupt(&path, "not a count of acknowledged deletes"))
 }
 
-/// Append tombstones and fsync them: acknowledged deletes survive a crash.
+fn write_count(dir: &Path, count: usize) -> Result<()> {
+    replace_file(dir, TOMBSTONE_COUNT, format!("{count}\n").as_bytes())
+}
+
+/// Tombstones as records of the log.
+fn log_records(lines: &[Tombstone]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for t in lines {
+        let body = format!("{}\t{}", t.before, t.id);
+        let sum = record_checksum(&body);
+        out.extend_from_slice(format!("{body}\t{sum:016x}\n").as_bytes());
+    }
+    out
+}
+
+/// Replace the log by one holding `lines`, atomically.
+fn replace_log(dir: &Path, lines: &[Tombstone]) -> Result<()> {
+    let mut bytes = LOG_HEADER.to_vec();
+    bytes.extend_from_slice(&log_records(lines));
+    replace_file(dir, TOMBSTONES, &bytes)
+}
+
+/// Append tombstones, fsync them, then count them: acknowledged deletes
+/// survive a crash, and losing one is noticed. Called under the lock.
 fn append_tombstones(dir: &Path, lines: &[Tombstone]) -> Result<()> {
+    let log = read_log(dir)?;
+    let total = log.records.len() + lines.len();
+    if log.format == LogFormat::Lines {
+        // Convert: the older records and the new ones, in the new format.
+        let mut all = log.records;
+        all.extend_from_slice(lines);
+        replace_log(dir, &all)?;
+        return write_count(dir, total);
+    }
     let path = dir.join(TOMBSTONES);
-    let text = tombstone_text(lines);
+    let fresh = log.format == LogFormat::Fresh;
+    let mut f = open_regular(
+        &path,
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false),
+    )?;
+    let mut bytes = if fresh {
+        LOG_HEADER.to_vec()
+    } else {
+        Vec::new()
+    };
+    bytes.extend_from_slice(&log_records(lines));
     (|| -> std::io::Result<()> {
-        let existed = path.exists();
-        let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
-        f.write_all(text.as_bytes())?;
+        if log.len > log.valid_len {
+            // The torn tail of an append that never finished: cut it off
+            // first, so the new records start on a line of their own.
+            f.set_len(log.valid_len)?;
+            f.sync_all()?;
+        }
+        f.seek(SeekFrom::Start(log.valid_len))?;
+        f.write_all(&bytes)?;
         f.sync_all()?;
-        if !existed {
+        if fresh {
             File::open(dir)?.sync_all()?;
         }
         Ok(())
     })()
-    .map_err(|e| Error::io(&path, e))
+    .map_err(|e| Error::io(&path, e))?;
+    write_count(dir, total)
 }
 
 /// An open layered index: its layers, and per layer the nodes that are
@@ -619,18 +923,11 @@ fn fold(
         }
         return Ok(name);
     }
-    // Now only the late lines still mean anything: keep just those.
-    let path = dir.join(TOMBSTONES);
-    let fresh = dir.join(format!(".{TOMBSTONES}.tmp-{}", std::process::id()));
-    let rewritten = (|| -> std::io::Result<()> {
-        let mut f = File::create(&fresh)?;
-        f.write_all(tombstone_text(&late).as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&fresh, &path)
-    })();
-    if rewritten.is_err() {
-        let _ = fs::remove_file(&fresh);
-    }
+    // Now only the late lines still mean anything: keep just those. The
+    // count goes down first: a crash in between leaves more records than
+    // counted, never fewer. On failure the old log stays, which is as
+    // right (its other records no longer apply to any layer).
+    let _ = write_count(dir, late.len()).and_then(|()| replace_log(dir, &late));
     for layer in old {
         let _ = fs::remove_file(dir.join(layer));
     }

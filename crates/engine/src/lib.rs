@@ -26,6 +26,8 @@
 //! - [`recommend`]: examples (seed ids, taste vectors) and their strategies.
 //! - [`retrieve`]: one call as a caller states it (examples, exclusions,
 //!   diversity, group caps, several indexes), shared by server and CLI.
+//! - [`fsutil`]: opening an index's files as regular files only (a FIFO
+//!   in their place is an error, not a hang).
 //! - [`layers`]: an index as a folder of a base, deltas and deletions.
 //! - [`topk`]: the one top-k merge, with per-source minimums, group caps
 //!   and MMR.
@@ -43,6 +45,7 @@ pub mod eval;
 pub mod exact;
 pub mod filter;
 pub mod formats;
+pub mod fsutil;
 pub mod graph;
 pub mod ids;
 pub mod index;

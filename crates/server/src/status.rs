@@ -121,6 +121,9 @@ fn engine_code(e: &Error) -> Code {
         // A well-formed file this build cannot read, or a missing file:
         // fixable on the server's side, not by retrying.
         Error::Incompatible { .. } => Code::FailedPrecondition,
+        // A FIFO or a directory where a snapshot file should be: fixable on
+        // the server's side.
+        Error::NotRegularFile { .. } => Code::FailedPrecondition,
         Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound => {
             Code::FailedPrecondition
         }

@@ -11,7 +11,9 @@ use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::attributes::AttributeTable;
-use crate::distance::{normalize, Metric, Storage};
+use crate::distance::{
+    bf16_to_f32, f32_to_bf16, norm2_f64, normalize, Metric, Storage, MAX_ROW_NORM2,
+};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::index::{IndexParts, DEFAULT_EF};
@@ -123,11 +125,7 @@ pub fn build(
     if ds.len() > u32::MAX as usize - 1 {
         return Err(Error::input(input, "more than 2^32 - 2 vectors"));
     }
-    if opts.metric == Metric::Cosine {
-        for row in ds.vectors.chunks_exact_mut(ds.dim) {
-            normalize(row);
-        }
-    }
+    check_magnitudes(&mut ds, input, opts)?;
     let start = Instant::now();
     let n = ds.len();
     let graph = match opts.builder {
@@ -168,6 +166,65 @@ pub fn build(
         encoded: OnceLock::new(),
         early_reject: OnceLock::new(),
     })
+}
+
+/// Refuse, naming the row, values a snapshot could hold but a search could
+/// not rank (the finite values themselves are checked by `validate`), and
+/// normalize the rows under cosine:
+/// - l2 and dot: a squared norm of at least [`MAX_ROW_NORM2`], past which
+///   distances between rows overflow f32;
+/// - cosine: a norm that overflows f32, so the row cannot be normalized
+///   (after which every row is unit length);
+/// - bf16: a value that rounds to infinity (past the bound above already,
+///   checked on its own so the storage never holds one).
+///
+/// i8 scales come from values within these bounds, so they are finite.
+fn check_magnitudes(ds: &mut Dataset, input: &Path, opts: &BuildOptions) -> Result<()> {
+    let ids = &ds.ids;
+    let refuse = |row: usize, what: String| {
+        Err(Error::input(
+            input,
+            format!(
+                "row {row} (id {:?}) {what}; scale the input down",
+                ids.get(row).map_or("", String::as_str)
+            ),
+        ))
+    };
+    for (row, v) in ds.vectors.chunks_exact_mut(ds.dim).enumerate() {
+        let norm2 = norm2_f64(v);
+        if opts.metric == Metric::Cosine {
+            if norm2 >= f64::from(f32::MAX) || !normalize(v) || v.iter().any(|x| !x.is_finite()) {
+                return refuse(
+                    row,
+                    format!(
+                        "has norm {:e}, too large for f32: it cannot be normalized for cosine",
+                        norm2.sqrt()
+                    ),
+                );
+            }
+        } else if norm2 >= MAX_ROW_NORM2 {
+            return refuse(
+                row,
+                format!(
+                    "has squared norm {norm2:e}, past {MAX_ROW_NORM2:e} (f32::MAX / 4): \
+                     {} distances to it overflow f32",
+                    opts.metric
+                ),
+            );
+        }
+        if opts.storage == Storage::Bf16 {
+            if let Some(c) = v
+                .iter()
+                .position(|x| !bf16_to_f32(f32_to_bf16(*x)).is_finite())
+            {
+                return refuse(
+                    row,
+                    format!("component {c} is {:e}, beyond the range of bf16", v[c]),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 impl BuiltIndex {

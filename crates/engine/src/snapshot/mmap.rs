@@ -79,7 +79,8 @@ pub(crate) struct Mapping {
 
 impl Mapping {
     pub fn open(path: &Path, options: &OpenOptions) -> Result<Mapping> {
-        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // Never blocks on a FIFO in place of the snapshot.
+        let mut file = crate::fsutil::open_regular_read(path)?;
         match options.load {
             LoadMode::Mmap => {
                 let map = map_file(&file, options.preload).map_err(|e| Error::io(path, e))?;

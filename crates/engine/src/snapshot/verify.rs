@@ -2,6 +2,7 @@
 //! graph and id invariants. Unlike `open`, this reads every byte.
 
 use super::{checksum, SectionKind, Snapshot};
+use crate::distance::{norm2_f64, Metric, MAX_ROW_NORM2};
 use crate::vectors::VectorSlice;
 
 /// What `verify` found. `problems` is empty for an intact file; the first
@@ -41,6 +42,7 @@ pub fn verify(snap: &Snapshot) -> VerifyReport {
     }
     check_padding(snap, &entries, &mut report.problems);
     check_vectors(snap, &mut report.problems);
+    check_norms(snap, &mut report.problems);
     check_graph(snap, &mut report.problems);
     check_ids(snap, &mut report.problems);
     check_attributes(snap, &mut report.problems);
@@ -168,6 +170,35 @@ fn check_vectors(snap: &Snapshot, problems: &mut Vec<String>) {
         problems.push(format!(
             "section vectors_f32: row {i} holds a non-finite value"
         ));
+    }
+}
+
+/// What a search needs of every row beyond finite values: distances to
+/// it that fit f32 (a squared norm below [`MAX_ROW_NORM2`]), and under
+/// cosine unit length (the kernel is a dot product).
+fn check_norms(snap: &Snapshot, problems: &mut Vec<String>) {
+    let f = snap.vectors_f32();
+    let cosine = snap.metric() == Metric::Cosine;
+    for i in 0..f.len() as u32 {
+        let norm2 = norm2_f64(f.row(i));
+        if !norm2.is_finite() {
+            // Reported by check_vectors.
+            return;
+        }
+        if norm2 >= MAX_ROW_NORM2 {
+            problems.push(format!(
+                "section vectors_f32: row {i} has squared norm {norm2:e}, past f32::MAX / 4: \
+                 distances to it overflow f32"
+            ));
+            return;
+        }
+        if cosine && (norm2.sqrt() - 1.0).abs() > 1e-3 {
+            problems.push(format!(
+                "section vectors_f32: row {i} has norm {:e} under cosine, not unit length",
+                norm2.sqrt()
+            ));
+            return;
+        }
     }
 }
 
