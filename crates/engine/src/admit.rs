@@ -10,7 +10,9 @@ use std::borrow::Cow;
 use fixedbitset::FixedBitSet;
 use roaring::RoaringBitmap;
 
+use crate::error::Result;
 use crate::filter::FilterPlan;
+use crate::search::Cancel;
 
 /// Decides which nodes may be returned.
 pub trait Admit {
@@ -96,10 +98,11 @@ impl<'f, 'a> Admission<'f, 'a> {
         }
     }
 
-    /// Exactly the admitted nodes among `0..n`.
-    pub fn admitted(&self, n: usize) -> Cow<'f, RoaringBitmap> {
+    /// Exactly the admitted nodes among `0..n`; listing a filter's matches
+    /// stops with `cancel`'s error once it says so.
+    pub fn admitted(&self, n: usize, cancel: &dyn Cancel) -> Result<Cow<'f, RoaringBitmap>> {
         let mut set = match self.filter {
-            Some(f) => Cow::Borrowed(f.matches()),
+            Some(f) => Cow::Borrowed(f.matches_within(cancel)?),
             None => {
                 let mut all = RoaringBitmap::new();
                 all.insert_range(0..n as u32);
@@ -111,7 +114,7 @@ impl<'f, 'a> Admission<'f, 'a> {
                 set = Cow::Owned(set.as_ref() - away);
             }
         }
-        set
+        Ok(set)
     }
 }
 

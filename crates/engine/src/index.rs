@@ -408,7 +408,7 @@ impl IndexParts<'_> {
         // The exact plan, or a traversal that found fewer than k (the
         // admitted nodes were not all reachable): scan the matches exactly,
         // so a call returns min(k, matching) hits.
-        let matches = admission.admitted(n);
+        let matches = admission.admitted(n, cancel)?;
         if out.len() as u64 >= matches.len().min(k as u64) {
             return Ok(stats);
         }
@@ -742,6 +742,13 @@ impl Index {
     /// attributes; reuse the plan for every query it applies to.
     pub fn filter(&self, expr: &str) -> Result<FilterPlan<'_>> {
         Ok(FilterPlan::new(expr, self.attributes())?)
+    }
+
+    /// As [`Self::filter`], for a call with a deadline or a cancel flag:
+    /// planning stops with `cancel`'s error once it says so
+    /// ([`FilterPlan::new_within`]).
+    pub fn filter_within(&self, expr: &str, cancel: &dyn Cancel) -> Result<FilterPlan<'_>> {
+        FilterPlan::new_within(expr, self.attributes(), cancel)
     }
 
     pub fn search(&self, query: &[f32], params: &SearchParams) -> Result<Vec<Neighbor>> {

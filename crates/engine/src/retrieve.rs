@@ -637,7 +637,7 @@ fn search_source(
     // Scored exactly; every admitted item when there is nothing to search
     // near, or examples that cancel out (a zero sum: all score alike).
     let pool = if pool.is_empty() {
-        admission.admitted(n)
+        crate::index::IndexParts::with_cancel(params, |cancel| admission.admitted(n, cancel))?
     } else {
         std::borrow::Cow::Owned(pool)
     };

@@ -102,6 +102,18 @@ impl Searchable {
         self.parts().map(|(index, _)| index.filter(expr)).collect()
     }
 
+    /// As [`Self::filter`], stopping with `cancel`'s error once it says so
+    /// (the deadline or cancel flag of the call the plans are for).
+    pub fn filter_within(
+        &self,
+        expr: &str,
+        cancel: &dyn crate::search::Cancel,
+    ) -> Result<Vec<FilterPlan<'_>>> {
+        self.parts()
+            .map(|(index, _)| index.filter_within(expr, cancel))
+            .collect()
+    }
+
     /// The sources of one call: one per part, each with its plan from
     /// `plans` (as [`Self::filter`] made them) and `owner` as the index's
     /// number in the call.

@@ -576,3 +576,277 @@ fn filters_thin_around_the_query_are_scanned_exactly() {
     assert!(out.iter().all(|h| !history.contains(h.id)));
     assert!(stats.distances < (n - HISTORY) as u64, "{stats:?}: scanned");
 }
+
+/// An index over seeded numeric attributes for long value lists: `pop`, an
+/// int from -300 to 300; `score`, a float in quarters from -50 to 50
+/// (sometimes -0.0, sometimes missing); `tag`, a keyword.
+fn numeric_fixture(n: usize) -> (tempfile::TempDir, Index, Vec<Map<String, Value>>) {
+    let mut rng = StdRng::seed_from_u64(31);
+    let attrs: Vec<Map<String, Value>> = (0..n)
+        .map(|_| {
+            let mut o = Map::new();
+            o.insert("pop".into(), json!(rng.random_range(-300..=300i64)));
+            match rng.random_range(0..10) {
+                0 => {}
+                1 => {
+                    o.insert("score".into(), json!(-0.0f64));
+                }
+                _ => {
+                    let q = rng.random_range(-200..=200i64) as f64 / 4.0;
+                    o.insert("score".into(), json!(q));
+                }
+            }
+            o.insert("tag".into(), json!(format!("t{}", rng.random_range(0..50))));
+            o
+        })
+        .collect();
+    let mut ds = dataset(n, 8, SEED);
+    let mut b = AttributesBuilder::new();
+    for (i, a) in attrs.iter().enumerate() {
+        b.push(a, i + 1).unwrap();
+    }
+    ds.attributes = Some(b.finish());
+    let built = build_with(ds, Metric::L2, Storage::F32, BuilderKind::Fathom, 32);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&built, dir.path(), "n.fathom");
+    (
+        dir,
+        Index::from_snapshot(Snapshot::open(&path).unwrap()),
+        attrs,
+    )
+}
+
+/// `count` numbers as a filter would write them, with their values: short
+/// ints (some negative), quarters and other fractions, ints written as
+/// floats (`3.0`), `-0`, and repeats.
+fn number_list(rng: &mut StdRng, count: usize) -> Vec<(String, f64)> {
+    (0..count)
+        .map(|_| {
+            let text = match rng.random_range(0..10) {
+                0..=4 => rng.random_range(-320..=999i64).to_string(),
+                5 | 6 => format!("{}", rng.random_range(-200..=200i64) as f64 / 4.0),
+                7 => format!("{}.0", rng.random_range(-60..=60i64)),
+                8 => ["-0", "0", "-0.0", ".5", "-.25"][rng.random_range(0..5)].to_string(),
+                _ => format!("{:.1}", rng.random_range(-500..=500i64) as f64 / 10.0),
+            };
+            let value = text.parse::<f64>().unwrap();
+            (text, value)
+        })
+        .collect()
+}
+
+fn joined(list: &[(String, f64)], sep: &str) -> String {
+    list.iter()
+        .map(|(t, _)| t.as_str())
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+/// Numeric IN lists of thousands of values (and the same conditions
+/// written as ORs of `=`, ANDs of `!=` and ranges on one field) match
+/// exactly what a check of every item finds, under `=`'s semantics: an
+/// int equals the float of the same value, and -0 equals 0.
+#[test]
+fn long_numeric_in_lists_match_a_brute_force_check() {
+    let n = 3000;
+    let (_dir, index, attrs) = numeric_fixture(n);
+    let mut rng = StdRng::seed_from_u64(8);
+    let num = |o: &Map<String, Value>, f: &str| o.get(f).and_then(Value::as_f64);
+    let big = number_list(&mut rng, 13_000);
+    let half = number_list(&mut rng, 5_000);
+    let chain = number_list(&mut rng, 2_000);
+    let has =
+        |list: &[(String, f64)], x: Option<f64>| x.is_some_and(|x| list.iter().any(|v| v.1 == x));
+    type Check<'c> = Box<dyn Fn(&Map<String, Value>) -> bool + 'c>;
+    let cases: Vec<(String, Check<'_>)> = vec![
+        (
+            format!("pop IN ({})", joined(&big, ",")),
+            Box::new(|o| has(&big, num(o, "pop"))),
+        ),
+        (
+            format!("score IN ({})", joined(&big, ",")),
+            Box::new(|o| has(&big, num(o, "score"))),
+        ),
+        (
+            format!("pop NOT IN ({})", joined(&big, ",")),
+            Box::new(|o| !has(&big, num(o, "pop"))),
+        ),
+        (
+            format!(
+                "score NOT IN ({}) OR pop IN ({})",
+                joined(&half, ","),
+                joined(&half, ",")
+            ),
+            Box::new(|o| !has(&half, num(o, "score")) || has(&half, num(o, "pop"))),
+        ),
+        (
+            format!(
+                "pop IN ({}) AND pop IN ({}) AND tag != \"t3\"",
+                joined(&half, ","),
+                joined(&chain, ",")
+            ),
+            Box::new(|o| {
+                has(&half, num(o, "pop")) && has(&chain, num(o, "pop")) && o["tag"] != json!("t3")
+            }),
+        ),
+        (
+            chain
+                .iter()
+                .map(|(t, _)| format!("score = {t}"))
+                .collect::<Vec<_>>()
+                .join(" OR "),
+            Box::new(|o| has(&chain, num(o, "score"))),
+        ),
+        (
+            chain
+                .iter()
+                .map(|(t, _)| format!("pop != {t}"))
+                .collect::<Vec<_>>()
+                .join(" AND "),
+            Box::new(|o| !has(&chain, num(o, "pop"))),
+        ),
+        (
+            "pop >= -10 AND pop < 10 AND pop != 3 OR score > 40 OR score <= -49.5 OR score = 0"
+                .into(),
+            Box::new(|o| {
+                let p = num(o, "pop").unwrap();
+                let s = num(o, "score");
+                ((-10.0..10.0).contains(&p) && p != 3.0)
+                    || s.is_some_and(|s| s > 40.0 || s <= -49.5 || s == 0.0)
+            }),
+        ),
+        (
+            "pop > 5 AND pop < 5 OR pop >= 7 AND pop <= 7 OR pop IN (8, 8.0, 9.5)".into(),
+            Box::new(|o| matches!(num(o, "pop"), Some(7.0 | 8.0))),
+        ),
+    ];
+    for (src, check) in &cases {
+        assert!(
+            src.len() <= fathom_engine::filter::MAX_FILTER_LEN,
+            "{}",
+            src.len()
+        );
+        let plan = index.filter(src).unwrap_or_else(|e| panic!("{e}"));
+        let want: Vec<u32> = (0..n as u32)
+            .filter(|&i| check(&attrs[i as usize]))
+            .collect();
+        assert!(
+            !want.is_empty() && want.len() < n,
+            "{}",
+            &src[..40.min(src.len())]
+        );
+        let got: Vec<u32> = plan.matches().iter().collect();
+        assert_eq!(got, want, "{}", &src[..60.min(src.len())]);
+        assert_eq!(plan.count(), want.len() as u64);
+    }
+    // A list that names no stored value is known to match nothing as soon
+    // as it is planned, from the field's sorted rows, without a scan.
+    let none: Vec<String> = (0..13_000).map(|i| (1000 + i % 9000).to_string()).collect();
+    let plan = index
+        .filter(&format!("pop IN ({})", none.join(",")))
+        .unwrap();
+    assert!(plan.is_exact());
+    assert_eq!(plan.count(), 0);
+    // So is one matching a few items: the planner counts it exactly.
+    let few = index.filter("pop IN (1, 2, 3.0, -4, 1)").unwrap();
+    assert!(few.is_exact());
+    let want = attrs
+        .iter()
+        .filter(|o| matches!(num(o, "pop"), Some(1.0 | 2.0 | 3.0 | -4.0)))
+        .count();
+    assert_eq!(few.count(), want as u64);
+}
+
+/// A cancel that lets `free` checks pass and stops every later one.
+struct StopAfter {
+    free: usize,
+    checks: std::cell::Cell<usize>,
+}
+
+impl fathom_engine::search::Cancel for StopAfter {
+    fn cancelled(&self) -> bool {
+        self.checks.set(self.checks.get() + 1);
+        self.checks.get() > self.free
+    }
+}
+
+/// Planning a filter and listing its matches stop at the call's deadline or
+/// on its cancel flag, with the error the traversal returns, and leave the
+/// plan as it was: a later call without a deadline still gets the answer.
+#[test]
+fn filter_planning_and_matching_stop_at_the_deadline_and_on_cancel() {
+    use fathom_engine::admit::Admit;
+    use fathom_engine::search::{Deadline, Flag, NoCancel};
+    use std::sync::atomic::AtomicBool;
+    use std::time::Instant;
+    let n = 3000;
+    let (_dir, index, attrs) = numeric_fixture(n);
+    // 13,000 values, a sixth of `pop`'s among them: most items match.
+    let list: Vec<String> = (0..13_000)
+        .map(|i| match i % 13 {
+            0 => -(200 + i % 101),
+            _ => 301 + i % 5000,
+        })
+        .map(|v| v.to_string())
+        .collect();
+    let expr = format!("pop NOT IN ({}) OR score > 1000", list.join(","));
+    let expired = Deadline(Instant::now());
+    let set = AtomicBool::new(true);
+    assert!(matches!(
+        index.filter_within(&expr, &expired),
+        Err(Error::DeadlineExceeded)
+    ));
+    assert!(matches!(
+        index.filter_within(&expr, &Flag(&set)),
+        Err(Error::Cancelled)
+    ));
+    // Planning checks as it goes, not only once at the start.
+    let stop = StopAfter {
+        free: 1,
+        checks: Default::default(),
+    };
+    assert!(matches!(
+        index.filter_within(&expr, &stop),
+        Err(Error::DeadlineExceeded)
+    ));
+    // A plan whose matches are listed on first need (most items match).
+    let plan = index.filter_within(&expr, &NoCancel).unwrap();
+    assert!(!plan.is_exact());
+    assert!(matches!(
+        plan.matches_within(&Flag(&set)),
+        Err(Error::Cancelled)
+    ));
+    // Listing checks every few thousand items, not only at the start.
+    let stop = StopAfter {
+        free: 1,
+        checks: Default::default(),
+    };
+    assert!(plan.matches_within(&stop).is_err());
+    // A search past its deadline stops before listing them.
+    let mut params = SearchParams::new(10, 32);
+    params.plan = Plan::Exact;
+    params.deadline = Some(Instant::now());
+    let mut out = Vec::new();
+    let q = queries(1, 8, SEED).remove(0);
+    assert!(matches!(
+        index.search_filtered_into(&q, &params, Some(&plan), &mut out),
+        Err(Error::DeadlineExceeded)
+    ));
+    assert!(!plan.is_exact());
+    // The plan still answers in full afterwards.
+    let mut params = SearchParams::new(10, 32);
+    params.plan = Plan::Exact;
+    index
+        .search_filtered_into(&q, &params, Some(&plan), &mut out)
+        .unwrap();
+    assert_eq!(out.len(), 10);
+    assert!(plan.is_exact());
+    let want = (0..n).filter(|&i| plan.admit(i as u32)).count();
+    assert_eq!(plan.count(), want as u64);
+    let brute = attrs
+        .iter()
+        .filter(|o| !(-300..=-200).contains(&o["pop"].as_i64().unwrap()))
+        .count();
+    assert_eq!(want, brute);
+    assert!(want > n / 2 && want < n, "{want}");
+}

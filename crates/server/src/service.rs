@@ -19,7 +19,7 @@ use crate::reload;
 use crate::status::{code_name, RequestError};
 use fathom_engine::error::Error;
 use fathom_engine::filter::FilterPlan;
-use fathom_engine::index::{Index, SearchParams};
+use fathom_engine::index::{Index, IndexParts, SearchParams};
 use fathom_engine::layers::Layered;
 use fathom_engine::recommend::Strategy;
 use fathom_engine::retrieve::{retrieve, Call, Source};
@@ -429,14 +429,18 @@ impl<'i> Plans<'i> {
     }
 
     /// Bind `expr` to every target once; errors name the index when the
-    /// call is federated.
-    fn bind(&mut self, expr: &str) -> Result<(), Error> {
+    /// call is federated. Planning stops at the call's deadline or when its
+    /// caller goes away, as its searches do.
+    fn bind(&mut self, expr: &str, params: &SearchParams) -> Result<(), Error> {
         if expr.is_empty() || self.by_expr.contains_key(expr) {
             return Ok(());
         }
         let mut plans = Vec::with_capacity(self.targets.len());
         for (name, loaded) in self.targets {
-            plans.push(loaded.searchable().filter(expr).map_err(|e| match e {
+            let planned = IndexParts::with_cancel(params, |cancel| {
+                loaded.searchable().filter_within(expr, cancel)
+            });
+            plans.push(planned.map_err(|e| match e {
                 Error::Filter(f) if self.federated => {
                     Error::InvalidArgument(format!("index {name:?}: {f}"))
                 }
@@ -603,7 +607,7 @@ fn search_batch(
         } else {
             q.filter.as_str()
         };
-        plans.bind(filter).map_err(at(i))?;
+        plans.bind(filter, params).map_err(at(i))?;
         // Each search checks the deadline as it runs; this stops a batch
         // between queries too.
         if params.deadline.is_some_and(|d| Instant::now() >= d) {
@@ -756,7 +760,7 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
                 .searched(Caller::of(&params), Work::Single, move || {
                     let o = search_options(&req);
                     let mut plans = Plans::new(&targets);
-                    plans.bind(&req.filter)?;
+                    plans.bind(&req.filter, &params)?;
                     let e = Examples::of_search(&req);
                     let (resp, stats) = run_call(
                         &plans,

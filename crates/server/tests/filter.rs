@@ -6,7 +6,8 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use common::*;
 use fathom_engine::attributes::AttributesBuilder;
@@ -307,4 +308,150 @@ async fn list_indexes_shows_fields_and_get_items_the_attributes() {
             g.id
         );
     }
+}
+
+/// An index of 50,000 items whose only attribute, `popularity`, is an int
+/// from 0 to 100: big enough that checking each of thousands of values
+/// against every item would take seconds; its graph quality does not
+/// matter.
+fn popularity_index() -> &'static std::path::PathBuf {
+    static F: OnceLock<std::path::PathBuf> = OnceLock::new();
+    F.get_or_init(|| {
+        let (n, dim) = (50_000, 4);
+        let dir = run_dir("popularity");
+        let mut b = AttributesBuilder::new();
+        for row in 0..n {
+            let mut o = serde_json::Map::new();
+            o.insert("popularity".into(), serde_json::json!((row * 37) % 101));
+            b.push(&o, row + 1).unwrap();
+        }
+        let ds = Dataset {
+            dim,
+            vectors: synth::clustered(n, dim, 12, SEED),
+            ids: (1..=n).map(id).collect(),
+            attributes: Some(b.finish()),
+        };
+        let opts = BuildOptions {
+            metric: Metric::Cosine,
+            m: 4,
+            ef_construction: 16,
+            threads: 2,
+            default_ef: 32,
+            ..Default::default()
+        };
+        let built = build(ds, Path::new("test"), &opts, &|_, _| {}).unwrap();
+        let path = dir.join("popularity.fathom");
+        built.write(&path, "test").unwrap();
+        path
+    })
+}
+
+/// A server on its own runtime (two worker threads, as the test's), so
+/// that work it keeps running cannot stall the test's clients and timers.
+struct OwnRuntime {
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl OwnRuntime {
+    fn start(path: std::path::PathBuf) -> OwnRuntime {
+        let (ready, addr) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let catalog = fathom_server::catalog::Catalog::open(
+                    &[("pop".to_string(), path)],
+                    None,
+                    Default::default(),
+                )
+                .unwrap();
+                let server =
+                    fathom_server::start(config(Limits::default(), false), Arc::new(catalog))
+                        .await
+                        .unwrap();
+                ready.send(server.local_addr()).unwrap();
+                let _ = stopped.await;
+                let _ = server.shutdown().await;
+            });
+            rt.shutdown_timeout(Duration::from_secs(1));
+        });
+        OwnRuntime {
+            addr: addr.recv().unwrap(),
+            stop: Some(stop),
+        }
+    }
+
+    async fn client(&self, timeout: Duration) -> Client {
+        Client::connect(&format!("http://{}", self.addr), Duration::from_secs(5))
+            .await
+            .unwrap()
+            .with_timeout(timeout)
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A numeric IN list of 13,000 values is planned from the field's sorted
+/// rows and its work ends with the call: while four callers send it with
+/// short deadlines, each gets its answer (none match) or
+/// DEADLINE_EXCEEDED, and a plain Search right after answers within its
+/// own generous deadline instead of waiting behind work nobody wants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_numeric_in_lists_do_not_hold_up_other_searches() {
+    let _heavy = HEAVY.lock().await;
+    let server = OwnRuntime::start(popularity_index().clone());
+    let values: Vec<String> = (0..13_000).map(|i| (101 + i % 9000).to_string()).collect();
+    let filter = format!("popularity IN ({})", values.join(","));
+    assert!(filter.len() <= fathom_engine::filter::MAX_FILTER_LEN);
+    let q = queries(1, 4, 3).remove(0);
+    let request = |filter: &str| pb::SearchRequest {
+        index: "pop".into(),
+        vector: q.clone(),
+        k: 10,
+        filter: filter.to_string(),
+        ..Default::default()
+    };
+    let mut callers = Vec::new();
+    for _ in 0..4 {
+        let client = server.client(Duration::from_millis(100)).await;
+        let req = request(&filter);
+        callers.push(tokio::spawn(async move {
+            for _ in 0..3 {
+                match client.search_with(req.clone()).await {
+                    Ok(hits) => assert!(hits.is_empty(), "{hits:?}"),
+                    Err(e) => assert_eq!(e.code(), Code::DeadlineExceeded, "{e}"),
+                }
+            }
+        }));
+    }
+    for c in callers {
+        c.await.unwrap();
+    }
+    let plain = server.client(Duration::from_secs(2)).await;
+    let hits = plain
+        .search_with(request(""))
+        .await
+        .expect("a plain search right after");
+    assert_eq!(hits.len(), 10);
+    // The filter itself, with time to answer: nothing matches.
+    let patient = server.client(Duration::from_secs(5)).await;
+    assert!(patient
+        .search_with(request(&filter))
+        .await
+        .unwrap()
+        .is_empty());
+    let some = format!("popularity IN ({},7)", values.join(","));
+    let hits = patient.search_with(request(&some)).await.unwrap();
+    assert_eq!(hits.len(), 10);
 }

@@ -4,15 +4,23 @@
 //!
 //! The plan is also the admit-check of filtered traversal: a candidate enters
 //! the results only if [`Admit::admit`] says so. Keyword and bool conditions
-//! become roaring bitmaps (their cardinality is exact); numeric ranges stay
-//! per-candidate column comparisons, but their cardinality is exact too (a
-//! binary search in the field's sorted rows), and their rows can be listed.
+//! become roaring bitmaps (their cardinality is exact); numeric conditions
+//! become sets of intervals of one field ([`Intervals`]): an `IN` list is a
+//! set of points, ORs of comparisons on one field merge into one set and
+//! ANDs intersect, so a check costs one binary search whatever the number of
+//! values. Their cardinality is exact too (a binary search per interval in
+//! the field's sorted rows), and their rows can be listed.
+//!
+//! Work that grows with the index (listing matches, complementing and
+//! combining bitmaps) checks the call's [`Cancel`] every [`CHECK_EVERY`]
+//! items, so a filter stops at its call's deadline as a traversal does.
 
 mod parse;
 
 pub use parse::{parse, Expr, Literal, Op, MAX_FILTER_LEN};
 
 use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::sync::OnceLock;
 
 use fixedbitset::FixedBitSet;
@@ -20,6 +28,8 @@ use roaring::RoaringBitmap;
 
 pub use crate::admit::{Admit, AdmitAll};
 use crate::attributes::{Attributes, FieldEntry, FieldKind, Number};
+use crate::error::Error;
+use crate::search::{Cancel, NoCancel};
 
 /// A filter that does not parse or does not fit the schema, with the
 /// character position it concerns.
@@ -39,17 +49,122 @@ impl FilterError {
     }
 }
 
+/// How many items (rows listed, values looked up, intervals searched) pass
+/// between two checks of the call's cancel.
+pub const CHECK_EVERY: usize = 1024;
+
+/// Fails with the cancel's error when it says stop.
+fn check(cancel: &dyn Cancel) -> Result<(), Error> {
+    if cancel.cancelled() {
+        return Err(cancel.error());
+    }
+    Ok(())
+}
+
+/// One end of an interval: the value and whether it is included. An open
+/// end is an infinity, included (no stored number is NaN: NaN is missing).
+type End = (f64, bool);
+
+/// Whether lower end `a` starts before lower end `b`: by value, and at the
+/// same value an included end first.
+fn lo_cmp(a: End, b: End) -> Ordering {
+    a.0.partial_cmp(&b.0)
+        .unwrap_or(Ordering::Equal)
+        .then(b.1.cmp(&a.1))
+}
+
+/// Whether upper end `a` stops before upper end `b`: by value, and at the
+/// same value an excluded end first.
+fn hi_cmp(a: End, b: End) -> Ordering {
+    a.0.partial_cmp(&b.0)
+        .unwrap_or(Ordering::Equal)
+        .then(a.1.cmp(&b.1))
+}
+
+fn above(lo: End, x: f64) -> bool {
+    x > lo.0 || (x == lo.0 && lo.1)
+}
+
+fn below(hi: End, x: f64) -> bool {
+    x < hi.0 || (x == hi.0 && hi.1)
+}
+
+/// Numbers a condition on one numeric field admits: intervals sorted by
+/// their lower end, none empty, none overlapping or touching another.
+/// Equality is numeric equality of f64 values, as `=` has always compared
+/// (an int equals the float of the same value, -0 equals 0).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Intervals(Vec<(End, End)>);
+
+impl Intervals {
+    /// The union of any intervals: O(k log k).
+    fn union_of(mut v: Vec<(End, End)>) -> Intervals {
+        v.retain(|&(lo, hi)| lo.0 < hi.0 || (lo.0 == hi.0 && lo.1 && hi.1));
+        v.sort_by(|a, b| lo_cmp(a.0, b.0));
+        let mut out: Vec<(End, End)> = Vec::with_capacity(v.len());
+        for (lo, hi) in v {
+            match out.last_mut() {
+                // Overlapping or touching the last: extend it.
+                Some(last) if lo.0 < last.1 .0 || (lo.0 == last.1 .0 && (lo.1 || last.1 .1)) => {
+                    if hi_cmp(hi, last.1) == Ordering::Greater {
+                        last.1 = hi;
+                    }
+                }
+                _ => out.push((lo, hi)),
+            }
+        }
+        Intervals(out)
+    }
+
+    /// The numbers in both: one merge pass, O(a + b).
+    fn intersect(&self, other: &Intervals) -> Intervals {
+        let (a, b) = (&self.0, &other.0);
+        let (mut i, mut j) = (0, 0);
+        let mut out = Vec::new();
+        while i < a.len() && j < b.len() {
+            let lo = if lo_cmp(a[i].0, b[j].0) == Ordering::Greater {
+                a[i].0
+            } else {
+                b[j].0
+            };
+            let (hi, a_first) = if hi_cmp(a[i].1, b[j].1) == Ordering::Less {
+                (a[i].1, true)
+            } else {
+                (b[j].1, false)
+            };
+            if lo.0 < hi.0 || (lo.0 == hi.0 && lo.1 && hi.1) {
+                out.push((lo, hi));
+            }
+            if a_first {
+                i += 1;
+            } else {
+                j += 1;
+            }
+        }
+        Intervals(out)
+    }
+
+    /// Whether `x` lies in one of the intervals: one binary search.
+    #[inline]
+    fn contains(&self, x: f64) -> bool {
+        let i = self.0.partition_point(|&(lo, _)| above(lo, x));
+        i > 0 && below(self.0[i - 1].1, x)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// A bound condition tree, evaluated per candidate.
 #[derive(Debug, Clone)]
 enum Pred<'a> {
     Set(Cow<'a, RoaringBitmap>),
-    Range {
+    /// The items whose value in a numeric field lies in `set`.
+    Num {
         field: &'a FieldEntry,
         col: &'a [u64],
-        lo: Option<(f64, bool)>,
-        hi: Option<(f64, bool)>,
-        /// The matching rows (a run of the field's sorted rows).
-        rows: &'a [u32],
+        set: Intervals,
     },
     And(Vec<Pred<'a>>),
     Or(Vec<Pred<'a>>),
@@ -60,15 +175,10 @@ impl Pred<'_> {
     fn eval(&self, attrs: &Attributes<'_>, row: u32) -> bool {
         match self {
             Pred::Set(b) => b.contains(row),
-            Pred::Range {
-                field, col, lo, hi, ..
-            } => {
-                let Some(x) = attrs.number(field, col, row).map(Number::as_f64) else {
-                    return false;
-                };
-                lo.is_none_or(|(b, inc)| if inc { x >= b } else { x > b })
-                    && hi.is_none_or(|(b, inc)| if inc { x <= b } else { x < b })
-            }
+            Pred::Num { field, col, set } => attrs
+                .number(field, col, row)
+                .map(Number::as_f64)
+                .is_some_and(|x| set.contains(x)),
             Pred::And(ps) => ps.iter().all(|p| p.eval(attrs, row)),
             Pred::Or(ps) => ps.iter().any(|p| p.eval(attrs, row)),
             Pred::Not(p) => !p.eval(attrs, row),
@@ -89,20 +199,65 @@ enum Reduced<'a> {
     },
 }
 
-/// A superset of the matching items that can be listed cheaply.
-#[derive(Clone)]
-enum Driver<'a> {
-    Bitmap(Cow<'a, RoaringBitmap>),
-    Rows(&'a [u32]),
+/// A superset of the matching items that can be listed cheaply: the union
+/// of some bitmaps and some runs of a field's sorted rows.
+#[derive(Clone, Default)]
+struct Driver<'a> {
+    bitmaps: Vec<Cow<'a, RoaringBitmap>>,
+    runs: Vec<&'a [u32]>,
+    /// The sum of their sizes (at least the size of the union).
+    len: u64,
 }
 
-impl Driver<'_> {
-    fn len(&self) -> u64 {
-        match self {
-            Driver::Bitmap(b) => b.len(),
-            Driver::Rows(r) => r.len() as u64,
+impl<'a> Driver<'a> {
+    fn bitmap(b: Cow<'a, RoaringBitmap>) -> Self {
+        Driver {
+            len: b.len(),
+            bitmaps: vec![b],
+            runs: Vec::new(),
         }
     }
+
+    fn join(&mut self, other: Driver<'a>) {
+        self.bitmaps.extend(other.bitmaps);
+        self.runs.extend(other.runs);
+        self.len += other.len;
+    }
+
+    /// The listed items that pass `keep`, sorted, each once.
+    fn list(
+        &self,
+        keep: impl Fn(u32) -> bool,
+        cancel: &dyn Cancel,
+    ) -> Result<RoaringBitmap, Error> {
+        let rows = self
+            .bitmaps
+            .iter()
+            .flat_map(|b| b.iter())
+            .chain(self.runs.iter().flat_map(|r| r.iter().copied()));
+        let mut kept = collect_checked(rows, keep, cancel)?;
+        kept.sort_unstable();
+        kept.dedup();
+        Ok(RoaringBitmap::from_sorted_iter(kept).unwrap_or_default())
+    }
+}
+
+/// The rows of `rows` that pass `keep`, checking `cancel` as it goes.
+fn collect_checked(
+    rows: impl Iterator<Item = u32>,
+    keep: impl Fn(u32) -> bool,
+    cancel: &dyn Cancel,
+) -> Result<Vec<u32>, Error> {
+    let mut kept = Vec::new();
+    for (i, r) in rows.enumerate() {
+        if i % CHECK_EVERY == 0 {
+            check(cancel)?;
+        }
+        if keep(r) {
+            kept.push(r);
+        }
+    }
+    Ok(kept)
 }
 
 /// A filter bound to one snapshot and planned: what it admits and how many
@@ -133,17 +288,36 @@ impl<'a> FilterPlan<'a> {
     /// Parse, bind and plan `src` against a snapshot's attributes (`None`
     /// when the snapshot has none: every field is then unknown).
     pub fn new(src: &str, attrs: Option<Attributes<'a>>) -> Result<FilterPlan<'a>, FilterError> {
+        match Self::new_within(src, attrs, &NoCancel) {
+            Ok(plan) => Ok(plan),
+            Err(Error::Filter(e)) => Err(e),
+            // Nothing else fails without a cancel.
+            Err(e) => Err(FilterError::new(0, e.to_string())),
+        }
+    }
+
+    /// As [`Self::new`], stopping with `cancel`'s error (the deadline or
+    /// the cancel flag of the call the filter is for) once it says so:
+    /// checked before binding and every [`CHECK_EVERY`] items of the work
+    /// after, so that no planning runs past its call's end.
+    pub fn new_within(
+        src: &str,
+        attrs: Option<Attributes<'a>>,
+        cancel: &dyn Cancel,
+    ) -> Result<FilterPlan<'a>, Error> {
         let expr = parse(src)?;
         let Some(attrs) = attrs else {
             let at = first_field(&expr);
             return Err(FilterError::new(
                 at.1,
                 format!("unknown field {:?}: this index has no attributes", at.0),
-            ));
+            )
+            .into());
         };
-        let pred = bind(&expr, &attrs)?;
+        check(cancel)?;
+        let pred = bind(&expr, &attrs, cancel)?;
         let n = attrs.n as u64;
-        let plan = match reduce(pred, &attrs) {
+        let plan = match reduce(pred, &attrs, cancel)? {
             Reduced::Exact(b) => FilterPlan {
                 matches: OnceLock::from(b),
                 residual: None,
@@ -165,8 +339,8 @@ impl<'a> FilterPlan<'a> {
         };
         // A short listable superset: count the matches exactly now.
         if let Some((_, Some(d))) = &plan.residual {
-            if d.len() <= n / 8 {
-                plan.matches();
+            if d.len <= n / 8 {
+                plan.matches_within(cancel)?;
             }
         }
         Ok(plan)
@@ -189,23 +363,35 @@ impl<'a> FilterPlan<'a> {
     /// The exact matches, computed on first call: lists the superset, or
     /// every item when there is none, and checks each.
     pub fn matches(&self) -> &RoaringBitmap {
-        self.matches.get_or_init(|| {
-            let attrs = &self.attrs;
-            let Some((pred, driver)) = &self.residual else {
-                return Cow::Owned(RoaringBitmap::new());
-            };
-            let mut rows: Vec<u32> = match driver {
-                Some(Driver::Bitmap(b)) => b.iter().filter(|&r| pred.eval(attrs, r)).collect(),
-                Some(Driver::Rows(r)) => {
-                    r.iter().copied().filter(|&r| pred.eval(attrs, r)).collect()
-                }
-                None => (0..attrs.n as u32)
-                    .filter(|&r| pred.eval(attrs, r))
-                    .collect(),
-            };
-            rows.sort_unstable();
-            Cow::Owned(RoaringBitmap::from_sorted_iter(rows).unwrap_or_default())
-        })
+        match self.matches_within(&NoCancel) {
+            Ok(m) => m,
+            // Listing fails only when cancelled, and NoCancel never is.
+            Err(_) => self
+                .matches
+                .get_or_init(|| Cow::Owned(RoaringBitmap::new())),
+        }
+    }
+
+    /// As [`Self::matches`], stopping with `cancel`'s error once it says so
+    /// (checked every [`CHECK_EVERY`] items listed). A stopped listing
+    /// leaves the plan as it was: a later call lists them again.
+    pub fn matches_within(&self, cancel: &dyn Cancel) -> Result<&RoaringBitmap, Error> {
+        if let Some(m) = self.matches.get() {
+            return Ok(m);
+        }
+        let listed = match &self.residual {
+            None => RoaringBitmap::new(),
+            Some((pred, Some(driver))) => driver.list(|r| pred.eval(&self.attrs, r), cancel)?,
+            Some((pred, None)) => {
+                let rows = collect_checked(
+                    0..self.attrs.n as u32,
+                    |r| pred.eval(&self.attrs, r),
+                    cancel,
+                )?;
+                RoaringBitmap::from_sorted_iter(rows).unwrap_or_default()
+            }
+        };
+        Ok(self.matches.get_or_init(|| Cow::Owned(listed)))
     }
 }
 
@@ -254,7 +440,7 @@ fn schema(attrs: &Attributes<'_>) -> String {
 }
 
 /// Check types against the schema and look values up.
-fn bind<'a>(e: &Expr, attrs: &Attributes<'a>) -> Result<Pred<'a>, FilterError> {
+fn bind<'a>(e: &Expr, attrs: &Attributes<'a>, cancel: &dyn Cancel) -> Result<Pred<'a>, Error> {
     let field_of = |name: &str, at: usize| {
         attrs.field(name).ok_or_else(|| {
             FilterError::new(
@@ -264,16 +450,20 @@ fn bind<'a>(e: &Expr, attrs: &Attributes<'a>) -> Result<Pred<'a>, FilterError> {
         })
     };
     Ok(match e {
-        Expr::And(v) => Pred::And(v.iter().map(|e| bind(e, attrs)).collect::<Result<_, _>>()?),
-        Expr::Or(v) => Pred::Or(v.iter().map(|e| bind(e, attrs)).collect::<Result<_, _>>()?),
-        Expr::Not(e) => Pred::Not(Box::new(bind(e, attrs)?)),
+        Expr::And(v) => and_of(
+            v.iter()
+                .map(|e| bind(e, attrs, cancel))
+                .collect::<Result<_, _>>()?,
+        ),
+        Expr::Or(v) => or_of(
+            v.iter()
+                .map(|e| bind(e, attrs, cancel))
+                .collect::<Result<_, _>>()?,
+        ),
+        Expr::Not(e) => not_of(bind(e, attrs, cancel)?),
         Expr::In { field, at, values } => {
             let f = field_of(field, *at)?;
-            let mut parts = Vec::with_capacity(values.len());
-            for (v, vat) in values {
-                parts.push(condition(attrs, f, Op::Eq, v, *vat)?);
-            }
-            union(parts)
+            in_list(attrs, f, values, cancel)?
         }
         Expr::Cmp {
             field,
@@ -284,25 +474,97 @@ fn bind<'a>(e: &Expr, attrs: &Attributes<'a>) -> Result<Pred<'a>, FilterError> {
         } => {
             let f = field_of(field, *at)?;
             match op {
-                Op::Ne => Pred::Not(Box::new(condition(attrs, f, Op::Eq, value, *value_at)?)),
+                Op::Ne => not_of(condition(attrs, f, Op::Eq, value, *value_at)?),
                 op => condition(attrs, f, *op, value, *value_at)?,
             }
         }
     })
 }
 
-/// Merge bitmap conditions of an IN into one bitmap.
-fn union(parts: Vec<Pred<'_>>) -> Pred<'_> {
-    if parts.iter().all(|p| matches!(p, Pred::Set(_))) {
-        let mut b = RoaringBitmap::new();
-        for p in parts {
-            if let Pred::Set(s) = p {
-                b |= s.as_ref();
+/// `field IN (values)`: one bitmap of the values' postings (each value
+/// once) for a dictionary field, one set of points for a numeric field.
+fn in_list<'a>(
+    attrs: &Attributes<'a>,
+    f: &'a FieldEntry,
+    values: &[(Literal, usize)],
+    cancel: &dyn Cancel,
+) -> Result<Pred<'a>, Error> {
+    if f.kind().is_numeric() {
+        let mut points = Vec::with_capacity(values.len());
+        for (i, (v, at)) in values.iter().enumerate() {
+            if i % CHECK_EVERY == 0 {
+                check(cancel)?;
             }
+            let Literal::Num(x, _) = v else {
+                return Err(mismatch(f, v, *at).into());
+            };
+            points.push(((*x, true), (*x, true)));
         }
-        Pred::Set(Cow::Owned(b))
-    } else {
-        Pred::Or(parts)
+        return Ok(Pred::Num {
+            field: f,
+            col: attrs.column(f),
+            set: Intervals::union_of(points),
+        });
+    }
+    let mut ids = Vec::with_capacity(values.len());
+    for (i, (v, at)) in values.iter().enumerate() {
+        if i % CHECK_EVERY == 0 {
+            check(cancel)?;
+        }
+        ids.extend(dictionary_value(attrs, f, Op::Eq, v, *at)?);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    if let [id] = ids[..] {
+        return Ok(Pred::Set(Cow::Borrowed(attrs.posting(id))));
+    }
+    let mut b = RoaringBitmap::new();
+    for id in ids {
+        check(cancel)?;
+        b |= attrs.posting(id);
+    }
+    Ok(Pred::Set(Cow::Owned(b)))
+}
+
+fn mismatch(f: &FieldEntry, value: &Literal, at: usize) -> FilterError {
+    FilterError::new(
+        at,
+        format!(
+            "field {:?} is {}, but the value is a {}",
+            f.name,
+            f.kind().name(),
+            value.type_name()
+        ),
+    )
+}
+
+/// The dictionary number of `value` in a dictionary field (`None` when no
+/// item holds it), after checking `op` and the value's type.
+fn dictionary_value(
+    attrs: &Attributes<'_>,
+    f: &FieldEntry,
+    op: Op,
+    value: &Literal,
+    at: usize,
+) -> Result<Option<u32>, FilterError> {
+    let kind = f.kind();
+    if op != Op::Eq {
+        return Err(FilterError::new(
+            at,
+            format!(
+                "{} on {} field {:?}: only =, != and IN apply",
+                op.symbol(),
+                kind.name(),
+                f.name
+            ),
+        ));
+    }
+    match (kind, value) {
+        (FieldKind::Bool, Literal::Bool(b)) => {
+            Ok(attrs.value_id(f, if *b { "true" } else { "false" }))
+        }
+        (FieldKind::Keyword | FieldKind::Keywords, Literal::Str(s)) => Ok(attrs.value_id(f, s)),
+        _ => Err(mismatch(f, value, at)),
     }
 }
 
@@ -313,82 +575,189 @@ fn condition<'a>(
     value: &Literal,
     at: usize,
 ) -> Result<Pred<'a>, FilterError> {
-    let kind = f.kind();
-    let mismatch = || {
-        FilterError::new(
-            at,
-            format!(
-                "field {:?} is {}, but the value is a {}",
-                f.name,
-                kind.name(),
-                value.type_name()
-            ),
-        )
+    if !f.kind().is_numeric() {
+        return Ok(Pred::Set(
+            match dictionary_value(attrs, f, op, value, at)? {
+                Some(id) => Cow::Borrowed(attrs.posting(id)),
+                None => Cow::Owned(RoaringBitmap::new()),
+            },
+        ));
+    }
+    let Literal::Num(x, _) = value else {
+        return Err(mismatch(f, value, at));
     };
-    let posting = |s: &str| -> Pred<'a> {
-        match attrs.value_id(f, s) {
-            Some(id) => Pred::Set(Cow::Borrowed(attrs.posting(id))),
-            None => Pred::Set(Cow::Owned(RoaringBitmap::new())),
-        }
+    let x = *x;
+    let (inf, low) = ((f64::INFINITY, true), (f64::NEG_INFINITY, true));
+    let (lo, hi) = match op {
+        Op::Eq => ((x, true), (x, true)),
+        Op::Lt => (low, (x, false)),
+        Op::Le => (low, (x, true)),
+        Op::Gt => ((x, false), inf),
+        Op::Ge => ((x, true), inf),
+        Op::Ne => unreachable!("rewritten as NOT ="),
     };
-    match kind {
-        FieldKind::Keyword | FieldKind::Keywords | FieldKind::Bool => {
-            if op != Op::Eq {
-                return Err(FilterError::new(
-                    at,
-                    format!(
-                        "{} on {} field {:?}: only =, != and IN apply",
-                        op.symbol(),
-                        kind.name(),
-                        f.name
-                    ),
-                ));
-            }
-            match (kind, value) {
-                (FieldKind::Bool, Literal::Bool(b)) => {
-                    Ok(posting(if *b { "true" } else { "false" }))
-                }
-                (FieldKind::Keyword | FieldKind::Keywords, Literal::Str(s)) => Ok(posting(s)),
-                _ => Err(mismatch()),
-            }
-        }
-        FieldKind::Int | FieldKind::Float => {
-            let Literal::Num(x, _) = value else {
-                return Err(mismatch());
-            };
-            let x = *x;
-            let (lo, hi) = match op {
-                Op::Eq => (Some((x, true)), Some((x, true))),
-                Op::Lt => (None, Some((x, false))),
-                Op::Le => (None, Some((x, true))),
-                Op::Gt => (Some((x, false)), None),
-                Op::Ge => (Some((x, true)), None),
-                Op::Ne => unreachable!("rewritten as NOT ="),
-            };
-            Ok(Pred::Range {
-                field: f,
-                col: attrs.column(f),
-                lo,
-                hi,
-                rows: attrs.range_rows(f, lo, hi),
-            })
+    Ok(Pred::Num {
+        field: f,
+        col: attrs.column(f),
+        set: Intervals::union_of(vec![(lo, hi)]),
+    })
+}
+
+fn not_of(p: Pred<'_>) -> Pred<'_> {
+    match p {
+        Pred::Not(inner) => *inner,
+        p => Pred::Not(Box::new(p)),
+    }
+}
+
+/// The numeric conditions of a list of parts, gathered per field.
+struct PerField<'a> {
+    fields: Vec<(&'a FieldEntry, &'a [u64], Vec<Intervals>)>,
+}
+
+impl<'a> PerField<'a> {
+    fn new() -> Self {
+        PerField { fields: Vec::new() }
+    }
+
+    fn add(&mut self, field: &'a FieldEntry, col: &'a [u64], set: Intervals) {
+        match self
+            .fields
+            .iter_mut()
+            .find(|(f, ..)| std::ptr::eq(*f, field))
+        {
+            Some((.., sets)) => sets.push(set),
+            None => self.fields.push((field, col, vec![set])),
         }
     }
 }
 
+/// An AND, flattened and simplified so that its cost per candidate does
+/// not grow with the number of its conditions on one field: the numeric
+/// conditions on each field intersect into one set, and the negated parts
+/// join as one `NOT (a OR b ...)`.
+fn and_of(parts: Vec<Pred<'_>>) -> Pred<'_> {
+    let mut flat = Vec::with_capacity(parts.len());
+    for p in parts {
+        match p {
+            Pred::And(v) => flat.extend(v),
+            p => flat.push(p),
+        }
+    }
+    let mut nums = PerField::new();
+    let mut negated = Vec::new();
+    let mut out = Vec::new();
+    for p in flat {
+        match p {
+            Pred::Num { field, col, set } => nums.add(field, col, set),
+            Pred::Not(inner) => negated.push(*inner),
+            p => out.push(p),
+        }
+    }
+    for (field, col, mut sets) in nums.fields {
+        // Smallest first: each step then costs at most the smallest set
+        // plus the next.
+        sets.sort_by_key(Intervals::len);
+        let mut sets = sets.into_iter();
+        let first = sets.next().unwrap_or_default();
+        let set = sets.fold(first, |acc, s| acc.intersect(&s));
+        out.push(Pred::Num { field, col, set });
+    }
+    match negated.len() {
+        0 => {}
+        1 => out.push(not_of(negated.remove(0))),
+        _ => out.push(not_of(or_of(negated))),
+    }
+    if out.len() == 1 {
+        out.remove(0)
+    } else {
+        Pred::And(out)
+    }
+}
+
+/// An OR, flattened and simplified as [`and_of`]: the numeric conditions on
+/// each field unite into one set, and the negated parts join as one
+/// `NOT (a AND b ...)`.
+fn or_of(parts: Vec<Pred<'_>>) -> Pred<'_> {
+    let mut flat = Vec::with_capacity(parts.len());
+    for p in parts {
+        match p {
+            Pred::Or(v) => flat.extend(v),
+            p => flat.push(p),
+        }
+    }
+    let mut nums = PerField::new();
+    let mut negated = Vec::new();
+    let mut out = Vec::new();
+    for p in flat {
+        match p {
+            Pred::Num { field, col, set } => nums.add(field, col, set),
+            Pred::Not(inner) => negated.push(*inner),
+            p => out.push(p),
+        }
+    }
+    for (field, col, sets) in nums.fields {
+        let set = Intervals::union_of(sets.into_iter().flat_map(|s| s.0).collect());
+        out.push(Pred::Num { field, col, set });
+    }
+    match negated.len() {
+        0 => {}
+        1 => out.push(not_of(negated.remove(0))),
+        _ => out.push(not_of(and_of(negated))),
+    }
+    if out.len() == 1 {
+        out.remove(0)
+    } else {
+        Pred::Or(out)
+    }
+}
+
+/// Bitmaps that may be one and the same posting, each taken once.
+fn distinct_sets<'a>(sets: Vec<Cow<'a, RoaringBitmap>>) -> Vec<Cow<'a, RoaringBitmap>> {
+    let mut seen = std::collections::HashSet::new();
+    sets.into_iter()
+        .filter(|b| match b {
+            Cow::Borrowed(r) => seen.insert(std::ptr::from_ref::<RoaringBitmap>(r)),
+            Cow::Owned(_) => true,
+        })
+        .collect()
+}
+
 /// Fold bitmap conditions together; keep the rest as a per-candidate check
 /// with a cardinality estimate (exact per leaf, independence across leaves).
-fn reduce<'a>(p: Pred<'a>, attrs: &Attributes<'a>) -> Reduced<'a> {
+fn reduce<'a>(
+    p: Pred<'a>,
+    attrs: &Attributes<'a>,
+    cancel: &dyn Cancel,
+) -> Result<Reduced<'a>, Error> {
     let n = attrs.n as f64;
-    match p {
+    Ok(match p {
         Pred::Set(b) => Reduced::Exact(b),
-        Pred::Range { rows, .. } => Reduced::Residual {
-            estimate: rows.len() as f64,
-            driver: Some(Driver::Rows(rows)),
-            pred: p,
-        },
-        Pred::Not(inner) => match reduce(*inner, attrs) {
+        Pred::Num { field, col, set } => {
+            // The rows of each interval: a run of the field's sorted rows.
+            let mut driver = Driver::default();
+            for (i, &(lo, hi)) in set.0.iter().enumerate() {
+                if i % CHECK_EVERY == 0 {
+                    check(cancel)?;
+                }
+                let run = attrs.range_rows(field, Some(lo), Some(hi));
+                if !run.is_empty() {
+                    driver.len += run.len() as u64;
+                    driver.runs.push(run);
+                }
+            }
+            if driver.runs.is_empty() {
+                return Ok(Reduced::Exact(Cow::Owned(RoaringBitmap::new())));
+            }
+            Reduced::Residual {
+                estimate: driver.len as f64,
+                driver: Some(driver),
+                pred: Pred::Num { field, col, set },
+            }
+        }
+        Pred::Not(inner) => match reduce(*inner, attrs, cancel)? {
             Reduced::Exact(b) => {
+                check(cancel)?;
                 let mut all = RoaringBitmap::new();
                 all.insert_range(0..attrs.n as u32);
                 Reduced::Exact(Cow::Owned(all - b.as_ref()))
@@ -400,18 +769,14 @@ fn reduce<'a>(p: Pred<'a>, attrs: &Attributes<'a>) -> Reduced<'a> {
             },
         },
         Pred::And(parts) => {
-            let mut exact: Option<Cow<'a, RoaringBitmap>> = None;
+            let mut sets = Vec::new();
             let mut rest = Vec::new();
             let mut fraction = 1.0;
             let mut driver: Option<Driver<'a>> = None;
             for part in parts {
-                match reduce(part, attrs) {
-                    Reduced::Exact(b) => {
-                        exact = Some(match exact {
-                            Some(e) => Cow::Owned(e.as_ref() & b.as_ref()),
-                            None => b,
-                        })
-                    }
+                check(cancel)?;
+                match reduce(part, attrs, cancel)? {
+                    Reduced::Exact(b) => sets.push(b),
                     Reduced::Residual {
                         pred,
                         estimate,
@@ -419,7 +784,7 @@ fn reduce<'a>(p: Pred<'a>, attrs: &Attributes<'a>) -> Reduced<'a> {
                     } => {
                         fraction *= estimate / n.max(1.0);
                         if let Some(d) = d {
-                            if driver.as_ref().is_none_or(|cur| d.len() < cur.len()) {
+                            if driver.as_ref().is_none_or(|cur| d.len < cur.len) {
                                 driver = Some(d);
                             }
                         }
@@ -427,14 +792,25 @@ fn reduce<'a>(p: Pred<'a>, attrs: &Attributes<'a>) -> Reduced<'a> {
                     }
                 }
             }
+            // Smallest first: every intersection is then at most that big.
+            let mut sets = distinct_sets(sets);
+            sets.sort_by_key(|b| b.len());
+            let mut exact: Option<Cow<'a, RoaringBitmap>> = None;
+            for b in sets {
+                check(cancel)?;
+                exact = Some(match exact {
+                    Some(e) => Cow::Owned(e.as_ref() & b.as_ref()),
+                    None => b,
+                });
+            }
             match exact {
                 Some(b) if rest.is_empty() => Reduced::Exact(b),
                 exact => {
                     let base = exact.as_ref().map_or(n, |b| b.len() as f64);
                     let mut pred = Pred::And(rest);
                     if let Some(b) = exact {
-                        if driver.as_ref().is_none_or(|d| b.len() < d.len()) {
-                            driver = Some(Driver::Bitmap(b.clone()));
+                        if driver.as_ref().is_none_or(|d| b.len() < d.len) {
+                            driver = Some(Driver::bitmap(b.clone()));
                         }
                         // The bitmap is the cheaper check: test it first.
                         if let Pred::And(v) = &mut pred {
@@ -450,37 +826,112 @@ fn reduce<'a>(p: Pred<'a>, attrs: &Attributes<'a>) -> Reduced<'a> {
             }
         }
         Pred::Or(parts) => {
-            let reduced: Vec<Reduced<'a>> = parts.into_iter().map(|p| reduce(p, attrs)).collect();
-            if reduced.iter().all(|r| matches!(r, Reduced::Exact(_))) {
-                let mut b = RoaringBitmap::new();
-                for r in reduced {
-                    if let Reduced::Exact(x) = r {
-                        b |= x.as_ref();
-                    }
-                }
-                return Reduced::Exact(Cow::Owned(b));
-            }
+            let mut sets = Vec::new();
+            let mut rest = Vec::new();
             let mut estimate = 0.0;
-            let mut preds = Vec::new();
-            for r in reduced {
-                match r {
-                    Reduced::Exact(b) => {
-                        estimate += b.len() as f64;
-                        preds.push(Pred::Set(b));
-                    }
+            // The union of the parts' supersets, while every part has one.
+            let mut driver = Some(Driver::default());
+            for part in parts {
+                check(cancel)?;
+                match reduce(part, attrs, cancel)? {
+                    Reduced::Exact(b) => sets.push(b),
                     Reduced::Residual {
-                        pred, estimate: e, ..
+                        pred,
+                        estimate: e,
+                        driver: d,
                     } => {
                         estimate += e;
-                        preds.push(pred);
+                        match (&mut driver, d) {
+                            (Some(all), Some(d)) => all.join(d),
+                            _ => driver = None,
+                        }
+                        rest.push(pred);
                     }
                 }
             }
+            let mut union = RoaringBitmap::new();
+            for b in distinct_sets(sets) {
+                check(cancel)?;
+                union |= b.as_ref();
+            }
+            if rest.is_empty() {
+                return Ok(Reduced::Exact(Cow::Owned(union)));
+            }
+            estimate += union.len() as f64;
+            if !union.is_empty() {
+                let union: Cow<'a, RoaringBitmap> = Cow::Owned(union);
+                if let Some(all) = &mut driver {
+                    all.join(Driver::bitmap(union.clone()));
+                }
+                rest.insert(0, Pred::Set(union));
+            }
             Reduced::Residual {
-                pred: Pred::Or(preds),
+                pred: if rest.len() == 1 {
+                    rest.remove(0)
+                } else {
+                    Pred::Or(rest)
+                },
                 estimate: estimate.min(n),
-                driver: None,
+                driver,
             }
         }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pt(x: f64) -> (End, End) {
+        ((x, true), (x, true))
+    }
+
+    #[test]
+    fn intervals_merge_touching_ends_and_keep_gaps() {
+        let s = Intervals::union_of(vec![
+            pt(3.0),
+            ((1.0, true), (3.0, false)),
+            pt(-0.0),
+            pt(0.0),
+            ((5.0, false), (6.0, true)),
+            ((4.0, true), (5.0, false)),
+            ((7.0, false), (7.0, true)),
+        ]);
+        assert_eq!(
+            s.0,
+            vec![
+                pt(0.0),
+                ((1.0, true), (3.0, true)),
+                ((4.0, true), (5.0, false)),
+                ((5.0, false), (6.0, true)),
+            ]
+        );
+        for (x, inside) in [
+            (-0.0, true),
+            (0.5, false),
+            (1.0, true),
+            (2.9, true),
+            (3.0, true),
+            (4.5, true),
+            (5.0, false),
+            (6.0, true),
+            (7.0, false),
+            (f64::NAN, false),
+        ] {
+            assert_eq!(s.contains(x), inside, "{x}");
+        }
+        let t = Intervals::union_of(vec![((2.0, false), (f64::INFINITY, true))]);
+        let both = s.intersect(&t);
+        assert_eq!(
+            both.0,
+            vec![
+                ((2.0, false), (3.0, true)),
+                ((4.0, true), (5.0, false)),
+                ((5.0, false), (6.0, true)),
+            ]
+        );
+        assert!(Intervals::union_of(vec![((5.0, false), (5.0, true))])
+            .0
+            .is_empty());
     }
 }
