@@ -121,7 +121,10 @@ fn a_record_cut_short_is_a_lost_delete_unless_it_was_never_counted() {
     truncate_by(&dir, 4);
     // The last record was acknowledged: cutting it loses a delete.
     let e = Layered::open(&dir).err().expect("a cut record");
-    assert!(e.to_string().contains("1 acknowledged delete is missing"), "{e}");
+    assert!(
+        e.to_string().contains("1 acknowledged delete is missing"),
+        "{e}"
+    );
     assert!(layers::delete(&dir, &["item-0007"], None).is_err());
     // A crash mid-append leaves the count as it was before the append:
     // the cut record was never acknowledged, and the next delete is whole.
