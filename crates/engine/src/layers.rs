@@ -314,7 +314,9 @@ fn read_log(dir: &Path) -> Result<Log> {
             &path,
             format!(
                 "{missing} acknowledged delete{s} {are} missing: {held} valid records of the \
-                 {acknowledged} counted in {TOMBSTONE_COUNT} (records lost or cut off)"
+                 {acknowledged} counted in {TOMBSTONE_COUNT} (records lost or cut off); to \
+                 serve the folder as it is, remove {TOMBSTONE_COUNT}, then delete the lost \
+                 ids again"
             ),
         ));
     }
