@@ -66,6 +66,10 @@ pub struct Args {
     /// Send BatchSearch calls of N queries instead of Search calls.
     #[arg(long, value_name = "N")]
     batch: Option<usize>,
+    /// Send this filter expression with every Search call (the language is
+    /// in docs/filters.md).
+    #[arg(long, value_name = "EXPR")]
+    filter: Option<String>,
     /// Exact neighbours as 0-based base rows (.ivecs), one row per query:
     /// report recall@k of the server's answers.
     #[arg(long)]
@@ -152,6 +156,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     if a.batch == Some(0) {
         bail!("--batch must be at least 1");
+    }
+    if a.filter.is_some() && a.batch.is_some() {
+        bail!("--filter applies to Search calls, not to --batch");
     }
     let connections = a
         .connections
@@ -298,6 +305,7 @@ async fn run_async(s: Setup<'_>, efs: &[u32]) -> Result<ExitCode> {
             k: a.k,
             ef,
             batch: a.batch,
+            filter: a.filter.clone().unwrap_or_default(),
             truth: s.truth.clone(),
             ids: s.ids.clone(),
         });

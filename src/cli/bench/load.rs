@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use fathom_server::client::{Client, ClientError, Hit};
+use fathom_server::proto::SearchRequest;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
@@ -67,6 +68,8 @@ pub struct Plan {
     pub ef: u32,
     /// `Some(n)`: BatchSearch calls of n queries.
     pub batch: Option<usize>,
+    /// The filter of every Search call ("" for none).
+    pub filter: String,
     pub truth: Option<Arc<GroundTruth>>,
     pub ids: Arc<IdMap>,
 }
@@ -80,9 +83,21 @@ impl Plan {
     async fn call(&self, client: &Client, first: usize) -> Result<Vec<Vec<Hit>>, ClientError> {
         let nq = self.queries.len();
         match self.batch {
-            None => Ok(vec![
+            None if self.filter.is_empty() => Ok(vec![
                 client
                     .search(&self.index, &self.queries[first % nq], self.k, self.ef)
+                    .await?,
+            ]),
+            None => Ok(vec![
+                client
+                    .search_with(SearchRequest {
+                        index: self.index.clone(),
+                        vector: self.queries[first % nq].clone(),
+                        k: self.k,
+                        ef: self.ef,
+                        filter: self.filter.clone(),
+                        ..SearchRequest::default()
+                    })
                     .await?,
             ]),
             Some(n) => {
