@@ -577,3 +577,58 @@ fn layered_index_build_delta_delete_search_compact() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--delta-of"), "{}", stderr(&o));
 }
+
+/// `synth` and `build` share one default metric; `synth` records its metric
+/// beside its files and `build` warns when told another; the metric names
+/// peers' users type are accepted.
+#[test]
+fn synth_and_build_agree_on_the_metric() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "synth",
+            "--out-dir",
+            s(out),
+            "--n",
+            "500",
+            "--dim",
+            "8",
+            "--queries",
+            "3",
+            "--clusters",
+            "5",
+            "--gt-k",
+            "5",
+        ];
+        args.extend_from_slice(extra);
+        let o = fathom(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    let build = |data: &Path, extra: &[&str]| {
+        let out = data.join("x.fathom");
+        let input = data.join("base.fvecs");
+        let mut args = vec!["build", "--input", s(&input), "--output", s(&out)];
+        args.extend_from_slice(extra);
+        let o = fathom(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let plain = dir.path().join("plain");
+    synth(&plain, &[]);
+    assert_eq!(
+        std::fs::read_to_string(plain.join("metric.txt")).unwrap(),
+        "cosine\n"
+    );
+    assert!(!build(&plain, &[]).contains("warning"));
+    let l2 = dir.path().join("l2");
+    synth(&l2, &["--metric", "euclidean"]);
+    let warned = build(&l2, &[]);
+    assert!(
+        warned.contains("ground truth is under l2") && warned.contains("--metric l2"),
+        "{warned}"
+    );
+    assert!(!build(&l2, &["--metric", "L2"]).contains("warning"));
+    for alias in ["ip", "inner_product", "Cosine", "angular"] {
+        build(&plain, &["--metric", alias]);
+    }
+}

@@ -148,7 +148,13 @@ fn query_over_tls_with_tokens() {
     let o = query(
         &[
             &base[..],
-            &["--token", "tok-search-0123456", "search", "--index", "items"],
+            &[
+                "--token",
+                "tok-search-0123456",
+                "search",
+                "--index",
+                "items",
+            ],
             &["--id", "item:3", "-k", "3"],
         ]
         .concat(),
@@ -171,4 +177,61 @@ fn beyond_loopback_without_tls_or_tokens_is_warned_about() {
     let all = lines.join("\n");
     assert!(!all.contains("WARN"), "{all}");
     drop(server);
+}
+
+/// `fathom tls init` writes a CA and a server certificate that `serve`
+/// takes and clients trust with `--tls-ca`; it never replaces files.
+#[test]
+fn tls_init_makes_files_that_serve_and_query_accept() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let o = Command::new(env!("CARGO_BIN_EXE_fathom"))
+        .args(["tls", "init"])
+        .arg(&pki)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(pki.join("server.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the key is readable by others");
+    let again = Command::new(env!("CARGO_BIN_EXE_fathom"))
+        .args(["tls", "init"])
+        .arg(&pki)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to replace"));
+    let ca = pki.join("ca.pem");
+    let cert = pki.join("server.pem");
+    let key = pki.join("server.key");
+    fixture(dir.path());
+    let (_server, _, grpc) = serve(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let target = format!("https://{grpc}");
+    let args = [
+        "--target",
+        &target,
+        "--tls-ca",
+        ca.to_str().unwrap(),
+        "list",
+    ];
+    let o = query(&args, None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Plaintext to the TLS port says what the server expects.
+    let plain = format!("http://{grpc}");
+    let o = query(&["--target", &plain, "--timeout", "5s", "list"], None);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("https://"), "{}", stderr(&o));
 }

@@ -135,7 +135,19 @@ fn post(addr: SocketAddr, path: &str) -> http::Request<()> {
 /// Keeps the attack's connections and calls alive until dropped.
 type Held = Vec<Box<dyn std::any::Any + Send>>;
 
-async fn start_attack(args: &Args, index: &Index, stop: Arc<AtomicBool>) -> Result<Held> {
+/// Calls the attack made that were answered OK, and that failed.
+#[derive(Default)]
+struct Tally {
+    ok: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+}
+
+async fn start_attack(
+    args: &Args,
+    index: &Index,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) -> Result<Held> {
     let addr = args.target;
     let mut held: Held = Vec::new();
     match &args.attack {
@@ -195,15 +207,23 @@ async fn start_attack(args: &Args, index: &Index, stop: Arc<AtomicBool>) -> Resu
             values,
             filter_field,
         } => {
-            let list: Vec<String> = (0..*values).map(|v| (1_000_000 + v).to_string()).collect();
-            let filter = format!("{filter_field} IN ({})", list.join(", "));
+            // Values past any popularity, short enough that the list fits
+            // in a filter's 64 KiB.
+            let list: Vec<String> = (0..*values)
+                .map(|v| (1000 + v % 9000).to_string())
+                .collect();
+            let filter = format!("{filter_field} IN ({})", list.join(","));
             let dim = index.snapshot().dim();
             for c in 0..*clients {
                 let client = Client::connect(&format!("http://{addr}"), Duration::from_secs(5))
                     .await?
                     .with_timeout(Duration::from_millis(200));
-                let (filter, index, stop) =
-                    (filter.clone(), args.index.clone(), Arc::clone(&stop));
+                let (filter, index, stop, tally) = (
+                    filter.clone(),
+                    args.index.clone(),
+                    Arc::clone(&stop),
+                    Arc::clone(&tally),
+                );
                 held.push(Box::new(tokio::spawn(async move {
                     let q: Vec<f32> = (0..dim).map(|i| ((i + c) % 7) as f32).collect();
                     while !stop.load(Ordering::Relaxed) {
@@ -214,7 +234,11 @@ async fn start_attack(args: &Args, index: &Index, stop: Arc<AtomicBool>) -> Resu
                             filter: filter.clone(),
                             ..Default::default()
                         };
-                        let _ = client.search_with(req).await;
+                        let counter = match client.search_with(req).await {
+                            Ok(_) => &tally.ok,
+                            Err(_) => &tally.failed,
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
                     }
                 })));
             }
@@ -232,7 +256,8 @@ async fn main() -> Result<()> {
     let before = rss_kb(args.pid);
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let held = start_attack(&args, &index, Arc::clone(&stop)).await?;
+    let tally = Arc::new(Tally::default());
+    let held = start_attack(&args, &index, Arc::clone(&stop), Arc::clone(&tally)).await?;
     println!(
         "attack started in {:.2} s ({} handles held)",
         started.elapsed().as_secs_f64(),
@@ -266,11 +291,19 @@ async fn main() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = rss_kb(args.pid);
     latencies.sort();
+    if let Attack::Filter { .. } = args.attack {
+        println!(
+            "attack calls: {} OK, {} failed",
+            tally.ok.load(Ordering::Relaxed),
+            tally.failed.load(Ordering::Relaxed)
+        );
+    }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "new client's Search (connect included), {} probes: p50 {:.2} ms, max {:.2} ms",
+        "new client's Search (connect included), {} probes: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         latencies.len(),
         ms(latencies[latencies.len() / 2]),
+        ms(latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]),
         ms(*latencies.last().expect("probes"))
     );
     for (code, n) in &codes {

@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(long)]
     attributes: Option<PathBuf>,
     /// Distance between vectors; lower is closer.
-    #[arg(long, value_enum, default_value_t = MetricArg::Cosine, conflicts_with = "delta_of")]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = MetricArg::Cosine, conflicts_with = "delta_of")]
     metric: MetricArg,
     /// Element type of the traversal vectors; i8 and bf16 keep exact f32
     /// vectors beside them for re-ranking.
@@ -90,6 +90,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             (Target::Delta(dir.clone()), opts, quantizer)
         }
         (None, Some(out)) => {
+            warn_on_metric_mismatch(&a.input, a.metric);
             let opts = BuildOptions {
                 metric: a.metric.into(),
                 storage: a.storage.into(),
@@ -227,4 +228,24 @@ fn remove_temp_on_signal(output: &std::path::Path) -> Result<()> {
             std::process::exit(code);
         })?;
     Ok(())
+}
+
+/// `fathom synth` records the metric of its ground truth beside its files;
+/// a build under another metric would be evaluated against the wrong truth.
+fn warn_on_metric_mismatch(input: &std::path::Path, metric: MetricArg) {
+    let Some(file) = input.parent().map(|d| d.join(crate::cli::METRIC_FILE)) else {
+        return;
+    };
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        return;
+    };
+    let recorded = text.trim();
+    if !recorded.is_empty() && recorded != metric.name() {
+        eprintln!(
+            "warning: {} says the data's ground truth is under {recorded}, but this build uses \
+             {}; pass --metric {recorded} to evaluate against it",
+            file.display(),
+            metric.name()
+        );
+    }
 }

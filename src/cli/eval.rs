@@ -88,6 +88,14 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if a.k == 0 {
         bail!("k must be at least 1");
     }
+    if fathom_engine::layers::is_layered(&a.snapshot) {
+        bail!(
+            "{} is a layered folder; eval measures one snapshot: run `fathom compact {}` \
+             first, or evaluate one of its layer files",
+            a.snapshot.display(),
+            a.snapshot.display()
+        );
+    }
     let index = crate::cli::about_path(
         Index::open_with(&a.snapshot, &a.load.options()),
         "opening",

@@ -11,6 +11,7 @@ mod query;
 mod search;
 mod serve;
 mod synth;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -55,6 +56,9 @@ enum Command {
     Delete(layers::DeleteArgs),
     /// Fold a layered index's base, deltas and deletions into a new base.
     Compact(layers::CompactArgs),
+    /// Make TLS files: `fathom tls init DIR` writes a private CA and a
+    /// server certificate signed by it.
+    Tls(tls::Args),
 }
 
 /// Exit code for failures the user can fix (bad input, bad file).
@@ -98,6 +102,7 @@ pub fn run() -> ExitCode {
         Command::Verify(a) => inspect::run_verify(a),
         Command::Search(a) => search::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Tls(a) => tls::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Demo(a) => demo::run(a),
@@ -163,12 +168,29 @@ pub(crate) fn parse_vector(s: &str) -> Result<Vec<f32>, String> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum MetricArg {
     /// 1 - cosine similarity (vectors are normalized at build time).
+    #[value(alias = "angular")]
     Cosine,
     /// negative inner product.
+    #[value(aliases = ["ip", "inner_product", "inner-product"])]
     Dot,
     /// squared Euclidean distance.
+    #[value(aliases = ["euclidean", "l2sq"])]
     L2,
 }
+
+impl MetricArg {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            MetricArg::Cosine => "cosine",
+            MetricArg::Dot => "dot",
+            MetricArg::L2 => "l2",
+        }
+    }
+}
+
+/// The file `fathom synth` writes beside its data: the metric its ground
+/// truth was computed under.
+pub(crate) const METRIC_FILE: &str = "metric.txt";
 
 impl From<MetricArg> for fathom_engine::Metric {
     fn from(m: MetricArg) -> Self {
@@ -352,7 +374,7 @@ pub(crate) fn self_command() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+mod printing_tests {
     use super::distance_text;
 
     #[test]

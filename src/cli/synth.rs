@@ -37,8 +37,9 @@ pub struct Args {
     /// Neighbours per ground-truth row.
     #[arg(long, default_value_t = 100)]
     gt_k: usize,
-    /// Metric of the ground truth.
-    #[arg(long, value_enum, default_value_t = MetricArg::L2)]
+    /// Metric of the ground truth (the same default as `fathom build`);
+    /// written to metric.txt beside the files.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = MetricArg::Cosine)]
     metric: MetricArg,
     /// Random seed (same seed, same files).
     #[arg(long, default_value_t = 42)]
@@ -82,6 +83,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     let gt: Vec<Vec<u32>> = knn_batch(rows, metric, &queries, a.gt_k, default_threads());
     write_ivecs(&a.out_dir.join("gt.ivecs"), &gt)?;
+    std::fs::write(
+        a.out_dir.join(super::METRIC_FILE),
+        format!("{}\n", a.metric.name()),
+    )?;
     println!(
         "wrote {} ({} × {}, {} queries, exact {} top-{}) in {:.1}s",
         a.out_dir.display(),

@@ -59,10 +59,13 @@ impl std::str::FromStr for Metric {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s.to_ascii_lowercase().as_str() {
-            "cosine" => Ok(Metric::Cosine),
-            "dot" => Ok(Metric::Dot),
-            "l2" => Ok(Metric::L2),
-            _ => Err(format!("unknown metric {s:?} (expected cosine, dot or l2)")),
+            "cosine" | "angular" => Ok(Metric::Cosine),
+            "dot" | "ip" | "inner_product" | "inner-product" => Ok(Metric::Dot),
+            "l2" | "euclidean" | "l2sq" => Ok(Metric::L2),
+            _ => Err(format!(
+                "unknown metric {s:?} (expected cosine, dot or l2; also angular, ip, \
+                 inner_product, euclidean)"
+            )),
         }
     }
 }

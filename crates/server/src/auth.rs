@@ -90,7 +90,11 @@ impl Tokens {
                 warnings.push(format!(
                     "tokens file {} may be read{} by other users (mode {:o}); chmod 600 it",
                     path.display(),
-                    if mode & 0o022 != 0 { " and written" } else { "" },
+                    if mode & 0o022 != 0 {
+                        " and written"
+                    } else {
+                        ""
+                    },
                     mode & 0o777
                 ));
             }
@@ -137,7 +141,9 @@ impl Tokens {
                 return Err(bad("a token must be at least 16 bytes long"));
             }
             if token.len() > MAX_TOKEN_BYTES {
-                return Err(bad("a token must be at most 4096 bytes long, to fit in a header"));
+                return Err(bad(
+                    "a token must be at most 4096 bytes long, to fit in a header",
+                ));
             }
             if entries.iter().any(|(_, t)| t == token.as_bytes()) {
                 return Err(bad("the token is listed twice"));
@@ -237,7 +243,10 @@ mod tests {
             Ok(Role::Search)
         );
         assert_eq!(t.check(Some(admin)), Ok(Role::Admin));
-        assert_eq!(t.check(Some(&admin[..admin.len() - 1])), Err(AuthError::Unknown));
+        assert_eq!(
+            t.check(Some(&admin[..admin.len() - 1])),
+            Err(AuthError::Unknown)
+        );
         assert_eq!(
             t.check(Some(b"Bearer 4dmin-0123456789abcdef ")),
             Err(AuthError::Unknown)
@@ -273,7 +282,10 @@ mod tests {
             Err(TokensError::Line { reason, .. }) => reason,
             other => panic!("{text:?} was not refused: {other:?}"),
         };
-        assert_eq!(reason("admin short\n"), "a token must be at least 16 bytes long");
+        assert_eq!(
+            reason("admin short\n"),
+            "a token must be at least 16 bytes long"
+        );
         assert_eq!(
             reason("admin abcdefgh#ijklmnopq\n"),
             "a token must not contain `#`"
@@ -299,13 +311,19 @@ mod tests {
         assert!(Tokens::load(&path).unwrap().1.is_empty());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let warnings = Tokens::load(&path).unwrap().1;
-        assert!(warnings[0].contains("may be read by other users"), "{warnings:?}");
+        assert!(
+            warnings[0].contains("may be read by other users"),
+            "{warnings:?}"
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
         let warnings = Tokens::load(&path).unwrap().1;
         assert!(warnings[0].contains("read and written"), "{warnings:?}");
         // A FIFO is refused at once, not waited on.
         let fifo = dir.path().join("fifo");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
         assert!(made.success());
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -209,6 +209,8 @@ impl Bearer {
 pub struct Client {
     inner: RetrievalClient<InterceptedService<Channel, Bearer>>,
     timeout: Option<Duration>,
+    /// The connection speaks TLS (for what a failure says).
+    tls: bool,
 }
 
 /// Extra time the client waits past a call's deadline for the server's own
@@ -272,7 +274,9 @@ impl Client {
                 })
             }
         };
-        Ok(Client::wrap(channel, bearer))
+        let mut client = Client::wrap(channel, bearer);
+        client.tls = tls;
+        Ok(client)
     }
 
     /// Wrap an existing channel (no token).
@@ -285,6 +289,7 @@ impl Client {
             inner: RetrievalClient::with_interceptor(channel, bearer)
                 .max_decoding_message_size(usize::MAX),
             timeout: None,
+            tls: false,
         }
     }
 
@@ -307,6 +312,25 @@ impl Client {
             req.set_timeout(t);
         }
         req
+    }
+
+    /// What to add to a broken connection's error: a plaintext client cut
+    /// off at once is most often talking to a server that expects TLS.
+    fn hint(&self, s: &Status) -> &'static str {
+        let cause = cause_chain(s).to_ascii_lowercase();
+        let cut_off = [
+            "broken pipe",
+            "brokenpipe",
+            "reset",
+            "frame with invalid size",
+        ]
+        .iter()
+        .any(|c| cause.contains(c));
+        if !self.tls && cut_off {
+            " (if the server serves TLS, use an https:// target, with --tls-ca for a private CA)"
+        } else {
+            ""
+        }
     }
 
     /// Await a call, bounded by the per-call deadline plus a little slack.
@@ -335,14 +359,24 @@ impl Client {
             // going away) as CANCELLED; gRPC says a broken connection is
             // UNAVAILABLE, which is also what tells a caller to retry.
             Err(s) if s.code() == Code::Cancelled && broken_connection(&s) => {
-                Err(Status::unavailable(format!("connection closed: {}", s.message())).into())
+                Err(Status::unavailable(format!(
+                    "connection closed: {}{}",
+                    s.message(),
+                    self.hint(&s)
+                ))
+                .into())
             }
             // A connection that failed under the call (a TLS alert, say: a
             // server wanting a client certificate says so only after the
             // handshake) comes as UNKNOWN "transport error"; it is
             // UNAVAILABLE, with its cause.
             Err(s) if s.code() == Code::Unknown && broken_connection(&s) => {
-                Err(Status::unavailable(format!("connection failed: {}", cause_chain(&s))).into())
+                Err(Status::unavailable(format!(
+                    "connection failed: {}{}",
+                    cause_chain(&s),
+                    self.hint(&s)
+                ))
+                .into())
             }
             // A call sent as the server's GOAWAY crossed it on the wire was
             // never processed (HTTP/2 says so of streams above the GOAWAY's

@@ -209,6 +209,7 @@ fn method_label(path: &str) -> &'static str {
         Some("GetItems") => "GetItems",
         Some("ListIndexes") => "ListIndexes",
         Some("Reload") => "Reload",
+        Some("Delete") => "Delete",
         _ => "other",
     }
 }

@@ -33,6 +33,8 @@ pub enum TlsError {
     ClientCa { path: PathBuf, error: String },
     #[error("invalid TLS certificate or key: {0}")]
     Config(rustls::Error),
+    #[error("certificate {path}: {reason} (`fathom tls init DIR` writes a CA and a server certificate signed by it)")]
+    Unfit { path: PathBuf, reason: String },
 }
 
 fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -61,6 +63,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// Read the files and make an acceptor that offers HTTP/2 only.
 pub(crate) fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
     let chain = certificates("certificate", &files.cert)?;
+    check_leaf(&chain[0], &files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|error| TlsError::Pem {
         what: "private key",
         path: files.key.clone(),
@@ -96,4 +99,38 @@ pub(crate) fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
         .map_err(TlsError::Config)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Refuse at start a server certificate that every client would refuse at
+/// its handshake: a CA certificate used as the server's own (what `openssl
+/// req -x509` makes by default), or one without a subjectAltName, which
+/// clients match the server's name against (the common name is ignored).
+fn check_leaf(leaf: &CertificateDer<'_>, path: &Path) -> Result<(), TlsError> {
+    let unfit = |reason: String| TlsError::Unfit {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| unfit(format!("cannot parse the first certificate: {e}")))?;
+    if cert.is_ca() {
+        return Err(unfit(
+            "the first certificate is a CA certificate (basicConstraints CA:TRUE); clients \
+             refuse a CA as the server's own certificate (CaUsedAsEndEntity). Serve a leaf \
+             certificate signed by that CA"
+                .into(),
+        ));
+    }
+    let names = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map_or(0, |san| san.value.general_names.len());
+    if names == 0 {
+        return Err(unfit(
+            "the certificate has no subjectAltName; clients check the server's host name or \
+             address against it"
+                .into(),
+        ));
+    }
+    Ok(())
 }

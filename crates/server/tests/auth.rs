@@ -108,7 +108,8 @@ async fn tls_round_trip_and_no_plaintext() {
         Ok(c) => search(&c).await.map(|_| ()),
         Err(e) => Err(e),
     };
-    assert!(plain.is_err(), "plaintext was served over a TLS port");
+    let e = plain.expect_err("plaintext was served over a TLS port");
+    assert!(e.to_string().contains("https://"), "{e}");
     server.shutdown().await.unwrap();
 }
 
@@ -204,9 +205,12 @@ async fn tokens_and_roles() {
     let e = searcher.reload(None).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e}");
     assert!(e.to_string().contains("admin"), "{e}");
-    assert_eq!(
-        code(searcher.delete("items", &one).await),
-        Code::PermissionDenied
+    let e = searcher.delete("items", &one).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+    assert!(
+        e.to_string()
+            .contains("Delete needs a token with the admin role"),
+        "{e}"
     );
     assert_eq!(
         code(none.delete("items", &one).await),
@@ -284,4 +288,53 @@ async fn bad_tls_and_token_files_stop_the_start() {
     .err()
     .unwrap();
     assert!(e.to_string().contains("cert.pem"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_every_client_would_refuse_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, params: CertificateParams| {
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (c, k) = (
+            dir.path().join(format!("{name}.pem")),
+            dir.path().join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        TlsFiles {
+            cert: c,
+            key: k,
+            client_ca: None,
+        }
+    };
+    // What `openssl req -x509 -subj /CN=localhost` makes: a CA certificate.
+    let mut ca = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // A leaf with a common name and no subjectAltName.
+    let mut bare = CertificateParams::new(Vec::<String>::new()).unwrap();
+    bare.distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    for (files, needle) in [
+        (write("ca", ca), "is a CA certificate"),
+        (write("bare", bare), "no subjectAltName"),
+    ] {
+        let specs = vec![("items".to_string(), prebuilt("v0"))];
+        let catalog = Catalog::open(&specs, None, LoadOptions::default()).unwrap();
+        let e = server::start(
+            ServeConfig {
+                tls: Some(files),
+                ..config(Limits::default(), false)
+            },
+            Arc::new(catalog),
+        )
+        .await
+        .err()
+        .expect("the server refused the certificate");
+        let text = e.to_string();
+        assert!(
+            text.contains(needle) && text.contains("fathom tls init"),
+            "{text}"
+        );
+    }
 }
