@@ -130,6 +130,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
     crate::cli::about_path(check_output_dir(&path), "cannot write", &path)?;
     remove_temp_on_signal(&path).context("installing the SIGINT/SIGTERM handler")?;
     let start = Instant::now();
+    if let Ok(Some(dtype)) = fathom_engine::formats::npy_conversion(&a.input) {
+        eprintln!(
+            "note: {} holds {dtype}; its values are converted to float32",
+            a.input.display()
+        );
+    }
     let ds = crate::cli::about_path(
         read_dataset(&a.input, a.ids.as_deref(), a.attributes.as_deref()),
         "reading",

@@ -272,71 +272,51 @@ fn read_xvecs(path: &Path) -> Result<(usize, Vec<u32>)> {
     Ok((dim, out))
 }
 
-/// NumPy `.npy` version 1–3, 2-D, `<f4`, C order.
+/// The float width of a 2-D `.npy` array: 2, 4 or 8 bytes.
+fn npy_float_width(path: &Path, dtype: &npyz::DType) -> Result<u64> {
+    match dtype {
+        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float => match t.size_field() {
+            w @ (2 | 4 | 8) => Ok(w),
+            w => Err(Error::input(
+                path,
+                format!("dtype {} (float of {w} bytes) is not supported; save float32", dtype.descr()),
+            )),
+        },
+        other => Err(Error::input(
+            path,
+            format!(
+                "dtype must be a float (float32, float64 or float16), found {}",
+                other.descr()
+            ),
+        )),
+    }
+}
+
+/// What reading a `.npy` file converts: `Some("float64")` (or
+/// `"float16"`) when its values are not float32, `None` otherwise or for
+/// other files. For a caller that says so once.
+pub fn npy_conversion(path: &Path) -> Result<Option<&'static str>> {
+    if extension(path) != "npy" {
+        return Ok(None);
+    }
+    let npy = npyz::NpyFile::new(open(path)?)
+        .map_err(|e| Error::input(path, format!("not a readable .npy file: {e}")))?;
+    Ok(match npy_float_width(path, &npy.dtype())? {
+        8 => Some("float64"),
+        2 => Some("float16"),
+        _ => None,
+    })
+}
+
+/// NumPy `.npy`, 2-D, of float32, float64 or float16 (converted to
+/// float32), in C or Fortran order, either byte order.
 pub fn read_npy(path: &Path) -> Result<(usize, Vec<f32>)> {
-    let mut r = open(path)?;
     let bad = |reason: String| Error::input(path, reason);
-    let io = |e| Error::io(path, e);
-    let mut magic = [0u8; 8];
-    if read_full(&mut r, &mut magic).map_err(io)? < 8 || &magic[..6] != b"\x93NUMPY" {
-        return Err(bad("not a .npy file (bad magic)".into()));
-    }
-    let header_len = match magic[6] {
-        1 => {
-            let mut b = [0u8; 2];
-            if read_full(&mut r, &mut b).map_err(io)? < 2 {
-                return Err(bad("truncated header".into()));
-            }
-            u16::from_le_bytes(b) as usize
-        }
-        2 | 3 => {
-            let mut b = [0u8; 4];
-            if read_full(&mut r, &mut b).map_err(io)? < 4 {
-                return Err(bad("truncated header".into()));
-            }
-            u32::from_le_bytes(b) as usize
-        }
-        v => return Err(bad(format!("unsupported .npy version {v}"))),
-    };
-    if header_len > 1 << 20 {
-        return Err(bad("header is implausibly large".into()));
-    }
-    let mut header = vec![0u8; header_len];
-    if read_full(&mut r, &mut header).map_err(io)? < header_len {
-        return Err(bad("truncated header".into()));
-    }
-    let header = String::from_utf8_lossy(&header).replace(' ', "");
-    let field = |key: &str| -> Option<&str> {
-        let start = header.find(&format!("'{key}':"))? + key.len() + 3;
-        Some(&header[start..])
-    };
-    let descr = field("descr").ok_or_else(|| bad("header has no descr".into()))?;
-    if !(descr.starts_with("'<f4'") || descr.starts_with("'float32'")) {
-        return Err(bad(format!(
-            "dtype must be little-endian float32 ('<f4'), found {}",
-            descr.split(',').next().unwrap_or("")
-        )));
-    }
-    let fortran =
-        field("fortran_order").ok_or_else(|| bad("header has no fortran_order".into()))?;
-    if !fortran.starts_with("False") {
-        return Err(bad(
-            "Fortran-order arrays are not supported; save in C order".into(),
-        ));
-    }
-    let shape = field("shape").ok_or_else(|| bad("header has no shape".into()))?;
-    let inner = shape
-        .strip_prefix('(')
-        .and_then(|s| s.split(')').next())
-        .ok_or_else(|| bad("malformed shape".into()))?;
-    let dims: Vec<usize> = inner
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>())
-        .collect::<Result<_, _>>()
-        .map_err(|_| bad(format!("malformed shape ({inner})")))?;
-    let [n, dim] = dims[..] else {
-        return Err(bad(format!("expected a 2-D array, found shape ({inner})")));
+    let npy = npyz::NpyFile::new(open(path)?)
+        .map_err(|e| bad(format!("not a readable .npy file: {e}")))?;
+    let shape = npy.shape().to_vec();
+    let [n, dim] = shape[..] else {
+        return Err(bad(format!("expected a 2-D array, found shape {shape:?}")));
     };
     if n == 0 || dim == 0 {
         return Err(bad("the array is empty".into()));
@@ -347,26 +327,40 @@ pub fn read_npy(path: &Path) -> Result<(usize, Vec<f32>)> {
     let total = n
         .checked_mul(dim)
         .filter(|t| *t < 1 << 36)
-        .ok_or_else(|| bad("shape is implausibly large".into()))?;
+        .ok_or_else(|| bad("shape is implausibly large".into()))? as usize;
+    let (n, dim) = (n as usize, dim as usize);
+    let fortran = npy.order() == npyz::Order::Fortran;
+    let width = npy_float_width(path, &npy.dtype())?;
     let mut out = Vec::with_capacity(total.min(1 << 28));
-    let mut buf = vec![0u8; 4 * dim * 1024];
-    let mut remaining = total * 4;
-    while remaining > 0 {
-        let want = remaining.min(buf.len());
-        let got = read_full(&mut r, &mut buf[..want]).map_err(io)?;
-        if got < want {
-            return Err(bad(format!(
-                "truncated: data holds {} of {} values",
-                out.len() + got / 4,
-                total
-            )));
+    let truncated = |got: usize| bad(format!("truncated: data holds {got} of {total} values"));
+    // Values stream in, converted one by one, so memory stays near the output.
+    macro_rules! stream {
+        ($t:ty, $to_f32:expr) => {{
+            let data = npy
+                .data::<$t>()
+                .map_err(|e| bad(format!("cannot read the data: {e}")))?;
+            for v in data {
+                let v: $t = v.map_err(|_| truncated(out.len()))?;
+                out.push($to_f32(v));
+            }
+        }};
+    }
+    match width {
+        4 => stream!(f32, |v: f32| v),
+        8 => stream!(f64, |v: f64| v as f32),
+        _ => stream!(half::f16, |v: half::f16| v.to_f32()),
+    }
+    if out.len() < total {
+        return Err(truncated(out.len()));
+    }
+    if fortran {
+        // Column-major: element (row, col) is at col * n + row.
+        let mut rows = vec![0f32; total];
+        for (i, v) in out.iter().enumerate() {
+            let (col, row) = (i / n, i % n);
+            rows[row * dim + col] = *v;
         }
-        out.extend(
-            buf[..want]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-        );
-        remaining -= want;
+        out = rows;
     }
     Ok((dim, out))
 }
@@ -559,11 +553,54 @@ mod tests {
             v[at..at + from.len()].copy_from_slice(to);
             v
         };
-        std::fs::write(&p, replace(b"<f4", b"<f8")).unwrap();
+        std::fs::write(&p, replace(b"<f4", b"<i4")).unwrap();
         let e = read_npy(&p).unwrap_err().to_string();
-        assert!(e.contains("float32"), "{e}");
+        assert!(e.contains("must be a float"), "{e}");
         std::fs::write(&p, replace(b"(2, 2)", b"(4,)  ")).unwrap();
         assert!(read_npy(&p).unwrap_err().to_string().contains("2-D"));
+    }
+
+    /// What `np.save` writes for float64, float16 and Fortran-order
+    /// arrays reads as the same float32 rows.
+    #[test]
+    fn npy_of_other_floats_and_orders_converts() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.npy");
+        let (n, dim) = (3, 2);
+        let rows: Vec<f32> = vec![1.0, 2.5, -3.0, 4.0, 0.5, 6.0];
+        let write = |descr: &str, fortran: bool, body: Vec<u8>| {
+            let order = if fortran { "True" } else { "False" };
+            let mut header = format!(
+                "{{'descr': '{descr}', 'fortran_order': {order}, 'shape': ({n}, {dim}), }}"
+            );
+            while (10 + header.len() + 1) % 64 != 0 {
+                header.push(' ');
+            }
+            header.push('\n');
+            let mut b = b"\x93NUMPY\x01\x00".to_vec();
+            b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+            b.extend_from_slice(header.as_bytes());
+            b.extend(body);
+            std::fs::write(&p, b).unwrap();
+        };
+        let f64s: Vec<u8> = rows.iter().flat_map(|x| (*x as f64).to_le_bytes()).collect();
+        write("<f8", false, f64s);
+        assert_eq!(read_npy(&p).unwrap(), (dim, rows.clone()));
+        assert_eq!(npy_conversion(&p).unwrap(), Some("float64"));
+        let f16s: Vec<u8> = rows
+            .iter()
+            .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+            .collect();
+        write("<f2", false, f16s);
+        assert_eq!(read_npy(&p).unwrap(), (dim, rows.clone()));
+        // Fortran order: columns one after the other.
+        let cols: Vec<u8> = (0..dim)
+            .flat_map(|c| (0..n).map(move |r| (r, c)))
+            .flat_map(|(r, c)| rows[r * dim + c].to_le_bytes())
+            .collect();
+        write("<f4", true, cols);
+        assert_eq!(read_npy(&p).unwrap(), (dim, rows.clone()));
+        assert_eq!(npy_conversion(&p).unwrap(), None);
     }
 
     #[test]

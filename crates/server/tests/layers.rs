@@ -322,6 +322,39 @@ async fn broken_manifests_and_tombstones_are_refused_and_the_old_set_serves() {
     server.shutdown().await.unwrap();
 }
 
+/// A FIFO put in place of a served folder's tombstones: a Delete answers
+/// at once instead of hanging to its deadline, and once the file is back,
+/// reloads and deletes work again (no reload is left stuck).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_in_a_served_folder_neither_hangs_nor_wedges_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = layered(dir.path(), "tracks");
+    let (server, client) = serve(&[("tracks", folder.clone())], None, quiet()).await;
+    let q = queries(1, DIM, 9).remove(0);
+    let before = ids(&client, &q, 10).await;
+    let tombstones = folder.join(layers::TOMBSTONES);
+    let made = std::process::Command::new("mkfifo")
+        .arg(&tombstones)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let client = client.with_timeout(Duration::from_secs(5));
+    let started = std::time::Instant::now();
+    let e = client.delete("tracks", &before[..1]).await.unwrap_err();
+    assert_ne!(e.code(), Code::DeadlineExceeded, "{e}");
+    assert!(e.to_string().contains("FIFO"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(4), "the delete waited on the FIFO");
+    let e = client.reload(Some("tracks")).await.unwrap_err();
+    assert!(e.to_string().contains("FIFO"), "{e}");
+    assert_eq!(ids(&client, &q, 10).await, before, "the old set serves on");
+    std::fs::remove_file(&tombstones).unwrap();
+    client.reload(Some("tracks")).await.unwrap();
+    let r = client.delete("tracks", &before[..1]).await.unwrap();
+    assert_eq!(r.deleted, 1);
+    assert!(!ids(&client, &q, 10).await.contains(&before[0]));
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_layer_written_in_place_withdraws_only_its_index() {
     let dir = tempfile::tempdir().unwrap();

@@ -19,7 +19,6 @@
 //! ([`stall_window`]) and calls are failing: the target is gone.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -524,7 +523,14 @@ async fn monitor(
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut n = 0u64;
-    let mut err = std::io::stderr();
+    // A spinner line that indicatif clears when done, and hides when
+    // stderr is not a terminal.
+    let line = if progress {
+        indicatif::ProgressBar::new_spinner()
+            .with_style(indicatif::ProgressStyle::with_template("{msg}").expect("a valid template"))
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     while !phase.finished.load(Ordering::Relaxed) {
         tick.tick().await;
         n += 1;
@@ -551,18 +557,13 @@ async fn monitor(
                 (t.queries_ok, t.hist.value_at_quantile(0.99))
             };
             let qps = queries as f64 / elapsed.as_secs_f64().max(1e-9);
-            let _ = write!(
-                err,
-                "\r\x1b[2K{label}: {:.1}s/{:.1}s  {qps:.0} qps  p99 {}  ok {ok}  errors {errors}",
+            line.set_message(format!(
+                "{label}: {:.1}s/{:.1}s  {qps:.0} qps  p99 {}  ok {ok}  errors {errors}",
                 elapsed.as_secs_f64().min(duration.as_secs_f64()),
                 duration.as_secs_f64(),
                 super::report::human_us(p99 as f64 / 1e3),
-            );
-            let _ = err.flush();
+            ));
         }
     }
-    if progress {
-        let _ = write!(err, "\r\x1b[2K");
-        let _ = err.flush();
-    }
+    line.finish_and_clear();
 }
