@@ -274,7 +274,7 @@ fn enumerations_list_their_values() {
     ] {
         assert!(text.contains(value), "build --help lacks {value}:\n{text}");
     }
-    for (flag, alias) in [("--metric", "euclidean"), ("--storage", "int8")] {
+    for (flag, alias) in [("--metric", "manhattan"), ("--storage", "int8")] {
         let o = fathom(&["build", flag, alias, "--input", "x", "--output", "y"]);
         assert_eq!(o.status.code(), Some(2));
         assert!(stderr(&o).contains("possible values"), "{}", stderr(&o));
