@@ -1,7 +1,7 @@
 //! Hot reload under load loses no call; a watched folder swaps good snapshots in and refuses corrupt ones.
 #![allow(unused_imports)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -6,7 +6,7 @@
 //! tombstone file, Delete on a single snapshot) that keep the old set
 //! serving.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

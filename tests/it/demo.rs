@@ -2,7 +2,7 @@
 //! snapshot), serves filtered examples, reloads on SIGHUP, stops on SIGTERM,
 //! and reuses its catalog on the second run.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

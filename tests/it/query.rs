@@ -5,7 +5,7 @@
 //! same metrics port is told about `--metrics-listen`, and a missing file is
 //! named once in the error.
 
-mod common;
+use crate::common;
 
 use std::io::BufRead;
 use std::net::TcpListener;

@@ -2,7 +2,7 @@
 //! `fathom query` with `--tls-ca` and `--token` / `FATHOM_TOKEN`; and the
 //! warning for an address beyond loopback without TLS or tokens.
 
-mod common;
+use crate::common;
 
 use std::io::BufRead;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Nothing one caller or one file does holds up the others: a reload stuck
 //! opening a file, and work whose caller went away.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};

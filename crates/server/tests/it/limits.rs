@@ -1,7 +1,7 @@
 //! Deadlines stop long batches, and overload is shed with RESOURCE_EXHAUSTED.
 #![allow(unused_imports)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,7 +1,7 @@
 //! Search and BatchSearch over gRPC equal in-process search, and every error gets its status code.
 #![allow(unused_imports)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

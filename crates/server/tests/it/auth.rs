@@ -1,6 +1,6 @@
 //! TLS, mutual TLS and bearer tokens with roles, against a real server.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Health, reflection, metrics and graceful shutdown.
 #![allow(unused_imports)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

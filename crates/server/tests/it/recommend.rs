@@ -5,7 +5,7 @@
 //! engine in process (whose own oracle tests are in the engine's
 //! `tests/retrieve.rs`).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

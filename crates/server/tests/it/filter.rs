@@ -2,7 +2,7 @@
 //! (min(k, matching) of them), bad filters get INVALID_ARGUMENT naming the
 //! position, ListIndexes shows the fields and GetItems the attributes.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

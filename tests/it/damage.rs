@@ -11,7 +11,7 @@
 //! Stored vectors holding NaN: `fathom search` and `serve --no-verify` report
 //! corruption (non-zero exit, DATA_LOSS) instead of answering NaN distances.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Seek, SeekFrom, Write};

@@ -1,7 +1,7 @@
 //! Hostile and careless clients: huge messages held half-sent, huge
 //! strings, bytes that are not protobuf, and connections that say nothing.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,12 @@
+//! The command line's integration tests, in one binary: each module runs the
+//! `fathom` binary (or the library under it) as a user would.
+
+mod common;
+
+mod bench;
+mod build_signal;
+mod cli;
+mod damage;
+mod demo;
+mod query;
+mod secure;
