@@ -1,224 +1,20 @@
-//! The catalog: named indexes, each held behind an atomically swappable
-//! pointer so a snapshot can be replaced while it is being searched.
-//!
-//! A request takes one [`Arc<Loaded>`] with [`Catalog::get`] and keeps it
-//! from start to finish; a reload opens and checks the new file first, then
-//! swaps the pointer. The old snapshot (and its memory map) is dropped when
-//! its last reader lets go of it. A file that fails to open or to verify is
-//! refused: the old snapshot keeps serving and the error is kept for
-//! [`Catalog::status`].
-//!
-//! Nothing here knows about gRPC or async runtimes: the server calls these
-//! methods from blocking threads and adds logging and metrics around them.
+//! Naming: the map from index names to slots, names added from the catalog
+//! folder, and each slot's reload bookkeeping (one reload at a time, its
+//! counters and last error).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
-use fathom_engine::error::Error;
-use fathom_engine::index::Index;
-use fathom_engine::layers::{self, Deleted, Layered};
-use fathom_engine::searchable::Searchable;
-use fathom_engine::snapshot::{verify, LoadMode, OpenOptions, Snapshot};
+use super::load::{load, LoadOptions, Loaded, Stamp};
+use super::{lock, CatalogError};
+use fathom_engine::layers::{self, Deleted};
 
 /// The file extension of snapshots picked up from a catalog folder.
 pub const SNAPSHOT_EXTENSION: &str = "fathom";
-
-/// Errors of the catalog layer; the engine's own errors are carried inside.
-#[derive(Debug, thiserror::Error)]
-pub enum CatalogError {
-    #[error("no index named {0:?}")]
-    UnknownIndex(String),
-
-    #[error("index name {0:?} is used twice")]
-    DuplicateName(String),
-
-    #[error("invalid index name {name:?}: {reason}")]
-    BadName { name: String, reason: String },
-
-    /// Opening or verifying an index's snapshot failed. (The engine error is
-    /// in the message, and not also a `source`, so that error chains do not
-    /// print it twice.)
-    #[error("index {name:?}: {error}")]
-    Load { name: String, error: Error },
-
-    #[error("cannot read catalog folder {path}: {error}")]
-    Folder {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-
-    #[error("catalog folder {0} holds no *.fathom snapshot and no layered index folder")]
-    EmptyFolder(PathBuf),
-
-    /// Opening a FIFO blocks until a writer comes, and a device or folder
-    /// is no snapshot: refused before any open.
-    #[error("index {name:?}: {} is not a regular file but {kind}", path.display())]
-    NotAFile {
-        name: String,
-        path: PathBuf,
-        kind: &'static str,
-    },
-
-    /// Another reload of the index is still opening or verifying its file
-    /// (a slow or hung file system): refused rather than stacked behind it.
-    #[error("index {name:?}: a reload started {secs} s ago is still running")]
-    ReloadRunning { name: String, secs: u64 },
-
-    /// Deletions need a layered folder (a single snapshot is immutable).
-    #[error("index {0:?} is a single snapshot; deleting needs a layered index folder (fathom build --output DIR/)")]
-    NotLayered(String),
-
-    /// The tombstones are on disk, but the reload that applies them in
-    /// memory failed: the ids may still be returned until one succeeds.
-    #[error("index {name:?}: {deleted} deletions are durable, but applying them failed: {reason}")]
-    DeletedNotApplied {
-        name: String,
-        deleted: usize,
-        reason: String,
-    },
-}
-
-impl CatalogError {
-    /// The engine error underneath, if this is a load failure.
-    pub fn engine_error(&self) -> Option<&Error> {
-        match self {
-            CatalogError::Load { error, .. } => Some(error),
-            _ => None,
-        }
-    }
-}
-
-/// How snapshots are opened and checked before they are served.
-#[derive(Debug, Clone, Copy)]
-pub struct LoadOptions {
-    /// Check every section checksum and graph invariant (reads the whole
-    /// file) in addition to the O(1) checks of `open`. On by default: a
-    /// reload must not swap in a damaged file.
-    pub verify: bool,
-    /// Mapped or copied into memory, and preloaded or not.
-    pub open: OpenOptions,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        LoadOptions {
-            verify: true,
-            open: OpenOptions::default(),
-        }
-    }
-}
-
-/// Identifies one version of a file, to tell a replaced file from an
-/// unchanged one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
-    len: u64,
-    modified: Option<SystemTime>,
-    #[cfg(unix)]
-    inode: u64,
-}
-
-impl FileStamp {
-    fn of(path: &Path) -> std::io::Result<FileStamp> {
-        let m = std::fs::metadata(path)?;
-        Ok(FileStamp {
-            len: m.len(),
-            modified: m.modified().ok(),
-            #[cfg(unix)]
-            inode: std::os::unix::fs::MetadataExt::ino(&m),
-        })
-    }
-}
-
-/// Identifies one version of what a slot serves: a snapshot file, or a
-/// layered folder's manifest and tombstones (its layer files never change;
-/// deltas and deletions change these two).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stamp {
-    File(FileStamp),
-    Folder {
-        manifest: FileStamp,
-        tombstones: Option<FileStamp>,
-    },
-}
-
-impl Stamp {
-    fn of(path: &Path, folder: bool) -> std::io::Result<Stamp> {
-        if !folder {
-            return FileStamp::of(path).map(Stamp::File);
-        }
-        Ok(Stamp::Folder {
-            manifest: FileStamp::of(&path.join(layers::MANIFEST))?,
-            tombstones: FileStamp::of(&path.join(layers::TOMBSTONES)).ok(),
-        })
-    }
-}
-
-impl FileStamp {
-    /// The same inode, with another length or modification time: written
-    /// in place, not replaced by a rename.
-    fn same_file_changed(&self, now: &FileStamp) -> bool {
-        #[cfg(unix)]
-        if self.inode != now.inode {
-            return false;
-        }
-        self != now
-    }
-}
-
-const MODIFIED_IN_PLACE: &str = "the file was modified in place while mapped; this snapshot is \
-     withdrawn until a valid file is loaded (replace snapshots by writing elsewhere and renaming)";
-
-/// One loaded snapshot or layered folder: what a request holds while it
-/// runs.
-pub struct Loaded {
-    searchable: Searchable,
-    loaded_at: SystemTime,
-    stamp: Stamp,
-    /// Each file served, in the order of `Searchable::parts`, with its stamp
-    /// when it was opened: to notice one written in place.
-    files: Vec<(PathBuf, FileStamp)>,
-}
-
-impl Loaded {
-    pub fn searchable(&self) -> &Searchable {
-        &self.searchable
-    }
-
-    /// The snapshot that gives dimension, metric and schema (a folder's base).
-    pub fn base(&self) -> &Index {
-        self.searchable.base()
-    }
-
-    /// Withdraw each mapped file (`only`, or all) that was rewritten in
-    /// place since it was opened: its mapping shows bytes nothing checked.
-    /// Returns whether any was withdrawn now.
-    fn withdraw_rewritten(&self, only: Option<&Path>) -> bool {
-        let mut any = false;
-        for ((index, _), (file, stamp)) in self.searchable.parts().zip(&self.files) {
-            if only.is_some_and(|p| p != file) {
-                continue;
-            }
-            let snap = index.snapshot();
-            if snap.load_mode() != LoadMode::Mmap || snap.check_intact().is_err() {
-                continue;
-            }
-            if FileStamp::of(file).is_ok_and(|now| stamp.same_file_changed(&now)) {
-                snap.mark_damaged(MODIFIED_IN_PLACE);
-                any = true;
-            }
-        }
-        any
-    }
-
-    pub fn loaded_at(&self) -> SystemTime {
-        self.loaded_at
-    }
-}
 
 /// A failed load, kept until the next successful one.
 #[derive(Debug, Clone)]
@@ -286,7 +82,7 @@ pub struct Catalog {
     /// opened outside it).
     adding: Mutex<()>,
     /// Names whose file is being opened to be added.
-    opening: Mutex<std::collections::BTreeSet<String>>,
+    opening: Mutex<BTreeSet<String>>,
     folder: Option<PathBuf>,
     options: LoadOptions,
 }
@@ -621,10 +417,6 @@ impl Catalog {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// `m`, if it can be had within `wait`. (Polled: a reload holding it may
 /// be stuck on a hung file system for good.)
 fn lock_within(m: &Mutex<()>, wait: std::time::Duration) -> Option<MutexGuard<'_, ()>> {
@@ -644,15 +436,12 @@ fn lock_within(m: &Mutex<()>, wait: std::time::Duration) -> Option<MutexGuard<'_
 /// A name being added: its file is being opened. A second add of the same
 /// name meanwhile is refused rather than stacked behind a hung open.
 struct Opening<'a> {
-    names: &'a Mutex<std::collections::BTreeSet<String>>,
+    names: &'a Mutex<BTreeSet<String>>,
     name: String,
 }
 
 impl<'a> Opening<'a> {
-    fn start(
-        names: &'a Mutex<std::collections::BTreeSet<String>>,
-        name: &str,
-    ) -> Result<Opening<'a>, CatalogError> {
+    fn start(names: &'a Mutex<BTreeSet<String>>, name: &str) -> Result<Opening<'a>, CatalogError> {
         if !lock(names).insert(name.to_string()) {
             return Err(CatalogError::ReloadRunning {
                 name: name.to_string(),
@@ -690,149 +479,6 @@ fn slot_status(slot: &Slot) -> IndexStatus {
         reload_failures: state.reload_failures,
         reloading_since: state.reloading_since,
     }
-}
-
-/// Open `path` (a snapshot, or a layered folder) as index `name`, check
-/// it, and wrap it for serving. A folder reopens only the layers that
-/// `previous` does not already hold intact.
-fn load(
-    name: &str,
-    path: &Path,
-    options: LoadOptions,
-    previous: Option<&Loaded>,
-) -> Result<Loaded, CatalogError> {
-    let as_load_error = |error| CatalogError::Load {
-        name: name.to_string(),
-        error,
-    };
-    let meta = std::fs::metadata(path).map_err(|cause| {
-        as_load_error(Error::Io {
-            path: path.to_path_buf(),
-            cause,
-        })
-    })?;
-    if meta.is_dir() && layers::is_layered(path) {
-        return load_folder(path, options, previous).map_err(as_load_error);
-    }
-    if !meta.is_file() {
-        return Err(CatalogError::NotAFile {
-            name: name.to_string(),
-            path: path.to_path_buf(),
-            kind: file_kind(&meta.file_type()),
-        });
-    }
-    load_file(path, options).map_err(as_load_error)
-}
-
-fn file_kind(t: &std::fs::FileType) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if t.is_fifo() {
-            return "a FIFO";
-        }
-        if t.is_socket() {
-            return "a socket";
-        }
-        if t.is_block_device() || t.is_char_device() {
-            return "a device";
-        }
-    }
-    if t.is_dir() {
-        "a directory"
-    } else {
-        "not a regular file"
-    }
-}
-
-fn stamp_of(path: &Path) -> Result<FileStamp, Error> {
-    FileStamp::of(path).map_err(|cause| Error::Io {
-        path: path.to_path_buf(),
-        cause,
-    })
-}
-
-/// Open one snapshot file and check it as `options` say.
-fn open_checked(path: &Path, options: LoadOptions) -> Result<Index, Error> {
-    let snapshot = Snapshot::open_with(path, &options.open)?;
-    if options.verify {
-        let report = verify(&snapshot);
-        // A file cut while it was verified reads as zeros: say so.
-        snapshot.check_intact()?;
-        if !report.is_ok() {
-            return Err(Error::Corrupt {
-                path: path.to_path_buf(),
-                reason: report.problems.join("; "),
-            });
-        }
-    }
-    let index = Index::from_snapshot(snapshot);
-    // Measured and built here, while loading, rather than by the first
-    // calls to come: early rejection reads a few thousand rows (milliseconds
-    // on a cold file), and the id table for seeds and exclusions hashes
-    // every id (36 ms at 1M items).
-    index.early_reject();
-    index.prepare_ids();
-    Ok(index)
-}
-
-/// Open a regular file, check it, and wrap it for serving.
-fn load_file(path: &Path, options: LoadOptions) -> Result<Loaded, Error> {
-    let stamp = stamp_of(path)?;
-    let index = open_checked(path, options)?;
-    Ok(Loaded {
-        searchable: Searchable::Snapshot(Box::new(index)),
-        loaded_at: SystemTime::now(),
-        stamp: Stamp::File(stamp),
-        files: vec![(path.to_path_buf(), stamp)],
-    })
-}
-
-/// Open a layered folder, reusing the layers `previous` holds when they
-/// are intact and their files unchanged (a delta or a delete then costs
-/// only the new layer and the tombstones).
-fn load_folder(
-    dir: &Path,
-    options: LoadOptions,
-    previous: Option<&Loaded>,
-) -> Result<Loaded, Error> {
-    let stamp = Stamp::of(dir, true).map_err(|cause| Error::Io {
-        path: dir.join(layers::MANIFEST),
-        cause,
-    })?;
-    let reuse = previous.filter(|p| {
-        p.searchable.check_intact().is_ok()
-            && p.files
-                .iter()
-                .all(|(f, s)| FileStamp::of(f).is_ok_and(|now| now == *s))
-    });
-    let opened = Mutex::new(Vec::new());
-    let layered =
-        Layered::open_reusing_with(dir, reuse.and_then(|p| p.searchable.layered()), &|path| {
-            let stamp = stamp_of(path)?;
-            let index = open_checked(path, options)?;
-            lock(&opened).push((path.to_path_buf(), stamp));
-            Ok(index)
-        })?;
-    let opened = opened.into_inner().unwrap_or_else(|e| e.into_inner());
-    let known = opened.iter().chain(reuse.map_or(&[][..], |p| &p.files));
-    let files = layered
-        .manifest
-        .layers
-        .iter()
-        .map(|name| {
-            let path = dir.join(name);
-            let stamp = known.clone().find(|(f, _)| *f == path).map(|(_, s)| *s);
-            // Every layer was either opened now or reused with its stamp.
-            (path, stamp.expect("each layer is opened or reused"))
-        })
-        .collect();
-    Ok(Loaded {
-        searchable: Searchable::Layered(layered),
-        loaded_at: SystemTime::now(),
-        stamp,
-        files,
-    })
 }
 
 /// Is `path` one of the files of `slot`'s layered folder that change what
@@ -967,23 +613,5 @@ mod tests {
         });
         assert!(catalog.get("a").is_some());
         assert!(catalog.reload("a").is_ok());
-    }
-
-    #[test]
-    fn a_fifo_is_refused_without_being_opened() {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("p.fathom");
-        let status = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let catalog = Catalog::new(None, LoadOptions::default());
-        // Opening it would block this test forever.
-        let e = catalog.add("p", &fifo).err().unwrap();
-        assert!(
-            matches!(e, CatalogError::NotAFile { kind: "a FIFO", .. }),
-            "{e}"
-        );
     }
 }
