@@ -279,7 +279,10 @@ fn npy_float_width(path: &Path, dtype: &npyz::DType) -> Result<u64> {
             w @ (2 | 4 | 8) => Ok(w),
             w => Err(Error::input(
                 path,
-                format!("dtype {} (float of {w} bytes) is not supported; save float32", dtype.descr()),
+                format!(
+                    "dtype {} (float of {w} bytes) is not supported; save float32",
+                    dtype.descr()
+                ),
             )),
         },
         other => Err(Error::input(
@@ -583,7 +586,10 @@ mod tests {
             b.extend(body);
             std::fs::write(&p, b).unwrap();
         };
-        let f64s: Vec<u8> = rows.iter().flat_map(|x| (*x as f64).to_le_bytes()).collect();
+        let f64s: Vec<u8> = rows
+            .iter()
+            .flat_map(|x| (*x as f64).to_le_bytes())
+            .collect();
         write("<f8", false, f64s);
         assert_eq!(read_npy(&p).unwrap(), (dim, rows.clone()));
         assert_eq!(npy_conversion(&p).unwrap(), Some("float64"));

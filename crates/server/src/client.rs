@@ -315,21 +315,14 @@ impl Client {
     }
 
     /// What to add to a broken connection's error: a plaintext client cut
-    /// off at once is most often talking to a server that expects TLS.
-    fn hint(&self, s: &Status) -> &'static str {
-        let cause = cause_chain(s).to_ascii_lowercase();
-        let cut_off = [
-            "broken pipe",
-            "brokenpipe",
-            "reset",
-            "frame with invalid size",
-        ]
-        .iter()
-        .any(|c| cause.contains(c));
-        if !self.tls && cut_off {
-            " (if the server serves TLS, use an https:// target, with --tls-ca for a private CA)"
-        } else {
+    /// off is often talking to a server that expects TLS (its alert reads
+    /// as a broken pipe, a reset, a cancelled stream or a malformed frame,
+    /// depending on timing).
+    fn hint(&self, _s: &Status) -> &'static str {
+        if self.tls {
             ""
+        } else {
+            " (if the server serves TLS, use an https:// target, with --tls-ca for a private CA)"
         }
     }
 
@@ -387,6 +380,21 @@ impl Client {
                 cause_chain(&s)
             ))
             .into()),
+            // A connection that broke as an HTTP/2 protocol error (tonic's
+            // INTERNAL): the peer is not speaking this client's protocol,
+            // most often TLS to a plaintext client.
+            Err(s)
+                if s.code() == Code::Internal
+                    && !self.tls
+                    && cause_chain(&s).contains("h2 protocol error") =>
+            {
+                Err(Status::unavailable(format!(
+                    "connection failed: {}{}",
+                    cause_chain(&s),
+                    self.hint(&s)
+                ))
+                .into())
+            }
             Err(s) => Err(s.into()),
         }
     }

@@ -343,7 +343,10 @@ async fn a_fifo_in_a_served_folder_neither_hangs_nor_wedges_reloads() {
     let e = client.delete("tracks", &before[..1]).await.unwrap_err();
     assert_ne!(e.code(), Code::DeadlineExceeded, "{e}");
     assert!(e.to_string().contains("FIFO"), "{e}");
-    assert!(started.elapsed() < Duration::from_secs(4), "the delete waited on the FIFO");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the delete waited on the FIFO"
+    );
     let e = client.reload(Some("tracks")).await.unwrap_err();
     assert!(e.to_string().contains("FIFO"), "{e}");
     assert_eq!(ids(&client, &q, 10).await, before, "the old set serves on");
