@@ -255,18 +255,19 @@ impl IndexParts<'_> {
         }
     }
 
-    /// `bound` in traversal distance, for the query in `scratch`.
-    fn traversal_bound(&self, bound: &Bound<'_>, scratch: &Scratch) -> f32 {
+    /// `bound` in traversal distance, for the query in `scratch`; the rows
+    /// are converted in `scratch`'s buffer.
+    fn traversal_bound(&self, bound: &Bound<'_>, scratch: &mut Scratch) -> f32 {
         match self.vectors.storage() {
             Storage::F32 => bound.distance,
             Storage::Bf16 => {
                 let kernel = Kernel::<u16>::new(self.metric);
-                let mut row = Vec::with_capacity(self.dim);
+                let row = &mut scratch.row_bf16;
                 let mut far = f32::NEG_INFINITY;
                 for r in bound.rows {
                     row.clear();
                     row.extend(r.iter().map(|x| f32_to_bf16(*x)));
-                    far = far.max(kernel.distance(&scratch.q_bf16, &row));
+                    far = far.max(kernel.distance(&scratch.q_bf16, row));
                 }
                 far
             }
@@ -275,12 +276,12 @@ impl IndexParts<'_> {
                     return f32::INFINITY;
                 };
                 let kernel = Kernel::<i8>::new(self.metric);
-                let mut code = Vec::with_capacity(self.dim);
+                let code = &mut scratch.row_i8;
                 let mut far = f32::NEG_INFINITY;
                 for r in bound.rows {
                     code.clear();
-                    q.encode_row_i8(r, &mut code);
-                    far = far.max(kernel.distance(&scratch.q_i8, &code));
+                    q.encode_row_i8(r, code);
+                    far = far.max(kernel.distance(&scratch.q_i8, code));
                 }
                 far
             }
@@ -408,14 +409,49 @@ impl IndexParts<'_> {
         // The exact plan, or a traversal that found fewer than k (the
         // admitted nodes were not all reachable): scan the matches exactly,
         // so a call returns min(k, matching) hits.
-        let matches = admission.admitted(n, cancel)?;
-        if out.len() as u64 >= matches.len().min(k as u64) {
-            return Ok(stats);
-        }
-        let q = &scratch.q_f32;
-        exact::knn_rows_into(self.exact, &kernel, q, k, matches.iter(), out, cancel)?;
-        stats.distances += matches.len();
+        // Exclusions and deletions are skipped as the scan goes, not taken
+        // out of a copy of the matches: the scan allocates nothing.
+        let rest = Admission {
+            filter: None,
+            ..*admission
+        };
+        let admitted = |id: &u32| rest.admit(*id);
+        stats.distances += match admission.filter {
+            Some(f) => {
+                let matches = f.matches_within(cancel)?.iter().filter(admitted);
+                self.scan(matches, &scratch.q_f32, k, out, cancel)?
+            }
+            None => self.scan(
+                (0..n as u32).filter(admitted),
+                &scratch.q_f32,
+                k,
+                out,
+                cancel,
+            )?,
+        };
         Ok(stats)
+    }
+
+    /// Complete a search exactly over `ids` (the admitted items), unless
+    /// `out` already holds them all; returns how many rows were scored.
+    fn scan<C: Cancel>(
+        &self,
+        ids: impl Iterator<Item = u32> + Clone,
+        query: &[f32],
+        k: usize,
+        out: &mut Vec<Neighbor>,
+        cancel: &C,
+    ) -> Result<u64> {
+        // Done when `out` holds k, or every admitted item (no more of them
+        // than it found).
+        if out.len() >= k || ids.clone().nth(out.len()).is_none() {
+            return Ok(0);
+        }
+        let kernel = Kernel::<f32>::new(self.metric);
+        let mut scored = 0u64;
+        let ids = ids.inspect(|_| scored += 1);
+        exact::knn_rows_into(self.exact, &kernel, query, k, ids, out, cancel)?;
+        Ok(scored)
     }
 
     /// Move the admitted part of the beam into `out`: its first `k` under

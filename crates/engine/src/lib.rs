@@ -13,7 +13,9 @@
 //! - [`distance`]: metrics, storage types, SIMD kernels chosen once (simsimd;
 //!   the i8 ones on AVX-512 VNNI where the CPU has it).
 //! - [`snapshot`]: the file format: write, open (O(1), zero-copy), verify.
-//! - [`search`]: the hot path, HNSW over borrowed slices, no allocation.
+//! - [`search`]: the hot path, HNSW over borrowed slices; an [`Index`]
+//!   search allocates nothing once its scratch space and output are warm
+//!   (`tests/alloc.rs`); a [`retrieve`] call allocates its per-source lists.
 //! - [`index`]: an open snapshot you can query from many threads.
 //! - [`admit`]: the one admit-check (filter, exclusions, deletions) that
 //!   every restricted search shares.

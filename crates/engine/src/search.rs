@@ -1,7 +1,8 @@
 //! The hot path: HNSW search over a borrowed graph and borrowed vectors.
 //!
-//! No I/O and no allocation per query: all working memory lives in a
-//! [`Scratch`] taken from a [`ScratchPool`] and returned after the query.
+//! No I/O and no allocation per query once warm: all working memory lives
+//! in a [`Scratch`] taken from a [`ScratchPool`] and returned after the
+//! query (`tests/alloc.rs` counts).
 //!
 //! The layer-0 beam search keeps one sorted candidate list of at most `ef`
 //! entries (as NSG and glass do) instead of hnswlib's two heaps: the next node
@@ -274,6 +275,9 @@ pub struct Scratch {
     pub(crate) q_f32: Vec<f32>,
     pub(crate) q_bf16: Vec<u16>,
     pub(crate) q_i8: Vec<i8>,
+    /// A stored row converted to the traversal type (a bound's rows).
+    pub(crate) row_bf16: Vec<u16>,
+    pub(crate) row_i8: Vec<i8>,
 }
 
 impl Scratch {
@@ -290,6 +294,8 @@ impl Scratch {
             q_f32: Vec::new(),
             q_bf16: Vec::new(),
             q_i8: Vec::new(),
+            row_bf16: Vec::new(),
+            row_i8: Vec::new(),
         }
     }
 
