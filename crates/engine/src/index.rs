@@ -620,6 +620,12 @@ impl Index {
         &self.snapshot
     }
 
+    /// Idle scratch spaces pooled for the next searches (at most
+    /// [`ScratchPool::keep_limit`]).
+    pub fn pooled_scratch(&self) -> usize {
+        self.pool.idle()
+    }
+
     pub fn parts(&self) -> IndexParts<'_> {
         let s = &self.snapshot;
         let m = s.manifest();

@@ -353,18 +353,36 @@ impl Scratch {
 }
 
 /// A pool of scratch spaces, so concurrent queries each get one without
-/// allocating. A scratch is created only when all existing ones are in use.
+/// allocating. A scratch is created only when all existing ones are in use,
+/// and at most [`ScratchPool::keep_limit`] idle ones are kept: a burst of
+/// concurrent queries does not hold its peak of memory (a visited array of
+/// two bytes per node each) afterwards.
 pub struct ScratchPool {
     n: usize,
+    keep: usize,
     free: Mutex<Vec<Scratch>>,
 }
 
 impl ScratchPool {
     pub fn new(n: usize) -> Self {
+        let keep = Self::keep_limit();
         ScratchPool {
             n,
-            free: Mutex::new(Vec::new()),
+            keep,
+            free: Mutex::new(Vec::with_capacity(keep)),
         }
+    }
+
+    /// Idle scratch spaces held for the next queries.
+    pub fn idle(&self) -> usize {
+        self.free.lock().len()
+    }
+
+    /// The most idle scratch spaces kept: one per core, and at least 16.
+    pub fn keep_limit() -> usize {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .max(16)
     }
 
     pub fn get(&self) -> ScratchGuard<'_> {
@@ -377,6 +395,22 @@ impl ScratchPool {
             pool: self,
             scratch: Some(scratch),
         }
+    }
+
+    /// Take `s` back, or drop it when enough are idle.
+    fn put(&self, s: Scratch) {
+        let extra = {
+            let mut free = self.free.lock();
+            debug_assert!(free.len() <= self.keep);
+            if free.len() < self.keep {
+                free.push(s);
+                None
+            } else {
+                Some(s)
+            }
+        };
+        // Freed outside the lock.
+        drop(extra);
     }
 }
 
@@ -401,7 +435,7 @@ impl std::ops::DerefMut for ScratchGuard<'_> {
 impl Drop for ScratchGuard<'_> {
     fn drop(&mut self) {
         if let Some(s) = self.scratch.take() {
-            self.pool.free.lock().push(s);
+            self.pool.put(s);
         }
     }
 }
