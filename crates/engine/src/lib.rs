@@ -37,31 +37,25 @@
 //!   and speed; [`synth`] makes seeded clustered data.
 #![deny(unsafe_code)]
 
-pub mod admit;
+// The folders are the layers: kernels under graphs, graphs under queries.
 pub mod attributes;
-pub mod bitset;
-pub mod builder;
-pub mod distance;
 pub mod error;
-pub mod eval;
-pub mod exact;
-pub mod filter;
+pub mod evaluation;
 pub mod formats;
 pub mod fsutil;
 pub mod graph;
-pub mod ids;
-pub mod index;
+pub mod kernels;
 pub mod layers;
-pub mod recommend;
-pub mod reject;
-pub mod retrieve;
-pub mod search;
-pub mod searchable;
+pub mod query;
 pub mod snapshot;
-pub mod synth;
-pub mod topk;
-pub mod vectors;
-mod vnni;
+
+// Every module keeps its path at the crate root.
+pub use attributes::{bitset, filter};
+pub use evaluation::{eval, synth};
+pub use graph::{builder, reject, search};
+pub use kernels::{distance, vectors};
+pub use layers::searchable;
+pub use query::{admit, exact, ids, index, recommend, retrieve, topk};
 
 pub use distance::{Metric, Storage};
 pub use error::{Error, Result};
