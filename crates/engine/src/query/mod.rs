@@ -7,6 +7,7 @@ pub mod admit;
 pub mod exact;
 pub mod ids;
 pub mod index;
+pub mod planner;
 pub mod recommend;
 pub mod retrieve;
 pub mod topk;
