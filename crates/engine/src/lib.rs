@@ -13,7 +13,9 @@
 //! - [`distance`]: metrics, storage types, SIMD kernels chosen once (simsimd;
 //!   the i8 ones on AVX-512 VNNI where the CPU has it).
 //! - [`snapshot`]: the file format: write, open (O(1), zero-copy), verify.
-//! - [`search`]: the hot path, HNSW over borrowed slices, no allocation.
+//! - [`search`]: the hot path, HNSW over borrowed slices; an [`Index`]
+//!   search allocates nothing once its scratch space and output are warm
+//!   (`tests/alloc.rs`); a [`retrieve`] call allocates its per-source lists.
 //! - [`index`]: an open snapshot you can query from many threads.
 //! - [`admit`]: the one admit-check (filter, exclusions, deletions) that
 //!   every restricted search shares.
@@ -35,31 +37,25 @@
 //!   and speed; [`synth`] makes seeded clustered data.
 #![deny(unsafe_code)]
 
-pub mod admit;
+// The folders are the layers: kernels under graphs, graphs under queries.
 pub mod attributes;
-pub mod bitset;
-pub mod builder;
-pub mod distance;
 pub mod error;
-pub mod eval;
-pub mod exact;
-pub mod filter;
+pub mod evaluation;
 pub mod formats;
 pub mod fsutil;
 pub mod graph;
-pub mod ids;
-pub mod index;
+pub mod kernels;
 pub mod layers;
-pub mod recommend;
-pub mod reject;
-pub mod retrieve;
-pub mod search;
-pub mod searchable;
+pub mod query;
 pub mod snapshot;
-pub mod synth;
-pub mod topk;
-pub mod vectors;
-mod vnni;
+
+// Every module keeps its path at the crate root.
+pub use attributes::{bitset, filter};
+pub use evaluation::{eval, synth};
+pub use graph::{builder, reject, search};
+pub use kernels::{distance, vectors};
+pub use layers::searchable;
+pub use query::{admit, exact, ids, index, recommend, retrieve, topk};
 
 pub use distance::{Metric, Storage};
 pub use error::{Error, Result};

@@ -6,7 +6,9 @@
 //!
 //! Each index is searched with the same admit-check as a plain search (its
 //! filter, the caller's exclusions and the seed items), then the per-index
-//! lists go through the one top-k merge of [`crate::topk`].
+//! lists go through the one top-k merge of [`crate::topk`]. A call
+//! allocates (the per-source lists, the merge); the index searches it runs
+//! do not, once warm.
 
 use std::collections::HashMap;
 use std::time::Instant;

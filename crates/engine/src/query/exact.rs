@@ -69,7 +69,9 @@ pub fn knn_rows_into<C: Cancel>(
         return Ok(());
     }
     let lines = (rows.dim * 4).div_ceil(64);
-    let mut heap = BinaryHeap::with_capacity(k + 1);
+    // The heap lives in `out`: a warm buffer makes the scan allocation-free.
+    out.reserve(k);
+    let mut heap = TopK { heap: out, k };
     // Rows of a subset are scattered: gather a block of ids, request all
     // their rows, then compute, so that memory latency overlaps.
     let mut block = [0u32; 64];
@@ -89,26 +91,77 @@ pub fn knn_rows_into<C: Cancel>(
         }
         scanned += len;
         if scanned % 4096 < len && cancel.cancelled() {
+            heap.heap.clear();
             return Err(cancel.error());
         }
         for &i in &block[..len] {
-            let d = kernel.distance(query, rows.row(i));
-            if heap.len() < k {
-                heap.push(Entry(d, i));
-            } else if let Some(top) = heap.peek() {
-                if Entry(d, i) < *top {
-                    heap.pop();
-                    heap.push(Entry(d, i));
-                }
-            }
+            heap.offer(Neighbor {
+                id: i,
+                distance: kernel.distance(query, rows.row(i)),
+            });
         }
     }
-    out.extend(
-        heap.into_sorted_vec()
-            .into_iter()
-            .map(|Entry(distance, id)| Neighbor { id, distance }),
-    );
+    heap.finish();
     Ok(())
+}
+
+/// The `k` nearest of the neighbours offered, kept as a max-heap in a
+/// caller's buffer (ordered by distance, then id, as [`Entry`]).
+struct TopK<'a> {
+    heap: &'a mut Vec<Neighbor>,
+    k: usize,
+}
+
+/// Whether `a` ranks before `b`: nearer, or as near with a lower id.
+#[inline(always)]
+fn before(a: &Neighbor, b: &Neighbor) -> bool {
+    a.distance.total_cmp(&b.distance).then(a.id.cmp(&b.id)) == std::cmp::Ordering::Less
+}
+
+impl TopK<'_> {
+    #[inline(always)]
+    fn offer(&mut self, n: Neighbor) {
+        let h = &mut *self.heap;
+        if h.len() < self.k {
+            h.push(n);
+            let mut i = h.len() - 1;
+            while i > 0 {
+                let parent = (i - 1) / 2;
+                if !before(&h[parent], &h[i]) {
+                    break;
+                }
+                h.swap(parent, i);
+                i = parent;
+            }
+        } else if before(&n, &h[0]) {
+            h[0] = n;
+            let mut i = 0;
+            loop {
+                let left = 2 * i + 1;
+                if left >= h.len() {
+                    break;
+                }
+                let right = left + 1;
+                let child = if right < h.len() && before(&h[left], &h[right]) {
+                    right
+                } else {
+                    left
+                };
+                if !before(&h[i], &h[child]) {
+                    break;
+                }
+                h.swap(i, child);
+                i = child;
+            }
+        }
+        debug_assert!(h.len() <= self.k);
+    }
+
+    /// Nearest first.
+    fn finish(self) {
+        self.heap
+            .sort_unstable_by(|a, b| a.distance.total_cmp(&b.distance).then(a.id.cmp(&b.id)));
+    }
 }
 
 /// The `k` of `ids` with the lowest `distance`, nearest first: the exact
@@ -198,4 +251,54 @@ pub fn knn_batch_among(
         }
     });
     results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The scan keeps the k first rows under (distance, id), ties included:
+    /// what sorting every row gives.
+    #[test]
+    fn knn_rows_into_matches_a_full_sort() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let kernel = Kernel::<f32>::new(Metric::L2);
+        let mut out = Vec::new();
+        for round in 0..200 {
+            let (n, dim) = (rng.random_range(1..300), rng.random_range(1..5));
+            // Small integers: many distances tie.
+            let data: Vec<f32> = (0..n * dim)
+                .map(|_| rng.random_range(0..3) as f32)
+                .collect();
+            let rows = Rows {
+                data: &data,
+                dim,
+                stride: dim,
+            };
+            let query: Vec<f32> = (0..dim).map(|_| rng.random_range(0..3) as f32).collect();
+            let k = rng.random_range(1..n + 5);
+            let ids: Vec<u32> = (0..n as u32).filter(|i| i % 3 != round % 3).collect();
+            knn_rows_into(
+                rows,
+                &kernel,
+                &query,
+                k,
+                ids.iter().copied(),
+                &mut out,
+                &NoCancel,
+            )
+            .unwrap();
+            let mut want: Vec<Neighbor> = ids
+                .iter()
+                .map(|&id| Neighbor {
+                    id,
+                    distance: kernel.distance(&query, rows.row(id)),
+                })
+                .collect();
+            want.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.id.cmp(&b.id)));
+            want.truncate(k.min(n));
+            assert_eq!(out, want, "n {n}, k {k}");
+        }
+    }
 }

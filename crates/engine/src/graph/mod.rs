@@ -10,6 +10,10 @@
 //!   `upper_offsets[i] .. upper_offsets[i + 1]`, one per layer `1..=levels[i]`.
 //! - `upper_links`: records of `1 + m` u32s, `[degree, ids..]`.
 
+pub mod builder;
+pub mod reject;
+pub mod search;
+
 /// A borrowed graph. Invariants (checked by `Snapshot::open` for lengths and
 /// by `verify` for contents): `links0.len() == n * (1 + m0)`,
 /// `upper_offsets.len() == n + 1`, `upper_links.len() == records * (1 + m)`.

@@ -11,7 +11,7 @@
 //! Kernels come from `simsimd`, which dispatches at runtime to the best
 //! instruction set of the machine (AVX-512 on Zen 4), except the i8
 //! kernels, which use AVX-512 VNNI directly where the CPU has it
-//! ([`crate::vnni`]). A kernel returns a raw
+//! ([`crate::kernels::vnni`]). A kernel returns a raw
 //! value (a dot product or a squared distance, in the element's units) and the
 //! [`Kernel`] maps it to a distance with one multiply-add, so that the
 //! metric's sign is folded in without a branch. i8 traversal distances only
@@ -180,8 +180,8 @@ impl Element for i8 {
     const STORAGE: Storage = Storage::I8;
     fn raw_kernel(metric: Metric) -> fn(&[i8], &[i8]) -> f64 {
         match metric {
-            Metric::Cosine | Metric::Dot => crate::vnni::dot_i8().unwrap_or(dot_i8),
-            Metric::L2 => crate::vnni::l2sq_i8().unwrap_or(l2sq_i8),
+            Metric::Cosine | Metric::Dot => super::vnni::dot_i8().unwrap_or(dot_i8),
+            Metric::L2 => super::vnni::l2sq_i8().unwrap_or(l2sq_i8),
         }
     }
 }

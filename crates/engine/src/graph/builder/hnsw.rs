@@ -20,7 +20,9 @@ use rand::{Rng, SeedableRng};
 
 use crate::distance::{Kernel, Metric};
 use crate::graph::Graph;
-use crate::search::{greedy_descent, search_layer, Links, NoCancel, Scratch, SearchStats, Space};
+use crate::search::{
+    greedy_descent, search_layer, Links, NoCancel, Scratch, SearchContext, SearchStats, Space,
+};
 use crate::vectors::Rows;
 
 /// Parameters of graph construction.
@@ -240,16 +242,13 @@ impl Builder<'_> {
         for layer in (0..=level.min(top) as usize).rev() {
             let entries = std::mem::take(&mut w.candidates);
             // NoCancel never stops a search, so this cannot fail.
-            let _ = search_layer(
-                &self.graph,
-                &space,
-                &entries,
-                layer,
-                self.ef_construction,
-                &mut w.scratch,
-                &NoCancel,
-                &mut stats,
-            );
+            let cx = SearchContext {
+                links: &self.graph,
+                space: &space,
+                cancel: &NoCancel,
+                ef: self.ef_construction,
+            };
+            let _ = search_layer(&cx, &entries, layer, &mut w.scratch, &mut stats);
             w.candidates = entries;
             w.candidates.clear();
             w.candidates.extend(

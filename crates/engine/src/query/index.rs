@@ -23,6 +23,9 @@ use crate::search::{
 use crate::snapshot::{OpenOptions, Snapshot};
 use crate::vectors::{Quantizer, Rows, VectorSlice};
 
+use super::planner::bounded_keep;
+pub use super::planner::{filtered_ef, prefers_exact, Plan};
+
 /// The beam width used when neither the caller nor the snapshot sets one.
 pub const DEFAULT_EF: usize = 64;
 
@@ -72,48 +75,6 @@ impl Default for SearchParams {
     }
 }
 
-/// The plan of a filtered search.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Plan {
-    /// Chosen per query from the number of matching items ([`prefers_exact`]).
-    #[default]
-    Auto,
-    /// Exact scan of the matching items.
-    Exact,
-    /// Filtered graph traversal (still completed exactly if it finds fewer
-    /// than `k` when more match).
-    Graph,
-}
-
-/// Whether an exact scan of `matching` rows beats a filtered traversal of
-/// beam `ef` over `n` items.
-///
-/// A filtered traversal costs about an unfiltered one of the same beam while
-/// the admitted nodes stay connected through two hops, and grows as they
-/// thin out; the exact scan costs one distance per matching row. The
-/// constants were measured on words-dev-384 and the synthetic 1M × 128 set
-/// (`docs/filters.md`).
-pub fn prefers_exact(matching: u64, n: usize, ef: usize) -> bool {
-    let n = n as u64;
-    matching <= EXACT_MIN_ROWS.max(ef as u64 * EXACT_ROWS_PER_EF)
-        || matching * EXACT_MAX_SHARE_INV <= n
-}
-
-/// Below this many matching rows the exact scan always wins.
-const EXACT_MIN_ROWS: u64 = 2_000;
-/// Matching rows per unit of beam width below which exact wins.
-const EXACT_ROWS_PER_EF: u64 = 64;
-/// Exact when at most 1/this of the index matches (two hops stop connecting).
-const EXACT_MAX_SHARE_INV: u64 = 25;
-
-/// The beam of a filtered traversal chosen by the planner: the admitted
-/// nodes thin out below 10% and recall with them, so the beam widens by
-/// `sqrt(0.1 / selectivity)`, at most 4×.
-pub fn filtered_ef(ef: usize, selectivity: f64) -> usize {
-    let boost = (0.1 / selectivity.max(1e-9)).sqrt().clamp(1.0, 4.0);
-    (ef as f64 * boost).round() as usize
-}
-
 /// Hits already found for a call elsewhere (in an earlier layer of the same
 /// index): a search that only adds to them needs nothing farther than the
 /// k-th of them, so its beam stops expanding past it (see [`Limit`]).
@@ -125,17 +86,6 @@ pub struct Bound<'a> {
     /// distances are on another scale, and their bound is the farthest
     /// of these rows in it.
     pub rows: &'a [&'a [f32]],
-}
-
-/// How many of a bounded beam's nearest entries are expanded whatever
-/// their distance: 2·√ef. A beam of one is a greedy walk that stops in the
-/// first local minimum past the bound and misses a layer's few near items
-/// (recall@10 0.02–0.03 lower on words-dev-384 with one delta of 10%); the
-/// whole beam spends as much as an unbounded search. ef/4 lost up to 0.009
-/// at ef 16 and 1.5·√ef up to 0.006; 2·√ef loses about 0.002 for 4% more
-/// distances than 1.5·√ef (benches/layers.rs).
-fn bounded_keep(ef: usize) -> usize {
-    (((ef as f64).sqrt() * 2.0).round() as usize).max(1)
 }
 
 /// Borrowed pieces of an index, from a snapshot or from memory.
@@ -246,7 +196,12 @@ impl IndexParts<'_> {
         scratch: &mut Scratch,
         out: &mut Vec<Neighbor>,
     ) -> Result<SearchStats> {
-        let s = (query, params, admission, bound);
+        let s = Request {
+            query,
+            params,
+            admission,
+            bound,
+        };
         match (params.deadline, params.cancel.as_deref()) {
             (None, None) => self.search_with(s, scratch, out, &NoCancel),
             (Some(d), None) => self.search_with(s, scratch, out, &Deadline(d)),
@@ -255,18 +210,19 @@ impl IndexParts<'_> {
         }
     }
 
-    /// `bound` in traversal distance, for the query in `scratch`.
-    fn traversal_bound(&self, bound: &Bound<'_>, scratch: &Scratch) -> f32 {
+    /// `bound` in traversal distance, for the query in `scratch`; the rows
+    /// are converted in `scratch`'s buffer.
+    fn traversal_bound(&self, bound: &Bound<'_>, scratch: &mut Scratch) -> f32 {
         match self.vectors.storage() {
             Storage::F32 => bound.distance,
             Storage::Bf16 => {
                 let kernel = Kernel::<u16>::new(self.metric);
-                let mut row = Vec::with_capacity(self.dim);
+                let row = &mut scratch.row_bf16;
                 let mut far = f32::NEG_INFINITY;
                 for r in bound.rows {
                     row.clear();
                     row.extend(r.iter().map(|x| f32_to_bf16(*x)));
-                    far = far.max(kernel.distance(&scratch.q_bf16, &row));
+                    far = far.max(kernel.distance(&scratch.q_bf16, row));
                 }
                 far
             }
@@ -275,12 +231,12 @@ impl IndexParts<'_> {
                     return f32::INFINITY;
                 };
                 let kernel = Kernel::<i8>::new(self.metric);
-                let mut code = Vec::with_capacity(self.dim);
+                let code = &mut scratch.row_i8;
                 let mut far = f32::NEG_INFINITY;
                 for r in bound.rows {
                     code.clear();
-                    q.encode_row_i8(r, &mut code);
-                    far = far.max(kernel.distance(&scratch.q_i8, &code));
+                    q.encode_row_i8(r, code);
+                    far = far.max(kernel.distance(&scratch.q_i8, code));
                 }
                 far
             }
@@ -298,15 +254,14 @@ impl IndexParts<'_> {
         }
     }
 
-    #[allow(clippy::type_complexity)]
     fn search_with<C: Cancel>(
         &self,
-        (query, params, admission, bound): (
-            &[f32],
-            &SearchParams,
-            &Admission<'_, '_>,
-            Option<&Bound<'_>>,
-        ),
+        Request {
+            query,
+            params,
+            admission,
+            bound,
+        }: Request<'_, '_, '_>,
         scratch: &mut Scratch,
         out: &mut Vec<Neighbor>,
         cancel: &C,
@@ -352,7 +307,8 @@ impl IndexParts<'_> {
                     ..SearchStats::default()
                 });
             }
-            let stats = self.traverse(ef, limit, reject, scratch, cancel, &AdmitAll)?;
+            let stats =
+                self.traverse(Traversal { ef, limit, reject }, scratch, cancel, &AdmitAll)?;
             self.finish(scratch, k, out, &AdmitAll);
             return Ok(stats);
         }
@@ -368,7 +324,7 @@ impl IndexParts<'_> {
             // Otherwise the exclusions crowd the query's neighbourhood (a
             // listening history near the query) and the admitted traversal
             // below walks through them instead.
-            stats = self.traverse(ef, limit, reject, scratch, cancel, &AdmitAll)?;
+            stats = self.traverse(Traversal { ef, limit, reject }, scratch, cancel, &AdmitAll)?;
             let kept = self.finish(scratch, k, out, admission);
             if kept >= k.max(ef / 2) {
                 return Ok(stats);
@@ -389,8 +345,12 @@ impl IndexParts<'_> {
             // making the rest of the index any nearer.
             let check = params.plan == Plan::Auto && admission.filter.is_some();
             scratch.thin_check = check.then_some((admitted, n as u64));
-            let traversed =
-                self.traverse(ef, Limit::NONE, reject, scratch, cancel, &admission.probe());
+            let t = Traversal {
+                ef,
+                limit: Limit::NONE,
+                reject,
+            };
+            let traversed = self.traverse(t, scratch, cancel, &admission.probe());
             scratch.thin_check = None;
             stats += traversed?;
             // A filter present but thin around the query (a language other
@@ -408,14 +368,49 @@ impl IndexParts<'_> {
         // The exact plan, or a traversal that found fewer than k (the
         // admitted nodes were not all reachable): scan the matches exactly,
         // so a call returns min(k, matching) hits.
-        let matches = admission.admitted(n, cancel)?;
-        if out.len() as u64 >= matches.len().min(k as u64) {
-            return Ok(stats);
-        }
-        let q = &scratch.q_f32;
-        exact::knn_rows_into(self.exact, &kernel, q, k, matches.iter(), out, cancel)?;
-        stats.distances += matches.len();
+        // Exclusions and deletions are skipped as the scan goes, not taken
+        // out of a copy of the matches: the scan allocates nothing.
+        let rest = Admission {
+            filter: None,
+            ..*admission
+        };
+        let admitted = |id: &u32| rest.admit(*id);
+        stats.distances += match admission.filter {
+            Some(f) => {
+                let matches = f.matches_within(cancel)?.iter().filter(admitted);
+                self.scan(matches, &scratch.q_f32, k, out, cancel)?
+            }
+            None => self.scan(
+                (0..n as u32).filter(admitted),
+                &scratch.q_f32,
+                k,
+                out,
+                cancel,
+            )?,
+        };
         Ok(stats)
+    }
+
+    /// Complete a search exactly over `ids` (the admitted items), unless
+    /// `out` already holds them all; returns how many rows were scored.
+    fn scan<C: Cancel>(
+        &self,
+        ids: impl Iterator<Item = u32> + Clone,
+        query: &[f32],
+        k: usize,
+        out: &mut Vec<Neighbor>,
+        cancel: &C,
+    ) -> Result<u64> {
+        // Done when `out` holds k, or every admitted item (no more of them
+        // than it found).
+        if out.len() >= k || ids.clone().nth(out.len()).is_none() {
+            return Ok(0);
+        }
+        let kernel = Kernel::<f32>::new(self.metric);
+        let mut scored = 0u64;
+        let ids = ids.inspect(|_| scored += 1);
+        exact::knn_rows_into(self.exact, &kernel, query, k, ids, out, cancel)?;
+        Ok(scored)
     }
 
     /// Move the admitted part of the beam into `out`: its first `k` under
@@ -455,12 +450,9 @@ impl IndexParts<'_> {
         kept
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn traverse<C: Cancel, A: Admit>(
         &self,
-        ef: usize,
-        limit: Limit,
-        reject: Option<EarlyReject>,
+        t: Traversal,
         scratch: &mut Scratch,
         cancel: &C,
         admit: &A,
@@ -468,52 +460,19 @@ impl IndexParts<'_> {
         match self.vectors {
             VectorSlice::F32(rows) => {
                 let q = std::mem::take(&mut scratch.q_f32);
-                let r = run(
-                    &self.graph,
-                    rows,
-                    self.metric,
-                    &q,
-                    ef,
-                    limit,
-                    reject,
-                    scratch,
-                    cancel,
-                    admit,
-                );
+                let r = run(self, rows, &q, t, scratch, cancel, admit);
                 scratch.q_f32 = q;
                 r
             }
             VectorSlice::Bf16(rows) => {
                 let q = std::mem::take(&mut scratch.q_bf16);
-                let r = run(
-                    &self.graph,
-                    rows,
-                    self.metric,
-                    &q,
-                    ef,
-                    limit,
-                    reject,
-                    scratch,
-                    cancel,
-                    admit,
-                );
+                let r = run(self, rows, &q, t, scratch, cancel, admit);
                 scratch.q_bf16 = q;
                 r
             }
             VectorSlice::I8(rows) => {
                 let q = std::mem::take(&mut scratch.q_i8);
-                let r = run(
-                    &self.graph,
-                    rows,
-                    self.metric,
-                    &q,
-                    ef,
-                    limit,
-                    reject,
-                    scratch,
-                    cancel,
-                    admit,
-                );
+                let r = run(self, rows, &q, t, scratch, cancel, admit);
                 scratch.q_i8 = q;
                 r
             }
@@ -521,19 +480,34 @@ impl IndexParts<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run<E: Element, C: Cancel, A: Admit>(
-    graph: &GraphView<'_>,
-    rows: Rows<'_, E>,
-    metric: Metric,
-    q: &[E],
+/// One search as the front door received it.
+#[derive(Clone, Copy)]
+struct Request<'r, 'f, 'a> {
+    query: &'r [f32],
+    params: &'r SearchParams,
+    admission: &'r Admission<'f, 'a>,
+    bound: Option<&'r Bound<'r>>,
+}
+
+/// How one traversal runs: its beam, where it may stop, and its early
+/// rejection.
+#[derive(Clone, Copy)]
+struct Traversal {
     ef: usize,
     limit: Limit,
     reject: Option<EarlyReject>,
+}
+
+fn run<E: Element, C: Cancel, A: Admit>(
+    parts: &IndexParts<'_>,
+    rows: Rows<'_, E>,
+    q: &[E],
+    Traversal { ef, limit, reject }: Traversal,
     scratch: &mut Scratch,
     cancel: &C,
     admit: &A,
 ) -> Result<SearchStats> {
+    let (graph, metric) = (&parts.graph, parts.metric);
     // Traversal distances only need to rank like the true ones (i8 codes are
     // scaled per query); results are re-ranked exactly.
     let space = Space::new(rows, Kernel::new(metric), q).with_early_reject(reject);
@@ -582,6 +556,12 @@ impl Index {
 
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot
+    }
+
+    /// Idle scratch spaces pooled for the next searches (at most
+    /// [`ScratchPool::keep_limit`]).
+    pub fn pooled_scratch(&self) -> usize {
+        self.pool.idle()
     }
 
     pub fn parts(&self) -> IndexParts<'_> {

@@ -69,6 +69,8 @@
 //!   anything; it lowers the count first, so a crash between the two
 //!   leaves more records than counted, never fewer.
 
+pub mod searchable;
+
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};

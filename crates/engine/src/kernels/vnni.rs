@@ -170,21 +170,58 @@ mod tests {
     use crate::distance::scalar;
     use proptest::prelude::*;
 
-    proptest! {
-        #[test]
-        fn vnni_kernels_match_scalar_over_all_i8(v in proptest::collection::vec((any::<i8>(), any::<i8>()), 0..400)) {
-            let (a, b): (Vec<i8>, Vec<i8>) = v.into_iter().unzip();
-            if let (Some(dot), Some(l2sq)) = (dot_i8(), l2sq_i8()) {
-                prop_assert_eq!(dot(&a, &b), scalar::dot_i8(&a, &b));
-                prop_assert_eq!(l2sq(&a, &b), scalar::l2sq_i8(&a, &b));
-            }
+    /// Set to 1 (where the CPU is known to have AVX-512 VNNI) to make a
+    /// skipped kernel test fail instead.
+    const REQUIRE: &str = "FATHOM_REQUIRE_VNNI";
+
+    /// Whether a kernel test runs: with the kernels found, yes; without,
+    /// it says it skipped, or fails when `require` is "1".
+    fn run_or_skip(found: bool, require: Option<&str>) -> bool {
+        if found {
+            return true;
+        }
+        assert!(
+            require != Some("1"),
+            "{REQUIRE}=1 but this CPU has no AVX-512 VNNI"
+        );
+        eprintln!("skipped: this CPU has no AVX-512 VNNI");
+        false
+    }
+
+    /// The kernels, or `None` after [`run_or_skip`] said why not.
+    fn kernels() -> Option<(RawI8, RawI8)> {
+        let found = dot_i8().zip(l2sq_i8());
+        if run_or_skip(found.is_some(), std::env::var(REQUIRE).ok().as_deref()) {
+            found
+        } else {
+            None
         }
     }
 
     #[test]
+    fn a_skip_says_so_and_fails_when_vnni_is_required() {
+        assert!(run_or_skip(true, Some("1")));
+        assert!(!run_or_skip(false, None));
+        assert!(!run_or_skip(false, Some("0")));
+        let required = std::panic::catch_unwind(|| run_or_skip(false, Some("1")));
+        assert!(required.is_err());
+    }
+
+    #[test]
+    fn vnni_kernels_match_scalar_over_all_i8() {
+        let Some((dot, l2sq)) = kernels() else {
+            return;
+        };
+        proptest!(|(v in proptest::collection::vec((any::<i8>(), any::<i8>()), 0..400))| {
+            let (a, b): (Vec<i8>, Vec<i8>) = v.into_iter().unzip();
+            prop_assert_eq!(dot(&a, &b), scalar::dot_i8(&a, &b));
+            prop_assert_eq!(l2sq(&a, &b), scalar::l2sq_i8(&a, &b));
+        });
+    }
+
+    #[test]
     fn vnni_kernels_at_the_extremes_and_every_tail_length() {
-        let (Some(dot), Some(l2sq)) = (dot_i8(), l2sq_i8()) else {
-            eprintln!("no AVX-512 VNNI on this CPU: the simsimd fallback is tested in distance.rs");
+        let Some((dot, l2sq)) = kernels() else {
             return;
         };
         for n in 0..=200 {

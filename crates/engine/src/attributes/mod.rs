@@ -21,6 +21,9 @@
 //!   contiguous run of rows by binary search: its cardinality is exact and its
 //!   rows can be listed without a scan.
 
+pub mod bitset;
+pub mod filter;
+
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
