@@ -6,6 +6,7 @@
 //! as the index (the exact scan), and the layers of a layered folder
 //! searched with their deletions and the bound of the base's hits.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -1,7 +1,7 @@
 //! The scratch pool keeps a bounded number of idle scratch spaces: a burst
 //! of concurrent searches leaves no more than its limit behind.
 
-mod common;
+use crate::common;
 
 use std::sync::Barrier;
 

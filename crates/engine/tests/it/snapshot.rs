@@ -1,6 +1,6 @@
 //! Snapshot format: round trip, corruption, version checks.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

@@ -3,7 +3,7 @@
 //! unknown ids reported, incompatible deltas refused, and compaction that
 //! keeps every delete, including one that lands while it runs.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
 //! Search: recall against exact results, mapped == in-memory, edge cases.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fathom_engine::builder::{BuilderKind, Dataset};

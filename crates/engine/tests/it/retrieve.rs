@@ -3,7 +3,7 @@
 //! exclusions with the count kept, the federated merge and `min_per_index`,
 //! MMR selection order, group caps, and every error case.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fathom_engine::builder::BuilderKind;

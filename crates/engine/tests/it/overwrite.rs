@@ -4,7 +4,7 @@
 //! in memory (`LoadMode::Memory`) is not affected at all. Also: damaged
 //! vectors (NaN) make a search report corruption instead of answering.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};

@@ -3,7 +3,7 @@
 //! delete. And temp files of a killed compaction or write are removed by a
 //! later run once their process is gone.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! folders written in the older format without checksums are read as they
 //! are and converted on their first delete.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Write;

@@ -4,7 +4,7 @@
 //! carry an ordinary share of the distance and on data where they carry
 //! most of it.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fathom_engine::builder::{BuilderKind, BuiltIndex, Dataset};

@@ -2,7 +2,7 @@
 //! attributes, every hit matches, a call returns min(k, matching) hits, the
 //! planner at both extremes, and the version-1 fixture.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
