@@ -371,8 +371,12 @@ fn a_fault_outside_every_snapshot_still_kills() {
     }
     use std::os::unix::process::ExitStatusExt;
     let dir = tempfile::tempdir().unwrap();
+    // The test's name as the harness knows it: its module path without the
+    // crate, then the function.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let name = format!("{module}::a_fault_outside_every_snapshot_still_kills");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "a_fault_outside_every_snapshot_still_kills"])
+        .args(["--exact", name.trim_start_matches("::")])
         .env(CHILD, dir.path())
         .stdout(std::process::Stdio::null())
         .spawn()
