@@ -4,23 +4,28 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use fathom_engine::eval::evaluate_filtered;
+use fathom_engine::eval::{
+    admitted_nodes, evaluate_filtered, evaluate_sources, knn_among_sources, EvalRow, Numbering,
+};
 use fathom_engine::exact::knn_batch_among;
 use fathom_engine::formats::{read_ivecs, read_vectors};
 use fathom_engine::index::{Plan, SearchParams};
+use fathom_engine::retrieve::Source;
+use fathom_engine::searchable::Searchable;
 use fathom_engine::Index;
 
 use super::{default_threads, parse_list};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The snapshot file to evaluate (.fathom).
+    /// The snapshot file to evaluate (.fathom), or a layered index folder
+    /// (searched as `fathom search` does; recall against its live items).
     snapshot: PathBuf,
     /// Query vectors (.fvecs or .npy).
     #[arg(long)]
     queries: PathBuf,
     /// Exact neighbours as 0-based base rows (.ivecs); computed by brute force
-    /// when absent.
+    /// when absent (always, for a layered folder).
     #[arg(long)]
     ground_truth: Option<PathBuf>,
     /// Hits per query; recall is recall@k.
@@ -89,41 +94,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
         bail!("k must be at least 1");
     }
     if fathom_engine::layers::is_layered(&a.snapshot) {
-        bail!(
-            "{} is a layered folder; eval measures one snapshot: run `fathom compact {}` \
-             first, or evaluate one of its layer files",
-            a.snapshot.display(),
-            a.snapshot.display()
-        );
+        return run_layered(&a, &efs);
     }
     let index = crate::cli::about_path(
         Index::open_with(&a.snapshot, &a.load.options()),
         "opening",
         &a.snapshot,
     )?;
-    let (dim, rows) = crate::cli::about_path(read_vectors(&a.queries), "reading", &a.queries)?;
-    if dim != index.snapshot().dim() {
-        bail!(
-            "queries have dimension {dim}, the snapshot has {}",
-            index.snapshot().dim()
-        );
-    }
-    let mut queries: Vec<Vec<f32>> = rows.chunks_exact(dim).map(<[f32]>::to_vec).collect();
-    if let Some(l) = a.limit {
-        queries.truncate(l);
-    }
-    let filters: Vec<Option<String>> = if a.filter.is_empty() {
-        vec![None]
-    } else {
-        a.filter.iter().cloned().map(Some).collect()
-    };
-    if !a.json {
-        println!(
-            "{:>6} {:>4} {:>8} {:>10} {:>9} {:>9} {:>11}",
-            "ef", "k", "recall", "qps", "p50_us", "p99_us", "distances"
-        );
-    }
-    for src in &filters {
+    let queries = read_queries(&a, index.snapshot().dim())?;
+    print_header(&a);
+    for src in &filters_of(&a) {
         let plan = match src {
             Some(f) => Some(index.filter(f).with_context(|| format!("filter {f:?}"))?),
             None => None,
@@ -137,35 +117,150 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 p.selectivity() * 100.0
             );
         }
-        let run = |ef: usize, qs: &[Vec<f32>]| {
-            let params = SearchParams {
-                plan: a.plan.into(),
-                early_reject: !a.no_early_reject,
-                ..SearchParams::new(a.k, ef)
-            };
-            evaluate_filtered(&index, qs, &truth, &params, a.threads, filter).context("searching")
-        };
-        // Warm up: fault in the pages and the scratch pool before timing.
-        run(efs[0], &queries[..queries.len().min(200)])?;
-        for &ef in &efs {
-            let mut row = run(ef, &queries)?.0;
-            for _ in 1..a.repeats {
-                let (again, _) = run(ef, &queries)?;
-                if again.qps > row.qps {
-                    row = again;
-                }
-            }
-            if a.json {
-                println!("{}", serde_json::to_string(&row)?);
-            } else {
-                println!(
-                    "{:>6} {:>4} {:>8.4} {:>10.0} {:>9.1} {:>9.1} {:>11.0}",
-                    row.ef, row.k, row.recall, row.qps, row.p50_us, row.p99_us, row.mean_distances
-                );
-            }
-        }
+        sweep(&a, &efs, &queries, |ef, qs| {
+            evaluate_filtered(&index, qs, &truth, &params(&a, ef), a.threads, filter)
+                .context("searching")
+        })?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A layered folder, searched as `fathom search` searches it: every layer,
+/// minus its deleted and replaced items, merged. The truth is exact over
+/// the live items of every layer.
+fn run_layered(a: &Args, efs: &[usize]) -> Result<ExitCode> {
+    if let Some(p) = &a.ground_truth {
+        bail!(
+            "--ground-truth {} names rows of one snapshot file, and {} is a layered folder \
+             (several layer files, some rows deleted or replaced): leave it out, and eval \
+             computes the exact truth over the folder's live items",
+            p.display(),
+            a.snapshot.display()
+        );
+    }
+    let index = crate::cli::about_path(
+        Searchable::open(&a.snapshot, &a.load.options()),
+        "opening",
+        &a.snapshot,
+    )?;
+    let queries = read_queries(a, index.base().snapshot().dim())?;
+    let name = a.snapshot.display().to_string();
+    print_header(a);
+    for src in &filters_of(a) {
+        let plans = match src {
+            Some(f) => Some(index.filter(f).with_context(|| format!("filter {f:?}"))?),
+            None => None,
+        };
+        let sources: Vec<Source<'_, '_>> = index.sources(&name, plans.as_deref(), 0).collect();
+        let numbering = Numbering::of(&sources)?;
+        let admitted = admitted_nodes(&sources);
+        let t = std::time::Instant::now();
+        let truth = knn_among_sources(
+            &sources,
+            &admitted,
+            &numbering,
+            &queries,
+            a.k,
+            default_threads(),
+        );
+        if !a.json {
+            eprintln!(
+                "exact ground truth for {} queries in {:.2}s",
+                queries.len(),
+                t.elapsed().as_secs_f64()
+            );
+        }
+        let matching: u64 = admitted.iter().map(roaring::RoaringBitmap::len).sum();
+        if let (Some(f), false) = (src, a.json) {
+            println!(
+                "filter {f:?}: {matching} matching ({:.4}%)",
+                matching as f64 / index.live().max(1) as f64 * 100.0
+            );
+        }
+        let filter = src.as_deref().map(|f| (f, matching));
+        sweep(a, efs, &queries, |ef, qs| {
+            evaluate_sources(
+                &sources,
+                &numbering,
+                qs,
+                &truth,
+                &params(a, ef),
+                a.threads,
+                filter,
+            )
+            .context("searching")
+        })?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The queries, checked against the index's dimension, cut to --limit.
+fn read_queries(a: &Args, index_dim: usize) -> Result<Vec<Vec<f32>>> {
+    let (dim, rows) = crate::cli::about_path(read_vectors(&a.queries), "reading", &a.queries)?;
+    if dim != index_dim {
+        bail!("queries have dimension {dim}, the snapshot has {index_dim}");
+    }
+    let mut queries: Vec<Vec<f32>> = rows.chunks_exact(dim).map(<[f32]>::to_vec).collect();
+    if let Some(l) = a.limit {
+        queries.truncate(l);
+    }
+    Ok(queries)
+}
+
+/// Each --filter, or one unfiltered pass.
+fn filters_of(a: &Args) -> Vec<Option<String>> {
+    if a.filter.is_empty() {
+        vec![None]
+    } else {
+        a.filter.iter().cloned().map(Some).collect()
+    }
+}
+
+fn print_header(a: &Args) {
+    if !a.json {
+        println!(
+            "{:>6} {:>4} {:>8} {:>10} {:>9} {:>9} {:>11}",
+            "ef", "k", "recall", "qps", "p50_us", "p99_us", "distances"
+        );
+    }
+}
+
+fn params(a: &Args, ef: usize) -> SearchParams {
+    SearchParams {
+        plan: a.plan.into(),
+        early_reject: !a.no_early_reject,
+        ..SearchParams::new(a.k, ef)
+    }
+}
+
+/// Measure every ef with `run` (the fastest of --repeats runs) and print a
+/// line each, after a warm-up that faults in the pages and the scratch
+/// pool.
+fn sweep(
+    a: &Args,
+    efs: &[usize],
+    queries: &[Vec<f32>],
+    run: impl Fn(usize, &[Vec<f32>]) -> Result<(EvalRow, Vec<Vec<u32>>)>,
+) -> Result<()> {
+    run(efs[0], &queries[..queries.len().min(200)])?;
+    for &ef in efs {
+        let mut row = run(ef, queries)?.0;
+        for _ in 1..a.repeats {
+            let (again, _) = run(ef, queries)?;
+            if again.qps > row.qps {
+                row = again;
+            }
+        }
+        if a.json {
+            println!("{}", serde_json::to_string(&row)?);
+        } else {
+            println!(
+                "{:>6} {:>4} {:>8.4} {:>10.0} {:>9.1} {:>9.1} {:>11.0}",
+                row.ef, row.k, row.recall, row.qps, row.p50_us, row.p99_us, row.mean_distances
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The truth to score against: the --ground-truth file (base rows, trusted

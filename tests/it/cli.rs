@@ -632,3 +632,116 @@ fn synth_and_build_agree_on_the_metric() {
         build(&plain, &["--metric", alias]);
     }
 }
+
+/// `fathom eval` on a layered folder searches it as `fathom search` does
+/// and scores against exact truth over its live items: deleted and
+/// replaced copies are no answer. Filters work per layer; a ground-truth
+/// file (rows of one snapshot) is refused. A single snapshot still works.
+#[test]
+fn eval_measures_a_layered_folder_against_its_live_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let dim = 16;
+    let vector = |i: u64| -> Vec<f32> {
+        (0..dim as u64)
+            .map(|j| {
+                let x = (i * dim as u64 + j + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                (x >> 40) as f32 / (1u64 << 24) as f32
+            })
+            .collect()
+    };
+    let line = |id: &str, v: &[f32], n: usize| {
+        let half = if n.is_multiple_of(2) { "a" } else { "b" };
+        format!(
+            "{}\n",
+            serde_json::json!({"id": id, "vector": v, "half": half})
+        )
+    };
+    // Base: t0..t1999. Delta: t0..t199 moved, n0..n299 new.
+    let base: String = (0..2000)
+        .map(|i| line(&format!("t{i}"), &vector(i), i as usize))
+        .collect();
+    std::fs::write(d.join("base.jsonl"), base).unwrap();
+    let mut delta: String = (0..200)
+        .map(|i| line(&format!("t{i}"), &vector(10_000 + i), i as usize))
+        .collect();
+    delta.extend((0..300).map(|i| line(&format!("n{i}"), &vector(20_000 + i), i as usize)));
+    std::fs::write(d.join("delta.jsonl"), delta).unwrap();
+    // Deleted: t200..t999 and n0..n49, so that truth counting dead copies
+    // would miss about half the answers.
+    let gone: String = (200..1000)
+        .map(|i| format!("t{i}\n"))
+        .chain((0..50).map(|i| format!("n{i}\n")))
+        .collect();
+    std::fs::write(d.join("gone.txt"), gone).unwrap();
+    let queries: Vec<f32> = (0..50).flat_map(|i| vector(30_000 + i)).collect();
+    write_fvecs(&d.join("q.fvecs"), dim, &queries).unwrap();
+
+    let idx = d.join("tracks");
+    let idx_arg = format!("{}/", idx.display());
+    let input = d.join("base.jsonl");
+    let o = fathom(&[
+        "build",
+        "--input",
+        s(&input),
+        "--metric",
+        "l2",
+        "--output",
+        &idx_arg,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let delta = d.join("delta.jsonl");
+    let o = fathom(&["build", "--input", s(&delta), "--delta-of", s(&idx)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = fathom(&["delete", s(&idx), "--ids", s(&d.join("gone.txt"))]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let q = d.join("q.fvecs");
+    let eval = |path: &Path, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["eval", s(path), "--queries", s(&q), "--ef", "64", "--json"];
+        args.extend_from_slice(extra);
+        let o = fathom(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(out.lines().count(), 1, "{out}");
+        serde_json::from_str(out.trim()).unwrap()
+    };
+    let row = eval(&idx, &[]);
+    eprintln!("layered folder: {row}");
+    assert_eq!(row["queries"], 50);
+    assert!(row["recall"].as_f64().unwrap() >= 0.9, "{row}");
+
+    let row = eval(&idx, &["--filter", "half = \"a\""]);
+    eprintln!("layered folder, filtered: {row}");
+    // Live and matching: t1000..t1999, t0..t199 and n50..n299, even ones.
+    assert_eq!(row["matching"], 500 + 100 + 125, "{row}");
+    assert!(row["recall"].as_f64().unwrap() >= 0.9, "{row}");
+
+    let gt = d.join("gt.ivecs");
+    write_ivecs(&gt, &vec![vec![0u32; 10]; 50]).unwrap();
+    let o = fathom(&[
+        "eval",
+        s(&idx),
+        "--queries",
+        s(&q),
+        "--ground-truth",
+        s(&gt),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("layered folder"), "{}", stderr(&o));
+
+    let single = d.join("single.fathom");
+    let o = fathom(&[
+        "build",
+        "--input",
+        s(&input),
+        "--metric",
+        "l2",
+        "--output",
+        s(&single),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let row = eval(&single, &[]);
+    eprintln!("single snapshot: {row}");
+    assert!(row["recall"].as_f64().unwrap() >= 0.9, "{row}");
+}

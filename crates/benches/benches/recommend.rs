@@ -27,7 +27,7 @@ use fathom_engine::admit::Admission;
 use fathom_engine::exact::knn_batch_among;
 use fathom_engine::formats::read_vectors;
 use fathom_engine::recommend::Strategy;
-use fathom_engine::retrieve::{number_groups, retrieve, Call, Source};
+use fathom_engine::retrieve::{number_groups, retrieve, Call, GroupColumn, Source};
 use fathom_engine::{Index, SearchParams};
 use rand::{Rng, SeedableRng};
 
@@ -399,7 +399,10 @@ fn main() {
     let attrs = index.attributes().expect("attributes");
     let artist = attrs.field("artist").expect("an artist field");
     let artists = attrs.row_values(artist).expect("single-valued artist");
-    let cols = [Some((attrs, artists))];
+    let cols = [Some(GroupColumn {
+        attributes: attrs,
+        values: artists,
+    })];
     let pools: Vec<Vec<fathom_engine::topk::Hit>> = qs
         .iter()
         .map(|q| {

@@ -1,15 +1,21 @@
 //! Measuring an index: recall@k against ground truth, per-query latency
 //! percentiles, throughput and work per query, over a query set on N threads.
-//! Used by `fathom eval`, benchmarks and tests.
+//! Used by `fathom eval`, benchmarks and tests. An index of several parts
+//! (a layered folder's layers) is measured through [`retrieve`], as it is
+//! searched, against exact truth over its live items.
 
 use std::time::Instant;
 
+use roaring::RoaringBitmap;
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::distance::{normalize, Kernel, Metric};
+use crate::error::{Error, Result};
+use crate::exact::knn_rows_into;
 use crate::filter::FilterPlan;
 use crate::index::{Index, SearchParams};
-use crate::search::{Neighbor, SearchStats};
+use crate::retrieve::{retrieve, Call, Source};
+use crate::search::{Neighbor, NoCancel, SearchStats};
 
 /// One line of `fathom eval --json`.
 #[derive(Debug, Clone, Serialize)]
@@ -160,6 +166,200 @@ pub fn evaluate_filtered(
         filter: filter.map(|f| f.0.to_string()),
         matching: fplan.map(|p| p.count()),
         selectivity: fplan.map(|p| p.selectivity()),
+        plan: filter.map(|_| format!("{plan:?}").to_lowercase()),
+        early_reject: params.early_reject,
+    };
+    Ok((row, ids))
+}
+
+/// The nodes of several sources (the layers of a layered index) as one
+/// numbering, for recall: node `n` of source `s` is `offsets[s] + n`.
+#[derive(Debug, Clone)]
+pub struct Numbering {
+    offsets: Vec<u32>,
+}
+
+impl Numbering {
+    /// Fails when the sources hold more nodes than one `u32` numbers.
+    pub fn of(sources: &[Source<'_, '_>]) -> Result<Numbering> {
+        let mut offsets = Vec::with_capacity(sources.len());
+        let mut next = 0u64;
+        for s in sources {
+            offsets.push(u32::try_from(next).map_err(|_| too_many())?);
+            next += s.index.snapshot().len() as u64;
+        }
+        u32::try_from(next).map_err(|_| too_many())?;
+        Ok(Numbering { offsets })
+    }
+
+    pub fn number(&self, source: u32, node: u32) -> u32 {
+        self.offsets[source as usize] + node
+    }
+}
+
+fn too_many() -> Error {
+    Error::invalid("the indexes hold more than 2^32 nodes together: too many to measure at once")
+}
+
+/// Per source, the nodes a search of it may return: every node but its
+/// deleted ones, and of those only the ones its filter matches.
+pub fn admitted_nodes(sources: &[Source<'_, '_>]) -> Vec<RoaringBitmap> {
+    sources
+        .iter()
+        .map(|s| {
+            let mut live = match s.filter {
+                Some(plan) => plan.matches().clone(),
+                None => {
+                    let mut all = RoaringBitmap::new();
+                    all.insert_range(0..s.index.snapshot().len() as u32);
+                    all
+                }
+            };
+            if let Some(dead) = s.deleted {
+                live -= dead;
+            }
+            live
+        })
+        .collect()
+}
+
+/// Exact truth over several sources by brute force: per query, the `k`
+/// nearest of the `admitted` nodes of every source (as
+/// [`admitted_nodes`] lists them), nearest first, numbered by `numbering`.
+/// The sources must share a metric and dimension, as a call's do.
+pub fn knn_among_sources(
+    sources: &[Source<'_, '_>],
+    admitted: &[RoaringBitmap],
+    numbering: &Numbering,
+    queries: &[Vec<f32>],
+    k: usize,
+    threads: usize,
+) -> Vec<Vec<u32>> {
+    let Some(first) = sources.first() else {
+        return vec![Vec::new(); queries.len()];
+    };
+    let metric = first.index.snapshot().metric();
+    let kernel = Kernel::<f32>::new(metric);
+    let mut results = vec![Vec::new(); queries.len()];
+    let threads = threads.clamp(1, queries.len().max(1));
+    let chunk = queries.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for (qs, rs) in queries.chunks(chunk).zip(results.chunks_mut(chunk)) {
+            let kernel = &kernel;
+            scope.spawn(move || {
+                let mut found = Vec::with_capacity(k);
+                let mut all: Vec<(f32, u32)> = Vec::new();
+                for (q, r) in qs.iter().zip(rs.iter_mut()) {
+                    let mut q = q.clone();
+                    if metric == Metric::Cosine && !normalize(&mut q) {
+                        continue;
+                    }
+                    all.clear();
+                    for (s, (src, ids)) in sources.iter().zip(admitted).enumerate() {
+                        let rows = src.index.snapshot().vectors_f32();
+                        // NoCancel never stops the scan.
+                        let _ =
+                            knn_rows_into(rows, kernel, &q, k, ids.iter(), &mut found, &NoCancel);
+                        all.extend(
+                            found
+                                .iter()
+                                .map(|n| (n.distance, numbering.number(s as u32, n.id))),
+                        );
+                    }
+                    all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                    r.extend(all.iter().take(k).map(|&(_, id)| id));
+                }
+            });
+        }
+    });
+    results
+}
+
+/// [`evaluate_filtered`] for an index of several parts: every query runs
+/// through [`retrieve`] over `sources` (their filter plans bound), and
+/// hits are numbered by `numbering` to score against `truth` (as
+/// [`knn_among_sources`] finds it). `filter` labels the row with its
+/// expression and its `matching` items.
+pub fn evaluate_sources(
+    sources: &[Source<'_, '_>],
+    numbering: &Numbering,
+    queries: &[Vec<f32>],
+    truth: &[Vec<u32>],
+    params: &SearchParams,
+    threads: usize,
+    filter: Option<(&str, u64)>,
+) -> Result<(EvalRow, Vec<Vec<u32>>)> {
+    let first = sources
+        .first()
+        .ok_or_else(|| Error::invalid("nothing to measure: no index"))?;
+    let (k, ef, plan) = (params.k, params.ef, params.plan);
+    let threads = threads.clamp(1, queries.len().max(1));
+    let chunk = queries.len().div_ceil(threads).max(1);
+    let mut ids: Vec<Vec<u32>> = vec![Vec::new(); queries.len()];
+    let mut lat: Vec<f64> = vec![0.0; queries.len()];
+    let mut work = SearchStats::default();
+    let start = Instant::now();
+    let outcome: Result<Vec<SearchStats>> = std::thread::scope(|s| {
+        let handles: Vec<_> = queries
+            .chunks(chunk)
+            .zip(ids.chunks_mut(chunk).zip(lat.chunks_mut(chunk)))
+            .map(|(qs, (ids, lat))| {
+                s.spawn(move || -> Result<SearchStats> {
+                    let mut work = SearchStats::default();
+                    for ((q, r), l) in qs.iter().zip(ids.iter_mut()).zip(lat.iter_mut()) {
+                        let call = Call {
+                            vector: q,
+                            params: params.clone(),
+                            ..Call::default()
+                        };
+                        let t = Instant::now();
+                        let found = retrieve(sources, &call)?;
+                        *l = t.elapsed().as_secs_f64() * 1e6;
+                        work += found.stats;
+                        r.extend(
+                            found
+                                .hits
+                                .iter()
+                                .map(|h| numbering.number(h.source, h.node)),
+                        );
+                    }
+                    Ok(work)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            // A panicking search thread is a bug: surface it, don't count it as 0.
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    for w in outcome? {
+        work += w;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    let nq = queries.len().max(1);
+    // Items a search can return, filtered or not.
+    let live: u64 = sources
+        .iter()
+        .map(|s| s.index.snapshot().len() as u64 - s.deleted.map_or(0, RoaringBitmap::len))
+        .sum();
+    let row = EvalRow {
+        engine: format!("fathom-{}", first.index.snapshot().storage()),
+        ef,
+        k,
+        recall: mean_recall(&ids, truth, k),
+        qps: queries.len() as f64 / wall.max(1e-9),
+        p50_us: percentile(&lat, 50.0),
+        p99_us: percentile(&lat, 99.0),
+        mean_us: lat.iter().sum::<f64>() / nq as f64,
+        mean_distances: work.distances as f64 / nq as f64,
+        mean_rejected: work.rejected as f64 / nq as f64,
+        threads,
+        queries: queries.len(),
+        filter: filter.map(|f| f.0.to_string()),
+        matching: filter.map(|f| f.1),
+        selectivity: filter.map(|f| f.1 as f64 / live.max(1) as f64),
         plan: filter.map(|_| format!("{plan:?}").to_lowercase()),
         early_reject: params.early_reject,
     };

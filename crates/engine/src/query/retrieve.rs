@@ -118,6 +118,73 @@ struct Examples {
     seeds: Vec<RoaringBitmap>,
 }
 
+/// What every source is searched for: the nearest items to one query, or
+/// the best scores of the examples under the strategy.
+struct Ask {
+    /// The one query of a plain or average-vector call.
+    query: Option<Vec<f32>>,
+    examples: Option<Examples>,
+    strategy: Strategy,
+    metric: Metric,
+}
+
+/// One group column of a source: its attributes (whose dictionary names
+/// the values) and each node's value number of the `group_by` field.
+pub struct GroupColumn<'a> {
+    pub attributes: Attributes<'a>,
+    pub values: &'a [u32],
+}
+
+/// Per source, its group column (`None` for a source without the field:
+/// its hits are uncapped).
+type GroupColumns<'s> = Vec<Option<GroupColumn<'s>>>;
+
+/// A call checked against its sources, with its examples resolved: what
+/// the later stages search for and how they pick.
+struct Resolved<'s> {
+    k: usize,
+    /// Candidates per source that diversity and group caps choose among.
+    candidates: usize,
+    /// Maximal marginal relevance is on.
+    mmr: bool,
+    /// Per source, the index (as the call counts them) it belongs to.
+    owners: Vec<u32>,
+    /// Indexes in the call (one past the largest owner).
+    indexes: usize,
+    groups: Option<GroupColumns<'s>>,
+    ask: Ask,
+}
+
+/// How each source is searched: what it must not return and how many
+/// hits to fetch of it.
+struct SourcePlan {
+    /// Per source, the caller's exclusions and the seed items.
+    excluded: Vec<std::sync::Arc<RoaringBitmap>>,
+    /// Per source, the hits to ask for (doubled when group caps leave the
+    /// call short).
+    fetch: Vec<usize>,
+    /// The later sources of an index only look nearer than the k-th hit
+    /// of its first source.
+    bounded: bool,
+    /// Per source, whether it is the first of its index.
+    first_of_owner: Vec<bool>,
+}
+
+/// One source's hits.
+#[derive(Clone)]
+struct Found {
+    hits: Vec<Hit>,
+    /// The list was full: the source may have more behind it.
+    more: bool,
+}
+
+/// The merged lists, picked down to the call's answer.
+struct Picked {
+    hits: Vec<Hit>,
+    /// Distances the pick computed (diversity compares candidates).
+    distances: u64,
+}
+
 /// Run `call` over `sources`.
 pub fn retrieve(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved> {
     // A source whose file was cut under its mapping reads as zeros: its ids
@@ -130,7 +197,49 @@ pub fn retrieve(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved
     })
 }
 
+/// A call's stages: resolve it (and its examples), plan the sources, then
+/// search them and merge their lists; again with wider lists while group
+/// caps leave it short.
 fn run(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved> {
+    let resolved = resolve(sources, call)?;
+    let mut plan = plan_sources(sources, call, &resolved);
+    let mut lists: Vec<Option<Found>> = vec![None; sources.len()];
+    let mut stats = SearchStats::default();
+    loop {
+        stats += search(sources, call, &resolved, &plan, &mut lists)?;
+        let picked = pick_merged(sources, call, &resolved, &lists);
+        stats.distances += picked.distances;
+        let hits = picked.hits;
+        // Group caps may turn away so many that fewer than k remain: widen
+        // the sources that may hold more, and pick again.
+        let short = hits.len() < resolved.k && resolved.groups.is_some();
+        let widen: Vec<usize> = (0..sources.len())
+            .filter(|&s| lists[s].as_ref().is_some_and(|l| l.more))
+            .collect();
+        if !short || widen.is_empty() {
+            return Ok(Retrieved { hits, stats });
+        }
+        if call.params.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Error::DeadlineExceeded);
+        }
+        if call
+            .params
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return Err(Error::Cancelled);
+        }
+        for s in widen {
+            plan.fetch[s] = plan.fetch[s].saturating_mul(2);
+            lists[s] = None;
+        }
+    }
+}
+
+/// Check the call against its sources, find its group columns, resolve
+/// its examples and, for a plain or average-vector call, its one query.
+fn resolve<'s>(sources: &[Source<'s, '_>], call: &Call<'_>) -> Result<Resolved<'s>> {
     let (metric, dim) = check_sources(sources)?;
     let k = call.params.k;
     if k == 0 {
@@ -172,7 +281,6 @@ fn run(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved> {
     }
     let groups = group_columns(sources, call)?;
     let examples = resolve_examples(sources, call, metric, dim)?;
-    // The one query of a plain or average-vector call.
     let query = match (&examples, call.strategy) {
         (None, _) => Some(call.vector.to_vec()),
         (Some(e), Strategy::AverageVector) => {
@@ -182,11 +290,29 @@ fn run(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved> {
         }
         (Some(_), _) => None,
     };
+    Ok(Resolved {
+        k,
+        candidates,
+        mmr,
+        owners,
+        indexes,
+        groups,
+        ask: Ask {
+            query,
+            examples,
+            strategy: call.strategy,
+            metric,
+        },
+    })
+}
+
+/// Per source, the nodes it must not return and how many hits to fetch.
+fn plan_sources(sources: &[Source<'_, '_>], call: &Call<'_>, r: &Resolved<'_>) -> SourcePlan {
     let exclusions = IdList::new(call.exclude_ids);
     let mut excluded = Vec::with_capacity(sources.len());
     for (s, src) in sources.iter().enumerate() {
         let mut away = src.index.excluded_nodes(&exclusions);
-        if let Some(seeds) = examples.as_ref().map(|e| &e.seeds[s]) {
+        if let Some(seeds) = r.ask.examples.as_ref().map(|e| &e.seeds[s]) {
             if !seeds.is_empty() {
                 // Seeds are per call: added to a copy, never to a kept list.
                 *std::sync::Arc::make_mut(&mut away) |= seeds;
@@ -194,153 +320,152 @@ fn run(sources: &[Source<'_, '_>], call: &Call<'_>) -> Result<Retrieved> {
         }
         excluded.push(away);
     }
-
     // Diversity and group caps choose among `candidates` per source.
-    let wide = mmr || !call.group_by.is_empty();
-    let mut fetch = vec![if wide { candidates } else { k }; sources.len()];
-    let mut lists: Vec<Option<(Vec<Hit>, bool)>> = vec![None; sources.len()];
-    let mut stats = SearchStats::default();
+    let wide = r.mmr || !call.group_by.is_empty();
+    let fetch = vec![if wide { r.candidates } else { r.k }; sources.len()];
     // A plain top-k by distance keeps nothing of an index farther than
     // its k-th hit: its first source (a layered index's base) is searched
     // first, and its later layers only look nearer than what that found.
     // Diversity and group caps pick among farther candidates too.
-    let bounded = !wide && query.is_some();
-    let first_of_owner: Vec<bool> = (0..sources.len())
-        .map(|s| !owners[..s].contains(&owners[s]))
+    let bounded = !wide && r.ask.query.is_some();
+    let first_of_owner = (0..sources.len())
+        .map(|s| !r.owners[..s].contains(&r.owners[s]))
         .collect();
-    loop {
-        // Search (again) the sources whose lists are missing; in parallel
-        // when there are several and a thread is free.
-        let todo: Vec<usize> = (0..sources.len()).filter(|&s| lists[s].is_none()).collect();
-        let search = |s: usize, bound: Option<&Bound<'_>>| {
-            let admission = Admission {
-                filter: sources[s].filter,
-                excluded: Some(&excluded[s]),
-                deleted: sources[s].deleted,
-            };
-            let params = SearchParams {
-                k: fetch[s].min(MAX_K),
+    SourcePlan {
+        excluded,
+        fetch,
+        bounded,
+        first_of_owner,
+    }
+}
+
+/// Search (again) the sources whose lists are missing; in parallel when
+/// there are several and a thread is free. Bounded plans search each
+/// index's first source first, and its later ones within what it found.
+fn search(
+    sources: &[Source<'_, '_>],
+    call: &Call<'_>,
+    r: &Resolved<'_>,
+    plan: &SourcePlan,
+    lists: &mut [Option<Found>],
+) -> Result<SearchStats> {
+    let k = r.k;
+    let todo: Vec<usize> = (0..sources.len()).filter(|&s| lists[s].is_none()).collect();
+    let search = |s: usize, bound: Option<&Bound<'_>>| {
+        search_source(&SourceSearch {
+            index: sources[s].index,
+            source: s as u32,
+            params: SearchParams {
+                k: plan.fetch[s].min(MAX_K),
                 ..call.params.clone()
-            };
-            search_source(
-                sources[s].index,
-                s as u32,
-                &params,
-                &admission,
-                bound,
-                query.as_deref(),
-                examples.as_ref(),
-                call.strategy,
-                metric,
-            )
-        };
-        let (first, later): (Vec<usize>, Vec<usize>) = if bounded {
-            todo.iter().partition(|&&s| first_of_owner[s])
-        } else {
-            (todo, Vec::new())
-        };
-        for (s, hits, st) in search_all(&first, |s| search(s, None))? {
-            stats += st;
-            // A full list may have more behind it.
-            let more = hits.len() >= fetch[s] && fetch[s] < sources[s].index.snapshot().len();
-            lists[s] = Some((hits, more));
-        }
-        if !later.is_empty() {
-            // Per owner's first source: its k-th distance and the rows of
-            // its k hits, when it found k.
-            let bounds: Vec<_> = (0..sources.len())
-                .map(|f| {
-                    let hits = &lists[f].as_ref()?.0;
-                    if !first_of_owner[f] || hits.len() < k {
-                        return None;
-                    }
-                    let rows = sources[f].index.snapshot().vectors_f32();
-                    let near = &hits[..k];
-                    Some((
-                        near[k - 1].distance,
-                        near.iter().map(|h| rows.row(h.node)).collect::<Vec<_>>(),
-                    ))
-                })
-                .collect();
-            let bound_of = |s: usize| {
-                let f = owners.iter().position(|&o| o == owners[s])?;
-                let (distance, rows) = bounds[f].as_ref()?;
-                Some(Bound {
-                    distance: *distance,
-                    rows,
-                })
-            };
-            for (s, hits, st) in search_all(&later, |s| search(s, bound_of(s).as_ref()))? {
-                stats += st;
-                let more = hits.len() >= fetch[s] && fetch[s] < sources[s].index.snapshot().len();
-                lists[s] = Some((hits, more));
-            }
-        }
-        let all: Vec<&[Hit]> = lists
-            .iter()
-            .map(|l| l.as_ref().map_or(&[][..], |l| &l.0[..]))
-            .collect();
-        let merged = merge(&all);
-        // MMR compares candidates with each other: find their rows once.
-        let rows: Vec<&[f32]> = if mmr {
-            merged
-                .iter()
-                .map(|h| {
-                    sources[h.source as usize]
-                        .index
-                        .snapshot()
-                        .vectors_f32()
-                        .row(h.node)
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let group_numbers = groups.as_ref().map(|cols| number_groups(cols, &merged));
-        let kernel = Kernel::<f32>::new(metric);
-        let hits = pick(
-            &merged,
-            &Pick {
-                k,
-                sources: indexes,
-                owners: &owners,
-                min_per_source: call.min_per_index,
-                group: group_numbers.as_deref().map(|g| (g, call.group_size)),
-                mmr: mmr.then(|| {
-                    let rows = &rows;
-                    let dist = move |a: usize, b: usize| kernel.distance(rows[a], rows[b]);
-                    (1.0 - call.diversity, dist)
-                }),
             },
-        );
-        if mmr {
-            stats.distances += (merged.len() * hits.len()) as u64;
-        }
-        // Group caps may turn away so many that fewer than k remain: widen
-        // the sources that may hold more, and pick again.
-        let short = hits.len() < k && groups.is_some();
-        let widen: Vec<usize> = (0..sources.len())
-            .filter(|&s| lists[s].as_ref().is_some_and(|l| l.1))
+            admission: Admission {
+                filter: sources[s].filter,
+                excluded: Some(&plan.excluded[s]),
+                deleted: sources[s].deleted,
+            },
+            bound,
+            ask: &r.ask,
+        })
+    };
+    let (first, later): (Vec<usize>, Vec<usize>) = if plan.bounded {
+        todo.iter().partition(|&&s| plan.first_of_owner[s])
+    } else {
+        (todo, Vec::new())
+    };
+    let mut stats = SearchStats::default();
+    for (s, hits, st) in search_all(&first, |s| search(s, None))? {
+        stats += st;
+        // A full list may have more behind it.
+        let more = hits.len() >= plan.fetch[s] && plan.fetch[s] < sources[s].index.snapshot().len();
+        lists[s] = Some(Found { hits, more });
+    }
+    if !later.is_empty() {
+        // Per owner's first source: its k-th distance and the rows of
+        // its k hits, when it found k.
+        let bounds: Vec<_> = (0..sources.len())
+            .map(|f| {
+                let hits = &lists[f].as_ref()?.hits;
+                if !plan.first_of_owner[f] || hits.len() < k {
+                    return None;
+                }
+                let rows = sources[f].index.snapshot().vectors_f32();
+                let near = &hits[..k];
+                Some((
+                    near[k - 1].distance,
+                    near.iter().map(|h| rows.row(h.node)).collect::<Vec<_>>(),
+                ))
+            })
             .collect();
-        if !short || widen.is_empty() {
-            return Ok(Retrieved { hits, stats });
-        }
-        if call.params.deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(Error::DeadlineExceeded);
-        }
-        if call
-            .params
-            .cancel
-            .as_ref()
-            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
-        {
-            return Err(Error::Cancelled);
-        }
-        for s in widen {
-            fetch[s] = fetch[s].saturating_mul(2);
-            lists[s] = None;
+        let bound_of = |s: usize| {
+            let f = r.owners.iter().position(|&o| o == r.owners[s])?;
+            let (distance, rows) = bounds[f].as_ref()?;
+            Some(Bound {
+                distance: *distance,
+                rows,
+            })
+        };
+        for (s, hits, st) in search_all(&later, |s| search(s, bound_of(s).as_ref()))? {
+            stats += st;
+            let more =
+                hits.len() >= plan.fetch[s] && plan.fetch[s] < sources[s].index.snapshot().len();
+            lists[s] = Some(Found { hits, more });
         }
     }
+    Ok(stats)
+}
+
+/// Merge the sources' lists by distance and pick the call's hits: the
+/// top k, under per-index minimums, group caps and diversity.
+fn pick_merged(
+    sources: &[Source<'_, '_>],
+    call: &Call<'_>,
+    r: &Resolved<'_>,
+    lists: &[Option<Found>],
+) -> Picked {
+    let all: Vec<&[Hit]> = lists
+        .iter()
+        .map(|l| l.as_ref().map_or(&[][..], |l| &l.hits[..]))
+        .collect();
+    let merged = merge(&all);
+    // MMR compares candidates with each other: find their rows once.
+    let rows: Vec<&[f32]> = if r.mmr {
+        merged
+            .iter()
+            .map(|h| {
+                sources[h.source as usize]
+                    .index
+                    .snapshot()
+                    .vectors_f32()
+                    .row(h.node)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let group_numbers = r.groups.as_ref().map(|cols| number_groups(cols, &merged));
+    let kernel = Kernel::<f32>::new(r.ask.metric);
+    let hits = pick(
+        &merged,
+        &Pick {
+            k: r.k,
+            sources: r.indexes,
+            owners: &r.owners,
+            min_per_source: call.min_per_index,
+            group: group_numbers.as_deref().map(|g| (g, call.group_size)),
+            mmr: r.mmr.then(|| {
+                let rows = &rows;
+                let dist = move |a: usize, b: usize| kernel.distance(rows[a], rows[b]);
+                (1.0 - call.diversity, dist)
+            }),
+        },
+    );
+    let distances = if r.mmr {
+        (merged.len() * hits.len()) as u64
+    } else {
+        0
+    };
+    Picked { hits, distances }
 }
 
 /// Run `search` on each of `todo`: in parallel when there are several and
@@ -387,11 +512,10 @@ fn check_sources(sources: &[Source<'_, '_>]) -> Result<(Metric, usize)> {
 
 /// Per source, the group column of `call.group_by` (`None` for a source
 /// without that field: its hits are uncapped).
-#[allow(clippy::type_complexity)]
 fn group_columns<'s>(
     sources: &[Source<'s, '_>],
     call: &Call<'_>,
-) -> Result<Option<Vec<Option<(Attributes<'s>, &'s [u32])>>>> {
+) -> Result<Option<GroupColumns<'s>>> {
     if call.group_by.is_empty() {
         if call.group_size > 0 {
             return Err(Error::invalid("group_size needs group_by"));
@@ -407,9 +531,12 @@ fn group_columns<'s>(
         let col = match attrs.as_ref().and_then(|a| a.field(call.group_by)) {
             None => None,
             Some(f) => match f.kind() {
-                FieldKind::Keyword | FieldKind::Bool => {
-                    attrs.and_then(|a| a.row_values(f).map(|c| (a, c)))
-                }
+                FieldKind::Keyword | FieldKind::Bool => attrs.and_then(|a| {
+                    a.row_values(f).map(|values| GroupColumn {
+                        attributes: a,
+                        values,
+                    })
+                }),
                 kind => {
                     return Err(Error::invalid(format!(
                         "group_by {:?} is {} {} field in index {:?}; groups need a \
@@ -465,13 +592,13 @@ fn groupable_fields(sources: &[Source<'_, '_>]) -> String {
 /// value), below the number of candidates, for [`pick`]. Within one index
 /// equal values share a dictionary number; several indexes (each with its
 /// own dictionary) share a group by its string.
-pub fn number_groups(cols: &[Option<(Attributes<'_>, &[u32])>], candidates: &[Hit]) -> Vec<u32> {
+pub fn number_groups(cols: &[Option<GroupColumn<'_>>], candidates: &[Hit]) -> Vec<u32> {
     // Every value first: the loads are independent, so their cache misses
     // overlap instead of waiting on each numbering in turn.
     let values: Vec<u32> = candidates
         .iter()
         .map(|h| match &cols[h.source as usize] {
-            Some((_, col)) => col.get(h.node as usize).copied().unwrap_or(NO_VALUE),
+            Some(col) => col.values.get(h.node as usize).copied().unwrap_or(NO_VALUE),
             None => NO_VALUE,
         })
         .collect();
@@ -494,9 +621,9 @@ pub fn number_groups(cols: &[Option<(Attributes<'_>, &[u32])>], candidates: &[Hi
         .iter()
         .zip(values)
         .map(|(h, v)| match &cols[h.source as usize] {
-            Some((attrs, _)) if v != NO_VALUE => {
+            Some(col) if v != NO_VALUE => {
                 let next = numbers.len() as u32;
-                *numbers.entry(attrs.value(v)).or_insert(next)
+                *numbers.entry(col.attributes.value(v)).or_insert(next)
             }
             _ => UNCAPPED,
         })
@@ -577,20 +704,36 @@ fn resolve_examples(
     }))
 }
 
-/// The nearest `params.k` admitted items of one source: by distance to
-/// `query`, or by the strategy's score of the examples.
-#[allow(clippy::too_many_arguments)]
-fn search_source(
-    index: &Index,
+/// One source's search: the index, what it admits, and how far to look.
+/// Its filter's plan is tied to the index (`'i`), as in [`Source`].
+struct SourceSearch<'a, 'i> {
+    index: &'a Index,
+    /// Its position among the call's sources, for its hits.
     source: u32,
-    params: &SearchParams,
-    admission: &Admission<'_, '_>,
-    bound: Option<&Bound<'_>>,
-    query: Option<&[f32]>,
-    examples: Option<&Examples>,
-    strategy: Strategy,
-    metric: Metric,
-) -> Result<(Vec<Hit>, SearchStats)> {
+    params: SearchParams,
+    admission: Admission<'a, 'i>,
+    /// Look only nearer than this (a layer after its index's first).
+    bound: Option<&'a Bound<'a>>,
+    ask: &'a Ask,
+}
+
+/// The nearest `params.k` admitted items of one source: by distance to
+/// the ask's query, or by the strategy's score of its examples.
+fn search_source(search: &SourceSearch<'_, '_>) -> Result<(Vec<Hit>, SearchStats)> {
+    let SourceSearch {
+        index,
+        source,
+        ref params,
+        ref admission,
+        bound,
+        ask,
+    } = *search;
+    let (query, examples, strategy, metric) = (
+        ask.query.as_deref(),
+        ask.examples.as_ref(),
+        ask.strategy,
+        ask.metric,
+    );
     let as_hits = |found: &[Neighbor]| -> Vec<Hit> {
         found
             .iter()

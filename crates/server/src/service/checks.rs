@@ -63,12 +63,14 @@ impl Default for Limits {
     }
 }
 
-/// A call let in: past shutdown's check, holding a slot taken in `gate`.
-pub(super) struct Admitted;
-
 /// The loaded indexes a call searches: `index`, or each of `indexes`.
-/// The flag says whether the call is federated (hits then name their index).
-pub(super) type Targets = (Vec<(String, Arc<Loaded>)>, bool);
+pub(super) struct Targets {
+    /// Each index by the name the call gave it, in the call's order.
+    pub indexes: Vec<(String, Arc<Loaded>)>,
+    /// Whether the call named its indexes in `indexes` (federated): hits
+    /// then name their index, and so do filter errors.
+    pub federated: bool,
+}
 
 /// A Search or BatchSearch that passed its checks: what it searches, and
 /// how.
@@ -81,7 +83,7 @@ pub(super) struct Checked {
 impl Checked {
     /// The index the call's searches are counted under in metrics.
     pub fn first_name(&self) -> String {
-        self.targets.0[0].0.clone()
+        self.targets.indexes[0].0.clone()
     }
 }
 
@@ -99,11 +101,11 @@ pub(super) fn check_limit(
 impl Shared {
     /// UNAVAILABLE once shutdown began. (The concurrency slot was taken
     /// before the message was decoded, in `gate`.)
-    pub(super) fn permit(&self) -> Result<Admitted, RequestError> {
+    pub(super) fn refuse_if_shutting_down(&self) -> Result<(), RequestError> {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(RequestError::ShuttingDown);
         }
-        Ok(Admitted)
+        Ok(())
     }
 
     pub(super) fn index(&self, name: &str) -> Result<Arc<Loaded>, RequestError> {
@@ -175,7 +177,10 @@ impl Shared {
             (false, false) => {
                 Err(Error::InvalidArgument("set either index or indexes, not both".into()).into())
             }
-            (false, true) => Ok((vec![(o.index.to_string(), self.index(o.index)?)], false)),
+            (false, true) => Ok(Targets {
+                indexes: vec![(o.index.to_string(), self.index(o.index)?)],
+                federated: false,
+            }),
             (true, false) => {
                 // Names past the catalog's size cannot all be distinct and
                 // served: refuse them before looking any up.
@@ -190,7 +195,10 @@ impl Shared {
                     }
                     out.push((name.clone(), self.index(name)?));
                 }
-                Ok((out, true))
+                Ok(Targets {
+                    indexes: out,
+                    federated: true,
+                })
             }
             (true, true) => Err(CatalogError::UnknownIndex(String::new()).into()),
         }

@@ -29,7 +29,7 @@ pub(super) async fn search(
     let req = request.into_inner();
     let call = Rpc::begin(shared, "Search", metrics_index(&req.index, &req.indexes));
     let result = async {
-        let _permit = shared.permit()?;
+        shared.refuse_if_shutting_down()?;
         let checked = shared.check_search(&req, deadline)?;
         let name = checked.first_name();
         shared
@@ -59,7 +59,7 @@ pub(super) async fn batch_search(
         metrics_index(&req.index, &req.indexes),
     );
     let result = async {
-        let _permit = shared.permit()?;
+        shared.refuse_if_shutting_down()?;
         let checked = shared.check_batch(&req, deadline)?;
         let name = checked.first_name();
         shared
@@ -88,7 +88,7 @@ pub(super) async fn get_items(
     let req = request.into_inner();
     let call = Rpc::begin(shared, "GetItems", &req.index);
     let result = (|| {
-        let _permit = shared.permit()?;
+        shared.refuse_if_shutting_down()?;
         crate::auth::check_items(role, req.ids.len())?;
         let loaded = shared.index(&req.index)?;
         check_limit("ids", req.ids.len(), shared.limits.max_batch)?;
@@ -186,7 +186,7 @@ pub(super) async fn delete(
     let call = Rpc::begin(shared, "Delete", &req.index);
     let owned = Arc::clone(shared);
     let result = async move {
-        let _permit = shared.permit()?;
+        shared.refuse_if_shutting_down()?;
         check_limit("ids", req.ids.len(), shared.limits.max_exclusions)?;
         shared
             .catalog

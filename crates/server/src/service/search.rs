@@ -28,8 +28,8 @@ struct Plans<'i> {
 impl<'i> Plans<'i> {
     fn new(targets: &'i Targets) -> Self {
         Plans {
-            targets: &targets.0,
-            federated: targets.1,
+            targets: &targets.indexes,
+            federated: targets.federated,
             by_expr: HashMap::new(),
         }
     }
