@@ -51,6 +51,29 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a new client waits for an evicted idle connection to close.
 const EVICTION_WAIT: Duration = Duration::from_millis(200);
 
+/// The service a connection's calls go to: the gate in front of the routes.
+pub(crate) trait CallService:
+    tower::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<tonic::body::Body>,
+        Error = std::convert::Infallible,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> CallService for S where
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// How connections are taken and kept.
 #[derive(Clone)]
 pub(crate) struct Connections {
@@ -167,13 +190,7 @@ pub(crate) async fn accept_loop<S>(
     conns: Connections,
     mut stop: tokio_watch::Receiver<bool>,
 ) where
-    S: tower::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
+    S: CallService,
     S::Future: Send + 'static,
 {
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -360,13 +377,7 @@ async fn serve_connection<IO, S>(
     mut stop: tokio_watch::Receiver<bool>,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: tower::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
+    S: CallService,
     S::Future: Send + 'static,
 {
     let opened = Instant::now();

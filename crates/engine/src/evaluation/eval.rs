@@ -111,65 +111,20 @@ pub fn evaluate_filtered(
     threads: usize,
     filter: Option<(&str, &FilterPlan<'_>)>,
 ) -> Result<(EvalRow, Vec<Vec<u32>>)> {
-    let (k, ef, plan) = (params.k, params.ef, params.plan);
-    let threads = threads.clamp(1, queries.len().max(1));
-    let chunk = queries.len().div_ceil(threads).max(1);
     let fplan = filter.map(|f| f.1);
-    let mut ids: Vec<Vec<u32>> = vec![Vec::new(); queries.len()];
-    let mut lat: Vec<f64> = vec![0.0; queries.len()];
-    let mut work = SearchStats::default();
-    let start = Instant::now();
-    let outcome: Result<Vec<SearchStats>> = std::thread::scope(|s| {
-        let handles: Vec<_> = queries
-            .chunks(chunk)
-            .zip(ids.chunks_mut(chunk).zip(lat.chunks_mut(chunk)))
-            .map(|(qs, (ids, lat))| {
-                s.spawn(move || -> Result<SearchStats> {
-                    let mut out: Vec<Neighbor> = Vec::with_capacity(k);
-                    let mut work = SearchStats::default();
-                    for ((q, r), l) in qs.iter().zip(ids.iter_mut()).zip(lat.iter_mut()) {
-                        let t = Instant::now();
-                        let stats = index.search_filtered_into(q, params, fplan, &mut out)?;
-                        *l = t.elapsed().as_secs_f64() * 1e6;
-                        work += stats;
-                        r.extend(out.iter().map(|n| n.id));
-                    }
-                    Ok(work)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            // A panicking search thread is a bug: surface it, don't count it as 0.
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
-    for w in outcome? {
-        work += w;
-    }
-    let wall = start.elapsed().as_secs_f64();
-    lat.sort_by(f64::total_cmp);
-    let nq = queries.len().max(1);
-    let row = EvalRow {
-        engine: format!("fathom-{}", index.snapshot().storage()),
-        ef,
-        k,
-        recall: mean_recall(&ids, truth, k),
-        qps: queries.len() as f64 / wall.max(1e-9),
-        p50_us: percentile(&lat, 50.0),
-        p99_us: percentile(&lat, 99.0),
-        mean_us: lat.iter().sum::<f64>() / nq as f64,
-        mean_distances: work.distances as f64 / nq as f64,
-        mean_rejected: work.rejected as f64 / nq as f64,
+    let timed = run_timed(
+        queries,
         threads,
-        queries: queries.len(),
-        filter: filter.map(|f| f.0.to_string()),
-        matching: fplan.map(|p| p.count()),
-        selectivity: fplan.map(|p| p.selectivity()),
-        plan: filter.map(|_| format!("{plan:?}").to_lowercase()),
-        early_reject: params.early_reject,
-    };
-    Ok((row, ids))
+        || Vec::<Neighbor>::with_capacity(params.k),
+        |out, q, ids| {
+            let stats = index.search_filtered_into(q, params, fplan, out)?;
+            ids.extend(out.iter().map(|n| n.id));
+            Ok(stats)
+        },
+    )?;
+    let matching = fplan.map(|p| (p.count(), p.selectivity()));
+    let engine = format!("fathom-{}", index.snapshot().storage());
+    Ok(timed.into_row(engine, truth, params, filter.map(|f| f.0), matching))
 }
 
 /// The nodes of several sources (the layers of a layered index) as one
@@ -292,36 +247,73 @@ pub fn evaluate_sources(
     let first = sources
         .first()
         .ok_or_else(|| Error::invalid("nothing to measure: no index"))?;
-    let (k, ef, plan) = (params.k, params.ef, params.plan);
+    let timed = run_timed(
+        queries,
+        threads,
+        || (),
+        |_, q, ids| {
+            let call = Call {
+                vector: q,
+                params: params.clone(),
+                ..Call::default()
+            };
+            let found = retrieve(sources, &call)?;
+            ids.extend(
+                found
+                    .hits
+                    .iter()
+                    .map(|h| numbering.number(h.source, h.node)),
+            );
+            Ok(found.stats)
+        },
+    )?;
+    // Items a search can return, filtered or not.
+    let live: u64 = sources
+        .iter()
+        .map(|s| s.index.snapshot().len() as u64 - s.deleted.map_or(0, RoaringBitmap::len))
+        .sum();
+    let matching = filter.map(|f| (f.1, f.1 as f64 / live.max(1) as f64));
+    let engine = format!("fathom-{}", first.index.snapshot().storage());
+    Ok(timed.into_row(engine, truth, params, filter.map(|f| f.0), matching))
+}
+
+/// What a timed pass over the queries found: each query's ids and latency,
+/// the work done, the wall time and the threads it ran on.
+struct Timed {
+    ids: Vec<Vec<u32>>,
+    lat: Vec<f64>,
+    work: SearchStats,
+    wall: f64,
+    threads: usize,
+}
+
+/// Run `one` for each query on up to `threads` threads (each with its own
+/// state from `init`), timing each query and the whole pass.
+fn run_timed<S>(
+    queries: &[Vec<f32>],
+    threads: usize,
+    init: impl Fn() -> S + Sync,
+    one: impl Fn(&mut S, &[f32], &mut Vec<u32>) -> Result<SearchStats> + Sync,
+) -> Result<Timed> {
     let threads = threads.clamp(1, queries.len().max(1));
     let chunk = queries.len().div_ceil(threads).max(1);
     let mut ids: Vec<Vec<u32>> = vec![Vec::new(); queries.len()];
     let mut lat: Vec<f64> = vec![0.0; queries.len()];
     let mut work = SearchStats::default();
     let start = Instant::now();
+    let (init, one) = (&init, &one);
     let outcome: Result<Vec<SearchStats>> = std::thread::scope(|s| {
         let handles: Vec<_> = queries
             .chunks(chunk)
             .zip(ids.chunks_mut(chunk).zip(lat.chunks_mut(chunk)))
             .map(|(qs, (ids, lat))| {
                 s.spawn(move || -> Result<SearchStats> {
+                    let mut state = init();
                     let mut work = SearchStats::default();
                     for ((q, r), l) in qs.iter().zip(ids.iter_mut()).zip(lat.iter_mut()) {
-                        let call = Call {
-                            vector: q,
-                            params: params.clone(),
-                            ..Call::default()
-                        };
                         let t = Instant::now();
-                        let found = retrieve(sources, &call)?;
+                        work += one(&mut state, q, r)?;
                         *l = t.elapsed().as_secs_f64() * 1e6;
-                        work += found.stats;
-                        r.extend(
-                            found
-                                .hits
-                                .iter()
-                                .map(|h| numbering.number(h.source, h.node)),
-                        );
                     }
                     Ok(work)
                 })
@@ -338,30 +330,47 @@ pub fn evaluate_sources(
     }
     let wall = start.elapsed().as_secs_f64();
     lat.sort_by(f64::total_cmp);
-    let nq = queries.len().max(1);
-    // Items a search can return, filtered or not.
-    let live: u64 = sources
-        .iter()
-        .map(|s| s.index.snapshot().len() as u64 - s.deleted.map_or(0, RoaringBitmap::len))
-        .sum();
-    let row = EvalRow {
-        engine: format!("fathom-{}", first.index.snapshot().storage()),
-        ef,
-        k,
-        recall: mean_recall(&ids, truth, k),
-        qps: queries.len() as f64 / wall.max(1e-9),
-        p50_us: percentile(&lat, 50.0),
-        p99_us: percentile(&lat, 99.0),
-        mean_us: lat.iter().sum::<f64>() / nq as f64,
-        mean_distances: work.distances as f64 / nq as f64,
-        mean_rejected: work.rejected as f64 / nq as f64,
+    Ok(Timed {
+        ids,
+        lat,
+        work,
+        wall,
         threads,
-        queries: queries.len(),
-        filter: filter.map(|f| f.0.to_string()),
-        matching: filter.map(|f| f.1),
-        selectivity: filter.map(|f| f.1 as f64 / live.max(1) as f64),
-        plan: filter.map(|_| format!("{plan:?}").to_lowercase()),
-        early_reject: params.early_reject,
-    };
-    Ok((row, ids))
+    })
+}
+
+impl Timed {
+    /// The pass as a row of the report, scored against `truth`; `matching`
+    /// is the filter's matching items and their share.
+    fn into_row(
+        self,
+        engine: String,
+        truth: &[Vec<u32>],
+        params: &SearchParams,
+        filter: Option<&str>,
+        matching: Option<(u64, f64)>,
+    ) -> (EvalRow, Vec<Vec<u32>>) {
+        let n = self.ids.len();
+        let nq = n.max(1) as f64;
+        let row = EvalRow {
+            engine,
+            ef: params.ef,
+            k: params.k,
+            recall: mean_recall(&self.ids, truth, params.k),
+            qps: n as f64 / self.wall.max(1e-9),
+            p50_us: percentile(&self.lat, 50.0),
+            p99_us: percentile(&self.lat, 99.0),
+            mean_us: self.lat.iter().sum::<f64>() / nq,
+            mean_distances: self.work.distances as f64 / nq,
+            mean_rejected: self.work.rejected as f64 / nq,
+            threads: self.threads,
+            queries: n,
+            filter: filter.map(str::to_string),
+            matching: matching.map(|m| m.0),
+            selectivity: matching.map(|m| m.1),
+            plan: filter.map(|_| format!("{:?}", params.plan).to_lowercase()),
+            early_reject: params.early_reject,
+        };
+        (row, self.ids)
+    }
 }

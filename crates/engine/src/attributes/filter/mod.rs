@@ -632,84 +632,90 @@ impl<'a> PerField<'a> {
     }
 }
 
+/// The parts of an AND or an OR, flattened (nested ANDs into an AND, ORs
+/// into an OR) and sorted: numeric conditions by field, negated parts, the
+/// rest.
+struct Sorted<'a> {
+    nums: PerField<'a>,
+    negated: Vec<Pred<'a>>,
+    rest: Vec<Pred<'a>>,
+}
+
+impl<'a> Sorted<'a> {
+    fn of(parts: Vec<Pred<'a>>, nested: fn(Pred<'a>) -> Result<Vec<Pred<'a>>, Pred<'a>>) -> Self {
+        let mut sorted = Sorted {
+            nums: PerField::new(),
+            negated: Vec::new(),
+            rest: Vec::new(),
+        };
+        let mut add = |p| match p {
+            Pred::Num { field, col, set } => sorted.nums.add(field, col, set),
+            Pred::Not(inner) => sorted.negated.push(*inner),
+            p => sorted.rest.push(p),
+        };
+        for p in parts {
+            match nested(p) {
+                Ok(inner) => inner.into_iter().for_each(&mut add),
+                Err(p) => add(p),
+            }
+        }
+        sorted
+    }
+
+    /// `rest`, with the negated parts joined by `join` under one NOT, then
+    /// made one predicate by `wrap` when more than one is left.
+    fn finish(
+        mut self,
+        join: fn(Vec<Pred<'a>>) -> Pred<'a>,
+        wrap: fn(Vec<Pred<'a>>) -> Pred<'a>,
+    ) -> Pred<'a> {
+        match self.negated.len() {
+            0 => {}
+            1 => self.rest.push(not_of(self.negated.remove(0))),
+            _ => self.rest.push(not_of(join(self.negated))),
+        }
+        if self.rest.len() == 1 {
+            self.rest.remove(0)
+        } else {
+            wrap(self.rest)
+        }
+    }
+}
+
 /// An AND, flattened and simplified so that its cost per candidate does
 /// not grow with the number of its conditions on one field: the numeric
 /// conditions on each field intersect into one set, and the negated parts
 /// join as one `NOT (a OR b ...)`.
 fn and_of(parts: Vec<Pred<'_>>) -> Pred<'_> {
-    let mut flat = Vec::with_capacity(parts.len());
-    for p in parts {
-        match p {
-            Pred::And(v) => flat.extend(v),
-            p => flat.push(p),
-        }
-    }
-    let mut nums = PerField::new();
-    let mut negated = Vec::new();
-    let mut out = Vec::new();
-    for p in flat {
-        match p {
-            Pred::Num { field, col, set } => nums.add(field, col, set),
-            Pred::Not(inner) => negated.push(*inner),
-            p => out.push(p),
-        }
-    }
-    for (field, col, mut sets) in nums.fields {
+    let mut sorted = Sorted::of(parts, |p| match p {
+        Pred::And(v) => Ok(v),
+        p => Err(p),
+    });
+    for (field, col, mut sets) in std::mem::take(&mut sorted.nums.fields) {
         // Smallest first: each step then costs at most the smallest set
         // plus the next.
         sets.sort_by_key(Intervals::len);
         let mut sets = sets.into_iter();
         let first = sets.next().unwrap_or_default();
         let set = sets.fold(first, |acc, s| acc.intersect(&s));
-        out.push(Pred::Num { field, col, set });
+        sorted.rest.push(Pred::Num { field, col, set });
     }
-    match negated.len() {
-        0 => {}
-        1 => out.push(not_of(negated.remove(0))),
-        _ => out.push(not_of(or_of(negated))),
-    }
-    if out.len() == 1 {
-        out.remove(0)
-    } else {
-        Pred::And(out)
-    }
+    sorted.finish(or_of, Pred::And)
 }
 
 /// An OR, flattened and simplified as [`and_of`]: the numeric conditions on
 /// each field unite into one set, and the negated parts join as one
 /// `NOT (a AND b ...)`.
 fn or_of(parts: Vec<Pred<'_>>) -> Pred<'_> {
-    let mut flat = Vec::with_capacity(parts.len());
-    for p in parts {
-        match p {
-            Pred::Or(v) => flat.extend(v),
-            p => flat.push(p),
-        }
-    }
-    let mut nums = PerField::new();
-    let mut negated = Vec::new();
-    let mut out = Vec::new();
-    for p in flat {
-        match p {
-            Pred::Num { field, col, set } => nums.add(field, col, set),
-            Pred::Not(inner) => negated.push(*inner),
-            p => out.push(p),
-        }
-    }
-    for (field, col, sets) in nums.fields {
+    let mut sorted = Sorted::of(parts, |p| match p {
+        Pred::Or(v) => Ok(v),
+        p => Err(p),
+    });
+    for (field, col, sets) in std::mem::take(&mut sorted.nums.fields) {
         let set = Intervals::union_of(sets.into_iter().flat_map(|s| s.0).collect());
-        out.push(Pred::Num { field, col, set });
+        sorted.rest.push(Pred::Num { field, col, set });
     }
-    match negated.len() {
-        0 => {}
-        1 => out.push(not_of(negated.remove(0))),
-        _ => out.push(not_of(and_of(negated))),
-    }
-    if out.len() == 1 {
-        out.remove(0)
-    } else {
-        Pred::Or(out)
-    }
+    sorted.finish(and_of, Pred::Or)
 }
 
 /// Bitmaps that may be one and the same posting, each taken once.
