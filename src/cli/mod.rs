@@ -70,16 +70,34 @@ const EXIT_FAILURE: u8 = 1;
 pub struct ClientSecurity {
     /// PEM of the CA that signed the server's certificate; turns on TLS
     /// (as does an https:// target, checked against the system's roots).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Connection")]
     pub tls_ca: Option<std::path::PathBuf>,
     /// PEM client certificate, for a server with --tls-client-ca.
-    #[arg(long, global = true, value_name = "FILE", requires = "tls_client_key")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        requires = "tls_client_key",
+        help_heading = "Connection"
+    )]
     pub tls_client_cert: Option<std::path::PathBuf>,
     /// PEM key of --tls-client-cert.
-    #[arg(long, global = true, value_name = "FILE", requires = "tls_client_cert")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        requires = "tls_client_cert",
+        help_heading = "Connection"
+    )]
     pub tls_client_key: Option<std::path::PathBuf>,
     /// Bearer token sent with every call, for a server with --tokens.
-    #[arg(long, global = true, env = "FATHOM_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "FATHOM_TOKEN",
+        hide_env_values = true,
+        help_heading = "Connection"
+    )]
     pub token: Option<String>,
 }
 

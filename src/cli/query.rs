@@ -31,13 +31,18 @@ pub struct Args {
 #[derive(clap::Args)]
 struct Connection {
     /// Server address (http://host:port or host:port).
-    #[arg(long, global = true, default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:50051",
+        help_heading = "Connection"
+    )]
     target: String,
     /// Deadline of each call, and of connecting (e.g. 2s, 500ms).
-    #[arg(long, global = true, default_value = "5s", value_parser = super::bench::parse_duration)]
+    #[arg(long, global = true, default_value = "5s", value_parser = super::bench::parse_duration, help_heading = "Connection")]
     timeout: Duration,
     /// Print JSON instead of a table.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Output")]
     json: bool,
     #[command(flatten)]
     security: super::ClientSecurity,

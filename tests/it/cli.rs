@@ -94,7 +94,14 @@ fn build_inspect_verify_search_eval() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["hits"][0]["id"], "track:42");
     let o = fathom(&["search", s(&out), "--id", "track:43", "-k", "1"]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("track:43"));
+    let table = String::from_utf8_lossy(&o.stdout);
+    let mut lines = table.lines();
+    let head: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(head, ["RANK", "ID", "DISTANCE"], "{table}");
+    let first = lines.next().unwrap_or("");
+    assert!(first.contains("track:43"), "{table}");
+    // The item itself, at a distance that rounds to zero: never "-0.000000".
+    assert!(first.ends_with(" 0.000000"), "{table}");
 
     // eval with ground truth: ids are base rows.
     let gt = dir.path().join("gt.ivecs");

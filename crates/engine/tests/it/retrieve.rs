@@ -563,7 +563,7 @@ fn bad_calls_are_refused() {
                 group_size: 1,
                 ..Call::default()
             },
-            "int",
+            "is an int field",
         ),
         (
             Call {
@@ -572,7 +572,7 @@ fn bad_calls_are_refused() {
                 group_size: 1,
                 ..Call::default()
             },
-            "no such",
+            "no such attribute field; fields that can group: artist",
         ),
         (
             Call {
