@@ -90,7 +90,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             (Target::Delta(dir.clone()), opts, quantizer)
         }
         (None, Some(out)) => {
-            warn_on_metric_mismatch(&a.input, a.metric);
+            warn_on_metric_mismatch(&a.input, a.metric.into());
             let opts = BuildOptions {
                 metric: a.metric.into(),
                 storage: a.storage.into(),
@@ -238,7 +238,7 @@ fn remove_temp_on_signal(output: &std::path::Path) -> Result<()> {
 
 /// `fathom synth` records the metric of its ground truth beside its files;
 /// a build under another metric would be evaluated against the wrong truth.
-fn warn_on_metric_mismatch(input: &std::path::Path, metric: MetricArg) {
+fn warn_on_metric_mismatch(input: &std::path::Path, metric: fathom_engine::Metric) {
     let Some(file) = input.parent().map(|d| d.join(crate::cli::METRIC_FILE)) else {
         return;
     };

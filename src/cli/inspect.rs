@@ -277,13 +277,8 @@ pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
 
 pub fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
     if !fathom_engine::layers::is_layered(&a.snapshot) {
-        return Ok(
-            if verify_file(&a.snapshot, &a.snapshot.display().to_string())? {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            },
-        );
+        let ok = verify_file(&a.snapshot, &a.snapshot.display().to_string())?;
+        return Ok(verdict(ok));
     }
     // A folder: each layer named by its manifest, then the deletions (the
     // log's checksums and acknowledged count, and that they apply).
@@ -311,11 +306,16 @@ pub fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
             ok = false;
         }
     }
-    Ok(if ok {
+    Ok(verdict(ok))
+}
+
+/// `verify`'s exit: 0 when everything holds, 2 when something is broken.
+fn verdict(ok: bool) -> ExitCode {
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
-    })
+    }
 }
 
 /// Verify one snapshot file and report it under `name`: whether it holds.

@@ -196,16 +196,6 @@ pub(crate) enum MetricArg {
     L2,
 }
 
-impl MetricArg {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            MetricArg::Cosine => "cosine",
-            MetricArg::Dot => "dot",
-            MetricArg::L2 => "l2",
-        }
-    }
-}
-
 /// The file `fathom synth` writes beside its data: the metric its ground
 /// truth was computed under.
 pub(crate) const METRIC_FILE: &str = "metric.txt";
@@ -342,20 +332,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::rfc3339;
-
-    #[test]
-    fn rfc3339_of_known_times() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
-        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
-    }
-}
-
 /// A distance as printed in tables: six decimals, and never `-0.000000`
 /// (a distance that rounds to zero is zero, whatever its sign).
 pub(crate) fn distance_text(d: f32) -> String {
@@ -382,8 +358,17 @@ pub(crate) fn self_command() -> String {
 }
 
 #[cfg(test)]
-mod printing_tests {
-    use super::distance_text;
+mod tests {
+    use super::{distance_text, rfc3339};
+
+    #[test]
+    fn rfc3339_of_known_times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+    }
 
     #[test]
     fn distances_print_without_a_negative_zero() {

@@ -85,7 +85,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     write_ivecs(&a.out_dir.join("gt.ivecs"), &gt)?;
     std::fs::write(
         a.out_dir.join(super::METRIC_FILE),
-        format!("{}\n", a.metric.name()),
+        format!("{}\n", metric.name()),
     )?;
     println!(
         "wrote {} ({} × {}, {} queries, exact {} top-{}) in {:.1}s",

@@ -467,9 +467,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn npy_bytes(n: usize, dim: usize, data: &[f32]) -> Vec<u8> {
+    /// A `.npy` file of an `n` × `dim` array of type `descr`, whose values
+    /// (in that type, in that order) are `body`.
+    fn npy_file(descr: &str, fortran: bool, n: usize, dim: usize, body: &[u8]) -> Vec<u8> {
+        let order = if fortran { "True" } else { "False" };
         let mut header =
-            format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {dim}), }}");
+            format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': ({n}, {dim}), }}");
         while (10 + header.len() + 1) % 64 != 0 {
             header.push(' ');
         }
@@ -477,9 +480,13 @@ mod tests {
         let mut b = b"\x93NUMPY\x01\x00".to_vec();
         b.extend_from_slice(&(header.len() as u16).to_le_bytes());
         b.extend_from_slice(header.as_bytes());
-        data.iter()
-            .for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
+        b.extend_from_slice(body);
         b
+    }
+
+    fn npy_bytes(n: usize, dim: usize, data: &[f32]) -> Vec<u8> {
+        let body: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        npy_file("<f4", false, n, dim, &body)
     }
 
     proptest! {
@@ -572,19 +579,7 @@ mod tests {
         let (n, dim) = (3, 2);
         let rows: Vec<f32> = vec![1.0, 2.5, -3.0, 4.0, 0.5, 6.0];
         let write = |descr: &str, fortran: bool, body: Vec<u8>| {
-            let order = if fortran { "True" } else { "False" };
-            let mut header = format!(
-                "{{'descr': '{descr}', 'fortran_order': {order}, 'shape': ({n}, {dim}), }}"
-            );
-            while (10 + header.len() + 1) % 64 != 0 {
-                header.push(' ');
-            }
-            header.push('\n');
-            let mut b = b"\x93NUMPY\x01\x00".to_vec();
-            b.extend_from_slice(&(header.len() as u16).to_le_bytes());
-            b.extend_from_slice(header.as_bytes());
-            b.extend(body);
-            std::fs::write(&p, b).unwrap();
+            std::fs::write(&p, npy_file(descr, fortran, n, dim, &body)).unwrap();
         };
         let f64s: Vec<u8> = rows
             .iter()

@@ -274,22 +274,20 @@ impl Client {
                 })
             }
         };
-        let mut client = Client::wrap(channel, bearer);
-        client.tls = tls;
-        Ok(client)
+        Ok(Client::wrap(channel, bearer, tls))
     }
 
     /// Wrap an existing channel (no token).
     pub fn from_channel(channel: Channel) -> Client {
-        Client::wrap(channel, Bearer(None))
+        Client::wrap(channel, Bearer(None), false)
     }
 
-    fn wrap(channel: Channel, bearer: Bearer) -> Client {
+    fn wrap(channel: Channel, bearer: Bearer, tls: bool) -> Client {
         Client {
             inner: RetrievalClient::with_interceptor(channel, bearer)
                 .max_decoding_message_size(usize::MAX),
             timeout: None,
-            tls: false,
+            tls,
         }
     }
 
@@ -318,7 +316,7 @@ impl Client {
     /// off is often talking to a server that expects TLS (its alert reads
     /// as a broken pipe, a reset, a cancelled stream or a malformed frame,
     /// depending on timing).
-    fn hint(&self, _s: &Status) -> &'static str {
+    fn hint(&self) -> &'static str {
         if self.tls {
             ""
         } else {
@@ -351,14 +349,10 @@ impl Client {
             // tonic reports a connection that closed under a call (a server
             // going away) as CANCELLED; gRPC says a broken connection is
             // UNAVAILABLE, which is also what tells a caller to retry.
-            Err(s) if s.code() == Code::Cancelled && broken_connection(&s) => {
-                Err(Status::unavailable(format!(
-                    "connection closed: {}{}",
-                    s.message(),
-                    self.hint(&s)
-                ))
-                .into())
-            }
+            Err(s) if s.code() == Code::Cancelled && broken_connection(&s) => Err(
+                Status::unavailable(format!("connection closed: {}{}", s.message(), self.hint()))
+                    .into(),
+            ),
             // A connection that failed under the call (a TLS alert, say: a
             // server wanting a client certificate says so only after the
             // handshake) comes as UNKNOWN "transport error"; it is
@@ -367,7 +361,7 @@ impl Client {
                 Err(Status::unavailable(format!(
                     "connection failed: {}{}",
                     cause_chain(&s),
-                    self.hint(&s)
+                    self.hint()
                 ))
                 .into())
             }
@@ -391,7 +385,7 @@ impl Client {
                 Err(Status::unavailable(format!(
                     "connection failed: {}{}",
                     cause_chain(&s),
-                    self.hint(&s)
+                    self.hint()
                 ))
                 .into())
             }

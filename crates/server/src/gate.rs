@@ -123,13 +123,12 @@ where
             let Some(slot) = slot else {
                 return answer;
             };
-            let per_connection = share;
             Ok(answer?.map(|inner| {
                 tonic::body::Body::new(Answering {
                     inner,
                     slot,
                     budget,
-                    per_connection,
+                    per_connection: share,
                     bytes: None,
                     queued: 0,
                 })
@@ -266,22 +265,12 @@ where
             }
         };
         if let Some(data) = frame.data_ref() {
-            let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
-            match Arc::clone(&this.budget).try_acquire_many_owned(n) {
-                Ok(p) => {
-                    let mut held = this.held.lock();
-                    match held.as_mut() {
-                        Some(h) => h.merge(p),
-                        None => *held = Some(p),
-                    }
-                }
-                Err(_) => {
-                    let status = Status::resource_exhausted(
-                        "server overloaded: calls in flight hold the most request bytes \
-                         allowed (--max-inflight-bytes); retry with backoff",
-                    );
-                    return Poll::Ready(Some(Err(Box::new(status))));
-                }
+            if !take_bytes(&this.budget, data.len(), &mut this.held.lock()) {
+                let status = Status::resource_exhausted(
+                    "server overloaded: calls in flight hold the most request bytes \
+                     allowed (--max-inflight-bytes); retry with backoff",
+                );
+                return Poll::Ready(Some(Err(Box::new(status))));
             }
         }
         Poll::Ready(Some(Ok(frame)))
@@ -321,21 +310,29 @@ impl Answering {
                 ));
             }
         }
-        let permits = u32::try_from(n).unwrap_or(u32::MAX);
-        match Arc::clone(&self.budget).try_acquire_many_owned(permits) {
-            Ok(p) => {
-                match self.bytes.as_mut() {
-                    Some(h) => h.merge(p),
-                    None => self.bytes = Some(p),
-                }
-                Ok(())
-            }
-            Err(_) => Err(Status::resource_exhausted(
+        if take_bytes(&self.budget, n, &mut self.bytes) {
+            Ok(())
+        } else {
+            Err(Status::resource_exhausted(
                 "server overloaded: calls in flight hold the most bytes allowed \
                  (--max-inflight-bytes); retry with backoff",
-            )),
+            ))
         }
     }
+}
+
+/// Take `n` more bytes of `budget` into `held`; false when the budget has
+/// too few left (nothing is taken then).
+fn take_bytes(budget: &Arc<Semaphore>, n: usize, held: &mut Option<OwnedSemaphorePermit>) -> bool {
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    let Ok(p) = Arc::clone(budget).try_acquire_many_owned(n) else {
+        return false;
+    };
+    match held.as_mut() {
+        Some(h) => h.merge(p),
+        None => *held = Some(p),
+    }
+    true
 }
 
 impl Drop for Answering {

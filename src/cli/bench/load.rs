@@ -82,11 +82,7 @@ impl Plan {
     async fn call(&self, client: &Client, first: usize) -> Result<Vec<Vec<Hit>>, ClientError> {
         let nq = self.queries.len();
         match self.batch {
-            None if self.filter.is_empty() => Ok(vec![
-                client
-                    .search(&self.index, &self.queries[first % nq], self.k, self.ef)
-                    .await?,
-            ]),
+            // An empty filter is no filter.
             None => Ok(vec![
                 client
                     .search_with(SearchRequest {

@@ -484,10 +484,10 @@ fn replace_log(dir: &Path, lines: &[Tombstone]) -> Result<()> {
     replace_file(dir, TOMBSTONES, &bytes)
 }
 
-/// Append tombstones, fsync them, then count them: acknowledged deletes
-/// survive a crash, and losing one is noticed. Called under the lock.
-fn append_tombstones(dir: &Path, lines: &[Tombstone]) -> Result<()> {
-    let log = read_log(dir)?;
+/// Append tombstones to `log` (the folder's log, read under the lock held
+/// now), fsync them, then count them: acknowledged deletes survive a crash,
+/// and losing one is noticed.
+fn append_tombstones(dir: &Path, log: Log, lines: &[Tombstone]) -> Result<()> {
     let total = log.records.len() + lines.len();
     if log.format == LogFormat::Lines {
         // Convert: the older records and the new ones, in the new format.
@@ -810,7 +810,7 @@ pub fn delete<S: AsRef<str>>(dir: &Path, ids: &[S], current: Option<&Layered>) -
     };
     // Appending to a file that no longer reads as tombstones would
     // acknowledge deletes that no reader can apply.
-    read_tombstones(dir)?;
+    let log = read_log(dir)?;
     let before = layered.next_seq();
     let mut out = Deleted::default();
     let mut seen = HashSet::new();
@@ -831,7 +831,7 @@ pub fn delete<S: AsRef<str>>(dir: &Path, ids: &[S], current: Option<&Layered>) -
         }
     }
     if !lines.is_empty() {
-        append_tombstones(dir, &lines)?;
+        append_tombstones(dir, log, &lines)?;
     }
     Ok(out)
 }
@@ -898,8 +898,8 @@ fn fold(
     // before the manifest names the new layer, so a crash at any point
     // loses none; the older lines never apply to the new layer (their
     // `before` is at most `seq`).
-    let tombstones = read_tombstones(dir)?;
-    let late: Vec<Tombstone> = tombstones[layered.tombstones.min(tombstones.len())..]
+    let log = read_log(dir)?;
+    let late: Vec<Tombstone> = log.records[layered.tombstones.min(log.records.len())..]
         .iter()
         .map(|t| Tombstone {
             before: seq + 1,
@@ -907,7 +907,7 @@ fn fold(
         })
         .collect();
     if !late.is_empty() {
-        append_tombstones(dir, &late)?;
+        append_tombstones(dir, log, &late)?;
     }
     fs::rename(&tmp, dir.join(&name)).map_err(|e| Error::io(&tmp, e))?;
     let mut kept = layered.manifest.layers[..from].to_vec();

@@ -302,12 +302,7 @@ async fn connections_are_capped_and_idle_ones_closed() {
     // When every open connection has a call running, a new one is refused.
     let mut busy = Vec::new();
     for _ in 0..3 {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (h2c, conn) = h2::client::handshake(tcp).await.unwrap();
-        let driver = tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut h2c = h2c.ready().await.unwrap();
+        let (mut h2c, driver) = h2_connection(addr, DEFAULT_WINDOW).await;
         let call = start_call(&mut h2c, addr, "/fathom.v1.Retrieval/Search", None);
         busy.push((h2c, driver, call));
     }
@@ -341,14 +336,19 @@ fn grpc_message(msg: &impl prost::Message) -> Bytes {
     Bytes::from(framed)
 }
 
-/// An HTTP/2 connection whose client never reads what it is sent: its
-/// stream windows are 0, so no answer's message can reach it.
-async fn unread_connection(
+/// HTTP/2's default stream window.
+const DEFAULT_WINDOW: u32 = 65_535;
+
+/// An HTTP/2 connection by hand, with stream windows of `window` bytes (0:
+/// its client never reads what it is sent, so no answer's message reaches
+/// it), and the task driving it.
+async fn h2_connection(
     addr: std::net::SocketAddr,
+    window: u32,
 ) -> (h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<()>) {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (client, conn) = h2::client::Builder::new()
-        .initial_window_size(0)
+        .initial_window_size(window)
         .handshake::<_, Bytes>(tcp)
         .await
         .unwrap();
@@ -395,7 +395,7 @@ async fn unread_answers_hold_their_slots_until_the_send_timeout_closes_the_conne
     };
     let (server, client) = serve(&[("items", prebuilt("v0"))], None, config).await;
     let addr = server.local_addr();
-    let (mut unread, driver) = unread_connection(addr).await;
+    let (mut unread, driver) = h2_connection(addr, 0).await;
     // Each answer holds every item: tens of kB, which a window of 0 blocks.
     let ids: Vec<String> = (1..=N).map(|i| format!("v0:{i:06}")).collect();
     let get = grpc_message(&fathom_server::proto::GetItemsRequest {
@@ -466,12 +466,7 @@ async fn calls_whose_message_never_comes_cannot_hold_every_slot() {
     // Three connections open ten calls each, headers only.
     let mut held = Vec::new();
     for _ in 0..3 {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (h2c, conn) = h2::client::handshake(tcp).await.unwrap();
-        let driver = tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut h2c = h2c.ready().await.unwrap();
+        let (mut h2c, driver) = h2_connection(addr, DEFAULT_WINDOW).await;
         let mut calls = Vec::new();
         for _ in 0..10 {
             calls.push(start_call(
