@@ -90,6 +90,16 @@ where
                 }
             }
         }
+        // Once shutdown began, every call but ListIndexes is refused at the
+        // door; one admitted before holds its slot and is served, as
+        // shutdown waits for the calls in flight.
+        if matches!(
+            method,
+            "Search" | "BatchSearch" | "GetItems" | "Reload" | "Delete"
+        ) && self.shared.shutting_down.load(Ordering::Acquire)
+        {
+            return self.refuse(method, start, RequestError::ShuttingDown);
+        }
         let conn = req.extensions().get::<Arc<ConnState>>().cloned();
         let slot = if retrieval {
             match self.take_slot(conn.as_ref()) {

@@ -1,7 +1,7 @@
 //! What a request is checked for before any search runs: the server's own
 //! caps ([`Limits`]) and the fields the engine does not check.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -99,15 +99,6 @@ pub(super) fn check_limit(
 }
 
 impl Shared {
-    /// UNAVAILABLE once shutdown began. (The concurrency slot was taken
-    /// before the message was decoded, in `gate`.)
-    pub(super) fn refuse_if_shutting_down(&self) -> Result<(), RequestError> {
-        if self.shutting_down.load(Ordering::Acquire) {
-            return Err(RequestError::ShuttingDown);
-        }
-        Ok(())
-    }
-
     pub(super) fn index(&self, name: &str) -> Result<Arc<Loaded>, RequestError> {
         Ok(self.catalog.serving(name)?)
     }

@@ -1,7 +1,6 @@
 //! One function per RPC: check, call the engine (on the search threads or
 //! off the async workers), answer, and record the call.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +28,6 @@ pub(super) async fn search(
     let req = request.into_inner();
     let call = Rpc::begin(shared, "Search", metrics_index(&req.index, &req.indexes));
     let result = async {
-        shared.refuse_if_shutting_down()?;
         let checked = shared.check_search(&req, deadline)?;
         let name = checked.first_name();
         shared
@@ -59,7 +57,6 @@ pub(super) async fn batch_search(
         metrics_index(&req.index, &req.indexes),
     );
     let result = async {
-        shared.refuse_if_shutting_down()?;
         let checked = shared.check_batch(&req, deadline)?;
         let name = checked.first_name();
         shared
@@ -88,7 +85,6 @@ pub(super) async fn get_items(
     let req = request.into_inner();
     let call = Rpc::begin(shared, "GetItems", &req.index);
     let result = (|| {
-        shared.refuse_if_shutting_down()?;
         crate::auth::check_items(role, req.ids.len())?;
         let loaded = shared.index(&req.index)?;
         check_limit("ids", req.ids.len(), shared.limits.max_batch)?;
@@ -140,9 +136,6 @@ pub(super) async fn reload(
     let call = Rpc::begin(shared, "Reload", &req.index);
     let owned = Arc::clone(shared);
     let result = async move {
-        if shared.shutting_down.load(Ordering::Acquire) {
-            return Err(RequestError::ShuttingDown);
-        }
         let name = (!req.index.is_empty()).then_some(req.index);
         if let Some(n) = &name {
             // Not `index()`: a withdrawn snapshot is what a reload mends.
@@ -186,7 +179,6 @@ pub(super) async fn delete(
     let call = Rpc::begin(shared, "Delete", &req.index);
     let owned = Arc::clone(shared);
     let result = async move {
-        shared.refuse_if_shutting_down()?;
         check_limit("ids", req.ids.len(), shared.limits.max_exclusions)?;
         shared
             .catalog
