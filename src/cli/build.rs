@@ -7,9 +7,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use fathom_engine::builder::{build, BuildOptions};
 use fathom_engine::formats::read_dataset;
-use fathom_engine::layers;
+use fathom_engine::layers::{self, publish};
 use fathom_engine::snapshot::{check_output_dir, temp_path};
-use fathom_engine::Index;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{default_threads, human_bytes, BuilderArg, MetricArg, StorageArg};
@@ -73,21 +72,18 @@ enum Target {
     File(PathBuf),
     /// A new layered index in this folder.
     NewFolder(PathBuf),
-    /// A delta of this layered index.
-    Delta(PathBuf),
+    /// A delta of this layered index, written first to the path given.
+    Delta(PathBuf, PathBuf),
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let threads = a.threads.unwrap_or_else(default_threads);
     let (target, opts, quantizer) = match (&a.delta_of, &a.output) {
         (Some(dir), _) => {
-            let m = crate::cli::about_path(layers::read_manifest(dir), "reading", dir)?;
-            let base_path = dir.join(&m.layers[0]);
-            let base = crate::cli::about_path(Index::open(&base_path), "opening", &base_path)?;
-            let mut opts = layers::options_like(&base, threads);
+            let plan = crate::cli::about_path(publish::plan_delta(dir, threads), "reading", dir)?;
+            let mut opts = plan.options;
             opts.builder = a.builder.into();
-            let quantizer = base.snapshot().quantizer().cloned();
-            (Target::Delta(dir.clone()), opts, quantizer)
+            (Target::Delta(dir.clone(), plan.path), opts, plan.quantizer)
         }
         (None, Some(out)) => {
             warn_on_metric_mismatch(&a.input, a.metric.into());
@@ -122,10 +118,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
                     dir.display()
                 );
             }
-            crate::cli::about_path(std::fs::create_dir_all(dir), "creating", dir)?;
-            dir.join(format!(".base.new-{}", std::process::id()))
+            crate::cli::about_path(publish::plan_new_folder(dir), "creating", dir)?
         }
-        Target::Delta(dir) => crate::cli::about_path(layers::next_layer_path(dir), "reading", dir)?,
+        Target::Delta(_, written) => written.clone(),
     };
     crate::cli::about_path(check_output_dir(&path), "cannot write", &path)?;
     remove_temp_on_signal(&path).context("installing the SIGINT/SIGTERM handler")?;
@@ -166,13 +161,17 @@ pub fn run(a: Args) -> Result<ExitCode> {
             crate::cli::about_path(layers::create(dir, &path), "creating the index in", dir)?;
             format!("{} (base of a new layered index)", dir.display())
         }
-        Target::Delta(dir) => {
-            let name =
-                crate::cli::about_path(layers::add_delta(dir, &path), "adding a delta to", dir)?;
+        Target::Delta(dir, _) => {
+            let added = crate::cli::about_path(
+                publish::publish_delta(dir, &path, threads),
+                "adding a delta to",
+                dir,
+            )?;
+            let name = added.name;
             // The items are served from here on; merging the small deltas
             // into one only makes searches cheaper, so a failure is not
             // the build's.
-            match layers::merge_deltas(dir, threads) {
+            match added.merged {
                 Ok(Some((merged, count))) => format!(
                     "{} (delta {name}, merged with the newest deltas: {count} layers into {merged})",
                     dir.display()

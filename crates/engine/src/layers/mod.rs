@@ -69,6 +69,7 @@
 //!   anything; it lowers the count first, so a crash between the two
 //!   leaves more records than counted, never fewer.
 
+pub mod publish;
 pub mod searchable;
 
 use std::collections::HashSet;

@@ -68,6 +68,28 @@ impl SearchParams {
     }
 }
 
+impl SearchParams {
+    /// Refuse a k of 0 or past [`MAX_K`], and an ef past [`MAX_EF`].
+    pub fn check(&self) -> Result<()> {
+        if self.k == 0 {
+            return Err(Error::invalid("k must be at least 1"));
+        }
+        if self.k > MAX_K {
+            return Err(Error::invalid(format!(
+                "k = {} exceeds the maximum {MAX_K}",
+                self.k
+            )));
+        }
+        if self.ef > MAX_EF {
+            return Err(Error::invalid(format!(
+                "ef = {} exceeds the maximum {MAX_EF}",
+                self.ef
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Default for SearchParams {
     /// Ten hits at the index's default beam.
     fn default() -> Self {
@@ -266,21 +288,7 @@ impl IndexParts<'_> {
         out: &mut Vec<Neighbor>,
         cancel: &C,
     ) -> Result<SearchStats> {
-        if params.k == 0 {
-            return Err(Error::invalid("k must be at least 1"));
-        }
-        if params.k > MAX_K {
-            return Err(Error::invalid(format!(
-                "k = {} exceeds the maximum {MAX_K}",
-                params.k
-            )));
-        }
-        if params.ef > MAX_EF {
-            return Err(Error::invalid(format!(
-                "ef = {} exceeds the maximum {MAX_EF}",
-                params.ef
-            )));
-        }
+        params.check()?;
         self.prepare_query(query, scratch)?;
         out.clear();
         let n = self.len();

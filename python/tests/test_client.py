@@ -1,0 +1,140 @@
+"""fathom.Client against a real `fathom serve`, with TLS and tokens."""
+
+import os
+import pathlib
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import fathom
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = os.environ.get("FATHOM_BIN", str(ROOT / "target" / "release" / "fathom"))
+ADMIN = "admin-token-0123456789abcdef"
+SEARCH = "search-token-0123456789abcdef"
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(BIN), reason=f"no fathom binary at {BIN} (set FATHOM_BIN)"
+)
+
+
+class Server:
+    """`fathom serve` on a free loopback port, stopped at the end."""
+
+    def __init__(self, args):
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--no-watch", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "RUST_LOG": "info"},
+        )
+        self.address = None
+        found = threading.Event()
+
+        def read():
+            for line in self.proc.stderr:
+                if self.address is None and "listening" in line:
+                    for word in line.split():
+                        if word.startswith("grpc="):
+                            self.address = word[len("grpc="):]
+                            found.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not found.wait(60):
+            self.stop()
+            raise RuntimeError("fathom serve did not start")
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def served(data, tmp_path_factory):
+    base, _, attrs = data
+    root = tmp_path_factory.mktemp("served")
+    fathom.build(str(root / "items.fathom"), base, attributes=attrs, threads=2)
+    fathom.build(str(root / "layered") + "/", base[:500], attributes=attrs[:500], threads=2)
+    subprocess.run([BIN, "tls", "init", str(root / "pki")], check=True, capture_output=True)
+    tokens = root / "tokens"
+    tokens.write_text(f"admin {ADMIN}\nsearch {SEARCH}\n")
+    tokens.chmod(0o600)
+    server = Server(
+        [
+            "--index", f"items={root / 'items.fathom'}",
+            "--index", f"layered={root / 'layered'}",
+            "--tls-cert", str(root / "pki" / "server.pem"),
+            "--tls-key", str(root / "pki" / "server.key"),
+            "--tokens", str(tokens),
+        ]
+    )
+    yield server, root
+    server.stop()
+
+
+def client(served, token=SEARCH):
+    server, root = served
+    return fathom.Client(server.address, token=token, tls_ca=str(root / "pki" / "ca.pem"), timeout=10)
+
+
+def test_search_matches_in_process(served, index, data):
+    _, queries, _ = data
+    c = client(served)
+    for kwargs in ({}, {"filter": 'genre = "jazz"'}, {"exclude_ids": ["0", "1"]}):
+        want_ids, want_d = index.search(queries[:20], k=10, ef=64, **kwargs)
+        ids, d = c.search("items", queries[:20], k=10, ef=64, **kwargs)
+        assert (ids == want_ids).all()
+        np.testing.assert_allclose(d, want_d, rtol=1e-5, atol=1e-6)
+        one, d1 = c.search("items", queries[0], k=10, ef=64, **kwargs)
+        assert one == list(want_ids[0])
+
+
+def test_recommend_get_and_list(served, index):
+    c = client(served, ADMIN)
+    want, _ = index.recommend(positive=["3", "8"], negative=["13"], k=10)
+    got, _ = c.recommend("items", positive=["3", "8"], negative=["13"], k=10)
+    assert got == want
+    vectors, attributes = c.get("items", ["0", "41"])
+    want_v, want_a = index.get(["0", "41"])
+    np.testing.assert_allclose(vectors, want_v, rtol=1e-6)
+    assert attributes == want_a
+    names = [i["name"] for i in c.list_indexes()]
+    assert names == ["items", "layered"]
+
+
+def test_federated_names_indexes(served, data):
+    _, queries, _ = data
+    ids, d, where = client(served).search(["items", "layered"], queries[:3], k=6, min_per_index=2)
+    assert ids.shape == where.shape == (3, 6)
+    assert {w for row in where for w in row} == {"items", "layered"}
+
+
+def test_delete_needs_admin(served, data):
+    base, _, _ = data
+    with pytest.raises(PermissionError):
+        client(served).delete("layered", ["5"])
+    c = client(served, ADMIN)
+    assert c.delete("layered", ["5", "no-such-id"]) == 1
+    found, _ = c.search("layered", base[5], k=3)
+    assert "5" not in found
+
+
+def test_errors_keep_the_server_message(served, data):
+    _, queries, _ = data
+    c = client(served)
+    with pytest.raises(ValueError, match="position"):
+        c.search("items", queries[:2], filter="genre = ")
+    with pytest.raises(fathom.UnknownItemError):
+        c.recommend("items", positive=["nope"])
+    with pytest.raises(PermissionError):
+        client(served, "wrong-token-0123456789abcdef").search("items", queries[0])
+    server, _ = served
+    with pytest.raises(ConnectionError):
+        # Plaintext to a TLS server.
+        fathom.Client(server.address, token=SEARCH, timeout=5).search("items", queries[0])
+    with pytest.raises(ConnectionError):
+        fathom.Client("127.0.0.1:1", connect_timeout=2)
