@@ -4,13 +4,32 @@
 
 Starts the server on 127.0.0.1:50072 serving INDEX.fathom as `items`, sends
 the calls (one connection each), and prints the status codes and the
-server's VmHWM/VmRSS (kB) before and after. Uses tools/client.py's stubs.
+server's VmHWM/VmRSS (kB) before and after. Raw grpcio stubs, generated
+from proto/ at run time, send what no well-behaved client would: the venv
+needs tools/requirements-grpc.txt (grpcio, grpcio-tools).
 """
 import sys, time, tempfile, threading, subprocess
 from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import client as c
 import grpc
+
+PROTO_ROOT = Path(__file__).resolve().parents[1] / "proto"
+PROTO = "fathom/v1/retrieval.proto"
+
+
+def load_stubs(out_dir):
+    """Generate the Python stubs of the fathom.v1 contract into out_dir."""
+    from grpc_tools import protoc
+    import importlib.resources
+
+    well_known = importlib.resources.files("grpc_tools") / "_proto"
+    code = protoc.main(["grpc_tools.protoc", f"-I{PROTO_ROOT}", f"-I{well_known}",
+                        f"--python_out={out_dir}", f"--grpc_python_out={out_dir}", PROTO])
+    if code != 0:
+        sys.exit(f"protoc failed on {PROTO_ROOT / PROTO}")
+    sys.path.insert(0, str(out_dir))
+    from fathom.v1 import retrieval_pb2, retrieval_pb2_grpc
+    return retrieval_pb2, retrieval_pb2_grpc
+
 binary, index, extra = sys.argv[1], sys.argv[2], sys.argv[3:]
 p = subprocess.Popen([binary, "serve", "--index", f"items={index}", "--listen", "127.0.0.1:50072",
                       "--metrics-listen", "off", "--no-watch", *extra], stderr=subprocess.DEVNULL)
@@ -20,7 +39,7 @@ def hwm():
         if l.startswith(("VmHWM", "VmRSS")):
             yield l.split()[1]
 with tempfile.TemporaryDirectory() as d:
-    pb, pbg = c.load_stubs(d)
+    pb, pbg = load_stubs(d)
     before = list(hwm())
     codes = {}
     lock = threading.Lock()

@@ -8,6 +8,13 @@ use crate::arrays::Hits;
 /// One hit: the source (of the call), the node, the distance.
 pub type Found = (u32, u32, f32);
 
+/// The cores this process may use, asked once: the standard library reads
+/// cgroup files to answer, tens of microseconds a call.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Threads for a batch of `n`: `None` is every core; never more than `n`.
 pub fn threads_for(threads: Option<usize>, n: usize) -> Result<usize, Error> {
     let threads = match threads {
@@ -17,7 +24,8 @@ pub fn threads_for(threads: Option<usize>, n: usize) -> Result<usize, Error> {
             ))
         }
         Some(t) => t,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        None if n <= 1 => 1,
+        None => cores(),
     };
     Ok(threads.clamp(1, n.max(1)))
 }

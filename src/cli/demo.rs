@@ -379,7 +379,7 @@ fn print_examples(server: &RunningServer, dir: &Path) {
         plot.display()
     ));
     out.push_str(&format!(
-        "\nOr with the Python client (makes tools/.venv with grpcio on first use):\n\n  python3 tools/client.py --target {addr} --index tracks --id track:000042 -k 10\n"
+        "\nOr from Python, with the fathom package (pip install ./python):\n\n  python3 tools/client.py --target {addr} --index tracks --id track:000042 -k 10\n"
     ));
     println!("{out}");
 }
