@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fathom_engine::recommend::Strategy;
-use fathom_server::client::{Client as RustClient, ClientError, Security};
+use fathom_server::client::{keys, Client as RustClient, ClientError, Security};
 use fathom_server::proto as pb;
 use numpy::IntoPyArray;
 use pyo3::prelude::*;
@@ -185,8 +185,9 @@ impl Client {
         let k32 = wire_count("k", Some(k))?;
         let ef = wire_count("ef", ef)?;
         let min_per_index = wire_count("min_per_index", min_per_index)?;
-        let exclude_ids = match exclude_ids {
-            Some(ids) => arrays::ids(ids, "exclude_ids")?,
+        // Sent as keys: 8 bytes each, and the router hashes nothing again.
+        let exclude_keys = match exclude_ids {
+            Some(ids) => keys(&arrays::ids(ids, "exclude_ids")?),
             None => Vec::new(),
         };
         let filter = filter.unwrap_or_default();
@@ -200,7 +201,7 @@ impl Client {
                 k: k32,
                 ef,
                 filter,
-                exclude_ids,
+                exclude_keys,
                 min_per_index,
                 ..pb::SearchRequest::default()
             };
@@ -221,7 +222,7 @@ impl Client {
                 k: k32,
                 ef,
                 filter,
-                exclude_ids,
+                exclude_keys,
                 min_per_index,
                 ..pb::BatchSearchRequest::default()
             };
@@ -277,8 +278,8 @@ impl Client {
             positive_vectors: vectors(positive.vectors),
             negative_vectors: vectors(negative.vectors),
             strategy: wire_strategy(parse_strategy(strategy)?),
-            exclude_ids: match exclude_ids {
-                Some(ids) => arrays::ids(ids, "exclude_ids")?,
+            exclude_keys: match exclude_ids {
+                Some(ids) => keys(&arrays::ids(ids, "exclude_ids")?),
                 None => Vec::new(),
             },
             diversity: diversity.unwrap_or(0.0),

@@ -370,6 +370,7 @@ impl Index {
             negative_vectors: negative.vectors.iter().map(Vec::as_slice).collect(),
             strategy,
             exclude_ids: &args.exclude_ids,
+            exclude_keys: &[],
             params: SearchParams::new(args.k, args.ef),
             diversity: diversity.unwrap_or(0.0),
             candidates: candidates.unwrap_or(0),

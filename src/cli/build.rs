@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use fathom_engine::builder::{build, BuildOptions};
 use fathom_engine::formats::read_dataset;
 use fathom_engine::layers::{self, publish};
+use fathom_engine::shards;
 use fathom_engine::snapshot::{check_output_dir, temp_path};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -44,6 +45,10 @@ pub struct Args {
     /// Build threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Write N shards into the --output folder, each a layered folder,
+    /// items placed by xxh3_64(id) mod N (docs/sharding.md).
+    #[arg(long, value_name = "N", conflicts_with = "delta_of")]
+    shards: Option<u32>,
     /// Graph builder.
     #[arg(long, value_enum, default_value_t = BuilderArg::Fathom)]
     builder: BuilderArg,
@@ -78,6 +83,10 @@ enum Target {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let threads = a.threads.unwrap_or_else(default_threads);
+    let sharded_delta = a.delta_of.as_deref().is_some_and(shards::is_sharded);
+    if a.shards.is_some() || sharded_delta {
+        return run_sharded(&a, threads);
+    }
     let (target, opts, quantizer) = match (&a.delta_of, &a.output) {
         (Some(dir), _) => {
             let plan = crate::cli::about_path(publish::plan_delta(dir, threads), "reading", dir)?;
@@ -253,4 +262,69 @@ fn warn_on_metric_mismatch(input: &std::path::Path, metric: fathom_engine::Metri
             metric.name()
         );
     }
+}
+
+/// `build --shards N --output DIR/`, or `--delta-of` a sharded folder.
+fn run_sharded(a: &Args, threads: usize) -> Result<ExitCode> {
+    let start = Instant::now();
+    let ds = crate::cli::about_path(
+        read_dataset(&a.input, a.ids.as_deref(), a.attributes.as_deref()),
+        "reading",
+        &a.input,
+    )?;
+    let (n, dim) = (ds.len(), ds.dim);
+    if let Some(dir) = &a.delta_of {
+        let added = crate::cli::about_path(
+            shards::add_delta(dir, ds, threads),
+            "adding a delta to",
+            dir,
+        )?;
+        for (shard, d) in &added {
+            if let Err(e) = &d.merged {
+                eprintln!("warning: the deltas of shard {shard} were not merged: {e:#}");
+            }
+        }
+        println!(
+            "added {n} vectors × {dim} to {} as deltas of {} shards in {:.2}s",
+            dir.display(),
+            added.len(),
+            start.elapsed().as_secs_f64()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(dir) = &a.output else {
+        anyhow::bail!("give --output DIR/ for the shards");
+    };
+    let count = a.shards.unwrap_or(1);
+    warn_on_metric_mismatch(&a.input, a.metric.into());
+    let opts = BuildOptions {
+        metric: a.metric.into(),
+        storage: a.storage.into(),
+        m: a.m,
+        ef_construction: a.ef_construction,
+        threads,
+        seed: a.seed,
+        builder: a.builder.into(),
+        default_ef: a.default_ef,
+    };
+    let m = crate::cli::about_path(
+        shards::build_sharded(dir, ds, count, &opts, &|i| {
+            eprintln!("building shard {} of {count}", i + 1);
+        }),
+        "building shards in",
+        dir,
+    )?;
+    let counts: Vec<String> = m.items.iter().map(|e| e.count.to_string()).collect();
+    println!(
+        "built {}: {n} vectors × {dim} in {count} shards ({} items each; {}, {}, M={}, \
+         ef_construction={}) in {:.2}s",
+        dir.display(),
+        counts.join(", "),
+        opts.metric,
+        opts.storage,
+        opts.m,
+        opts.ef_construction,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
 }

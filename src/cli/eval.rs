@@ -93,7 +93,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if a.k == 0 {
         bail!("k must be at least 1");
     }
-    if fathom_engine::layers::is_layered(&a.snapshot) {
+    if fathom_engine::layers::is_layered(&a.snapshot)
+        || fathom_engine::shards::is_sharded(&a.snapshot)
+    {
         return run_layered(&a, &efs);
     }
     let index = crate::cli::about_path(
@@ -125,15 +127,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A layered folder, searched as `fathom search` searches it: every layer,
-/// minus its deleted and replaced items, merged. The truth is exact over
-/// the live items of every layer.
+/// A layered or sharded folder, searched as `fathom search` searches it:
+/// every layer (of every shard), minus its deleted and replaced items,
+/// merged. The truth is exact over the live items of every layer.
 fn run_layered(a: &Args, efs: &[usize]) -> Result<ExitCode> {
     if let Some(p) = &a.ground_truth {
         bail!(
-            "--ground-truth {} names rows of one snapshot file, and {} is a layered folder \
-             (several layer files, some rows deleted or replaced): leave it out, and eval \
-             computes the exact truth over the folder's live items",
+            "--ground-truth {} names rows of one snapshot file, and {} is a layered \
+             or sharded folder (several files, some rows deleted or replaced): leave it out, \
+             and eval computes the exact truth over the folder's live items",
             p.display(),
             a.snapshot.display()
         );

@@ -12,7 +12,8 @@ use super::human_bytes;
 
 #[derive(clap::Args)]
 pub struct InspectArgs {
-    /// The snapshot file to describe (.fathom), or a layered index folder.
+    /// The snapshot file to describe (.fathom), a layered index folder, or
+    /// a sharded folder.
     snapshot: PathBuf,
     /// One JSON object instead of the human summary.
     #[arg(long)]
@@ -134,7 +135,65 @@ fn inspect_layers(a: &InspectArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A sharded folder: its shards.json, and each shard's live items.
+fn inspect_shards(a: &InspectArgs) -> Result<ExitCode> {
+    use fathom_engine::shards::Sharded;
+    let s = crate::cli::about_path(
+        Sharded::open_with(&a.snapshot, None, &|p| fathom_engine::Index::open(p)),
+        "opening",
+        &a.snapshot,
+    )?;
+    let m = &s.manifest;
+    let shards: Vec<_> = m
+        .items
+        .iter()
+        .zip(s.shards())
+        .map(|(e, l)| {
+            json!({
+                "dir": e.dir, "built_count": e.count, "base_xxh3": e.base_xxh3,
+                "live": l.live(), "layers": l.manifest.layers.len(), "dead": l.dead_count(),
+            })
+        })
+        .collect();
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "path": a.snapshot, "shards": m.shards, "key": "xxh3_64(id, seed 0) mod shards",
+                "partition": m.partition, "metric": m.metric, "dim": m.dim,
+                "storage": m.storage, "live": s.live(), "items": shards,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}: sharded index", a.snapshot.display());
+    println!(
+        "  {} × {}, {}, {}, {} shards by xxh3_64(id) mod {}",
+        s.live(),
+        m.dim,
+        m.metric,
+        m.storage,
+        m.shards,
+        m.shards
+    );
+    for v in &shards {
+        println!(
+            "  {:<12} {:>10} live {:>10} built {:>3} layers {:>8} dead  base xxh3 {}",
+            v["dir"].as_str().unwrap_or(""),
+            v["live"],
+            v["built_count"],
+            v["layers"],
+            v["dead"],
+            v["base_xxh3"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
+    if fathom_engine::shards::is_sharded(&a.snapshot) {
+        return inspect_shards(&a);
+    }
     if fathom_engine::layers::is_layered(&a.snapshot) {
         return inspect_layers(&a);
     }

@@ -30,11 +30,12 @@ pub struct CompactArgs {
 
 pub fn run_delete(a: DeleteArgs) -> Result<ExitCode> {
     let ids = crate::cli::about_path(read_ids(&a.ids), "reading", &a.ids)?;
-    let report = crate::cli::about_path(
-        layers::delete(&a.index_dir, &ids, None),
-        "deleting from",
-        &a.index_dir,
-    )?;
+    let deleted = if fathom_engine::shards::is_sharded(&a.index_dir) {
+        fathom_engine::shards::delete(&a.index_dir, &ids, None)
+    } else {
+        layers::delete(&a.index_dir, &ids, None)
+    };
+    let report = crate::cli::about_path(deleted, "deleting from", &a.index_dir)?;
     println!(
         "deleted {} of {} ids from {} (durable: on disk before this line)",
         report.deleted.len(),
@@ -48,11 +49,20 @@ pub fn run_delete(a: DeleteArgs) -> Result<ExitCode> {
 pub fn run_compact(a: CompactArgs) -> Result<ExitCode> {
     let start = std::time::Instant::now();
     let threads = a.threads.unwrap_or_else(default_threads);
-    let name = crate::cli::about_path(
-        layers::compact_build(&a.index_dir, threads),
-        "compacting",
-        &a.index_dir,
-    )?;
+    let compacted = if fathom_engine::shards::is_sharded(&a.index_dir) {
+        // Each shard on its own: a sharded folder has no single base.
+        fathom_engine::shards::read_manifest(&a.index_dir).and_then(|m| {
+            let names = m
+                .items
+                .iter()
+                .map(|e| layers::compact_build(&a.index_dir.join(&e.dir), threads))
+                .collect::<fathom_engine::Result<Vec<String>>>()?;
+            Ok(format!("{} shards ({})", names.len(), names.join(", ")))
+        })
+    } else {
+        layers::compact_build(&a.index_dir, threads)
+    };
+    let name = crate::cli::about_path(compacted, "compacting", &a.index_dir)?;
     println!(
         "compacted {} into {name} in {:.1}s",
         a.index_dir.display(),

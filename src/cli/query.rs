@@ -121,7 +121,7 @@ struct SearchArgs {
     #[arg(long)]
     with_attributes: bool,
     /// Never return the ids in this file (one a line), e.g. a listening
-    /// history (`SearchRequest.exclude_ids`).
+    /// history; sent as their keys (`SearchRequest.exclude_keys`).
     #[arg(long, value_name = "FILE")]
     exclude_file: Option<PathBuf>,
 }
@@ -211,8 +211,8 @@ async fn run_async(a: Args) -> Result<ExitCode> {
                     filter: s.filter.clone().unwrap_or_default(),
                     positive_ids: s.query.like.clone(),
                     negative_ids: s.unlike.clone(),
-                    exclude_ids: match &s.exclude_file {
-                        Some(p) => read_ids(p)?,
+                    exclude_keys: match &s.exclude_file {
+                        Some(p) => fathom_server::client::keys(&read_ids(p)?),
                         None => Vec::new(),
                     },
                     ..Default::default()
@@ -423,6 +423,8 @@ fn index_json(i: &IndexInfo) -> Value {
         "last_reload_error": i.last_reload_error,
         "reloading_since_unix_ms": i.reloading_since_unix_ms,
         "withdrawn": i.withdrawn,
+        "shard": i.shard,
+        "shards": i.shards,
         "fields": i.fields.iter().map(field_json).collect::<Vec<_>>(),
         "deleted": i.deleted,
         "oldest_delta_built_at_unix_s": i.oldest_delta_built_at_unix_s,
@@ -499,6 +501,12 @@ fn list_table(list: &[IndexInfo]) -> String {
     }
     for i in list.iter().filter(|i| !i.withdrawn.is_empty()) {
         out.push_str(&format!("{}: withdrawn: {}\n", i.name, i.withdrawn));
+    }
+    for i in list.iter().filter(|i| i.shards > 0) {
+        out.push_str(&format!(
+            "{}: shard {} of {} (items with xxh3_64(id) mod {} = {})\n",
+            i.name, i.shard, i.shards, i.shards, i.shard
+        ));
     }
     for i in list.iter().filter(|i| i.reloading_since_unix_ms > 0) {
         out.push_str(&format!(

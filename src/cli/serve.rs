@@ -21,8 +21,75 @@ pub struct Args {
     /// snapshots renamed into it.
     #[arg(long, value_name = "DIR")]
     catalog: Option<PathBuf>,
+    /// For an --index that is a sharded folder (`build --shards`), serve
+    /// this one of its shards: a number, or `from-hostname` for the
+    /// trailing number of the host name (a StatefulSet pod's ordinal)
+    /// modulo the shard count.
+    #[arg(long, value_name = "N|from-hostname")]
+    shard: Option<ShardArg>,
     #[command(flatten)]
     flags: ServeFlags,
+}
+
+/// `--shard`.
+#[derive(Clone, Debug)]
+enum ShardArg {
+    Number(u32),
+    FromHostname,
+}
+
+impl std::str::FromStr for ShardArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "from-hostname" {
+            return Ok(ShardArg::FromHostname);
+        }
+        s.parse()
+            .map(ShardArg::Number)
+            .map_err(|_| format!("expected a shard number or from-hostname, got {s:?}"))
+    }
+}
+
+/// The trailing number of a host name: `fathom-shard-7` → 7.
+fn host_ordinal(host: &str) -> Option<u64> {
+    let digits = host.len() - host.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    host[host.len() - digits..].parse().ok()
+}
+
+/// The shard folder of a sharded `path` that this server serves.
+fn shard_path(path: &std::path::Path, shard: Option<&ShardArg>) -> Result<PathBuf> {
+    let m = fathom_engine::shards::read_manifest(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let i = match shard {
+        None => bail!(
+            "{} is a sharded folder of {} shards: give --shard N or --shard from-hostname",
+            path.display(),
+            m.shards
+        ),
+        Some(ShardArg::Number(i)) if *i >= m.shards => bail!(
+            "--shard {i}: {} has shards 0 to {}",
+            path.display(),
+            m.shards - 1
+        ),
+        Some(ShardArg::Number(i)) => *i,
+        Some(ShardArg::FromHostname) => {
+            // Kubernetes sets HOSTNAME to the pod's name; the kernel's
+            // name is the same there and the answer elsewhere.
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            let Some(ordinal) = host_ordinal(&host) else {
+                bail!("--shard from-hostname: the host name {host:?} does not end in a number");
+            };
+            (ordinal % u64::from(m.shards)) as u32
+        }
+    };
+    tracing::info!(path = %path.display(), shard = i, shards = m.shards, "serving one shard");
+    Ok(path.join(&m.items[i as usize].dir))
 }
 
 /// Serving flags shared by `serve` and `demo`.
@@ -212,7 +279,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
         let Some((name, path)) = spec.split_once('=') else {
             bail!("--index {spec:?}: expected NAME=PATH, e.g. tracks=tracks.fathom");
         };
-        specs.push((name.to_string(), PathBuf::from(path)));
+        let mut path = PathBuf::from(path);
+        if fathom_engine::shards::is_sharded(&path) {
+            path = shard_path(&path, a.shard.as_ref())?;
+        }
+        specs.push((name.to_string(), path));
     }
     let config = a.flags.config()?;
     let catalog = Catalog::open(&specs, a.catalog.as_deref(), a.flags.load_options())
@@ -250,4 +321,18 @@ pub fn serve(
         _ => anyhow::anyhow!("{e}").context("serving"),
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_ordinal;
+
+    #[test]
+    fn the_ordinal_is_the_trailing_number() {
+        assert_eq!(host_ordinal("fathom-shard-7"), Some(7));
+        assert_eq!(host_ordinal("fathom-shard-12"), Some(12));
+        assert_eq!(host_ordinal("web3"), Some(3));
+        assert_eq!(host_ordinal("fathom-shard"), None);
+        assert_eq!(host_ordinal(""), None);
+    }
 }

@@ -735,7 +735,11 @@ fn eval_measures_a_layered_folder_against_its_live_items() {
         s(&gt),
     ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("layered folder"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("layered or sharded folder"),
+        "{}",
+        stderr(&o)
+    );
 
     let single = d.join("single.fathom");
     let o = fathom(&[

@@ -10,3 +10,4 @@ mod damage;
 mod demo;
 mod query;
 mod secure;
+mod sharding;

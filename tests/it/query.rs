@@ -24,9 +24,9 @@ const N: usize = 1500;
 const DIM: usize = 12;
 
 /// A `fathom serve` process, killed when dropped.
-struct Server {
-    child: Reaped,
-    target: String,
+pub(crate) struct Server {
+    pub child: Reaped,
+    pub target: String,
     metrics: String,
 }
 
@@ -68,12 +68,18 @@ fn serve(dir: &Path) -> Server {
 }
 
 /// `fathom serve --index SPEC [more args]` on free ports.
-fn serve_with(args: &[&str]) -> Server {
+pub(crate) fn serve_with(args: &[&str]) -> Server {
+    serve_with_env(args, &[])
+}
+
+/// As [`serve_with`], with these environment variables set for the server.
+pub(crate) fn serve_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_fathom"))
         .arg("serve")
         .arg("--index")
         .args(args)
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -113,7 +119,7 @@ fn serve_with(args: &[&str]) -> Server {
     }
 }
 
-fn fathom(args: &[&str]) -> Output {
+pub(crate) fn fathom(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fathom"))
         .args(args)
         .stdin(Stdio::null())
@@ -121,17 +127,17 @@ fn fathom(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn query(target: &str, args: &[&str]) -> Output {
+pub(crate) fn query(target: &str, args: &[&str]) -> Output {
     let mut all = vec!["query", "--target", target, "--timeout", "5s"];
     all.extend_from_slice(args);
     fathom(&all)
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 

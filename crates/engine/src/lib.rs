@@ -31,6 +31,8 @@
 //! - [`fsutil`]: opening an index's files as regular files only (a FIFO
 //!   in their place is an error, not a hang).
 //! - [`layers`]: an index as a folder of a base, deltas and deletions.
+//! - [`shards`]: an index as a folder of layered shards, items placed by
+//!   the key `xxh3_64(id) mod shards`.
 //! - [`topk`]: the one top-k merge, with per-source minimums, group caps
 //!   and MMR.
 //! - [`exact`]: brute force, the oracle for recall; [`eval`] measures recall
@@ -47,6 +49,7 @@ pub mod graph;
 pub mod kernels;
 pub mod layers;
 pub mod query;
+pub mod shards;
 pub mod snapshot;
 
 // Every module keeps its path at the crate root.

@@ -1,6 +1,8 @@
-//! What one index name stands for: a single snapshot, or a layered folder
-//! (a base, deltas and deletions; see [`crate::layers`]). The CLI and the
-//! server open paths through this, so both serve either kind the same way.
+//! What one index name stands for: a single snapshot, a layered folder (a
+//! base, deltas and deletions; see [`crate::layers`]), or a sharded folder
+//! of layered folders ([`crate::shards`]). The CLI and the server open
+//! paths through this, so both serve every kind the same way: a sharded
+//! folder is searched as one index whose parts are every shard's layers.
 
 use std::path::Path;
 
@@ -11,19 +13,25 @@ use crate::filter::FilterPlan;
 use crate::index::Index;
 use crate::layers::{self, Layered};
 use crate::retrieve::Source;
+use crate::shards::{self, Sharded};
 use crate::snapshot::OpenOptions;
 
 pub enum Searchable {
     /// Boxed: an `Index` is several times the size of a `Layered`.
     Snapshot(Box<Index>),
     Layered(Layered),
+    Sharded(Sharded),
 }
 
 impl Searchable {
     /// A layered folder when `path` is one, else a snapshot file; layers
     /// open as `options` says.
     pub fn open(path: &Path, options: &OpenOptions) -> Result<Searchable> {
-        Ok(if layers::is_layered(path) {
+        Ok(if shards::is_sharded(path) {
+            Searchable::Sharded(Sharded::open_with(path, None, &|p| {
+                Index::open_with(p, options)
+            })?)
+        } else if layers::is_layered(path) {
             Searchable::Layered(Layered::open_reusing_with(path, None, &|p| {
                 Index::open_with(p, options)
             })?)
@@ -36,11 +44,12 @@ impl Searchable {
     /// or replaced by a later layer). An iterator, not a list: every call
     /// walks it (the intact check, its sources), and need not allocate.
     pub fn parts(&self) -> impl Iterator<Item = (&Index, Option<&RoaringBitmap>)> + '_ {
-        let (one, layered) = match self {
-            Searchable::Snapshot(index) => (Some((&**index, None)), None),
-            Searchable::Layered(l) => (None, Some(l)),
+        let (one, layered): (_, &[Layered]) = match self {
+            Searchable::Snapshot(index) => (Some((&**index, None)), &[]),
+            Searchable::Layered(l) => (None, std::slice::from_ref(l)),
+            Searchable::Sharded(s) => (None, s.shards()),
         };
-        one.into_iter().chain(layered.into_iter().flat_map(|l| {
+        one.into_iter().chain(layered.iter().flat_map(|l| {
             l.layers()
                 .iter()
                 .enumerate()
@@ -54,13 +63,22 @@ impl Searchable {
         match self {
             Searchable::Snapshot(index) => index,
             Searchable::Layered(l) => &l.layers()[0],
+            Searchable::Sharded(s) => &s.shards()[0].layers()[0],
         }
     }
 
+    /// The layered folder, when this is one (not a sharded folder).
     pub fn layered(&self) -> Option<&Layered> {
         match self {
-            Searchable::Snapshot(_) => None,
             Searchable::Layered(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    pub fn sharded(&self) -> Option<&Sharded> {
+        match self {
+            Searchable::Sharded(s) => Some(s),
+            _ => None,
         }
     }
 
@@ -69,6 +87,7 @@ impl Searchable {
         match self {
             Searchable::Snapshot(index) => index.snapshot().len() as u64,
             Searchable::Layered(l) => l.live(),
+            Searchable::Sharded(s) => s.live(),
         }
     }
 
@@ -86,6 +105,10 @@ impl Searchable {
             Searchable::Layered(l) => {
                 let (layer, node) = l.find(id)?;
                 Some((&*l.layers()[layer], node))
+            }
+            Searchable::Sharded(s) => {
+                let (shard, layer, node) = s.find(id)?;
+                Some((&*s.shards()[shard as usize].layers()[layer], node))
             }
         }
     }

@@ -5,9 +5,10 @@
 //! ids on first use (16 bytes per slot, at most 75% full) and keeps opening
 //! O(1).
 //!
-//! Each id is named by its fingerprint, a 64-bit xxh3 under a per-process
-//! random seed, computed once per call and used twice: the table is probed
-//! with it, and an exclusion list is named by a hash of its fingerprints in
+//! Each id is named by its key, `xxh3_64(id, seed 0)` ([`crate::shards::key`],
+//! the key that also places items in shards and that callers may send
+//! instead of ids), computed once per call and used twice: the table is
+//! probed with it, and an exclusion list is named by a hash of its keys in
 //! order. A listener's history is sent again with each call of a session
 //! (every shelf of a home page), so resolved lists are kept by that name: a
 //! list seen again costs its fingerprints and no lookups.
@@ -23,14 +24,14 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use roaring::RoaringBitmap;
-use xxhash_rust::xxh3::{xxh3_128_with_seed, xxh3_64_with_seed};
+use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 use crate::search::prefetch;
 use crate::snapshot::Snapshot;
 
-/// An id's fingerprint under this process's seed.
+/// An id's fingerprint: its key, `xxh3_64(id, seed 0)`.
 pub fn fingerprint(id: &[u8]) -> u64 {
-    xxh3_64_with_seed(id, list_seed())
+    crate::shards::key_of_bytes(id)
 }
 
 #[derive(Clone, Copy)]
@@ -140,12 +141,14 @@ impl IdTable {
         }
     }
 
-    /// The nodes of `list`'s ids that the snapshot holds, by fingerprint.
+    /// The nodes of `list`'s ids and keys that the snapshot holds, by
+    /// fingerprint.
     pub fn resolve(&self, snap: &Snapshot, list: &IdList<'_>) -> RoaringBitmap {
         // Probes are independent: the slots of the ids a little ahead are
         // fetched while this one is compared, so the misses overlap.
         const AHEAD: usize = 16;
         let fps = &list.fingerprints;
+        let mut ambiguous_keys = Vec::new();
         let nodes = fps.iter().enumerate().filter_map(|(i, &fp)| {
             if let Some(&ahead) = fps.get(i + AHEAD) {
                 self.prefetch(ahead);
@@ -153,10 +156,26 @@ impl IdTable {
             match self.probe(fp) {
                 Probe::Absent => None,
                 Probe::Node(node) => Some(node),
-                Probe::Ambiguous => snap.find(&list.ids[i]),
+                Probe::Ambiguous => match list.ids.get(i) {
+                    Some(id) => snap.find(id),
+                    None => {
+                        ambiguous_keys.push(fp);
+                        None
+                    }
+                },
             }
         });
-        bitmap_of(snap.len(), list.len(), nodes)
+        let mut map = bitmap_of(snap.len(), list.len(), nodes);
+        if !ambiguous_keys.is_empty() {
+            // A key that two stored ids share names both: excluded, since
+            // the caller's id cannot be told apart. One pass over the ids.
+            let keys: std::collections::HashSet<u64> = ambiguous_keys.into_iter().collect();
+            map.extend((0..snap.len() as u32).filter(|&node| {
+                snap.id_bytes(node)
+                    .is_some_and(|id| keys.contains(&fingerprint(id)))
+            }));
+        }
+        map
     }
 }
 
@@ -186,8 +205,9 @@ pub(crate) fn bitmap_of(n: usize, count: usize, nodes: impl Iterator<Item = u32>
     }
 }
 
-/// A call's exclusion list with each id's fingerprint (computed once for
-/// every index of the call) and, when long, its name.
+/// A call's exclusion list: each id's fingerprint (computed once for every
+/// index of the call), then the keys the caller sent as keys, and, when
+/// long, the list's name.
 pub struct IdList<'a> {
     ids: &'a [String],
     fingerprints: Vec<u64>,
@@ -196,8 +216,18 @@ pub struct IdList<'a> {
 
 impl<'a> IdList<'a> {
     pub fn new(ids: &'a [String]) -> IdList<'a> {
-        let fingerprints: Vec<u64> = ids.iter().map(|id| fingerprint(id.as_bytes())).collect();
-        let key = (ids.len() >= ListKey::MIN_IDS).then(|| ListKey::of_fingerprints(&fingerprints));
+        IdList::with_keys(ids, &[])
+    }
+
+    /// Ids and keys ([`crate::shards::key`] of ids) together.
+    pub fn with_keys(ids: &'a [String], keys: &[u64]) -> IdList<'a> {
+        let fingerprints: Vec<u64> = ids
+            .iter()
+            .map(|id| fingerprint(id.as_bytes()))
+            .chain(keys.iter().copied())
+            .collect();
+        let key = (fingerprints.len() >= ListKey::MIN_IDS)
+            .then(|| ListKey::of_fingerprints(&fingerprints));
         IdList {
             ids,
             fingerprints,
@@ -212,11 +242,11 @@ impl<'a> IdList<'a> {
     }
 
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.fingerprints.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.fingerprints.is_empty()
     }
 }
 

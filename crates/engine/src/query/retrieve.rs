@@ -78,6 +78,8 @@ pub struct Call<'a> {
     pub strategy: Strategy,
     /// Never return these ids; ids a source does not hold are ignored.
     pub exclude_ids: &'a [String],
+    /// Never return the items of these keys ([`crate::shards::key`]).
+    pub exclude_keys: &'a [u64],
     /// `k`, `ef`, the deadline and the filter plan, as for a plain search.
     pub params: SearchParams,
     /// Maximal marginal relevance with λ = 1 − diversity; 0 is off.
@@ -308,7 +310,7 @@ fn resolve<'s>(sources: &[Source<'s, '_>], call: &Call<'_>) -> Result<Resolved<'
 
 /// Per source, the nodes it must not return and how many hits to fetch.
 fn plan_sources(sources: &[Source<'_, '_>], call: &Call<'_>, r: &Resolved<'_>) -> SourcePlan {
-    let exclusions = IdList::new(call.exclude_ids);
+    let exclusions = IdList::with_keys(call.exclude_ids, call.exclude_keys);
     let mut excluded = Vec::with_capacity(sources.len());
     for (s, src) in sources.iter().enumerate() {
         let mut away = src.index.excluded_nodes(&exclusions);

@@ -12,5 +12,6 @@ mod pool;
 mod reject;
 mod retrieve;
 mod search;
+mod shards;
 mod snapshot;
 mod tombstones;

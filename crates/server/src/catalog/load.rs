@@ -11,6 +11,7 @@ use fathom_engine::error::Error;
 use fathom_engine::index::Index;
 use fathom_engine::layers::{self, Layered};
 use fathom_engine::searchable::Searchable;
+use fathom_engine::shards;
 use fathom_engine::snapshot::{verify, LoadMode, OpenOptions, Snapshot};
 
 /// How snapshots are opened and checked before they are served.
@@ -101,6 +102,8 @@ pub struct Loaded {
     /// Each file served, in the order of `Searchable::parts`, with its stamp
     /// when it was opened: to notice one written in place.
     pub(super) files: Vec<(PathBuf, FileStamp)>,
+    /// For one shard of a sharded folder: its number and the shard count.
+    pub shard: Option<(u32, u32)>,
 }
 
 impl Loaded {
@@ -160,6 +163,13 @@ pub(super) fn load(
     })?;
     if meta.is_dir() && layers::is_layered(path) {
         return load_folder(path, options, previous).map_err(as_load_error);
+    }
+    if meta.is_dir() && shards::is_sharded(path) {
+        return Err(as_load_error(Error::InvalidArgument(format!(
+            "{} is a sharded folder: a server serves one of its shards (--shard N or \
+             --shard from-hostname)",
+            path.display()
+        ))));
     }
     if !meta.is_file() {
         return Err(CatalogError::NotAFile {
@@ -231,6 +241,7 @@ fn load_file(path: &Path, options: LoadOptions) -> Result<Loaded, Error> {
         loaded_at: SystemTime::now(),
         stamp: Stamp::File(stamp),
         files: vec![(path.to_path_buf(), stamp)],
+        shard: None,
     })
 }
 
@@ -278,7 +289,18 @@ fn load_folder(
         loaded_at: SystemTime::now(),
         stamp,
         files,
+        shard: shard_position(dir),
     })
+}
+
+/// The shard number and count of `dir` when it is a shard of a sharded
+/// folder (`PARENT/shard-NNNN` with `PARENT/shards.json` naming it).
+fn shard_position(dir: &Path) -> Option<(u32, u32)> {
+    let name = dir.file_name()?.to_str()?;
+    let parent = dir.parent()?;
+    let m = shards::read_manifest(parent).ok()?;
+    let i = m.items.iter().position(|e| e.dir == name)?;
+    Some((i as u32, m.shards))
 }
 
 #[cfg(test)]

@@ -133,7 +133,10 @@ impl Shared {
         let params = self.params(req.k, req.ef, deadline)?;
         let strategy = self.check_options(&o, params.k)?;
         for q in &req.queries {
-            self.check_examples(&Examples::of_query(q), req.exclude_ids.len())?;
+            self.check_examples(
+                &Examples::of_query(q),
+                req.exclude_ids.len() + req.exclude_keys.len(),
+            )?;
         }
         Ok(Checked {
             targets,
@@ -210,8 +213,8 @@ impl Shared {
         batch_exclusions: usize,
     ) -> Result<(), RequestError> {
         check_limit(
-            "exclude_ids",
-            e.exclude_ids.len() + batch_exclusions,
+            "exclude_ids and exclude_keys",
+            e.exclude_ids.len() + e.exclude_keys.len() + batch_exclusions,
             self.limits.max_exclusions,
         )?;
         let examples = e.positive_ids.len()

@@ -61,6 +61,7 @@ pub(super) struct Examples<'r> {
     pub positive_vectors: &'r [pb::Query],
     pub negative_vectors: &'r [pb::Query],
     pub exclude_ids: &'r [String],
+    pub exclude_keys: &'r [u64],
 }
 
 impl<'r> Examples<'r> {
@@ -72,6 +73,7 @@ impl<'r> Examples<'r> {
             positive_vectors: &r.positive_vectors,
             negative_vectors: &r.negative_vectors,
             exclude_ids: &r.exclude_ids,
+            exclude_keys: &r.exclude_keys,
         }
     }
 
@@ -83,6 +85,7 @@ impl<'r> Examples<'r> {
             positive_vectors: &q.positive_vectors,
             negative_vectors: &q.negative_vectors,
             exclude_ids: &q.exclude_ids,
+            exclude_keys: &q.exclude_keys,
         }
     }
 }
@@ -115,6 +118,7 @@ pub(super) fn engine_call<'a>(
         negative_vectors: vectors(e.negative_vectors),
         strategy,
         exclude_ids: e.exclude_ids,
+        exclude_keys: e.exclude_keys,
         params,
         diversity: o.diversity,
         candidates: o.candidates as usize,
@@ -168,6 +172,8 @@ impl Shared {
                 .err()
                 .map(|e| e.to_string())
                 .unwrap_or_default(),
+            shard: s.loaded.shard.map_or(0, |(i, _)| i),
+            shards: s.loaded.shard.map_or(0, |(_, n)| n),
         }
     }
 }

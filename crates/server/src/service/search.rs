@@ -106,6 +106,7 @@ pub(super) fn search_batch(
     let mut results = Vec::with_capacity(req.queries.len());
     let mut work = Vec::with_capacity(req.queries.len());
     let mut exclude: Vec<String> = Vec::new();
+    let mut keys: Vec<u64> = Vec::new();
     let at = |i: usize| {
         move |e: Error| match e {
             Error::InvalidArgument(m) => Error::InvalidArgument(format!("query {i}: {m}")),
@@ -131,10 +132,19 @@ pub(super) fn search_batch(
             exclude.extend(q.exclude_ids.iter().cloned());
             &exclude
         };
+        let exclude_keys: &[u64] = if q.exclude_keys.is_empty() {
+            &req.exclude_keys
+        } else {
+            keys.clear();
+            keys.extend_from_slice(&req.exclude_keys);
+            keys.extend_from_slice(&q.exclude_keys);
+            &keys
+        };
         let query = Query {
             filter,
             examples: Examples {
                 exclude_ids,
+                exclude_keys,
                 ..Examples::of_query(q)
             },
         };
@@ -181,5 +191,12 @@ fn run_query(
             }
         })
         .collect();
-    Ok((pb::SearchResponse { hits }, found.stats))
+    Ok((
+        pb::SearchResponse {
+            hits,
+            shards_total: 1,
+            shards_answered: 1,
+        },
+        found.stats,
+    ))
 }

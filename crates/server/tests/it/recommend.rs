@@ -88,6 +88,15 @@ async fn seeds_taste_vectors_and_exclusions_match_in_process_search() {
     assert!(got2.iter().all(|id| !got[..5].contains(id)));
     assert_eq!(&got2[..5], &got[5..]);
 
+    // The same exclusions as keys (xxh3_64 of each id), half of them mixed
+    // with ids: the same answer.
+    let mut by_key = req.clone();
+    by_key.exclude_keys = fathom_server::client::keys(&got[..3]);
+    by_key.exclude_ids = got[3..5].iter().map(|s| s.to_string()).collect();
+    let hits3 = client.search_with(by_key).await.unwrap();
+    let got3: Vec<&str> = hits3.iter().map(|h| h.id.as_str()).collect();
+    assert_eq!(got3, got2);
+
     // Misuse and its codes.
     let code = |r: Result<Vec<pb::Hit>, fathom_server::client::ClientError>| match r {
         Err(fathom_server::client::ClientError::Rpc(s)) => (s.code(), s.message().to_string()),
@@ -146,6 +155,14 @@ async fn seeds_taste_vectors_and_exclusions_match_in_process_search() {
     let (c, m) = code(client.search_with(too_many).await);
     assert_eq!(c, Code::InvalidArgument);
     assert!(m.contains("exclude_ids"), "{m}");
+    // Keys count against the same limit.
+    let mut too_many_keys = request(5);
+    too_many_keys.vector = taste.clone();
+    too_many_keys.exclude_ids = (0..26).map(|i| format!("v0:{i:06}")).collect();
+    too_many_keys.exclude_keys = (0..25).collect();
+    let (c, m) = code(client.search_with(too_many_keys).await);
+    assert_eq!(c, Code::InvalidArgument);
+    assert!(m.contains("exclude_keys"), "{m}");
     server.shutdown().await.unwrap();
 }
 

@@ -1,0 +1,365 @@
+//! A sharded index: a folder of layered folders, one per shard, and a
+//! `shards.json` naming them. Every item lives in exactly one shard, chosen
+//! by its id's key:
+//!
+//! ```text
+//! key(id)   = xxh3_64(id's UTF-8 bytes, seed 0)
+//! shard(id) = key(id) mod shards
+//! ```
+//!
+//! Builds, deltas, deletes, the router and the Python package all place
+//! items with [`key`] and [`shard_of`]; the same key names exclusions on
+//! the wire (`exclude_keys`). Each shard is a layered folder
+//! ([`crate::layers`]), so it takes deltas and deletes on its own.
+//!
+//! ```text
+//! words/
+//!   shards.json      {"format": 1, "shards": 4, "key": "xxh3_64", ...}
+//!   shard-0000/      a layered folder
+//!   shard-0001/ ...
+//! ```
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+use crate::attributes::AttributesBuilder;
+use crate::builder::{BuildOptions, Dataset};
+use crate::error::{Error, Result};
+use crate::fsutil::open_regular_read;
+use crate::index::Index;
+use crate::layers::publish::{build_delta, build_new_folder, DeltaAdded};
+use crate::layers::{self, Deleted, Layered};
+
+/// The file that makes a folder a sharded index.
+pub const SHARDS_FILE: &str = "shards.json";
+/// The format of [`SHARDS_FILE`] this build writes and reads.
+pub const SHARDS_FORMAT: u32 = 1;
+/// The key function's name, as `shards.json` records it.
+pub const KEY_FUNCTION: &str = "xxh3_64";
+/// Most shards a folder may have.
+pub const MAX_SHARDS: u32 = 4096;
+
+/// An id's key: xxh3-64 of its bytes, seed 0.
+pub fn key(id: &str) -> u64 {
+    key_of_bytes(id.as_bytes())
+}
+
+/// [`key`] of an id's bytes.
+pub fn key_of_bytes(id: &[u8]) -> u64 {
+    xxh3_64(id)
+}
+
+/// The shard of an id among `shards`.
+pub fn shard_of(id: &str, shards: u32) -> u32 {
+    (key(id) % u64::from(shards.max(1))) as u32
+}
+
+/// `shards.json`: what the folder holds, as built.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardsManifest {
+    pub format: u32,
+    pub shards: u32,
+    /// Always [`KEY_FUNCTION`]: `shard = xxh3_64(id, seed 0) mod shards`.
+    pub key: String,
+    /// How items were placed: `hash` (by key).
+    pub partition: String,
+    pub metric: String,
+    pub dim: u32,
+    pub storage: String,
+    /// One entry per shard, in shard order.
+    pub items: Vec<ShardEntry>,
+}
+
+/// One shard as built.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    /// The shard's layered folder, relative to the sharded folder.
+    pub dir: String,
+    /// Items at build time.
+    pub count: u64,
+    /// xxh3-64 of the shard's base snapshot file, 16 hex digits.
+    pub base_xxh3: String,
+}
+
+/// Whether `dir` is a sharded folder.
+pub fn is_sharded(dir: &Path) -> bool {
+    dir.join(SHARDS_FILE).is_file()
+}
+
+/// The folder of shard `i`.
+pub fn shard_dir_name(i: u32) -> String {
+    format!("shard-{i:04}")
+}
+
+pub fn read_manifest(dir: &Path) -> Result<ShardsManifest> {
+    let path = dir.join(SHARDS_FILE);
+    let mut text = String::new();
+    open_regular_read(&path)?
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io(&path, e))?;
+    let m: ShardsManifest = serde_json::from_str(&text)
+        .map_err(|e| Error::corrupt(&path, format!("not a shards manifest: {e}")))?;
+    let bad = |reason: String| Err(Error::corrupt(&path, reason));
+    if m.format != SHARDS_FORMAT {
+        return bad(format!(
+            "format {} (this build reads {SHARDS_FORMAT})",
+            m.format
+        ));
+    }
+    if m.key != KEY_FUNCTION {
+        return bad(format!(
+            "key function {:?} (this build places items by {KEY_FUNCTION})",
+            m.key
+        ));
+    }
+    if m.partition != "hash" {
+        return bad(format!(
+            "partition {:?} (this build reads hash)",
+            m.partition
+        ));
+    }
+    if m.shards == 0 || m.shards > MAX_SHARDS || m.items.len() != m.shards as usize {
+        return bad(format!(
+            "{} shards with {} entries",
+            m.shards,
+            m.items.len()
+        ));
+    }
+    for (i, e) in m.items.iter().enumerate() {
+        if e.dir != shard_dir_name(i as u32) {
+            return bad(format!("shard {i} is named {:?}", e.dir));
+        }
+    }
+    Ok(m)
+}
+
+fn write_manifest(dir: &Path, m: &ShardsManifest) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(m).expect("a manifest serializes");
+    text.push('\n');
+    layers::replace_file(dir, SHARDS_FILE, text.as_bytes())
+}
+
+/// `ds` split by [`shard_of`] into `shards` datasets, rows in input order.
+pub fn split(ds: Dataset, shards: u32) -> Result<Vec<Dataset>> {
+    let n = shards as usize;
+    let mut rows: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (row, id) in ds.ids.iter().enumerate() {
+        rows[shard_of(id, shards) as usize].push(row);
+    }
+    let dim = ds.dim;
+    let mut out = Vec::with_capacity(n);
+    for rows in &rows {
+        let mut vectors = Vec::with_capacity(rows.len() * dim);
+        let mut ids = Vec::with_capacity(rows.len());
+        for &row in rows {
+            vectors.extend_from_slice(&ds.vectors[row * dim..(row + 1) * dim]);
+            ids.push(ds.ids[row].clone());
+        }
+        // Attributes are rebuilt per shard from each row's JSON, so that
+        // every shard's dictionary and columns cover exactly its rows.
+        let attributes = match &ds.attributes {
+            None => None,
+            Some(table) => {
+                let mut b = AttributesBuilder::new();
+                for &row in rows {
+                    let obj: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(table.json.get(row).map_or("{}", String::as_str))
+                            .map_err(|e| Error::invalid(format!("attributes of row {row}: {e}")))?;
+                    b.push(&obj, row + 1)
+                        .map_err(|e| Error::invalid(e.to_string()))?;
+                }
+                b.has_fields().then(|| b.finish())
+            }
+        };
+        out.push(Dataset {
+            dim,
+            vectors,
+            ids,
+            attributes,
+        });
+    }
+    Ok(out)
+}
+
+/// xxh3-64 of a file's bytes, as 16 hex digits.
+fn file_xxh3(path: &Path) -> Result<String> {
+    let mut f = open_regular_read(path)?;
+    let mut h = Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let got = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if got == 0 {
+            break;
+        }
+        h.update(&buf[..got]);
+    }
+    Ok(format!("{:016x}", h.digest()))
+}
+
+/// Build `ds` as a new sharded folder `dir` of `shards` layered folders,
+/// one after another with `options` (every thread on each), then write
+/// `shards.json`. `progress(shard)` is called as each shard starts.
+pub fn build_sharded(
+    dir: &Path,
+    ds: Dataset,
+    shards: u32,
+    options: &BuildOptions,
+    progress: &dyn Fn(u32),
+) -> Result<ShardsManifest> {
+    if shards == 0 || shards > MAX_SHARDS {
+        return Err(Error::invalid(format!(
+            "shards must be within 1..={MAX_SHARDS}, got {shards}"
+        )));
+    }
+    if is_sharded(dir) || layers::is_layered(dir) {
+        return Err(Error::invalid(format!(
+            "{} is already an index; add to it as a delta",
+            dir.display()
+        )));
+    }
+    ds.validate(Path::new("the input"), options.metric)?;
+    let dim = ds.dim as u32;
+    let parts = split(ds, shards)?;
+    if let Some(empty) = parts.iter().position(Dataset::is_empty) {
+        return Err(Error::invalid(format!(
+            "shard {empty} of {shards} would hold no items: build fewer shards"
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut items = Vec::with_capacity(parts.len());
+    for (i, part) in parts.into_iter().enumerate() {
+        progress(i as u32);
+        let name = shard_dir_name(i as u32);
+        let shard = dir.join(&name);
+        let count = part.len() as u64;
+        build_new_folder(&shard, part, options)?;
+        let base = shard.join(&layers::read_manifest(&shard)?.layers[0]);
+        items.push(ShardEntry {
+            dir: name,
+            count,
+            base_xxh3: file_xxh3(&base)?,
+        });
+    }
+    let m = ShardsManifest {
+        format: SHARDS_FORMAT,
+        shards,
+        key: KEY_FUNCTION.into(),
+        partition: "hash".into(),
+        metric: options.metric.name().into(),
+        dim,
+        storage: options.storage.name().into(),
+        items,
+    };
+    write_manifest(dir, &m)?;
+    Ok(m)
+}
+
+/// Add `ds` to the sharded folder `dir`: each item as a delta of its
+/// shard (shards without new items are left alone). Returns what each
+/// touched shard added.
+pub fn add_delta(dir: &Path, ds: Dataset, threads: usize) -> Result<Vec<(u32, DeltaAdded)>> {
+    let m = read_manifest(dir)?;
+    let mut added = Vec::new();
+    for (i, part) in split(ds, m.shards)?.into_iter().enumerate() {
+        if part.is_empty() {
+            continue;
+        }
+        let shard = dir.join(&m.items[i].dir);
+        added.push((i as u32, build_delta(&shard, part, threads)?));
+    }
+    Ok(added)
+}
+
+/// Delete `ids` from the sharded folder `dir`, each from its shard.
+pub fn delete<S: AsRef<str>>(dir: &Path, ids: &[S], current: Option<&Sharded>) -> Result<Deleted> {
+    let m = read_manifest(dir)?;
+    let mut by_shard: Vec<Vec<&str>> = vec![Vec::new(); m.shards as usize];
+    for id in ids {
+        by_shard[shard_of(id.as_ref(), m.shards) as usize].push(id.as_ref());
+    }
+    let mut out = Deleted::default();
+    for (i, ids) in by_shard.iter().enumerate() {
+        if ids.is_empty() {
+            continue;
+        }
+        let open = current.filter(|s| s.manifest == m).map(|s| &s.shards[i]);
+        let d = layers::delete(&dir.join(&m.items[i].dir), ids, open)?;
+        out.deleted.extend(d.deleted);
+        out.unknown.extend(d.unknown);
+    }
+    Ok(out)
+}
+
+/// An open sharded folder: every shard's layered folder.
+pub struct Sharded {
+    dir: PathBuf,
+    pub manifest: ShardsManifest,
+    shards: Vec<Layered>,
+}
+
+impl Sharded {
+    /// Open every shard, each layer with `open_layer`; shards open now are
+    /// reused from `reuse` where their layers did not change.
+    pub fn open_with(
+        dir: &Path,
+        reuse: Option<&Sharded>,
+        open_layer: &dyn Fn(&Path) -> Result<Index>,
+    ) -> Result<Sharded> {
+        let manifest = read_manifest(dir)?;
+        let reuse = reuse.filter(|r| r.manifest == manifest);
+        let mut shards = Vec::with_capacity(manifest.items.len());
+        for (i, e) in manifest.items.iter().enumerate() {
+            let shard = Layered::open_reusing_with(
+                &dir.join(&e.dir),
+                reuse.map(|r| &r.shards[i]),
+                open_layer,
+            )?;
+            shards.push(shard);
+        }
+        let base = shards[0].layers()[0].snapshot();
+        for (i, s) in shards.iter().enumerate() {
+            let b = s.layers()[0].snapshot();
+            if b.dim() != base.dim() || b.metric() != base.metric() {
+                return Err(Error::corrupt(
+                    dir.join(&manifest.items[i].dir),
+                    format!(
+                        "shard {i} holds {}-d {} vectors, shard 0 {}-d {}",
+                        b.dim(),
+                        b.metric().name(),
+                        base.dim(),
+                        base.metric().name()
+                    ),
+                ));
+            }
+        }
+        Ok(Sharded {
+            dir: dir.to_path_buf(),
+            manifest,
+            shards,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Each shard's layered folder, in shard order.
+    pub fn shards(&self) -> &[Layered] {
+        &self.shards
+    }
+
+    /// Items a search can return, over every shard.
+    pub fn live(&self) -> u64 {
+        self.shards.iter().map(Layered::live).sum()
+    }
+
+    /// The live copy of `id`: its shard, and the layer and node there.
+    pub fn find(&self, id: &str) -> Option<(u32, usize, u32)> {
+        let s = shard_of(id, self.manifest.shards);
+        let (layer, node) = self.shards[s as usize].find(id)?;
+        Some((s, layer, node))
+    }
+}

@@ -1,0 +1,193 @@
+//! Sharded folders: placement by key, search over every shard as one
+//! index, deltas and deletes routed to the owning shard, exclusions by key.
+
+use std::path::Path;
+
+use fathom_engine::builder::{BuildOptions, Dataset};
+use fathom_engine::exact::knn_batch;
+use fathom_engine::retrieve::{retrieve, Call, Source};
+use fathom_engine::searchable::Searchable;
+use fathom_engine::shards::{self, key, shard_of, Sharded};
+use fathom_engine::snapshot::OpenOptions;
+use fathom_engine::vectors::Rows;
+use fathom_engine::{Index, Metric, SearchParams, Storage};
+
+use crate::common::{dataset, queries, table};
+
+const DIM: usize = 24;
+
+fn options() -> BuildOptions {
+    BuildOptions {
+        metric: Metric::Cosine,
+        storage: Storage::F32,
+        threads: 2,
+        ..BuildOptions::default()
+    }
+}
+
+fn with_attributes(mut ds: Dataset) -> Dataset {
+    let n = ds.len();
+    ds.attributes = Some(table((0..n).map(|i| {
+        format!(
+            r#"{{"genre": "{}", "year": {}}}"#,
+            ["jazz", "rock"][i % 2],
+            1990 + i % 30
+        )
+    })));
+    ds
+}
+
+/// Every id of every shard, by shard.
+fn ids_by_shard(s: &Sharded) -> Vec<Vec<String>> {
+    s.shards()
+        .iter()
+        .map(|l| {
+            l.layers()
+                .iter()
+                .enumerate()
+                .flat_map(|(i, layer)| {
+                    let dead = l.dead(i).clone();
+                    (0..layer.snapshot().len() as u32)
+                        .filter(move |n| !dead.contains(*n))
+                        .map(|n| layer.id(n).to_string())
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn search(s: &Searchable, q: &[f32], k: usize, ef: usize, exclude_keys: &[u64]) -> Vec<String> {
+    let sources: Vec<Source<'_, '_>> = s.sources("words", None, 0).collect();
+    let call = Call {
+        vector: q,
+        exclude_keys,
+        params: SearchParams::new(k, ef),
+        ..Call::default()
+    };
+    let got = retrieve(&sources, &call).unwrap();
+    got.hits
+        .iter()
+        .map(|h| sources[h.source as usize].index.id(h.node).to_string())
+        .collect()
+}
+
+#[test]
+fn the_key_is_xxh3_64_with_seed_0() {
+    // The published test vector of XXH3_64bits("") with seed 0.
+    assert_eq!(key(""), 0x2D06_8005_38D3_94C2);
+    assert_eq!(shard_of("", 7), (0x2D06_8005_38D3_94C2u64 % 7) as u32);
+    assert_eq!(key("track:42"), xxhash_rust::xxh3::xxh3_64(b"track:42"));
+}
+
+#[test]
+fn items_go_to_their_key_shard_and_search_covers_every_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let words = dir.path().join("words");
+    let n = 3000;
+    let ds = with_attributes(dataset(n, DIM, 11));
+    let all = ds.clone();
+    let m = shards::build_sharded(&words, ds, 4, &options(), &|_| {}).unwrap();
+    assert_eq!(m.shards, 4);
+    assert_eq!(m.key, "xxh3_64");
+    assert_eq!(m.items.iter().map(|e| e.count).sum::<u64>(), n as u64);
+    assert_eq!(shards::read_manifest(&words).unwrap(), m);
+
+    let open = |p: &Path| Index::open(p);
+    let sharded = Sharded::open_with(&words, None, &open).unwrap();
+    for (i, ids) in ids_by_shard(&sharded).iter().enumerate() {
+        assert_eq!(ids.len() as u64, m.items[i].count);
+        assert!(ids.iter().all(|id| shard_of(id, 4) == i as u32));
+    }
+
+    // Recall over the union, against brute force over every item.
+    let s = Searchable::open(&words, &OpenOptions::default()).unwrap();
+    assert_eq!(s.live(), n as u64);
+    let qs = queries(100, DIM, 11);
+    let mut unit = all.vectors.clone();
+    for row in unit.chunks_exact_mut(DIM) {
+        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        row.iter_mut().for_each(|x| *x /= norm);
+    }
+    let rows = Rows {
+        data: &unit,
+        dim: DIM,
+        stride: DIM,
+    };
+    let truth = knn_batch(rows, Metric::Cosine, &qs, 10, 2);
+    let mut found = 0;
+    for (q, t) in qs.iter().zip(&truth) {
+        let got = search(&s, q, 10, 64, &[]);
+        assert_eq!(got.len(), 10);
+        found += t
+            .iter()
+            .filter(|&&row| got.contains(&all.ids[row as usize]))
+            .count();
+    }
+    let recall = found as f64 / 1000.0;
+    // Measured about 0.99; a shard left out of the merge loses a quarter.
+    assert!(recall > 0.9, "recall {recall}");
+
+    // Exclusions by key: the first five hits are gone, and k remain.
+    let first = search(&s, &qs[0], 10, 64, &[]);
+    let keys: Vec<u64> = first[..5].iter().map(|id| key(id)).collect();
+    let again = search(&s, &qs[0], 10, 64, &keys);
+    assert_eq!(again.len(), 10);
+    assert!(again.iter().all(|id| !first[..5].contains(id)));
+    assert_eq!(again[..5], first[5..]);
+}
+
+#[test]
+fn deltas_and_deletes_go_to_the_owning_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let words = dir.path().join("words");
+    shards::build_sharded(&words, dataset(1200, DIM, 3), 3, &options(), &|_| {}).unwrap();
+
+    let mut new = dataset(30, DIM, 5);
+    new.ids = (0..30).map(|i| format!("new:{i}")).collect();
+    let added = shards::add_delta(&words, new.clone(), 2).unwrap();
+    assert!(!added.is_empty());
+    let deleted = shards::delete(&words, &["new:3", "item:000007", "never"], None).unwrap();
+    assert_eq!(deleted.deleted, ["new:3", "item:000007"]);
+    assert_eq!(deleted.unknown, ["never"]);
+
+    let sharded = Sharded::open_with(&words, None, &|p| Index::open(p)).unwrap();
+    assert_eq!(sharded.live(), 1200 + 30 - 2);
+    for (i, ids) in ids_by_shard(&sharded).iter().enumerate() {
+        assert!(ids.iter().all(|id| shard_of(id, 3) == i as u32));
+        assert!(!ids.contains(&"new:3".to_string()));
+    }
+    assert!(sharded.find("new:4").is_some());
+    assert!(sharded.find("new:3").is_none() && sharded.find("item:000007").is_none());
+}
+
+#[test]
+fn bad_folders_and_requests_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let words = dir.path().join("words");
+    // Three items in 64 shards leave most shards empty.
+    let e = shards::build_sharded(&words, dataset(3, DIM, 1), 64, &options(), &|_| {})
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("would hold no items"), "{e}");
+    let e = shards::build_sharded(&words, dataset(30, DIM, 1), 0, &options(), &|_| {})
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("shards must be within"), "{e}");
+
+    shards::build_sharded(&words, dataset(300, DIM, 1), 2, &options(), &|_| {}).unwrap();
+    let again = shards::build_sharded(&words, dataset(300, DIM, 1), 2, &options(), &|_| {});
+    assert!(again
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("already an index"));
+
+    let manifest = words.join(shards::SHARDS_FILE);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("xxh3_64", "md5")).unwrap();
+    let e = shards::read_manifest(&words).err().unwrap();
+    assert!(e.to_string().contains("key function \"md5\""), "{e}");
+    std::fs::write(&manifest, "{ cut").unwrap();
+    assert!(Searchable::open(&words, &OpenOptions::default()).is_err());
+}
