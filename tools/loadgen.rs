@@ -74,6 +74,10 @@ struct Args {
     /// different list each call, against the same calls without.
     #[arg(long, default_value_t = 0)]
     exclusions: usize,
+    /// Send the `--exclusions` as `exclude_keys` (xxh3_64 of each id,
+    /// hashed before the clock starts) instead of `exclude_ids`.
+    #[arg(long)]
+    exclusion_keys: bool,
 }
 
 fn us(h: &Histogram<u64>, q: f64) -> f64 {
@@ -297,13 +301,21 @@ async fn exclusion_calls(c: &Client, a: &Args, index: &Index, queries: &[Vec<f32
                 .collect()
         })
         .collect();
-    let request = |q: &[f32], exclude: &[String]| fathom_server::proto::SearchRequest {
-        index: a.index.clone(),
-        vector: q.to_vec(),
-        k: a.k as u32,
-        ef: a.ef as u32,
-        exclude_ids: exclude.to_vec(),
-        ..Default::default()
+    let request = |q: &[f32], exclude: &[String]| {
+        let (exclude_ids, exclude_keys) = if a.exclusion_keys {
+            (Vec::new(), fathom_server::client::keys(exclude))
+        } else {
+            (exclude.to_vec(), Vec::new())
+        };
+        fathom_server::proto::SearchRequest {
+            index: a.index.clone(),
+            vector: q.to_vec(),
+            k: a.k as u32,
+            ef: a.ef as u32,
+            exclude_ids,
+            exclude_keys,
+            ..Default::default()
+        }
     };
     let mut hs: Vec<Histogram<u64>> = (0..3).map(|_| Histogram::new(3).unwrap()).collect();
     for chunk in queries.chunks(100) {
@@ -331,8 +343,9 @@ async fn exclusion_calls(c: &Client, a: &Args, index: &Index, queries: &[Vec<f32
     .zip(&hs)
     {
         println!(
-            "grpc Search ef={} with {ids} exclusions, {what}: p50 {:.1} µs  p99 {:.1} µs",
+            "grpc Search ef={} with {ids} exclusions{}, {what}: p50 {:.1} µs  p99 {:.1} µs",
             a.ef,
+            if a.exclusion_keys { " as keys" } else { "" },
             us(h, 0.5),
             us(h, 0.99)
         );

@@ -8,6 +8,7 @@ mod eval;
 mod inspect;
 mod layers;
 mod query;
+mod route;
 mod search;
 mod serve;
 mod synth;
@@ -44,6 +45,9 @@ enum Command {
     Synth(synth::Args),
     /// Serve named snapshots over gRPC (health, reflection, hot reload, metrics).
     Serve(serve::Args),
+    /// Serve the same gRPC service over sharded indexes: fan each call out
+    /// to one replica of every shard and merge (docs/sharding.md).
+    Route(route::Args),
     /// Make a demo catalog on first run (tracks, episodes), then serve it.
     Demo(demo::Args),
     /// Load a running server over gRPC: latency percentiles, QPS, status
@@ -123,6 +127,7 @@ pub fn run() -> ExitCode {
         Command::Tls(a) => tls::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Route(a) => route::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Query(a) => query::run(a),

@@ -9,5 +9,6 @@ mod cli;
 mod damage;
 mod demo;
 mod query;
+mod route;
 mod secure;
 mod sharding;

@@ -217,6 +217,7 @@ impl Bearer {
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: RetrievalClient<InterceptedService<Channel, Bearer>>,
+    channel: Channel,
     timeout: Option<Duration>,
     /// The connection speaks TLS (for what a failure says).
     tls: bool,
@@ -240,6 +241,48 @@ impl Client {
         connect_timeout: Duration,
         security: &Security,
     ) -> Result<Client, ClientError> {
+        let (endpoint, tls) = Client::endpoint(target, connect_timeout, security)?;
+        let bearer = Bearer::new(security.token.as_deref())?;
+        let channel = match tokio::time::timeout(connect_timeout, endpoint.connect()).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                let reason = cause_chain(&e);
+                return Err(ClientError::Connect {
+                    target: target.to_string(),
+                    reason,
+                });
+            }
+            Err(_) => {
+                return Err(ClientError::Connect {
+                    target: target.to_string(),
+                    reason: format!("timed out after {connect_timeout:?}"),
+                })
+            }
+        };
+        Ok(Client::wrap(channel, bearer, tls))
+    }
+
+    /// As [`connect_with`](Client::connect_with), connecting on the first
+    /// call and again whenever the connection breaks (resolving a host name
+    /// each time, as a pod that moved needs): a router's client of a shard
+    /// that may not be up yet.
+    pub fn connect_lazy(
+        target: &str,
+        connect_timeout: Duration,
+        security: &Security,
+    ) -> Result<Client, ClientError> {
+        let (endpoint, tls) = Client::endpoint(target, connect_timeout, security)?;
+        let bearer = Bearer::new(security.token.as_deref())?;
+        Ok(Client::wrap(endpoint.connect_lazy(), bearer, tls))
+    }
+
+    /// The endpoint of `target` with its TLS settings, and whether it
+    /// speaks TLS.
+    fn endpoint(
+        target: &str,
+        connect_timeout: Duration,
+        security: &Security,
+    ) -> Result<(Endpoint, bool), ClientError> {
         let bad = |reason: String| ClientError::BadTarget {
             target: target.to_string(),
             reason,
@@ -266,24 +309,13 @@ impl Client {
                 .tls_config(config)
                 .map_err(|e| bad(cause_chain(&e)))?;
         }
-        let bearer = Bearer::new(security.token.as_deref())?;
-        let channel = match tokio::time::timeout(connect_timeout, endpoint.connect()).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                let reason = cause_chain(&e);
-                return Err(ClientError::Connect {
-                    target: target.to_string(),
-                    reason,
-                });
-            }
-            Err(_) => {
-                return Err(ClientError::Connect {
-                    target: target.to_string(),
-                    reason: format!("timed out after {connect_timeout:?}"),
-                })
-            }
-        };
-        Ok(Client::wrap(channel, bearer, tls))
+        Ok((endpoint, tls))
+    }
+
+    /// The channel under this client, for other services on the same
+    /// connection (the health service).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 
     /// Wrap an existing channel (no token).
@@ -293,6 +325,7 @@ impl Client {
 
     fn wrap(channel: Channel, bearer: Bearer, tls: bool) -> Client {
         Client {
+            channel: channel.clone(),
             inner: RetrievalClient::with_interceptor(channel, bearer)
                 .max_decoding_message_size(usize::MAX),
             timeout: None,

@@ -26,6 +26,7 @@ mod gate;
 pub mod metrics;
 pub mod proto;
 mod reload;
+pub mod route;
 mod service;
 pub mod status;
 pub mod tls;
@@ -134,6 +135,8 @@ pub enum ServeError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Tokens(#[from] auth::TokensError),
+    #[error(transparent)]
+    Route(#[from] route::RouteError),
 }
 
 /// A running server. Dropping it does not stop it; call
@@ -190,6 +193,25 @@ fn stamp_arrival<B>(mut req: http::Request<B>) -> http::Request<B> {
 pub async fn start(
     config: ServeConfig,
     catalog: Arc<Catalog>,
+) -> Result<RunningServer, ServeError> {
+    start_with(config, catalog, None).await
+}
+
+/// Bind and start a router ([`route`]): the same listener, TLS, tokens,
+/// limits, health, reflection and metrics as a server, answering every
+/// call by fanning it out to `router`'s shards.
+pub async fn start_router(
+    config: ServeConfig,
+    router: Arc<route::Router>,
+) -> Result<RunningServer, ServeError> {
+    let catalog = Arc::new(Catalog::new(None, catalog::LoadOptions::default()));
+    start_with(config, catalog, Some(router)).await
+}
+
+async fn start_with(
+    config: ServeConfig,
+    catalog: Arc<Catalog>,
+    router: Option<Arc<route::Router>>,
 ) -> Result<RunningServer, ServeError> {
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let tokens = match &config.tokens {
@@ -266,17 +288,30 @@ pub async fn start(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(ServeError::Reflection)?;
-    let retrieval = pb::retrieval_server::RetrievalServer::new(RetrievalService {
-        shared: Arc::clone(&shared),
-    })
-    .max_decoding_message_size(config.limits.max_message_bytes)
-    .max_encoding_message_size(usize::MAX);
-
     let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(retrieval)
-        .prepare();
+        .add_service(reflection_v1alpha);
+    let routes = match &router {
+        None => routes.add_service(
+            pb::retrieval_server::RetrievalServer::new(RetrievalService {
+                shared: Arc::clone(&shared),
+            })
+            .max_decoding_message_size(config.limits.max_message_bytes)
+            .max_encoding_message_size(usize::MAX),
+        ),
+        Some(router) => {
+            router.set_metrics(Arc::clone(&metrics));
+            router.spawn_health(shutdown_rx.clone());
+            routes.add_service(
+                pb::retrieval_server::RetrievalServer::new(route::RouterService {
+                    router: Arc::clone(router),
+                })
+                .max_decoding_message_size(config.limits.max_message_bytes)
+                .max_encoding_message_size(usize::MAX),
+            )
+        }
+    }
+    .prepare();
     // A message as large as allowed must fit in the budget.
     let budget = config
         .limits
@@ -470,6 +505,30 @@ impl Signals {
 
 /// Build a runtime, start the server, call `ready` once it is listening,
 /// and serve until SIGTERM or Ctrl-C. This is what `fathom serve` runs.
+/// Connect to the shards of `routes` and route calls to them until SIGTERM
+/// or Ctrl-C (as [`serve_blocking`] serves a catalog).
+pub fn route_blocking(
+    config: ServeConfig,
+    routes: Vec<route::IndexRoute>,
+    options: route::RouteOptions,
+    ready: impl FnOnce(&RunningServer),
+) -> Result<(), ServeError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fathom-rt")
+        .build()
+        .map_err(ServeError::Runtime)?;
+    let result = runtime.block_on(async move {
+        let signals = Signals::register()?;
+        let router = route::Router::connect(routes, options).await?;
+        let server = start_router(config, Arc::new(router)).await?;
+        ready(&server);
+        server.run_until_signalled(signals).await
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
 pub fn serve_blocking(
     config: ServeConfig,
     catalog: Arc<Catalog>,

@@ -22,6 +22,10 @@
 //! | `fathom_build_info` | version | 1 |
 //! | `fathom_connections_refused_total` | | connections closed on arrival (at `--max-connections`, every open one busy) |
 //! | `fathom_connections_evicted_total` | | idle connections closed to make room for a new one |
+//! | `fathom_router_partial_answers_total` | index | routed calls answered without some shard (no replica in time) |
+//! | `fathom_router_retries_total` | | shard calls sent again to another replica |
+//! | `fathom_router_hedges_total` | | shard calls hedged to a second replica |
+//! | `fathom_router_replica_up` | index, shard, replica | 1 while a replica's health check says SERVING |
 //! | `process_*` | | RSS, virtual memory, CPU seconds, open and max fds, start time (Linux) |
 //!
 //! The `index` label is the index name for known indexes and `""` for names
@@ -79,6 +83,15 @@ pub struct Metrics {
     expansions: HistogramVec,
     connections_refused: prometheus::IntCounter,
     connections_evicted: prometheus::IntCounter,
+    router: RouterMetrics,
+}
+
+/// What `fathom route` adds.
+struct RouterMetrics {
+    partial: IntCounterVec,
+    retries: prometheus::IntCounter,
+    hedges: prometheus::IntCounter,
+    replica_up: IntGaugeVec,
 }
 
 impl Metrics {
@@ -191,8 +204,40 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let router = RouterMetrics {
+            partial: IntCounterVec::new(
+                Opts::new(
+                    "fathom_router_partial_answers_total",
+                    "Routed calls answered without some shard: no replica answered in time.",
+                ),
+                &["index"],
+            )
+            .expect("valid metric"),
+            retries: prometheus::IntCounter::new(
+                "fathom_router_retries_total",
+                "Shard calls sent again to another replica after one was unavailable.",
+            )
+            .expect("valid metric"),
+            hedges: prometheus::IntCounter::new(
+                "fathom_router_hedges_total",
+                "Shard calls hedged to a second replica after the shard's recent p95.",
+            )
+            .expect("valid metric"),
+            replica_up: IntGaugeVec::new(
+                Opts::new(
+                    "fathom_router_replica_up",
+                    "1 while a replica's health check says SERVING.",
+                ),
+                &["index", "shard", "replica"],
+            )
+            .expect("valid metric"),
+        };
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(router.partial.clone()),
+            Box::new(router.retries.clone()),
+            Box::new(router.hedges.clone()),
+            Box::new(router.replica_up.clone()),
             Box::new(latency.clone()),
             Box::new(in_flight.clone()),
             Box::new(index_items.clone()),
@@ -219,6 +264,7 @@ impl Metrics {
         Metrics {
             connections_refused,
             connections_evicted,
+            router,
             registry,
             requests,
             latency,
@@ -317,6 +363,27 @@ impl Metrics {
 
     pub fn connection_evicted(&self) {
         self.connections_evicted.inc();
+    }
+
+    /// A routed call answered without some shard.
+    pub fn partial_answer(&self, index: &str) {
+        self.router.partial.with_label_values(&[index]).inc();
+    }
+
+    /// One shard call of a router: how often it was retried, and hedged.
+    pub fn shard_call(&self, retries: u32, hedged: bool) {
+        self.router.retries.inc_by(u64::from(retries));
+        if hedged {
+            self.router.hedges.inc();
+        }
+    }
+
+    /// A router's replica health.
+    pub fn replica_up(&self, index: &str, shard: usize, replica: &str, up: bool) {
+        self.router
+            .replica_up
+            .with_label_values(&[index, &shard.to_string(), replica])
+            .set(i64::from(up));
     }
 
     /// Export, at each scrape, what the catalog's state is now: how long

@@ -170,7 +170,7 @@ pub(super) fn stop_between(params: &SearchParams) -> Result<(), RequestError> {
 
 /// The caller's deadline, from the `grpc-timeout` header
 /// (`<digits><unit>`, unit one of H M S m u n), less a small margin.
-pub(super) fn deadline_of(metadata: &MetadataMap, now: Instant) -> Option<Instant> {
+pub(crate) fn deadline_of(metadata: &MetadataMap, now: Instant) -> Option<Instant> {
     let v = metadata.get("grpc-timeout")?.to_str().ok()?;
     if v.len() < 2 || v.len() > 9 {
         return None;
@@ -191,7 +191,7 @@ pub(super) fn deadline_of(metadata: &MetadataMap, now: Instant) -> Option<Instan
 }
 
 /// When the call's headers arrived (now, if the layer did not stamp it).
-pub(super) fn arrival<T>(request: &Request<T>) -> Instant {
+pub(crate) fn arrival<T>(request: &Request<T>) -> Instant {
     request
         .extensions()
         .get::<crate::Arrival>()

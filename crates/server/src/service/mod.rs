@@ -10,7 +10,7 @@
 
 mod checks;
 mod convert;
-mod deadline;
+pub(crate) mod deadline;
 mod handlers;
 mod search;
 

@@ -1,0 +1,477 @@
+//! `fathom route` over 4 shards × 2 replicas, all real processes on
+//! loopback: routed answers match one index over the union, a replica
+//! killed or restarted under load fails no call, a hung shard gives a
+//! partial answer in time (or UNAVAILABLE when the caller requires all),
+//! and deletes reach every replica or say which did not confirm.
+
+use std::io::BufRead;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fathom_engine::formats::write_fvecs;
+use fathom_engine::synth;
+use fathom_server::client::{Client, ClientError};
+use fathom_server::proto as pb;
+use tonic::Code;
+
+use crate::common::Reaped;
+use crate::query::fathom;
+
+const N: usize = 2000;
+const DIM: usize = 16;
+const SHARDS: usize = 4;
+const REPLICAS: usize = 2;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Start a process and wait (bounded) for its "listening" log line.
+fn start(args: &[String]) -> Reaped {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fathom"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let child = Reaped(child);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("the process never listened");
+        if line.contains("listening") {
+            // Keep draining so the child never blocks on a full pipe.
+            std::thread::spawn(move || while rx.recv().is_ok() {});
+            return child;
+        }
+    }
+}
+
+struct Cluster {
+    dir: PathBuf,
+    ports: Vec<Vec<u16>>,
+    replicas: Vec<Vec<Option<Reaped>>>,
+    _router: Reaped,
+    target: String,
+}
+
+impl Cluster {
+    fn replica_args(&self, s: usize, r: usize) -> Vec<String> {
+        let spec = format!("words={}", self.dir.join("words").display());
+        [
+            "serve",
+            "--index",
+            &spec,
+            "--shard",
+            &s.to_string(),
+            "--no-watch",
+            "--metrics-listen",
+            "off",
+            "--shutdown-grace",
+            "5",
+            "--listen",
+            &format!("127.0.0.1:{}", self.ports[s][r]),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    }
+
+    fn up(dir: &Path, hedge: &str) -> Cluster {
+        let ports: Vec<Vec<u16>> = (0..SHARDS)
+            .map(|_| (0..REPLICAS).map(|_| free_port()).collect())
+            .collect();
+        let mut c = Cluster {
+            dir: dir.to_path_buf(),
+            ports,
+            replicas: Vec::new(),
+            _router: Reaped(Command::new("true").spawn().unwrap()),
+            target: String::new(),
+        };
+        for s in 0..SHARDS {
+            let row = (0..REPLICAS)
+                .map(|r| Some(start(&c.replica_args(s, r))))
+                .collect();
+            c.replicas.push(row);
+        }
+        let spec = c
+            .ports
+            .iter()
+            .map(|rs| {
+                rs.iter()
+                    .map(|p| format!("127.0.0.1:{p}"))
+                    .collect::<Vec<_>>()
+                    .join("|")
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let port = free_port();
+        c._router = start(&[
+            "route".into(),
+            "--index".into(),
+            format!("words={spec}"),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--metrics-listen".into(),
+            "off".into(),
+            "--hedge-after".into(),
+            hedge.into(),
+        ]);
+        c.target = format!("http://127.0.0.1:{port}");
+        c
+    }
+
+    fn pid(&self, s: usize, r: usize) -> i32 {
+        self.replicas[s][r].as_ref().unwrap().id() as i32
+    }
+}
+
+fn fixture(dir: &Path) {
+    let vectors = synth::clustered(N, DIM, 8, 21);
+    write_fvecs(&dir.join("base.fvecs"), DIM, &vectors).unwrap();
+    let ids: String = (0..N).map(|i| format!("t:{i:05}\n")).collect();
+    std::fs::write(dir.join("ids.txt"), ids).unwrap();
+    let attrs: String = (0..N)
+        .map(|i| {
+            format!(
+                "{{\"id\": \"t:{i:05}\", \"genre\": \"g{}\", \"year\": {}}}\n",
+                i % 7,
+                1990 + i % 30
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("attrs.jsonl"), attrs).unwrap();
+    for (out, extra) in [("words/", vec!["--shards", "4"]), ("whole.fathom", vec![])] {
+        let mut args = vec![
+            "build",
+            "--input",
+            dir.join("base.fvecs").to_str().unwrap().to_string().leak(),
+            "--ids",
+            dir.join("ids.txt").to_str().unwrap().to_string().leak(),
+            "--attributes",
+            dir.join("attrs.jsonl").to_str().unwrap().to_string().leak(),
+            "--threads",
+            "2",
+            "--output",
+        ];
+        let out = format!("{}/{out}", dir.display());
+        args.push(out.leak());
+        args.extend(extra);
+        let o = fathom(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn query(i: usize) -> Vec<f32> {
+    synth::clustered_queries(64, DIM, 8, 21)[i % 64].clone()
+}
+
+async fn search(c: &Client, req: pb::SearchRequest) -> Result<pb::SearchResponse, ClientError> {
+    let mut raw = c.raw();
+    let mut r = tonic::Request::new(req);
+    r.set_timeout(Duration::from_millis(500));
+    Ok(raw.search(r).await?.into_inner())
+}
+
+fn plain(i: usize, k: u32) -> pb::SearchRequest {
+    pb::SearchRequest {
+        index: "words".into(),
+        vector: query(i),
+        k,
+        ef: 600,
+        ..Default::default()
+    }
+}
+
+/// Calls from 2 tasks until `stop`; failures counted.
+fn load(
+    rt: &tokio::runtime::Runtime,
+    target: &str,
+    stop: Arc<AtomicBool>,
+) -> (
+    Arc<AtomicU64>,
+    Arc<AtomicU64>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let handles = (0..2)
+        .map(|t| {
+            let (ok, failed, stop, target) =
+                (ok.clone(), failed.clone(), stop.clone(), target.to_string());
+            rt.spawn(async move {
+                let c = Client::connect(&target, Duration::from_secs(2))
+                    .await
+                    .unwrap();
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    match search(&c, plain(i, 10)).await {
+                        Ok(r) if r.hits.len() == 10 && r.shards_answered == r.shards_total => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        other => {
+                            eprintln!("failed call: {other:?}");
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    i += 2;
+                }
+            })
+        })
+        .collect();
+    (ok, failed, handles)
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on a child process id this test started.
+    unsafe { libc::kill(pid, sig) };
+}
+
+#[test]
+fn routed_answers_match_one_index_and_survive_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path());
+    let mut cluster = Cluster::up(dir.path(), "auto");
+    let rt = runtime();
+    let client = rt
+        .block_on(Client::connect(&cluster.target, Duration::from_secs(5)))
+        .unwrap();
+
+    // Over the union: at an ef that searches each 500-item shard
+    // exhaustively, the routed answer is the exact one, as from the
+    // whole index in one process; with a filter, exclusions and a group
+    // cap applied after the merge too.
+    let whole = dir.path().join("whole.fathom");
+    for i in 0..8 {
+        let q = query(i);
+        let vector = q
+            .iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let want = |extra: &[&str]| -> Vec<String> {
+            let mut args = vec![
+                "search",
+                whole.to_str().unwrap(),
+                "--vector",
+                &vector,
+                "-k",
+                "10",
+                "--ef",
+                "2000",
+                "--json",
+            ];
+            args.extend_from_slice(extra);
+            let o = fathom(&args);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            v["hits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let got = |req: pb::SearchRequest| -> Vec<String> {
+            let r = rt.block_on(search(&client, req)).unwrap();
+            assert_eq!((r.shards_answered, r.shards_total), (4, 4));
+            r.hits.into_iter().map(|h| h.id).collect()
+        };
+        assert_eq!(got(plain(i, 10)), want(&[]));
+        let filtered = pb::SearchRequest {
+            filter: "genre = \"g3\"".into(),
+            ..plain(i, 10)
+        };
+        assert_eq!(got(filtered), want(&["--filter", "genre = \"g3\""]));
+        let exclude = want(&[])[..3].to_vec();
+        std::fs::write(dir.path().join("ex.txt"), exclude.join("\n")).unwrap();
+        let excluded = pb::SearchRequest {
+            exclude_ids: exclude.clone(),
+            ..plain(i, 10)
+        };
+        let ex_file = dir.path().join("ex.txt");
+        assert_eq!(
+            got(excluded),
+            want(&["--exclude-file", ex_file.to_str().unwrap()])
+        );
+        let capped = pb::SearchRequest {
+            group_by: "genre".into(),
+            group_size: 1,
+            candidates: 600,
+            ..plain(i, 5)
+        };
+        let want_capped = {
+            let args = [
+                "search",
+                whole.to_str().unwrap(),
+                "--vector",
+                &vector,
+                "-k",
+                "5",
+                "--ef",
+                "2000",
+                "--json",
+                "--group-by",
+                "genre",
+                "--group-size",
+                "1",
+                "--candidates",
+                "600",
+            ];
+            let o = fathom(&args);
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            v["hits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(got(capped), want_capped);
+    }
+
+    // A replica killed under load: no call fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed, handles) = load(&rt, &cluster.target, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    signal(cluster.pid(1, 0), libc::SIGKILL);
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        rt.block_on(h).unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "calls failed after a replica was killed"
+    );
+    assert!(ok.load(Ordering::Relaxed) > 20);
+    cluster.replicas[1][0] = Some(start(&cluster.replica_args(1, 0)));
+
+    // Both replicas of shard 2 hung: a 500 ms call answers in time from 3
+    // of 4 shards; with require_complete it is UNAVAILABLE.
+    for r in 0..REPLICAS {
+        signal(cluster.pid(2, r), libc::SIGSTOP);
+    }
+    let t = Instant::now();
+    let partial = rt.block_on(search(&client, plain(0, 10))).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(700),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!((partial.shards_answered, partial.shards_total), (3, 4));
+    assert_eq!(partial.hits.len(), 10);
+    let strict = pb::SearchRequest {
+        require_complete: true,
+        ..plain(0, 10)
+    };
+    match rt.block_on(search(&client, strict)) {
+        Err(ClientError::Rpc(s)) => assert_eq!(s.code(), Code::Unavailable, "{s:?}"),
+        other => panic!("expected UNAVAILABLE, got {other:?}"),
+    }
+    for r in 0..REPLICAS {
+        signal(cluster.pid(2, r), libc::SIGCONT);
+    }
+    let back = Instant::now();
+    loop {
+        let r = rt.block_on(search(&client, plain(0, 10)));
+        if matches!(&r, Ok(r) if r.shards_answered == 4) {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "still partial: {r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A rolling restart under load: one replica at a time, each back up
+    // before the next goes; no call fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed, handles) = load(&rt, &cluster.target, stop.clone());
+    for s in 0..SHARDS {
+        for r in 0..REPLICAS {
+            signal(cluster.pid(s, r), libc::SIGTERM);
+            let mut old = cluster.replicas[s][r].take().unwrap();
+            let _ = old.wait();
+            cluster.replicas[s][r] = Some(start(&cluster.replica_args(s, r)));
+            // The router's next health check finds it serving.
+            std::thread::sleep(Duration::from_millis(1200));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        rt.block_on(h).unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "calls failed in a rolling restart"
+    );
+    assert!(ok.load(Ordering::Relaxed) > 20);
+
+    // Deletes: gone at once; with a replica down the call names it, and the
+    // same call succeeds once the replica is back.
+    let victim = "t:00042";
+    let delete = |ids: &[&str]| rt.block_on(client.delete("words", ids));
+    assert_eq!(delete(&[victim]).unwrap().deleted, 1);
+    let gone = rt.block_on(client.get_items("words", &[victim]));
+    assert!(
+        matches!(gone, Err(ClientError::Rpc(ref s)) if s.code() == Code::NotFound),
+        "{gone:?}"
+    );
+    let other = "t:00043";
+    let shard = fathom_engine::shards::shard_of(other, SHARDS as u32) as usize;
+    let down = format!("127.0.0.1:{}", cluster.ports[shard][1]);
+    signal(cluster.pid(shard, 1), libc::SIGKILL);
+    let mut dead = cluster.replicas[shard][1].take().unwrap();
+    let _ = dead.wait();
+    match delete(&[other]) {
+        Err(ClientError::Rpc(s)) => {
+            assert_eq!(s.code(), Code::Unavailable);
+            assert!(s.message().contains(&down), "{}", s.message());
+        }
+        r => panic!("expected UNAVAILABLE naming {down}, got {r:?}"),
+    }
+    cluster.replicas[shard][1] = Some(start(&cluster.replica_args(shard, 1)));
+    assert!(delete(&[other]).is_ok());
+    for _ in 0..4 {
+        let r = rt
+            .block_on(search(
+                &client,
+                pb::SearchRequest {
+                    k: 1000,
+                    ..plain(0, 1000)
+                },
+            ))
+            .unwrap();
+        assert!(r.hits.iter().all(|h| h.id != victim && h.id != other));
+    }
+}
