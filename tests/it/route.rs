@@ -356,6 +356,37 @@ fn routed_answers_match_one_index_and_survive_failures() {
         assert_eq!(got(capped), want_capped);
     }
 
+    // Seeds by id: their vectors come from the owning shards, and the
+    // seeds never come back; the same as one index.
+    let like = ["t:00001", "t:00700", "t:01999"];
+    let o = fathom(&[
+        "search",
+        whole.to_str().unwrap(),
+        "--like",
+        &like.join(","),
+        "-k",
+        "10",
+        "--ef",
+        "2000",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let want: Vec<String> = v["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .collect();
+    let seeded = pb::SearchRequest {
+        vector: Vec::new(),
+        positive_ids: like.iter().map(|s| s.to_string()).collect(),
+        ..plain(0, 10)
+    };
+    let r = rt.block_on(search(&client, seeded)).unwrap();
+    let got: Vec<String> = r.hits.into_iter().map(|h| h.id).collect();
+    assert_eq!(got, want);
+    assert!(got.iter().all(|id| !like.contains(&id.as_str())));
+
     // A replica killed under load: no call fails.
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed, handles) = load(&rt, &cluster.target, stop.clone());
