@@ -356,6 +356,51 @@ fn routed_answers_match_one_index_and_survive_failures() {
         assert_eq!(got(capped), want_capped);
     }
 
+    // Recall at a small beam: each shard is searched at that ef, so the
+    // union does at least as well as one index searched at it.
+    let ids_of = |args: &[&str]| -> Vec<String> {
+        let o = fathom(args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (mut routed, mut single) = (0usize, 0usize);
+    for i in 0..32 {
+        let vector = query(i)
+            .iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let w = whole.to_str().unwrap();
+        let truth = ids_of(&[
+            "search", w, "--vector", &vector, "-k", "10", "--ef", "2000", "--json",
+        ]);
+        let one = ids_of(&[
+            "search", w, "--vector", &vector, "-k", "10", "--ef", "10", "--json",
+        ]);
+        let r = rt
+            .block_on(search(
+                &client,
+                pb::SearchRequest {
+                    ef: 10,
+                    ..plain(i, 10)
+                },
+            ))
+            .unwrap();
+        single += one.iter().filter(|id| truth.contains(id)).count();
+        routed += r.hits.iter().filter(|h| truth.contains(&h.id)).count();
+    }
+    let (routed, single) = (routed as f64 / 320.0, single as f64 / 320.0);
+    assert!(
+        routed >= single - 0.005,
+        "routed recall {routed} against one index's {single}"
+    );
+
     // Seeds by id: their vectors come from the owning shards, and the
     // seeds never come back; the same as one index.
     let like = ["t:00001", "t:00700", "t:01999"];
