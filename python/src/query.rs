@@ -50,6 +50,20 @@ fn plans<'i>(
         .collect()
 }
 
+/// The call's sources: every part of every index, with its plan, the
+/// index's position in the call as owner.
+fn sources<'s, 'i>(
+    opened: &'s [Arc<Opened>],
+    plans: &'s [Option<Vec<FilterPlan<'i>>>],
+) -> Vec<Source<'s, 'i>> {
+    opened
+        .iter()
+        .zip(plans)
+        .enumerate()
+        .flat_map(|(owner, (o, plan))| o.target.sources(&o.name, plan.as_deref(), owner as u32))
+        .collect()
+}
+
 /// Search `n` queries of `query_dim` floats each (row-major in `rows`) on
 /// `threads` threads. A failure names its query when there are several.
 pub fn search(
@@ -75,12 +89,7 @@ pub fn search(
         ))));
     }
     let plans = plans(opened, request.filter).map_err(whole)?;
-    let sources: Vec<Source<'_, '_>> = opened
-        .iter()
-        .zip(&plans)
-        .enumerate()
-        .flat_map(|(owner, (o, plan))| o.target.sources(&o.name, plan.as_deref(), owner as u32))
-        .collect();
+    let sources = sources(opened, &plans);
     let mut hits = Hits::new(n, request.params.k);
     let query = |q: usize| &rows[q * dim..(q + 1) * dim];
     let direct = sources.len() == 1
@@ -134,12 +143,7 @@ pub fn retrieve_one(
 ) -> Result<Hits, Error> {
     call.params.check()?;
     let plans = plans(opened, filter)?;
-    let sources: Vec<Source<'_, '_>> = opened
-        .iter()
-        .zip(&plans)
-        .enumerate()
-        .flat_map(|(owner, (o, plan))| o.target.sources(&o.name, plan.as_deref(), owner as u32))
-        .collect();
+    let sources = sources(opened, &plans);
     let got = retrieve(&sources, call)?;
     let mut hits = Hits::new(1, call.params.k);
     if let Some(mut slots) = hits.chunks_mut(1).next() {

@@ -96,16 +96,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         }
         (None, Some(out)) => {
             warn_on_metric_mismatch(&a.input, a.metric.into());
-            let opts = BuildOptions {
-                metric: a.metric.into(),
-                storage: a.storage.into(),
-                m: a.m,
-                ef_construction: a.ef_construction,
-                threads,
-                seed: a.seed,
-                builder: a.builder.into(),
-                default_ef: a.default_ef,
-            };
+            let opts = options(&a, threads);
             let folder = out.is_dir() || out.as_os_str().to_string_lossy().ends_with('/');
             let target = if folder {
                 Target::NewFolder(out.clone())
@@ -264,6 +255,20 @@ fn warn_on_metric_mismatch(input: &std::path::Path, metric: fathom_engine::Metri
     }
 }
 
+/// The graph settings the flags give, for a new index.
+fn options(a: &Args, threads: usize) -> BuildOptions {
+    BuildOptions {
+        metric: a.metric.into(),
+        storage: a.storage.into(),
+        m: a.m,
+        ef_construction: a.ef_construction,
+        threads,
+        seed: a.seed,
+        builder: a.builder.into(),
+        default_ef: a.default_ef,
+    }
+}
+
 /// `build --shards N --output DIR/`, or `--delta-of` a sharded folder.
 fn run_sharded(a: &Args, threads: usize) -> Result<ExitCode> {
     let start = Instant::now();
@@ -297,16 +302,7 @@ fn run_sharded(a: &Args, threads: usize) -> Result<ExitCode> {
     };
     let count = a.shards.unwrap_or(1);
     warn_on_metric_mismatch(&a.input, a.metric.into());
-    let opts = BuildOptions {
-        metric: a.metric.into(),
-        storage: a.storage.into(),
-        m: a.m,
-        ef_construction: a.ef_construction,
-        threads,
-        seed: a.seed,
-        builder: a.builder.into(),
-        default_ef: a.default_ef,
-    };
+    let opts = options(a, threads);
     let m = crate::cli::about_path(
         shards::build_sharded(dir, ds, count, &opts, &|i| {
             eprintln!("building shard {} of {count}", i + 1);

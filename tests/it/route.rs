@@ -181,6 +181,19 @@ fn fixture(dir: &Path) {
     }
 }
 
+/// The ids `fathom search ARGS --json` returns, nearest first.
+fn ids_of(args: &[&str]) -> Vec<String> {
+    let o = fathom(args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -288,15 +301,7 @@ fn routed_answers_match_one_index_and_survive_failures() {
                 "--json",
             ];
             args.extend_from_slice(extra);
-            let o = fathom(&args);
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-            v["hits"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|h| h["id"].as_str().unwrap().to_string())
-                .collect()
+            ids_of(&args)
         };
         let got = |req: pb::SearchRequest| -> Vec<String> {
             let r = rt.block_on(search(&client, req)).unwrap();
@@ -326,49 +331,28 @@ fn routed_answers_match_one_index_and_survive_failures() {
             candidates: 600,
             ..plain(i, 5)
         };
-        let want_capped = {
-            let args = [
-                "search",
-                whole.to_str().unwrap(),
-                "--vector",
-                &vector,
-                "-k",
-                "5",
-                "--ef",
-                "2000",
-                "--json",
-                "--group-by",
-                "genre",
-                "--group-size",
-                "1",
-                "--candidates",
-                "600",
-            ];
-            let o = fathom(&args);
-            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-            v["hits"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|h| h["id"].as_str().unwrap().to_string())
-                .collect::<Vec<_>>()
-        };
+        let want_capped = ids_of(&[
+            "search",
+            whole.to_str().unwrap(),
+            "--vector",
+            &vector,
+            "-k",
+            "5",
+            "--ef",
+            "2000",
+            "--json",
+            "--group-by",
+            "genre",
+            "--group-size",
+            "1",
+            "--candidates",
+            "600",
+        ]);
         assert_eq!(got(capped), want_capped);
     }
 
     // Recall at a small beam: each shard is searched at that ef, so the
     // union does at least as well as one index searched at it.
-    let ids_of = |args: &[&str]| -> Vec<String> {
-        let o = fathom(args);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        v["hits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["id"].as_str().unwrap().to_string())
-            .collect()
-    };
     let (mut routed, mut single) = (0usize, 0usize);
     for i in 0..32 {
         let vector = query(i)
@@ -404,7 +388,7 @@ fn routed_answers_match_one_index_and_survive_failures() {
     // Seeds by id: their vectors come from the owning shards, and the
     // seeds never come back; the same as one index.
     let like = ["t:00001", "t:00700", "t:01999"];
-    let o = fathom(&[
+    let want = ids_of(&[
         "search",
         whole.to_str().unwrap(),
         "--like",
@@ -415,13 +399,6 @@ fn routed_answers_match_one_index_and_survive_failures() {
         "2000",
         "--json",
     ]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let want: Vec<String> = v["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["id"].as_str().unwrap().to_string())
-        .collect();
     let seeded = pb::SearchRequest {
         vector: Vec::new(),
         positive_ids: like.iter().map(|s| s.to_string()).collect(),

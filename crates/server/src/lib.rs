@@ -505,6 +505,14 @@ impl Signals {
 
 /// Build a runtime, start the server, call `ready` once it is listening,
 /// and serve until SIGTERM or Ctrl-C. This is what `fathom serve` runs.
+pub fn serve_blocking(
+    config: ServeConfig,
+    catalog: Arc<Catalog>,
+    ready: impl FnOnce(&RunningServer),
+) -> Result<(), ServeError> {
+    until_signalled(async move { start(config, catalog).await }, ready)
+}
+
 /// Connect to the shards of `routes` and route calls to them until SIGTERM
 /// or Ctrl-C (as [`serve_blocking`] serves a catalog).
 pub fn route_blocking(
@@ -513,25 +521,19 @@ pub fn route_blocking(
     options: route::RouteOptions,
     ready: impl FnOnce(&RunningServer),
 ) -> Result<(), ServeError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("fathom-rt")
-        .build()
-        .map_err(ServeError::Runtime)?;
-    let result = runtime.block_on(async move {
-        let signals = Signals::register()?;
-        let router = route::Router::connect(routes, options).await?;
-        let server = start_router(config, Arc::new(router)).await?;
-        ready(&server);
-        server.run_until_signalled(signals).await
-    });
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    result
+    until_signalled(
+        async move {
+            let router = route::Router::connect(routes, options).await?;
+            start_router(config, Arc::new(router)).await
+        },
+        ready,
+    )
 }
 
-pub fn serve_blocking(
-    config: ServeConfig,
-    catalog: Arc<Catalog>,
+/// On a runtime of its own: start what `start` starts, call `ready`, and
+/// run it until SIGTERM or Ctrl-C.
+fn until_signalled(
+    start: impl std::future::Future<Output = Result<RunningServer, ServeError>>,
     ready: impl FnOnce(&RunningServer),
 ) -> Result<(), ServeError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -540,8 +542,9 @@ pub fn serve_blocking(
         .build()
         .map_err(ServeError::Runtime)?;
     let result = runtime.block_on(async move {
+        // Registered before the server says it is ready.
         let signals = Signals::register()?;
-        let server = start(config, catalog).await?;
+        let server = start.await?;
         ready(&server);
         server.run_until_signalled(signals).await
     });
