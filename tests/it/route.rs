@@ -528,3 +528,120 @@ fn routed_answers_match_one_index_and_survive_failures() {
         assert!(r.hits.iter().all(|h| h.id != victim && h.id != other));
     }
 }
+
+/// Shard servers and a router each with tokens of their own, the router
+/// holding a token for the shards; and a federated call over two sharded
+/// indexes with per-index minimums applied after the merge.
+#[test]
+fn a_router_with_tokens_routes_federated_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let vectors = synth::clustered(600, DIM, 4, 5);
+    write_fvecs(&d.join("base.fvecs"), DIM, &vectors).unwrap();
+    for (name, prefix) in [("words", "w"), ("more", "m")] {
+        let ids: String = (0..600).map(|i| format!("{prefix}:{i:04}\n")).collect();
+        std::fs::write(d.join(format!("{name}.txt")), ids).unwrap();
+        let o = fathom(&[
+            "build",
+            "--input",
+            d.join("base.fvecs").to_str().unwrap(),
+            "--ids",
+            d.join(format!("{name}.txt")).to_str().unwrap(),
+            "--shards",
+            "2",
+            "--threads",
+            "2",
+            "--output",
+            &format!("{}/{name}/", d.display()),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let write_secret = |name: &str, text: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    };
+    let shard_tokens = write_secret("shard-tokens", "admin shard-admin-0123456789abcdef\n");
+    let shard_token = write_secret("shard-token", "shard-admin-0123456789abcdef\n");
+    let router_tokens = write_secret("router-tokens", "search caller-search-0123456789ab\n");
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let _shards: Vec<Reaped> = (0..2)
+        .map(|s| {
+            start(&[
+                "serve".into(),
+                "--index".into(),
+                format!("words={}", d.join("words").display()),
+                "--index".into(),
+                format!("more={}", d.join("more").display()),
+                "--shard".into(),
+                s.to_string(),
+                "--tokens".into(),
+                shard_tokens.display().to_string(),
+                "--no-watch".into(),
+                "--metrics-listen".into(),
+                "off".into(),
+                "--listen".into(),
+                format!("127.0.0.1:{}", ports[s]),
+            ])
+        })
+        .collect();
+    let spec = format!("127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1]);
+    let port = free_port();
+    let _router = start(&[
+        "route".into(),
+        "--index".into(),
+        format!("words={spec}"),
+        "--index".into(),
+        format!("more={spec}"),
+        "--shard-token-file".into(),
+        shard_token.display().to_string(),
+        "--tokens".into(),
+        router_tokens.display().to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--metrics-listen".into(),
+        "off".into(),
+    ]);
+    let target = format!("http://127.0.0.1:{port}");
+    let rt = runtime();
+    let connect = |token: Option<&str>| {
+        let security = fathom_server::client::Security {
+            token: token.map(str::to_string),
+            ..Default::default()
+        };
+        rt.block_on(Client::connect_with(
+            &target,
+            Duration::from_secs(5),
+            &security,
+        ))
+        .unwrap()
+    };
+    let request = pb::SearchRequest {
+        indexes: vec!["words".into(), "more".into()],
+        vector: query(3),
+        k: 10,
+        min_per_index: 4,
+        ..Default::default()
+    };
+    match rt.block_on(search(&connect(None), request.clone())) {
+        Err(ClientError::Rpc(s)) => assert_eq!(s.code(), Code::Unauthenticated),
+        r => panic!("a call without a token was answered: {r:?}"),
+    }
+    let r = rt
+        .block_on(search(
+            &connect(Some("caller-search-0123456789ab")),
+            request,
+        ))
+        .unwrap();
+    assert_eq!((r.shards_answered, r.shards_total), (4, 4));
+    assert_eq!(r.hits.len(), 10);
+    for (name, prefix) in [("words", "w:"), ("more", "m:")] {
+        let mine: Vec<_> = r.hits.iter().filter(|h| h.index == name).collect();
+        assert!(mine.len() >= 4, "{name} got {} hits", mine.len());
+        assert!(mine.iter().all(|h| h.id.starts_with(prefix)));
+    }
+    // The same vectors under both names: hits pair up at equal distances.
+    assert!(r.hits.windows(2).all(|w| w[0].distance <= w[1].distance));
+}
