@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The router's costs on this machine, all processes on loopback: Search
 # latency at concurrency 1 through `fathom route` over 4 shards × 2
-# replicas against one `fathom serve` of the whole set; p99 with one
+# replicas against one `fathom serve` of the whole set, and through a
+# router in front of that one server (the cost of the hop); p99 with one
 # replica paused 50 ms of every 500 ms, hedged and not; and 10,000
 # exclusions sent as keys against none. Needs `cargo build --release
 # --example loadgen` and target/release/fathom. Usage: tools/route_bench.sh [DIR]
@@ -45,7 +46,10 @@ route() {
 }
 route 50401 auto
 route 50402 off
-for p in 50400 50401 50402; do wait_port $p; done
+# One hop: a router in front of the one server of the whole set.
+"$fathom" route --index "words=127.0.0.1:50400" --listen 127.0.0.1:50403 --metrics-listen off --hedge-after off 2>"$dir/router-50403.log" &
+pids+=($!)
+for p in 50400 50401 50402 50403; do wait_port $p; done
 
 probe() {  # target, label, extra loadgen flags...
     local target=$1 label=$2; shift 2
@@ -54,6 +58,7 @@ probe() {  # target, label, extra loadgen flags...
         --concurrency 1 --batch 1 --connections 1 --skip-in-process "$@" | grep -E "Search" || true
 }
 probe 50400 "one server, the whole set" --duration "$secs"
+probe 50403 "router in front of that one server (one more hop)" --duration "$secs"
 probe 50401 "router, 4 shards x 2 replicas, hedging auto" --duration "$secs"
 probe 50402 "router, 4 shards x 2 replicas, hedging off" --duration "$secs"
 probe 50400 "one server, the whole set (again)" --duration "$secs"
