@@ -642,6 +642,91 @@ fn a_router_with_tokens_routes_federated_calls() {
         assert!(mine.len() >= 4, "{name} got {} hits", mine.len());
         assert!(mine.iter().all(|h| h.id.starts_with(prefix)));
     }
-    // The same vectors under both names: hits pair up at equal distances.
     assert!(r.hits.windows(2).all(|w| w[0].distance <= w[1].distance));
+
+    // A batch answers each query as the Search it stands for.
+    let caller = connect(Some("caller-search-0123456789ab"));
+    let batch = pb::BatchSearchRequest {
+        indexes: vec!["words".into(), "more".into()],
+        queries: (0..3)
+            .map(|i| pb::Query {
+                vector: query(i),
+                ..Default::default()
+            })
+            .collect(),
+        k: 6,
+        min_per_index: 2,
+        exclude_ids: vec!["w:0001".into()],
+        ..Default::default()
+    };
+    let mut raw = caller.raw();
+    let answers = rt.block_on(raw.batch_search(batch)).unwrap().into_inner();
+    assert_eq!(answers.results.len(), 3);
+    for (i, got) in answers.results.iter().enumerate() {
+        let one = pb::SearchRequest {
+            indexes: vec!["words".into(), "more".into()],
+            vector: query(i),
+            k: 6,
+            min_per_index: 2,
+            exclude_ids: vec!["w:0001".into()],
+            ..Default::default()
+        };
+        let want = rt.block_on(search(&caller, one)).unwrap();
+        let ids = |r: &pb::SearchResponse| r.hits.iter().map(|h| h.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(got), ids(&want));
+        assert_eq!(got.shards_answered, 4);
+    }
+
+    // Diversity after the merge: over every item as candidates, the
+    // router's picks are those of the sharded folder searched in process.
+    let vector = query(5)
+        .iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let words = d.join("words");
+    let want = ids_of(&[
+        "search",
+        words.to_str().unwrap(),
+        "--vector",
+        &vector,
+        "-k",
+        "6",
+        "--ef",
+        "600",
+        "--diversity",
+        "0.5",
+        "--candidates",
+        "600",
+        "--json",
+    ]);
+    let diverse = pb::SearchRequest {
+        index: "words".into(),
+        vector: query(5),
+        k: 6,
+        ef: 600,
+        diversity: 0.5,
+        candidates: 600,
+        ..Default::default()
+    };
+    let got: Vec<String> = rt
+        .block_on(search(&caller, diverse))
+        .unwrap()
+        .hits
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(got, want);
+    let nearest = ids_of(&[
+        "search",
+        words.to_str().unwrap(),
+        "--vector",
+        &vector,
+        "-k",
+        "6",
+        "--ef",
+        "600",
+        "--json",
+    ]);
+    assert_ne!(got, nearest, "diversity changed nothing");
 }
