@@ -1,0 +1,564 @@
+//! The router's gRPC service: each call fanned out to its shards, and the
+//! answers merged and picked as one index over the union would answer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use fathom_engine::distance::Kernel;
+use fathom_engine::shards::shard_of;
+use fathom_engine::topk::{self, Hit, Pick, UNCAPPED};
+use futures_util::future::join_all;
+use tonic::{Code, Request, Response, Status};
+
+use super::replica;
+use super::{Hedge, RoutedIndex, Router};
+use crate::metrics::Metrics;
+use crate::proto as pb;
+
+/// The gRPC service of a router.
+#[derive(Clone)]
+pub struct RouterService {
+    pub(crate) router: Arc<Router>,
+}
+
+/// One shard's part of a call: its hits, or nothing when it did not answer.
+struct ShardAnswer {
+    owner: u32,
+    shard: usize,
+    hits: Option<Vec<pb::Hit>>,
+}
+
+impl RouterService {
+    fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.router.metrics.get()
+    }
+
+    /// One routed search, from its request and deadline.
+    async fn search_one(
+        &self,
+        mut req: pb::SearchRequest,
+        deadline: Instant,
+    ) -> Result<pb::SearchResponse, Status> {
+        let names: Vec<String> = match (req.index.is_empty(), req.indexes.is_empty()) {
+            (false, true) => vec![std::mem::take(&mut req.index)],
+            (true, false) => std::mem::take(&mut req.indexes),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "set exactly one of index and indexes",
+                ))
+            }
+        };
+        let federated = names.len() > 1 || !req.indexes.is_empty();
+        let targets: Vec<Arc<RoutedIndex>> = names
+            .iter()
+            .map(|n| self.router.index(n).cloned())
+            .collect::<Result<_, _>>()?;
+        if req.k == 0 {
+            return Err(Status::invalid_argument("k must be at least 1"));
+        }
+        let k = req.k as usize;
+        // Seeds by id: their stored vectors, from the first index holding
+        // each, sent to every shard as vectors; the seeds themselves are
+        // never returned.
+        let mut seed_keys = Vec::new();
+        for (ids, into) in [
+            (
+                std::mem::take(&mut req.positive_ids),
+                &mut req.positive_vectors,
+            ),
+            (
+                std::mem::take(&mut req.negative_ids),
+                &mut req.negative_vectors,
+            ),
+        ] {
+            for id in ids {
+                let vector = self.seed_vector(&targets, &id, deadline).await?;
+                into.push(pb::Query {
+                    vector,
+                    ..pb::Query::default()
+                });
+                seed_keys.push(fathom_engine::shards::key(&id));
+            }
+        }
+        // Exclusions travel as keys, hashed once here.
+        let mut keys = crate::client::keys(&std::mem::take(&mut req.exclude_ids));
+        keys.extend(seed_keys);
+        req.exclude_keys.extend(keys);
+        // Group caps and diversity are applied after the merge, over every
+        // shard's candidates.
+        let group_by = std::mem::take(&mut req.group_by);
+        let group_size = std::mem::take(&mut req.group_size) as usize;
+        let diversity = std::mem::take(&mut req.diversity);
+        let wide = !group_by.is_empty() || diversity > 0.0;
+        let fetch = if wide {
+            match req.candidates {
+                0 => 4 * k,
+                c => c as usize,
+            }
+        } else {
+            k
+        };
+        let with_attributes = req.with_attributes;
+        req.with_attributes = with_attributes || !group_by.is_empty();
+        req.k = fetch as u32;
+        req.candidates = 0;
+        let min_per_index = std::mem::take(&mut req.min_per_index) as usize;
+        let require_complete = req.require_complete;
+
+        let mut calls = Vec::new();
+        for (owner, index) in targets.iter().enumerate() {
+            for (s, group) in index.groups.iter().enumerate() {
+                let mut r = req.clone();
+                r.index = index.name.clone();
+                calls.push(async move {
+                    let (result, attempts) = group
+                        .call(deadline, self.router.options.hedge, |mut c| {
+                            let mut call = Request::new(r.clone());
+                            call.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                            async move { c.search(call).await.map(|resp| resp.into_inner().hits) }
+                        })
+                        .await;
+                    if let Some(m) = self.metrics() {
+                        m.shard_call(attempts.retries, attempts.hedged);
+                    }
+                    (owner as u32, s, result)
+                });
+            }
+        }
+        let total = calls.len() as u32;
+        let mut answers = Vec::with_capacity(calls.len());
+        for (owner, shard, result) in join_all(calls).await {
+            match result {
+                Ok(hits) => answers.push(ShardAnswer {
+                    owner,
+                    shard,
+                    hits: Some(hits),
+                }),
+                // A shard that could not be reached in time leaves the
+                // call partial; anything else (a bad filter) is the call's.
+                Err(s) if s.code() == Code::DeadlineExceeded || replica::retryable(&s) => {
+                    tracing::warn!(index = %targets[owner as usize].name, shard, status = %s, "no replica of the shard answered: a partial answer");
+                    answers.push(ShardAnswer {
+                        owner,
+                        shard,
+                        hits: None,
+                    });
+                }
+                Err(s) => return Err(s),
+            }
+        }
+        let answered = answers.iter().filter(|a| a.hits.is_some()).count() as u32;
+        if answered < total {
+            if let Some(m) = self.metrics() {
+                m.partial_answer(&names.join(","));
+            }
+            if require_complete || answered == 0 {
+                return Err(Status::unavailable(format!(
+                    "{answered} of {total} shards answered in time (require_complete)"
+                )));
+            }
+        }
+        let lists: Vec<&[pb::Hit]> = answers
+            .iter()
+            .map(|a| a.hits.as_deref().unwrap_or(&[]))
+            .collect();
+        let candidates = topk::merge(
+            &lists
+                .iter()
+                .enumerate()
+                .map(|(source, hits)| {
+                    hits.iter()
+                        .enumerate()
+                        .map(|(node, h)| Hit {
+                            source: source as u32,
+                            node: node as u32,
+                            distance: h.distance,
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>(),
+        );
+        let hit_of = |h: &Hit| &lists[h.source as usize][h.node as usize];
+        let owners: Vec<u32> = answers.iter().map(|a| a.owner).collect();
+        let groups = (!group_by.is_empty()).then(|| number_groups(&candidates, &hit_of, &group_by));
+        let vectors = if diversity > 0.0 {
+            Some(
+                self.candidate_vectors(&targets, &answers, &candidates, &hit_of, deadline)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let metric = targets[0].metric;
+        let kernel = Kernel::<f32>::new(metric);
+        let between = |a: usize, b: usize| match &vectors {
+            Some(v) => kernel.distance(&v[a], &v[b]),
+            None => 0.0,
+        };
+        let picked = topk::pick(
+            &candidates,
+            &Pick {
+                k,
+                sources: targets.len(),
+                owners: &owners,
+                min_per_source: min_per_index,
+                group: groups.as_deref().map(|g| (g, group_size.max(1))),
+                mmr: (diversity > 0.0).then_some((1.0 - diversity, between)),
+            },
+        );
+        let hits = picked
+            .iter()
+            .map(|h| {
+                let mut hit = hit_of(h).clone();
+                hit.index = if federated {
+                    targets[answers[h.source as usize].owner as usize]
+                        .name
+                        .clone()
+                } else {
+                    String::new()
+                };
+                if !with_attributes {
+                    hit.attributes_json.clear();
+                }
+                hit
+            })
+            .collect();
+        Ok(pb::SearchResponse {
+            hits,
+            shards_total: total,
+            shards_answered: answered,
+        })
+    }
+
+    /// The stored vector of seed `id`: from the first of `targets` holding
+    /// it, asked of its owning shard.
+    async fn seed_vector(
+        &self,
+        targets: &[Arc<RoutedIndex>],
+        id: &str,
+        deadline: Instant,
+    ) -> Result<Vec<f32>, Status> {
+        for index in targets {
+            match self
+                .get_from_shard(
+                    index,
+                    shard_of(id, index.groups.len() as u32) as usize,
+                    vec![id.to_string()],
+                    deadline,
+                )
+                .await
+            {
+                Ok(mut items) if !items.is_empty() => return Ok(items.swap_remove(0).vector),
+                Ok(_) => {}
+                Err(s) if s.code() == Code::NotFound => {}
+                Err(s) => return Err(s),
+            }
+        }
+        Err(Status::not_found(format!("no item {id:?} in this index")))
+    }
+
+    async fn get_from_shard(
+        &self,
+        index: &RoutedIndex,
+        shard: usize,
+        ids: Vec<String>,
+        deadline: Instant,
+    ) -> Result<Vec<pb::Item>, Status> {
+        let name = index.name.clone();
+        index.groups[shard]
+            .call(deadline, self.router.options.hedge, |mut c| {
+                let mut call = Request::new(pb::GetItemsRequest {
+                    index: name.clone(),
+                    ids: ids.clone(),
+                });
+                call.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                async move { c.get_items(call).await.map(|r| r.into_inner().items) }
+            })
+            .await
+            .0
+    }
+
+    /// The stored vectors of the candidates, by candidate position (for
+    /// diversity), fetched from the shards that returned them.
+    async fn candidate_vectors<'h>(
+        &self,
+        targets: &[Arc<RoutedIndex>],
+        answers: &[ShardAnswer],
+        candidates: &[Hit],
+        hit_of: &impl Fn(&Hit) -> &'h pb::Hit,
+        deadline: Instant,
+    ) -> Result<Vec<Vec<f32>>, Status> {
+        let mut by_source: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (at, c) in candidates.iter().enumerate() {
+            by_source.entry(c.source).or_default().push(at);
+        }
+        let fetches = by_source.iter().map(|(source, ats)| {
+            let a = &answers[*source as usize];
+            let ids: Vec<String> = ats
+                .iter()
+                .map(|&at| hit_of(&candidates[at]).id.clone())
+                .collect();
+            let index = &targets[a.owner as usize];
+            async move {
+                (
+                    ats,
+                    self.get_from_shard(index, a.shard, ids, deadline).await,
+                )
+            }
+        });
+        let mut vectors = vec![Vec::new(); candidates.len()];
+        for (ats, items) in join_all(fetches).await {
+            for (&at, item) in ats.iter().zip(items?) {
+                vectors[at] = item.vector;
+            }
+        }
+        Ok(vectors)
+    }
+}
+
+/// Each candidate's group: the number of its value of keyword field
+/// `field` in its attributes ([`UNCAPPED`] without one).
+fn number_groups<'h>(
+    candidates: &[Hit],
+    hit_of: &impl Fn(&Hit) -> &'h pb::Hit,
+    field: &str,
+) -> Vec<u32> {
+    let mut numbers: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    candidates
+        .iter()
+        .map(|c| {
+            let value = serde_json::from_str::<serde_json::Value>(&hit_of(c).attributes_json)
+                .ok()
+                .and_then(|v| match v.get(field) {
+                    Some(serde_json::Value::String(s)) => Some(s.clone()),
+                    Some(serde_json::Value::Bool(b)) => Some(b.to_string()),
+                    _ => None,
+                });
+            match value {
+                Some(v) => {
+                    let next = numbers.len() as u32;
+                    *numbers.entry(v).or_insert(next)
+                }
+                None => UNCAPPED,
+            }
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl pb::retrieval_server::Retrieval for RouterService {
+    async fn search(
+        &self,
+        request: Request<pb::SearchRequest>,
+    ) -> Result<Response<pb::SearchResponse>, Status> {
+        let deadline = self.router.deadline(&request);
+        self.search_one(request.into_inner(), deadline)
+            .await
+            .map(Response::new)
+    }
+
+    async fn batch_search(
+        &self,
+        request: Request<pb::BatchSearchRequest>,
+    ) -> Result<Response<pb::BatchSearchResponse>, Status> {
+        let deadline = self.router.deadline(&request);
+        let b = request.into_inner();
+        // Each query as the Search it stands for, all at once.
+        let queries = b.queries.iter().map(|q| {
+            let mut exclude_ids = b.exclude_ids.clone();
+            exclude_ids.extend(q.exclude_ids.iter().cloned());
+            let mut exclude_keys = b.exclude_keys.clone();
+            exclude_keys.extend(q.exclude_keys.iter().copied());
+            self.search_one(
+                pb::SearchRequest {
+                    index: b.index.clone(),
+                    indexes: b.indexes.clone(),
+                    vector: q.vector.clone(),
+                    k: b.k,
+                    ef: b.ef,
+                    filter: if q.filter.is_empty() {
+                        b.filter.clone()
+                    } else {
+                        q.filter.clone()
+                    },
+                    positive_ids: q.positive_ids.clone(),
+                    negative_ids: q.negative_ids.clone(),
+                    positive_vectors: q.positive_vectors.clone(),
+                    negative_vectors: q.negative_vectors.clone(),
+                    strategy: b.strategy,
+                    exclude_ids,
+                    min_per_index: b.min_per_index,
+                    diversity: b.diversity,
+                    candidates: b.candidates,
+                    group_by: b.group_by.clone(),
+                    group_size: b.group_size,
+                    with_attributes: b.with_attributes,
+                    require_complete: b.require_complete,
+                    exclude_keys,
+                },
+                deadline,
+            )
+        });
+        let results = join_all(queries)
+            .await
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.map_err(|s| Status::new(s.code(), format!("query {i}: {}", s.message())))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::new(pb::BatchSearchResponse { results }))
+    }
+
+    async fn get_items(
+        &self,
+        request: Request<pb::GetItemsRequest>,
+    ) -> Result<Response<pb::GetItemsResponse>, Status> {
+        let deadline = self.router.deadline(&request);
+        let req = request.into_inner();
+        let index = self.router.index(&req.index)?;
+        let n = index.groups.len() as u32;
+        let mut by_shard: BTreeMap<usize, Vec<(usize, String)>> = BTreeMap::new();
+        for (at, id) in req.ids.into_iter().enumerate() {
+            by_shard
+                .entry(shard_of(&id, n) as usize)
+                .or_default()
+                .push((at, id));
+        }
+        let count = by_shard.values().map(Vec::len).sum();
+        let fetches = by_shard.into_iter().map(|(shard, wanted)| async move {
+            let ids = wanted.iter().map(|(_, id)| id.clone()).collect();
+            let items = self.get_from_shard(index, shard, ids, deadline).await;
+            (wanted, items)
+        });
+        let mut items: Vec<Option<pb::Item>> = vec![None; count];
+        for (wanted, got) in join_all(fetches).await {
+            for ((at, _), item) in wanted.iter().zip(got?) {
+                items[*at] = Some(item);
+            }
+        }
+        Ok(Response::new(pb::GetItemsResponse {
+            items: items.into_iter().flatten().collect(),
+        }))
+    }
+
+    async fn list_indexes(
+        &self,
+        request: Request<pb::ListIndexesRequest>,
+    ) -> Result<Response<pb::ListIndexesResponse>, Status> {
+        let deadline = self.router.deadline(&request);
+        let mut out = Vec::new();
+        for index in self.router.indexes.values() {
+            let infos = join_all(index.groups.iter().map(|g| {
+                g.call(deadline, Hedge::Off, |mut c| async move {
+                    let mut call = Request::new(pb::ListIndexesRequest {});
+                    call.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                    c.list_indexes(call).await.map(|r| r.into_inner().indexes)
+                })
+            }))
+            .await;
+            // The whole index: `shard`/`shards` describe one shard of a
+            // server, so they stay 0 here, and `path` says what is routed.
+            let replicas: usize = index.groups.iter().map(|g| g.replicas.len()).sum();
+            let mut info = pb::IndexInfo {
+                name: index.name.clone(),
+                dim: index.dim,
+                metric: index.metric.name().into(),
+                path: format!(
+                    "routed over {} shards ({replicas} replicas)",
+                    index.groups.len()
+                ),
+                ..pb::IndexInfo::default()
+            };
+            for (list, _) in infos {
+                let Some(i) = list
+                    .ok()
+                    .and_then(|l| l.into_iter().find(|i| i.name == index.name))
+                else {
+                    info.last_reload_error = "a shard did not answer ListIndexes".into();
+                    continue;
+                };
+                info.count += i.count;
+                info.deleted += i.deleted;
+                info.file_bytes += i.file_bytes;
+                if info.storage.is_empty() {
+                    info.storage = i.storage;
+                    info.fields = i.fields;
+                    info.default_ef = i.default_ef;
+                    info.format_version = i.format_version;
+                    info.built_by = i.built_by;
+                    info.built_at_unix_s = i.built_at_unix_s;
+                }
+            }
+            out.push(info);
+        }
+        Ok(Response::new(pb::ListIndexesResponse { indexes: out }))
+    }
+
+    async fn reload(
+        &self,
+        _request: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
+        Err(Status::unimplemented(
+            "a router serves no files: reload the shard servers",
+        ))
+    }
+
+    /// Deletes go to every replica of the owning shard; the call succeeds
+    /// when all of them confirm. Deletes are idempotent: a caller told
+    /// UNAVAILABLE retries the same call.
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let deadline = self.router.deadline(&request);
+        let req = request.into_inner();
+        let index = self.router.index(&req.index)?;
+        let n = index.groups.len() as u32;
+        let mut by_shard: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for id in req.ids {
+            by_shard
+                .entry(shard_of(&id, n) as usize)
+                .or_default()
+                .push(id);
+        }
+        let calls = by_shard.into_iter().map(|(shard, ids)| {
+            let name = index.name.clone();
+            async move {
+                index.groups[shard]
+                    .call_all(|mut c| {
+                        let mut call = Request::new(pb::DeleteRequest {
+                            index: name.clone(),
+                            ids: ids.clone(),
+                        });
+                        call.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                        async move { c.delete(call).await.map(|r| r.into_inner()) }
+                    })
+                    .await
+            }
+        });
+        let mut out = pb::DeleteResponse::default();
+        let mut failed = Vec::new();
+        for (ok, bad) in join_all(calls).await {
+            // Every replica of a shard holds the same items: one's count
+            // stands for the shard.
+            if let Some(first) = ok.first() {
+                out.deleted += first.deleted;
+                out.unknown.extend(first.unknown.iter().cloned());
+            }
+            failed.extend(bad);
+        }
+        if !failed.is_empty() {
+            let names: Vec<String> = failed
+                .iter()
+                .map(|(a, s)| format!("{a} ({})", s.message()))
+                .collect();
+            return Err(Status::unavailable(format!(
+                "the delete was not confirmed by {}; deletes are idempotent: retry the call",
+                names.join(", ")
+            )));
+        }
+        Ok(Response::new(out))
+    }
+}
