@@ -599,6 +599,8 @@ fn a_router_with_tokens_routes_federated_calls() {
         shard_token.display().to_string(),
         "--tokens".into(),
         router_tokens.display().to_string(),
+        "--max-batch".into(),
+        "8".into(),
         "--listen".into(),
         format!("127.0.0.1:{port}"),
         "--metrics-listen".into(),
@@ -675,6 +677,27 @@ fn a_router_with_tokens_routes_federated_calls() {
         let ids = |r: &pb::SearchResponse| r.hits.iter().map(|h| h.id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(got), ids(&want));
         assert_eq!(got.shards_answered, 4);
+    }
+
+    // The router's own caps are checked before anything fans out: a
+    // batch over --max-batch never reaches a shard.
+    let too_big = pb::BatchSearchRequest {
+        index: "words".into(),
+        queries: (0..9)
+            .map(|i| pb::Query {
+                vector: query(i),
+                ..Default::default()
+            })
+            .collect(),
+        k: 5,
+        ..Default::default()
+    };
+    match rt.block_on(raw.batch_search(too_big)) {
+        Err(s) => {
+            assert_eq!(s.code(), Code::InvalidArgument);
+            assert!(s.message().contains("batch size"), "{}", s.message());
+        }
+        Ok(_) => panic!("a batch over --max-batch was routed"),
     }
 
     // Diversity after the merge: over every item as candidates, the

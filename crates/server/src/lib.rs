@@ -305,6 +305,7 @@ async fn start_with(
             routes.add_service(
                 pb::retrieval_server::RetrievalServer::new(route::RouterService {
                     router: Arc::clone(router),
+                    limits: config.limits.clone(),
                 })
                 .max_decoding_message_size(config.limits.max_message_bytes)
                 .max_encoding_message_size(usize::MAX),

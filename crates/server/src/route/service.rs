@@ -20,6 +20,18 @@ use crate::proto as pb;
 #[derive(Clone)]
 pub struct RouterService {
     pub(crate) router: Arc<Router>,
+    /// The router's own caps, checked before any fan-out: a call is sent
+    /// to every shard (and a batch as one call per query), so what a shard
+    /// would refuse must be refused here before it is multiplied.
+    pub(crate) limits: crate::Limits,
+}
+
+/// INVALID_ARGUMENT past a cap, as a server words it.
+fn check(what: &'static str, value: usize, limit: usize) -> Result<(), Status> {
+    if value > limit {
+        return Err(crate::status::RequestError::OverLimit { what, value, limit }.into());
+    }
+    Ok(())
 }
 
 /// One shard's part of a call: its hits, or nothing when it did not answer.
@@ -58,6 +70,23 @@ impl RouterService {
             return Err(Status::invalid_argument("k must be at least 1"));
         }
         let k = req.k as usize;
+        let limits = &self.limits;
+        check("k", k, limits.max_k)?;
+        check("ef", req.ef as usize, limits.max_ef)?;
+        check("candidates", req.candidates as usize, limits.max_k)?;
+        check(
+            "exclude_ids and exclude_keys",
+            req.exclude_ids.len() + req.exclude_keys.len(),
+            limits.max_exclusions,
+        )?;
+        check(
+            "examples",
+            req.positive_ids.len()
+                + req.negative_ids.len()
+                + req.positive_vectors.len()
+                + req.negative_vectors.len(),
+            limits.max_examples,
+        )?;
         // Seeds by id: their stored vectors, from the first index holding
         // each, sent to every shard as vectors; the seeds themselves are
         // never returned.
@@ -364,6 +393,7 @@ impl pb::retrieval_server::Retrieval for RouterService {
     ) -> Result<Response<pb::BatchSearchResponse>, Status> {
         let deadline = self.router.deadline(&request);
         let b = request.into_inner();
+        check("batch size", b.queries.len(), self.limits.max_batch)?;
         // Each query as the Search it stands for, all at once.
         let queries = b.queries.iter().map(|q| {
             let mut exclude_ids = b.exclude_ids.clone();
@@ -417,6 +447,7 @@ impl pb::retrieval_server::Retrieval for RouterService {
     ) -> Result<Response<pb::GetItemsResponse>, Status> {
         let deadline = self.router.deadline(&request);
         let req = request.into_inner();
+        check("ids", req.ids.len(), self.limits.max_batch)?;
         let index = self.router.index(&req.index)?;
         let n = index.groups.len() as u32;
         let mut by_shard: BTreeMap<usize, Vec<(usize, String)>> = BTreeMap::new();
@@ -514,6 +545,7 @@ impl pb::retrieval_server::Retrieval for RouterService {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let deadline = self.router.deadline(&request);
         let req = request.into_inner();
+        check("ids", req.ids.len(), self.limits.max_exclusions)?;
         let index = self.router.index(&req.index)?;
         let n = index.groups.len() as u32;
         let mut by_shard: BTreeMap<usize, Vec<String>> = BTreeMap::new();
