@@ -38,6 +38,10 @@ pub struct Args {
     /// A file holding the token sent to the shard servers.
     #[arg(long, value_name = "FILE", help_heading = "Shards")]
     shard_token_file: Option<PathBuf>,
+    /// HTTP/2 connections to each replica, taken in turn: a server lets
+    /// one connection hold --max-calls-per-connection calls (64) at once.
+    #[arg(long, default_value_t = 4, help_heading = "Shards")]
+    shard_connections: usize,
     #[command(flatten)]
     flags: ServeFlags,
 }
@@ -90,6 +94,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         shard_security,
         default_timeout: a.default_timeout,
         learn_timeout: a.shard_wait,
+        connections_per_replica: a.shard_connections.max(1),
         ..RouteOptions::default()
     };
     let config = a.flags.config()?;

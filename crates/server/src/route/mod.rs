@@ -37,6 +37,8 @@ pub struct RouteOptions {
     /// How long start-up waits for a replica of every shard to say which
     /// shard it serves.
     pub learn_timeout: Duration,
+    /// HTTP/2 connections to each replica, taken in turn.
+    pub connections_per_replica: usize,
 }
 
 impl Default for RouteOptions {
@@ -50,6 +52,8 @@ impl Default for RouteOptions {
             default_timeout: Duration::from_secs(2),
             health_interval: Duration::from_secs(1),
             learn_timeout: Duration::from_secs(60),
+            // 4 × a server's default 64 calls per connection.
+            connections_per_replica: 4,
         }
     }
 }

@@ -38,7 +38,11 @@ pub enum Hedge {
 /// One replica of a shard.
 pub struct Replica {
     pub addr: String,
-    client: Client,
+    /// Several connections, taken in turn: a server caps the calls one
+    /// connection may hold at once (`--max-calls-per-connection`), and a
+    /// router carries many callers' calls to each replica.
+    clients: Vec<Client>,
+    next: AtomicUsize,
     outstanding: AtomicUsize,
     up: AtomicBool,
     /// Until when the replica is passed over: a hedge answered before it
@@ -51,10 +55,13 @@ pub struct Replica {
 const SLOW_PENALTY: Duration = Duration::from_millis(100);
 
 impl Replica {
-    pub fn new(addr: String, client: Client) -> Replica {
+    /// A replica reached through `clients` (at least one).
+    pub fn new(addr: String, clients: Vec<Client>) -> Replica {
+        assert!(!clients.is_empty(), "a replica needs a connection");
         Replica {
             addr,
-            client,
+            clients,
+            next: AtomicUsize::new(0),
             outstanding: AtomicUsize::new(0),
             // Until a health check says otherwise.
             up: AtomicBool::new(true),
@@ -66,8 +73,10 @@ impl Replica {
         self.slow_until.lock().is_some_and(|t| t > now)
     }
 
+    /// The next of the replica's connections.
     pub fn client(&self) -> &Client {
-        &self.client
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.clients[i % self.clients.len()]
     }
 
     pub fn is_up(&self) -> bool {

@@ -44,16 +44,20 @@ impl Router {
             for addrs in &route.shards {
                 let mut replicas = Vec::new();
                 for addr in addrs {
-                    let client = Client::connect_lazy(
-                        addr,
-                        options.connect_timeout,
-                        &options.shard_security,
-                    )
-                    .map_err(|e| RouteError::Client {
-                        addr: addr.clone(),
-                        reason: e.to_string(),
-                    })?;
-                    replicas.push(Arc::new(Replica::new(addr.clone(), client)));
+                    let clients = (0..options.connections_per_replica.max(1))
+                        .map(|_| {
+                            Client::connect_lazy(
+                                addr,
+                                options.connect_timeout,
+                                &options.shard_security,
+                            )
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| RouteError::Client {
+                            addr: addr.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    replicas.push(Arc::new(Replica::new(addr.clone(), clients)));
                 }
                 groups.push(ShardGroup::new(replicas));
             }
