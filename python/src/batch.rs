@@ -15,6 +15,9 @@ fn cores() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// Most threads one call may ask for: each is an OS thread of its own.
+const MAX_THREADS: usize = 1024;
+
 /// Threads for a batch of `n`: `None` is every core; never more than `n`.
 pub fn threads_for(threads: Option<usize>, n: usize) -> Result<usize, Error> {
     let threads = match threads {
@@ -22,6 +25,11 @@ pub fn threads_for(threads: Option<usize>, n: usize) -> Result<usize, Error> {
             return Err(Error::InvalidArgument(
                 "threads must be at least 1 (or None for every core)".into(),
             ))
+        }
+        Some(t) if t > MAX_THREADS => {
+            return Err(Error::InvalidArgument(format!(
+                "threads = {t} is more than {MAX_THREADS}; None uses every core"
+            )))
         }
         Some(t) => t,
         None if n <= 1 => 1,

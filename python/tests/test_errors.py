@@ -50,6 +50,8 @@ def test_bad_arguments(index, data):
     q = data[1][:2]
     with pytest.raises(ValueError, match="threads must be at least 1"):
         index.search(q, threads=0)
+    with pytest.raises(ValueError, match="more than 1024"):
+        index.search(q, threads=10**6)
     with pytest.raises(ValueError, match="1-D"):
         index.search(np.zeros((2, 2, 32), np.float32))
     with pytest.raises(ValueError, match="float32"):

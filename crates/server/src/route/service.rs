@@ -52,6 +52,9 @@ impl RouterService {
         mut req: pb::SearchRequest,
         deadline: Instant,
     ) -> Result<pb::SearchResponse, Status> {
+        // Hits name their index when the call named its indexes in
+        // `indexes`, as a server's do.
+        let federated = !req.indexes.is_empty();
         let names: Vec<String> = match (req.index.is_empty(), req.indexes.is_empty()) {
             (false, true) => vec![std::mem::take(&mut req.index)],
             (true, false) => std::mem::take(&mut req.indexes),
@@ -61,7 +64,6 @@ impl RouterService {
                 ))
             }
         };
-        let federated = names.len() > 1 || !req.indexes.is_empty();
         let targets: Vec<Arc<RoutedIndex>> = names
             .iter()
             .map(|n| self.router.index(n).cloned())
