@@ -32,6 +32,9 @@ pub struct Args {
     /// How long start-up waits for every shard to answer ListIndexes.
     #[arg(long, default_value = "60s", value_parser = humantime_duration)]
     shard_wait: Duration,
+    /// How often every replica's health is checked.
+    #[arg(long, default_value = "1s", value_parser = humantime_duration)]
+    health_interval: Duration,
     /// PEM of the CA of the shard servers' certificates (TLS toward them).
     #[arg(long, value_name = "FILE", help_heading = "Shards")]
     shard_tls_ca: Option<PathBuf>,
@@ -94,6 +97,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         shard_security,
         default_timeout: a.default_timeout,
         learn_timeout: a.shard_wait,
+        health_interval: a.health_interval.max(Duration::from_millis(10)),
         connections_per_replica: a.shard_connections.max(1),
         ..RouteOptions::default()
     };

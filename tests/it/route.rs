@@ -135,6 +135,8 @@ impl Cluster {
             "off".into(),
             "--hedge-after".into(),
             hedge.into(),
+            "--health-interval".into(),
+            "200ms".into(),
         ]);
         c.target = format!("http://127.0.0.1:{port}");
         c
@@ -475,8 +477,8 @@ fn routed_answers_match_one_index_and_survive_failures() {
             let mut old = cluster.replicas[s][r].take().unwrap();
             let _ = old.wait();
             cluster.replicas[s][r] = Some(start(&cluster.replica_args(s, r)));
-            // The router's next health check finds it serving.
-            std::thread::sleep(Duration::from_millis(1200));
+            // The router's next health check (every 200 ms) finds it serving.
+            std::thread::sleep(Duration::from_millis(400));
         }
     }
     stop.store(true, Ordering::Relaxed);
