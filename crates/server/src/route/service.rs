@@ -28,10 +28,14 @@ pub struct RouterService {
 
 /// INVALID_ARGUMENT past a cap, as a server words it.
 fn check(what: &'static str, value: usize, limit: usize) -> Result<(), Status> {
-    if value > limit {
-        return Err(crate::status::RequestError::OverLimit { what, value, limit }.into());
-    }
-    Ok(())
+    crate::service::checks::check_limit(what, value, limit).map_err(Status::from)
+}
+
+/// A shard call's request, carrying what is left of the call's deadline.
+fn shard_request<T>(message: T, deadline: Instant) -> Request<T> {
+    let mut call = Request::new(message);
+    call.set_timeout(deadline.saturating_duration_since(Instant::now()));
+    call
 }
 
 /// One shard's part of a call: its hits, or nothing when it did not answer.
@@ -103,13 +107,17 @@ impl RouterService {
                 &mut req.negative_vectors,
             ),
         ] {
-            for id in ids {
-                let vector = self.seed_vector(&targets, &id, deadline).await?;
+            // Fetched all at once: each is a call to its own shard.
+            let fetched = join_all(
+                ids.iter()
+                    .map(|id| self.seed_vector(&targets, id, deadline)),
+            );
+            for (id, vector) in ids.iter().zip(fetched.await) {
                 into.push(pb::Query {
-                    vector,
+                    vector: vector?,
                     ..pb::Query::default()
                 });
-                seed_keys.push(fathom_engine::shards::key(&id));
+                seed_keys.push(fathom_engine::shards::key(id));
             }
         }
         // Exclusions travel as keys, hashed once here.
@@ -145,8 +153,7 @@ impl RouterService {
                 calls.push(async move {
                     let (result, attempts) = group
                         .call(deadline, self.router.options.hedge, |mut c| {
-                            let mut call = Request::new(r.clone());
-                            call.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                            let call = shard_request(r.clone(), deadline);
                             async move { c.search(call).await.map(|resp| resp.into_inner().hits) }
                         })
                         .await;
@@ -185,8 +192,13 @@ impl RouterService {
                 m.partial_answer(&names.join(","));
             }
             if require_complete || answered == 0 {
+                let why = if require_complete {
+                    " (require_complete)"
+                } else {
+                    ""
+                };
                 return Err(Status::unavailable(format!(
-                    "{answered} of {total} shards answered in time (require_complete)"
+                    "{answered} of {total} shards answered in time{why}"
                 )));
             }
         }
@@ -299,11 +311,13 @@ impl RouterService {
         let name = index.name.clone();
         index.groups[shard]
             .call(deadline, self.router.options.hedge, |mut c| {
-                let mut call = Request::new(pb::GetItemsRequest {
-                    index: name.clone(),
-                    ids: ids.clone(),
-                });
-                call.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                let call = shard_request(
+                    pb::GetItemsRequest {
+                        index: name.clone(),
+                        ids: ids.clone(),
+                    },
+                    deadline,
+                );
                 async move { c.get_items(call).await.map(|r| r.into_inner().items) }
             })
             .await
@@ -485,8 +499,7 @@ impl pb::retrieval_server::Retrieval for RouterService {
         for index in self.router.indexes.values() {
             let infos = join_all(index.groups.iter().map(|g| {
                 g.call(deadline, Hedge::Off, |mut c| async move {
-                    let mut call = Request::new(pb::ListIndexesRequest {});
-                    call.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                    let call = shard_request(pb::ListIndexesRequest {}, deadline);
                     c.list_indexes(call).await.map(|r| r.into_inner().indexes)
                 })
             }))
@@ -562,11 +575,13 @@ impl pb::retrieval_server::Retrieval for RouterService {
             async move {
                 index.groups[shard]
                     .call_all(|mut c| {
-                        let mut call = Request::new(pb::DeleteRequest {
-                            index: name.clone(),
-                            ids: ids.clone(),
-                        });
-                        call.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                        let call = shard_request(
+                            pb::DeleteRequest {
+                                index: name.clone(),
+                                ids: ids.clone(),
+                            },
+                            deadline,
+                        );
                         async move { c.delete(call).await.map(|r| r.into_inner()) }
                     })
                     .await

@@ -87,7 +87,7 @@ impl Checked {
     }
 }
 
-pub(super) fn check_limit(
+pub(crate) fn check_limit(
     what: &'static str,
     value: usize,
     limit: usize,

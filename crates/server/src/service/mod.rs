@@ -8,7 +8,7 @@
 //! - `search`: a checked Search or BatchSearch run on the search threads
 //! - `deadline`: the call's deadline, cancellation and timing record
 
-mod checks;
+pub(crate) mod checks;
 mod convert;
 pub(crate) mod deadline;
 mod handlers;
