@@ -7,7 +7,6 @@
 
 use crate::common;
 
-use std::io::BufRead;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -25,7 +24,8 @@ const DIM: usize = 12;
 
 /// A `fathom serve` process, killed when dropped.
 pub(crate) struct Server {
-    pub child: Reaped,
+    /// Held for its drop, which kills the process.
+    _process: Reaped,
     pub target: String,
     metrics: String,
 }
@@ -86,36 +86,13 @@ pub(crate) fn serve_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         .spawn()
         .unwrap();
     // Killed on drop, also when this function panics.
-    let mut server = Server {
-        child: Reaped(child),
-        target: String::new(),
-        metrics: String::new(),
-    };
-    let stderr = server.child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for l in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(l);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let field = |line: &str, key: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .map(str::to_string)
-    };
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).expect("the server never listened");
-        if line.contains("listening") {
-            let grpc = field(&line, "grpc=").expect("grpc address");
-            server.target = format!("http://{grpc}");
-            server.metrics = field(&line, "metrics=").expect("metrics address");
-            return server;
-        }
+    let (process, lines) = common::until_listening(child);
+    let last = lines.last().expect("the listening line");
+    let grpc = common::field(last, "grpc=").expect("grpc address");
+    Server {
+        _process: process,
+        target: format!("http://{grpc}"),
+        metrics: common::field(last, "metrics=").expect("metrics address"),
     }
 }
 

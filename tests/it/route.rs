@@ -4,7 +4,6 @@
 //! partial answer in time (or UNAVAILABLE when the caller requires all),
 //! and deletes reach every replica or say which did not confirm.
 
-use std::io::BufRead;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -36,34 +35,14 @@ fn free_port() -> u16 {
 
 /// Start a process and wait (bounded) for its "listening" log line.
 fn start(args: &[String]) -> Reaped {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fathom"))
+    let child = Command::new(env!("CARGO_BIN_EXE_fathom"))
         .args(args)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let child = Reaped(child);
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for l in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(l);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).expect("the process never listened");
-        if line.contains("listening") {
-            // Keep draining so the child never blocks on a full pipe.
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return child;
-        }
-    }
+    crate::common::until_listening(child).0
 }
 
 struct Cluster {

@@ -4,10 +4,8 @@
 
 use crate::common;
 
-use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use fathom_engine::builder::{build, BuildOptions, Dataset};
 use fathom_engine::synth;
@@ -17,7 +15,7 @@ use common::Reaped as Server;
 /// Start `fathom serve` with `extra` flags; its stderr lines up to and
 /// including the "listening" one, and the gRPC address.
 fn serve(dir: &Path, extra: &[&str]) -> (Server, Vec<String>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fathom"))
+    let child = Command::new(env!("CARGO_BIN_EXE_fathom"))
         .arg("serve")
         .arg("--index")
         .arg(format!("items={}", dir.join("items.fathom").display()))
@@ -28,32 +26,10 @@ fn serve(dir: &Path, extra: &[&str]) -> (Server, Vec<String>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let server = Server(child);
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for l in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(l);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut lines = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).expect("the server never listened");
-        lines.push(line.clone());
-        if line.contains("listening") {
-            let grpc = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("grpc="))
-                .expect("grpc address")
-                .to_string();
-            return (server, lines, grpc);
-        }
-    }
+    let (server, lines) = common::until_listening(child);
+    let last = lines.last().expect("the listening line");
+    let grpc = common::field(last, "grpc=").expect("grpc address");
+    (server, lines, grpc)
 }
 
 fn query(args: &[&str], token: Option<&str>) -> Output {

@@ -26,3 +26,38 @@ impl DerefMut for Reaped {
         &mut self.0
     }
 }
+
+/// Wait (60 s at most) for `child`'s stderr to say "listening": the lines
+/// up to and including that one. Its stderr is read on to the end on a
+/// thread of its own, so the child never blocks on a full pipe.
+pub fn until_listening(mut child: Child) -> (Reaped, Vec<String>) {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let child = Reaped(child);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut lines = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx.recv_timeout(left).expect("the process never listened");
+        lines.push(line);
+        if lines.last().is_some_and(|l| l.contains("listening")) {
+            return (child, lines);
+        }
+    }
+}
+
+/// The value of `key` (as `grpc=`) in a log line.
+pub fn field(line: &str, key: &str) -> Option<String> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .map(str::to_string)
+}
