@@ -4,8 +4,10 @@
 # replicas against one `fathom serve` of the whole set, and through a
 # router in front of that one server (the cost of the hop); p99 with one
 # replica paused 50 ms of every 500 ms, hedged and not; and 10,000
-# exclusions sent as keys against none. Needs `cargo build --release
-# --example loadgen` and target/release/fathom. Usage: tools/route_bench.sh [DIR]
+# exclusions sent as keys against none; and the same calls against a bare
+# tonic server that searches nothing (tools/echo.rs), the cost of a
+# loopback gRPC hop and of the exclusions' bytes alone. Needs `cargo build
+# --release --example loadgen --example echo` and target/release/fathom. Usage: tools/route_bench.sh [DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-target/route-bench}
@@ -13,6 +15,7 @@ n=${ROWS:-100000}
 secs=${SECONDS_PER_RUN:-8}
 fathom=target/release/fathom
 loadgen=target/release/examples/loadgen
+echo=target/release/examples/echo
 mkdir -p "$dir"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; }
@@ -49,7 +52,13 @@ route 50402 off
 # One hop: a router in front of the one server of the whole set.
 "$fathom" route --index "words=127.0.0.1:50400" --listen 127.0.0.1:50403 --metrics-listen off --hedge-after off 2>"$dir/router-50403.log" &
 pids+=($!)
-for p in 50400 50401 50402 50403; do wait_port $p; done
+# The same with one runtime worker, as in a pod of one CPU.
+TOKIO_WORKER_THREADS=1 "$fathom" route --index "words=127.0.0.1:50400" --listen 127.0.0.1:50405 --metrics-listen off --hedge-after off 2>"$dir/router-50405.log" &
+pids+=($!)
+# The yardstick: a bare tonic server that answers without searching.
+"$echo" --snapshot "$dir/whole.fathom" --listen 127.0.0.1:50404 2>"$dir/echo.log" &
+pids+=($!)
+for p in 50400 50401 50402 50403 50405; do wait_port $p; done
 
 probe() {  # target, label, extra loadgen flags...
     local target=$1 label=$2; shift 2
@@ -58,7 +67,9 @@ probe() {  # target, label, extra loadgen flags...
         --concurrency 1 --batch 1 --connections 1 --skip-in-process "$@" | grep -E "Search" || true
 }
 probe 50400 "one server, the whole set" --duration "$secs"
+probe 50404 "bare tonic echo (a loopback hop, no search)" --duration "$secs"
 probe 50403 "router in front of that one server (one more hop)" --duration "$secs"
+probe 50405 "the same, the router on one runtime worker" --duration "$secs"
 probe 50401 "router, 4 shards x 2 replicas, hedging auto" --duration "$secs"
 probe 50402 "router, 4 shards x 2 replicas, hedging off" --duration "$secs"
 probe 50400 "one server, the whole set (again)" --duration "$secs"
@@ -72,3 +83,4 @@ kill "$pauser"; kill -CONT "$slow"
 
 probe 50400 "one server: 10,000 exclusions as keys" --exclusions 10000 --exclusion-keys --duration 1
 probe 50400 "one server: 10,000 exclusions as ids" --exclusions 10000 --duration 1
+probe 50404 "bare tonic echo: 10,000 exclusions as keys" --exclusions 10000 --exclusion-keys --duration 1

@@ -560,6 +560,8 @@ fn a_router_with_tokens_routes_federated_calls() {
                 s.to_string(),
                 "--tokens".into(),
                 shard_tokens.display().to_string(),
+                "--max-exclusions".into(),
+                "4".into(),
                 "--no-watch".into(),
                 "--metrics-listen".into(),
                 "off".into(),
@@ -582,6 +584,8 @@ fn a_router_with_tokens_routes_federated_calls() {
         router_tokens.display().to_string(),
         "--max-batch".into(),
         "8".into(),
+        "--max-exclusions".into(),
+        "4".into(),
         "--listen".into(),
         format!("127.0.0.1:{port}"),
         "--metrics-listen".into(),
@@ -733,4 +737,40 @@ fn a_router_with_tokens_routes_federated_calls() {
         "--json",
     ]);
     assert_ne!(got, nearest, "diversity changed nothing");
+
+    // Seeds by id on top of as many exclusions as the shards accept: the
+    // seeds are not exclusions, as on one server, and the answer is the
+    // sharded folder's in process.
+    let excluded = ["w:0010", "w:0011", "w:0012", "w:0013"];
+    std::fs::write(d.join("excluded.txt"), excluded.join("\n")).unwrap();
+    let want = ids_of(&[
+        "search",
+        words.to_str().unwrap(),
+        "--like",
+        "w:0003,w:0007",
+        "--exclude-file",
+        d.join("excluded.txt").to_str().unwrap(),
+        "-k",
+        "6",
+        "--ef",
+        "600",
+        "--json",
+    ]);
+    let seeded = pb::SearchRequest {
+        index: "words".into(),
+        positive_ids: vec!["w:0003".into(), "w:0007".into()],
+        exclude_ids: excluded.iter().map(|s| s.to_string()).collect(),
+        k: 6,
+        ef: 600,
+        ..Default::default()
+    };
+    let got: Vec<String> = rt
+        .block_on(search(&caller, seeded))
+        .unwrap()
+        .hits
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(got, want);
+    assert!(got.iter().all(|id| !["w:0003", "w:0007"].contains(&id.as_str())));
 }

@@ -54,7 +54,12 @@ pub fn key_of_bytes(id: &[u8]) -> u64 {
 
 /// The shard of an id among `shards`.
 pub fn shard_of(id: &str, shards: u32) -> u32 {
-    (key(id) % u64::from(shards.max(1))) as u32
+    shard_of_key(key(id), shards)
+}
+
+/// The shard of an id, by its [`key`], among `shards`.
+pub fn shard_of_key(key: u64, shards: u32) -> u32 {
+    (key % u64::from(shards.max(1))) as u32
 }
 
 /// `shards.json`: what the folder holds, as built.

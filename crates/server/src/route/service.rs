@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fathom_engine::distance::Kernel;
-use fathom_engine::shards::shard_of;
+use fathom_engine::shards::{shard_of, shard_of_key};
 use fathom_engine::topk::{self, Hit, Pick, UNCAPPED};
 use futures_util::future::join_all;
 use tonic::{Code, Request, Response, Status};
@@ -121,8 +121,7 @@ impl RouterService {
             }
         }
         // Exclusions travel as keys, hashed once here.
-        let mut keys = crate::client::keys(&std::mem::take(&mut req.exclude_ids));
-        keys.extend(seed_keys);
+        let keys = crate::client::keys(&std::mem::take(&mut req.exclude_ids));
         req.exclude_keys.extend(keys);
         // Group caps and diversity are applied after the merge, over every
         // shard's candidates.
@@ -150,6 +149,16 @@ impl RouterService {
             for (s, group) in index.groups.iter().enumerate() {
                 let mut r = req.clone();
                 r.index = index.name.clone();
+                // A seed can only come back from the shard that owns it,
+                // which is asked for one more hit per seed it owns; the
+                // seeds are dropped after the merge. Sent as exclusions
+                // instead, they would push a call at the shards' exclusion
+                // limit over it.
+                let owned = seed_keys
+                    .iter()
+                    .filter(|&&key| shard_of_key(key, index.groups.len() as u32) as usize == s)
+                    .count();
+                r.k += owned as u32;
                 calls.push(async move {
                     let (result, attempts) = group
                         .call(deadline, self.router.options.hedge, |mut c| {
@@ -200,6 +209,11 @@ impl RouterService {
                 return Err(Status::unavailable(format!(
                     "{answered} of {total} shards answered in time{why}"
                 )));
+            }
+        }
+        if !seed_keys.is_empty() {
+            for hits in answers.iter_mut().filter_map(|a| a.hits.as_mut()) {
+                hits.retain(|h| !seed_keys.contains(&fathom_engine::shards::key(&h.id)));
             }
         }
         let lists: Vec<&[pb::Hit]> = answers
