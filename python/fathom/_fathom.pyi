@@ -114,7 +114,7 @@ class Layered(Index):
 
 def build(
     path: _Path,
-    vectors: npt.ArrayLike,
+    vectors: Union[npt.ArrayLike, _Path, Any],
     ids: Optional[_Ids] = None,
     metric: Metric = "cosine",
     storage: Storage = "f32",
@@ -123,10 +123,16 @@ def build(
     attributes: Optional[Sequence[Optional[Mapping[str, Any]]]] = None,
     threads: Optional[int] = None,
     seed: int = 42,
+    vector_column: Optional[str] = None,
+    id_column: Optional[str] = None,
+    attribute_columns: Optional[Sequence[str]] = None,
 ) -> Index:
     """Build an index of ``vectors`` at ``path`` and return it open: a
     snapshot file, or, for a path ending in ``/``, a new layered folder
-    (returned as a ``Layered``)."""
+    (returned as a ``Layered``). ``vectors`` may also be an Arrow table
+    (``__arrow_c_stream__``) or an input file's path (``.parquet``,
+    ``.fvecs``, ``.npy``, ``.jsonl``), whose columns carry the ids and
+    attributes."""
 
 def search(
     indexes: Sequence[Index],

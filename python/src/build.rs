@@ -12,6 +12,8 @@ use crate::dataset::dataset;
 use crate::errors::{engine, invalid};
 use crate::index::{count, Index};
 use crate::layered::Layered;
+use crate::table;
+use fathom_engine::formats::Columns;
 
 /// Build an index of ``vectors`` (an ``(n, dim)`` array, float32 or
 /// anything numpy converts) and write it to ``path``; returns it open.
@@ -19,7 +21,15 @@ use crate::layered::Layered;
 /// ``ids`` are ``str`` (or ``int``) ids, one per row; ``None`` names the
 /// rows ``"0"`` to ``"n-1"``. ``attributes`` is one dict per row (or
 /// ``None``), with the types of the ``.jsonl`` attributes: str keywords,
-/// bools, ints, floats and lists of str. ``metric`` is ``"cosine"``,
+/// bools, ints, floats and lists of str.
+///
+/// ``vectors`` may instead be a table (a ``pyarrow.Table``, or anything
+/// with ``__arrow_c_stream__``) or the path of an input file (``.parquet``
+/// or a folder of them, ``.fvecs``, ``.npy``, ``.jsonl``), which carries
+/// its own ids and attributes: ``vector_column`` names the column of
+/// vectors (default: the one column of lists of floats), ``id_column`` the
+/// ids' (default ``"id"``), and ``attribute_columns`` those kept as
+/// attributes (default: every other column). ``metric`` is ``"cosine"``,
 /// ``"dot"`` or ``"l2"``; ``storage`` is ``"f32"``, ``"bf16"`` or
 /// ``"i8"`` (traversal vectors; exact ones are kept for re-ranking).
 /// ``m`` and ``ef_construction`` are the HNSW degree and construction beam;
@@ -31,7 +41,8 @@ use crate::layered::Layered;
 /// ``fathom.Index`` returned.
 #[pyfunction]
 #[pyo3(signature = (path, vectors, ids = None, metric = "cosine", storage = "f32", m = 16,
-                    ef_construction = 200, attributes = None, threads = None, seed = 42))]
+                    ef_construction = 200, attributes = None, threads = None, seed = 42,
+                    vector_column = None, id_column = None, attribute_columns = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn build(
     py: Python<'_>,
@@ -45,6 +56,9 @@ pub fn build(
     attributes: Option<&Bound<'_, PyAny>>,
     threads: Option<i64>,
     seed: u64,
+    vector_column: Option<String>,
+    id_column: Option<String>,
+    attribute_columns: Option<Vec<String>>,
 ) -> PyResult<Py<PyAny>> {
     let defaults = BuildOptions::default();
     let options = BuildOptions {
@@ -64,7 +78,21 @@ pub fn build(
         seed,
         ..defaults
     };
-    let ds = dataset(vectors, ids, attributes)?;
+    let columns = Columns {
+        vector: vector_column,
+        id: id_column,
+        attributes: attribute_columns,
+    };
+    let ds = if let Some(table) = table::of(vectors, &columns)? {
+        if ids.is_some() || attributes.is_some() {
+            return Err(invalid(
+                "a table or file carries its own ids and attributes: name their columns instead",
+            ));
+        }
+        table
+    } else {
+        dataset(vectors, ids, attributes)?
+    };
     let folder = path.is_dir() || path.as_os_str().to_string_lossy().ends_with('/');
     if folder {
         py.detach(|| publish::build_new_folder(&path, ds, &options))

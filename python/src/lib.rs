@@ -12,6 +12,7 @@ mod errors;
 mod index;
 mod layered;
 mod query;
+mod table;
 
 use numpy::prelude::*;
 use pyo3::prelude::*;

@@ -1,11 +1,17 @@
 """Shared fixtures: small seeded data with brute-force truth."""
 
+import os
+import pathlib
+
 import numpy as np
 import pytest
 
 import fathom
 
 N, DIM = 3000, 32
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = os.environ.get("FATHOM_BIN", str(ROOT / "target" / "release" / "fathom"))
+
 GENRES = ["jazz", "rock", "folk", "pop", "soul"]
 
 
@@ -48,3 +54,11 @@ def index(data, tmp_path_factory):
     base, _, attrs = data
     path = tmp_path_factory.mktemp("index") / "items.fathom"
     return fathom.build(str(path), base, metric="cosine", attributes=attrs, threads=2)
+
+
+@pytest.fixture
+def fathom_bin():
+    """The fathom binary (FATHOM_BIN, or this checkout's release build)."""
+    if not os.path.exists(BIN):
+        pytest.skip(f"no fathom binary at {BIN} (set FATHOM_BIN)")
+    return BIN

@@ -1,7 +1,6 @@
 """fathom.Client against a real `fathom serve`, with TLS and tokens."""
 
 import os
-import pathlib
 import subprocess
 import threading
 import time
@@ -11,8 +10,7 @@ import pytest
 
 import fathom
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = os.environ.get("FATHOM_BIN", str(ROOT / "target" / "release" / "fathom"))
+from conftest import BIN
 ADMIN = "admin-token-0123456789abcdef"
 SEARCH = "search-token-0123456789abcdef"
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use fathom_engine::builder::{build, BuildOptions};
-use fathom_engine::formats::read_dataset;
+use fathom_engine::formats::{read_dataset, Columns};
 use fathom_engine::layers::{self, publish};
 use fathom_engine::shards;
 use fathom_engine::snapshot::{check_output_dir, temp_path};
@@ -16,16 +16,29 @@ use super::{default_threads, human_bytes, BuilderArg, MetricArg, StorageArg};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Embeddings: .fvecs, .npy (2-D float32) or .jsonl ({"id", "vector", ...}).
+    /// Embeddings: .fvecs, .npy (2-D float32), .jsonl ({"id", "vector",
+    /// ...}), or .parquet (a file, or a folder of them read in name order).
     #[arg(long)]
     input: PathBuf,
     /// External ids, one a line, for .fvecs and .npy (default: row numbers).
     #[arg(long)]
     ids: Option<PathBuf>,
-    /// Attributes for .fvecs and .npy: a .jsonl with one object per row, in
-    /// row order, each with that row's "id" (a .jsonl input carries its own).
+    /// Attributes for .fvecs, .npy and Parquet: a .jsonl with one object
+    /// per row, in row order, each with that row's "id" (a .jsonl input
+    /// carries its own; a Parquet input's other columns are its attributes).
     #[arg(long)]
     attributes: Option<PathBuf>,
+    /// Parquet: the column of vectors, a list or fixed-size list of float32
+    /// or float64 (default: the one such column).
+    #[arg(long)]
+    vector_column: Option<String>,
+    /// Parquet: the column of ids, strings or integers.
+    #[arg(long, default_value = "id")]
+    id_column: String,
+    /// Parquet: the columns kept as attributes, comma-separated (default:
+    /// every column but the ids and vectors; "" for none).
+    #[arg(long, value_delimiter = ',')]
+    attribute_columns: Option<Vec<String>>,
     /// Distance between vectors; lower is closer.
     #[arg(long, value_enum, ignore_case = true, default_value_t = MetricArg::Cosine, conflicts_with = "delta_of")]
     metric: MetricArg,
@@ -132,7 +145,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
         );
     }
     let ds = crate::cli::about_path(
-        read_dataset(&a.input, a.ids.as_deref(), a.attributes.as_deref()),
+        read_dataset(
+            &a.input,
+            a.ids.as_deref(),
+            a.attributes.as_deref(),
+            &a.columns(),
+        ),
         "reading",
         &a.input,
     )?;
@@ -269,11 +287,29 @@ fn options(a: &Args, threads: usize) -> BuildOptions {
     }
 }
 
+impl Args {
+    fn columns(&self) -> Columns {
+        Columns {
+            vector: self.vector_column.clone(),
+            id: Some(self.id_column.clone()),
+            attributes: self
+                .attribute_columns
+                .as_ref()
+                .map(|c| c.iter().filter(|n| !n.is_empty()).cloned().collect()),
+        }
+    }
+}
+
 /// `build --shards N --output DIR/`, or `--delta-of` a sharded folder.
 fn run_sharded(a: &Args, threads: usize) -> Result<ExitCode> {
     let start = Instant::now();
     let ds = crate::cli::about_path(
-        read_dataset(&a.input, a.ids.as_deref(), a.attributes.as_deref()),
+        read_dataset(
+            &a.input,
+            a.ids.as_deref(),
+            a.attributes.as_deref(),
+            &a.columns(),
+        ),
         "reading",
         &a.input,
     )?;

@@ -8,7 +8,7 @@ use fathom_engine::eval::{
     admitted_nodes, evaluate_filtered, evaluate_sources, knn_among_sources, EvalRow, Numbering,
 };
 use fathom_engine::exact::knn_batch_among;
-use fathom_engine::formats::{read_ivecs, read_vectors};
+use fathom_engine::formats::{read_ivecs, read_vectors_in};
 use fathom_engine::index::{Plan, SearchParams};
 use fathom_engine::retrieve::Source;
 use fathom_engine::searchable::Searchable;
@@ -21,9 +21,13 @@ pub struct Args {
     /// The snapshot file to evaluate (.fathom), or a layered index folder
     /// (searched as `fathom search` does; recall against its live items).
     snapshot: PathBuf,
-    /// Query vectors (.fvecs or .npy).
+    /// Query vectors (.fvecs, .npy or .parquet).
     #[arg(long)]
     queries: PathBuf,
+    /// Parquet queries: the column of vectors (default: the one column of
+    /// lists of floats).
+    #[arg(long)]
+    vector_column: Option<String>,
     /// Exact neighbours as 0-based base rows (.ivecs); computed by brute force
     /// when absent (always, for a layered folder).
     #[arg(long)]
@@ -198,7 +202,11 @@ fn run_layered(a: &Args, efs: &[usize]) -> Result<ExitCode> {
 
 /// The queries, checked against the index's dimension, cut to --limit.
 fn read_queries(a: &Args, index_dim: usize) -> Result<Vec<Vec<f32>>> {
-    let (dim, rows) = crate::cli::about_path(read_vectors(&a.queries), "reading", &a.queries)?;
+    let (dim, rows) = crate::cli::about_path(
+        read_vectors_in(&a.queries, a.vector_column.as_deref()),
+        "reading",
+        &a.queries,
+    )?;
     if dim != index_dim {
         bail!("queries have dimension {dim}, the snapshot has {index_dim}");
     }

@@ -514,7 +514,7 @@ fn routed_answers_match_one_index_and_survive_failures() {
 /// holding a token for the shards; and a federated call over two sharded
 /// indexes with per-index minimums applied after the merge.
 #[test]
-fn a_router_with_tokens_routes_federated_calls() {
+fn a_router_with_tokens_and_tls_routes_federated_calls() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let vectors = synth::clustered(600, DIM, 4, 5);
@@ -547,6 +547,10 @@ fn a_router_with_tokens_routes_federated_calls() {
     let shard_tokens = write_secret("shard-tokens", "admin shard-admin-0123456789abcdef\n");
     let shard_token = write_secret("shard-token", "shard-admin-0123456789abcdef\n");
     let router_tokens = write_secret("router-tokens", "search caller-search-0123456789ab\n");
+    // The shards speak TLS; the router trusts their CA.
+    let pki = d.join("pki");
+    let o = fathom(&["tls", "init", pki.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
     let _shards: Vec<Reaped> = (0..2)
         .map(|s| {
@@ -562,6 +566,10 @@ fn a_router_with_tokens_routes_federated_calls() {
                 shard_tokens.display().to_string(),
                 "--max-exclusions".into(),
                 "4".into(),
+                "--tls-cert".into(),
+                pki.join("server.pem").display().to_string(),
+                "--tls-key".into(),
+                pki.join("server.key").display().to_string(),
                 "--no-watch".into(),
                 "--metrics-listen".into(),
                 "off".into(),
@@ -580,6 +588,10 @@ fn a_router_with_tokens_routes_federated_calls() {
         format!("more={spec}"),
         "--shard-token-file".into(),
         shard_token.display().to_string(),
+        "--shard-tls-ca".into(),
+        pki.join("ca.pem").display().to_string(),
+        "--shard-connections".into(),
+        "2".into(),
         "--tokens".into(),
         router_tokens.display().to_string(),
         "--max-batch".into(),
@@ -772,5 +784,7 @@ fn a_router_with_tokens_routes_federated_calls() {
         .map(|h| h.id)
         .collect();
     assert_eq!(got, want);
-    assert!(got.iter().all(|id| !["w:0003", "w:0007"].contains(&id.as_str())));
+    assert!(got
+        .iter()
+        .all(|id| !["w:0003", "w:0007"].contains(&id.as_str())));
 }

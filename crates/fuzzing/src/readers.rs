@@ -54,7 +54,7 @@ pub fn readers(data: &[u8]) {
             assert_eq!(dim, dim2);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&vectors), bits(&vectors2), ".fvecs round trip");
-            if let Ok(ds) = read_dataset(f.path(), None, None) {
+            if let Ok(ds) = read_dataset(f.path(), None, None, &Default::default()) {
                 round_trip(ds, metric, storage);
             }
         }
@@ -64,7 +64,7 @@ pub fn readers(data: &[u8]) {
                 return;
             };
             assert!(dim > 0 && !vectors.is_empty() && vectors.len() % dim == 0);
-            if let Ok(ds) = read_dataset(f.path(), None, None) {
+            if let Ok(ds) = read_dataset(f.path(), None, None, &Default::default()) {
                 round_trip(ds, metric, storage);
             }
         }

@@ -1,7 +1,12 @@
 //! Readers for build inputs and query files: `.fvecs`, `.ivecs`, `.npy`
-//! (2-D float32, C order), `.jsonl` (`{"id": .., "vector": [..], ..}`) and id
-//! lists. Readers stream through a buffer; they never trust a length field
-//! without checking it against what the file actually holds.
+//! (2-D float32, C order), `.jsonl` (`{"id": .., "vector": [..], ..}`),
+//! Parquet and id lists. Readers stream through a buffer; they never trust
+//! a length field without checking it against what the file actually holds.
+
+pub mod arrow;
+pub mod parquet;
+
+pub use self::arrow::Columns;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
@@ -62,12 +67,31 @@ impl Dataset {
 }
 
 /// Read a build input by extension, with ids from `ids_path` (one per line)
-/// or row numbers.
+/// or row numbers. `columns` applies to Parquet, which names its columns.
 pub fn read_dataset(
     path: &Path,
     ids_path: Option<&Path>,
     attributes_path: Option<&Path>,
+    columns: &Columns,
 ) -> Result<Dataset> {
+    if self::parquet::is_parquet(path) || path.is_dir() {
+        if ids_path.is_some() {
+            return Err(Error::input(
+                path,
+                "a Parquet input carries its ids (--id-column), not --ids",
+            ));
+        }
+        let mut columns = columns.clone();
+        if attributes_path.is_some() {
+            // The attributes file replaces the attribute columns.
+            columns.attributes = Some(Vec::new());
+        }
+        let mut ds = self::parquet::read_dataset(path, &columns)?;
+        if let Some(a) = attributes_path {
+            ds.attributes = read_attributes(a, &ds.ids)?;
+        }
+        return Ok(ds);
+    }
     let ext = extension(path);
     let mut ds = match ext.as_str() {
         "jsonl" | "ndjson" => {
@@ -161,7 +185,10 @@ fn extension(path: &Path) -> String {
 }
 
 fn unknown_type(path: &Path) -> Error {
-    Error::input(path, "unknown file type (expected .fvecs, .npy or .jsonl)")
+    Error::input(
+        path,
+        "unknown file type (expected .fvecs, .npy, .jsonl or .parquet)",
+    )
 }
 
 fn open(path: &Path) -> Result<BufReader<File>> {
@@ -169,14 +196,27 @@ fn open(path: &Path) -> Result<BufReader<File>> {
     Ok(BufReader::with_capacity(1 << 20, f))
 }
 
-/// Read `.fvecs` or `.npy` vectors: `(dim, rows)`.
+/// Read `.fvecs`, `.npy` or Parquet vectors: `(dim, rows)`. A Parquet
+/// file's vectors are its one column of lists of floats.
 pub fn read_vectors(path: &Path) -> Result<(usize, Vec<f32>)> {
+    read_vectors_in(path, None)
+}
+
+/// [`read_vectors`], with a Parquet file's vector column named.
+pub fn read_vectors_in(path: &Path, vector_column: Option<&str>) -> Result<(usize, Vec<f32>)> {
     match extension(path).as_str() {
         "fvecs" => read_fvecs(path),
         "npy" => read_npy(path),
+        "parquet" => self::parquet::read_vectors(
+            path,
+            &Columns {
+                vector: vector_column.map(str::to_string),
+                ..Columns::default()
+            },
+        ),
         _ => Err(Error::input(
             path,
-            "unknown vector file type (expected .fvecs or .npy)",
+            "unknown vector file type (expected .fvecs, .npy or .parquet)",
         )),
     }
 }
@@ -526,7 +566,7 @@ mod tests {
             for name in ["x.fvecs", "x.npy", "x.jsonl"] {
                 let p = dir.path().join(name);
                 std::fs::write(&p, &bytes).unwrap();
-                let _ = read_dataset(&p, None, None);
+                let _ = read_dataset(&p, None, None, &Columns::default());
             }
         }
 
