@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use fathom_engine::builder::{build, BuildOptions};
 use fathom_engine::formats::{read_dataset, Columns};
 use fathom_engine::layers::{self, publish};
-use fathom_engine::shards;
+use fathom_engine::shards::{self, KmeansOptions, PartitionChoice};
 use fathom_engine::snapshot::{check_output_dir, temp_path};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -62,6 +62,13 @@ pub struct Args {
     /// items placed by xxh3_64(id) mod N (docs/sharding.md).
     #[arg(long, value_name = "N", conflicts_with = "delta_of")]
     shards: Option<u32>,
+    /// How --shards places items: by key (hash), or by the nearest of N
+    /// k-means centroids (kmeans), so that searches can probe a few shards.
+    #[arg(long, value_enum, default_value_t = PartitionArg::Hash, requires = "shards")]
+    partition: PartitionArg,
+    /// kmeans: no shard holds more than (1 + BALANCE) × its even share.
+    #[arg(long, default_value_t = 0.1, requires = "shards")]
+    balance: f32,
     /// Graph builder.
     #[arg(long, value_enum, default_value_t = BuilderArg::Fathom)]
     builder: BuilderArg,
@@ -287,7 +294,29 @@ fn options(a: &Args, threads: usize) -> BuildOptions {
     }
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PartitionArg {
+    Hash,
+    Kmeans,
+}
+
 impl Args {
+    fn partition_choice(&self) -> Result<PartitionChoice> {
+        Ok(match self.partition {
+            PartitionArg::Hash => PartitionChoice::Hash,
+            PartitionArg::Kmeans => {
+                if !(0.0..=10.0).contains(&self.balance) {
+                    anyhow::bail!("--balance must be within 0 and 10, got {}", self.balance);
+                }
+                PartitionChoice::Kmeans(KmeansOptions {
+                    balance: self.balance,
+                    seed: self.seed,
+                    ..KmeansOptions::new(self.shards.unwrap_or(1) as usize)
+                })
+            }
+        })
+    }
+
     fn columns(&self) -> Columns {
         Columns {
             vector: self.vector_column.clone(),
@@ -340,7 +369,7 @@ fn run_sharded(a: &Args, threads: usize) -> Result<ExitCode> {
     warn_on_metric_mismatch(&a.input, a.metric.into());
     let opts = options(a, threads);
     let m = crate::cli::about_path(
-        shards::build_sharded(dir, ds, count, &opts, &|i| {
+        shards::build_sharded(dir, ds, count, &a.partition_choice()?, &opts, &|i| {
             eprintln!("building shard {} of {count}", i + 1);
         }),
         "building shards in",
@@ -348,9 +377,10 @@ fn run_sharded(a: &Args, threads: usize) -> Result<ExitCode> {
     )?;
     let counts: Vec<String> = m.items.iter().map(|e| e.count.to_string()).collect();
     println!(
-        "built {}: {n} vectors × {dim} in {count} shards ({} items each; {}, {}, M={}, \
+        "built {}: {n} vectors × {dim} in {count} shards by {} ({} items each; {}, {}, M={}, \
          ef_construction={}) in {:.2}s",
         dir.display(),
+        m.partition,
         counts.join(", "),
         opts.metric,
         opts.storage,

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use fathom_engine::eval::{
     admitted_nodes, evaluate_filtered, evaluate_sources, knn_among_sources, EvalRow, Numbering,
+    Parts,
 };
 use fathom_engine::exact::knn_batch_among;
 use fathom_engine::formats::{read_ivecs, read_vectors_in};
@@ -68,6 +69,11 @@ pub struct Args {
     no_early_reject: bool,
     #[command(flatten)]
     load: super::LoadFlags,
+    /// A folder of shards placed by kmeans: search the P shards nearest
+    /// each query (more when a filter leaves fewer than k hits there);
+    /// 0 searches every shard.
+    #[arg(long, default_value_t = 0, value_name = "P")]
+    probe: usize,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -158,6 +164,7 @@ fn run_layered(a: &Args, efs: &[usize]) -> Result<ExitCode> {
             None => None,
         };
         let sources: Vec<Source<'_, '_>> = index.sources(&name, plans.as_deref(), 0).collect();
+        let probe = index.probe(a.probe);
         let numbering = Numbering::of(&sources)?;
         let admitted = admitted_nodes(&sources);
         let t = std::time::Instant::now();
@@ -186,8 +193,11 @@ fn run_layered(a: &Args, efs: &[usize]) -> Result<ExitCode> {
         let filter = src.as_deref().map(|f| (f, matching));
         sweep(a, efs, &queries, |ef, qs| {
             evaluate_sources(
-                &sources,
-                &numbering,
+                &Parts {
+                    sources: &sources,
+                    numbering: &numbering,
+                    probe: probe.as_ref(),
+                },
                 qs,
                 &truth,
                 &params(a, ef),

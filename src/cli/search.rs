@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use fathom_engine::formats::{read_ids, read_vectors};
 use fathom_engine::recommend::Strategy;
-use fathom_engine::retrieve::{retrieve, Call, Source};
+use fathom_engine::retrieve::{Call, Source};
 use fathom_engine::searchable::Searchable;
+use fathom_engine::shards::probe::retrieve_probed;
 use fathom_engine::{Index, SearchParams};
 use serde_json::json;
 
@@ -81,6 +82,11 @@ pub struct Args {
     /// Show each hit's attributes.
     #[arg(long)]
     with_attributes: bool,
+    /// A folder of shards placed by kmeans: search the P shards nearest the
+    /// query (more when a filter leaves fewer than k hits there); 0
+    /// searches every shard.
+    #[arg(long, default_value_t = 0, value_name = "P")]
+    probe: usize,
     #[command(flatten)]
     load: super::LoadFlags,
 }
@@ -177,7 +183,14 @@ pub fn run(a: Args) -> Result<ExitCode> {
         min_per_index: a.min_per_index,
         ..Call::default()
     };
-    let hits = retrieve(&sources, &call).context("searching")?.hits;
+    // One folder placed by similarity is probed; several are searched whole.
+    let probe = match &targets[..] {
+        [one] => one.probe(a.probe),
+        _ => None,
+    };
+    let hits = retrieve_probed(&sources, &call, probe.as_ref())
+        .context("searching")?
+        .hits;
     let search_us = searched.elapsed().as_secs_f64() * 1e6;
     let federated = targets.len() > 1;
     let attributes = |index: &Index, node: u32| -> serde_json::Value {

@@ -14,8 +14,9 @@ use crate::error::{Error, Result};
 use crate::exact::knn_rows_into;
 use crate::filter::FilterPlan;
 use crate::index::{Index, SearchParams};
-use crate::retrieve::{retrieve, Call, Source};
+use crate::retrieve::{Call, Source};
 use crate::search::{Neighbor, NoCancel, SearchStats};
+use crate::shards::probe::{retrieve_probed, Probe};
 
 /// One line of `fathom eval --json`.
 #[derive(Debug, Clone, Serialize)]
@@ -230,20 +231,34 @@ pub fn knn_among_sources(
     results
 }
 
+/// An index of several parts, as [`evaluate_sources`] searches it.
+pub struct Parts<'a, 's, 'i> {
+    /// Every part, its filter plan bound.
+    pub sources: &'a [Source<'s, 'i>],
+    /// How hits are numbered to score against the truth (as
+    /// [`knn_among_sources`] finds it).
+    pub numbering: &'a Numbering,
+    /// The shards a query searches first, in a folder placed by similarity.
+    pub probe: Option<&'a Probe<'a>>,
+}
+
 /// [`evaluate_filtered`] for an index of several parts: every query runs
-/// through [`retrieve`] over `sources` (their filter plans bound), and
-/// hits are numbered by `numbering` to score against `truth` (as
-/// [`knn_among_sources`] finds it). `filter` labels the row with its
-/// expression and its `matching` items.
+/// through [`retrieve_probed`] over `parts`, and its hits are scored
+/// against `truth`. `filter` labels the row with its expression and its
+/// `matching` items.
 pub fn evaluate_sources(
-    sources: &[Source<'_, '_>],
-    numbering: &Numbering,
+    parts: &Parts<'_, '_, '_>,
     queries: &[Vec<f32>],
     truth: &[Vec<u32>],
     params: &SearchParams,
     threads: usize,
     filter: Option<(&str, u64)>,
 ) -> Result<(EvalRow, Vec<Vec<u32>>)> {
+    let Parts {
+        sources,
+        numbering,
+        probe,
+    } = *parts;
     let first = sources
         .first()
         .ok_or_else(|| Error::invalid("nothing to measure: no index"))?;
@@ -257,7 +272,7 @@ pub fn evaluate_sources(
                 params: params.clone(),
                 ..Call::default()
             };
-            let found = retrieve(sources, &call)?;
+            let found = retrieve_probed(sources, &call, probe)?;
             ids.extend(
                 found
                     .hits

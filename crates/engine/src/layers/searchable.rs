@@ -13,6 +13,7 @@ use crate::filter::FilterPlan;
 use crate::index::Index;
 use crate::layers::{self, Layered};
 use crate::retrieve::Source;
+use crate::shards::probe::Probe;
 use crate::shards::{self, Sharded};
 use crate::snapshot::OpenOptions;
 
@@ -135,6 +136,28 @@ impl Searchable {
         self.parts()
             .map(|(index, _)| index.filter_within(expr, cancel))
             .collect()
+    }
+
+    /// Which shards a call searches first, for a folder placed by
+    /// similarity and `probe` fewer than its shards; `None` (every shard)
+    /// otherwise. In the order of [`Self::parts`].
+    pub fn probe(&self, probe: usize) -> Option<Probe<'_>> {
+        let s = self.sharded()?;
+        let centroids = s.centroids()?;
+        if probe == 0 || probe >= s.shards().len() {
+            return None;
+        }
+        let shard_of_source = s
+            .shards()
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| std::iter::repeat_n(i as u32, l.layers().len()))
+            .collect();
+        Some(Probe {
+            centroids,
+            shard_of_source,
+            probe,
+        })
     }
 
     /// The sources of one call: one per part, each with its plan from

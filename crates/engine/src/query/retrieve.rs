@@ -95,6 +95,11 @@ pub struct Call<'a> {
 }
 
 impl Call<'_> {
+    /// A search for one query vector: no examples.
+    pub fn is_plain(&self) -> bool {
+        !self.has_examples() && !self.vector.is_empty()
+    }
+
     fn has_examples(&self) -> bool {
         !(self.positive_ids.is_empty()
             && self.negative_ids.is_empty()

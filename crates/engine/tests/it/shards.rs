@@ -7,7 +7,8 @@ use fathom_engine::builder::{BuildOptions, Dataset};
 use fathom_engine::exact::knn_batch;
 use fathom_engine::retrieve::{retrieve, Call, Source};
 use fathom_engine::searchable::Searchable;
-use fathom_engine::shards::{self, key, shard_of, Sharded};
+use fathom_engine::shards::probe::retrieve_probed;
+use fathom_engine::shards::{self, key, shard_of, KmeansOptions, PartitionChoice, Sharded};
 use fathom_engine::snapshot::OpenOptions;
 use fathom_engine::vectors::Rows;
 use fathom_engine::{Index, Metric, SearchParams, Storage};
@@ -87,7 +88,8 @@ fn items_go_to_their_key_shard_and_search_covers_every_shard() {
     let n = 3000;
     let ds = with_attributes(dataset(n, DIM, 11));
     let all = ds.clone();
-    let m = shards::build_sharded(&words, ds, 4, &options(), &|_| {}).unwrap();
+    let m =
+        shards::build_sharded(&words, ds, 4, &PartitionChoice::Hash, &options(), &|_| {}).unwrap();
     assert_eq!(m.shards, 4);
     assert_eq!(m.key, "xxh3_64");
     assert_eq!(m.items.iter().map(|e| e.count).sum::<u64>(), n as u64);
@@ -141,7 +143,15 @@ fn items_go_to_their_key_shard_and_search_covers_every_shard() {
 fn deltas_and_deletes_go_to_the_owning_shard() {
     let dir = tempfile::tempdir().unwrap();
     let words = dir.path().join("words");
-    shards::build_sharded(&words, dataset(1200, DIM, 3), 3, &options(), &|_| {}).unwrap();
+    shards::build_sharded(
+        &words,
+        dataset(1200, DIM, 3),
+        3,
+        &PartitionChoice::Hash,
+        &options(),
+        &|_| {},
+    )
+    .unwrap();
 
     let mut new = dataset(30, DIM, 5);
     new.ids = (0..30).map(|i| format!("new:{i}")).collect();
@@ -166,17 +176,46 @@ fn bad_folders_and_requests_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let words = dir.path().join("words");
     // Three items in 64 shards leave most shards empty.
-    let e = shards::build_sharded(&words, dataset(3, DIM, 1), 64, &options(), &|_| {})
-        .err()
-        .unwrap();
+    let e = shards::build_sharded(
+        &words,
+        dataset(3, DIM, 1),
+        64,
+        &PartitionChoice::Hash,
+        &options(),
+        &|_| {},
+    )
+    .err()
+    .unwrap();
     assert!(e.to_string().contains("would hold no items"), "{e}");
-    let e = shards::build_sharded(&words, dataset(30, DIM, 1), 0, &options(), &|_| {})
-        .err()
-        .unwrap();
+    let e = shards::build_sharded(
+        &words,
+        dataset(30, DIM, 1),
+        0,
+        &PartitionChoice::Hash,
+        &options(),
+        &|_| {},
+    )
+    .err()
+    .unwrap();
     assert!(e.to_string().contains("shards must be within"), "{e}");
 
-    shards::build_sharded(&words, dataset(300, DIM, 1), 2, &options(), &|_| {}).unwrap();
-    let again = shards::build_sharded(&words, dataset(300, DIM, 1), 2, &options(), &|_| {});
+    shards::build_sharded(
+        &words,
+        dataset(300, DIM, 1),
+        2,
+        &PartitionChoice::Hash,
+        &options(),
+        &|_| {},
+    )
+    .unwrap();
+    let again = shards::build_sharded(
+        &words,
+        dataset(300, DIM, 1),
+        2,
+        &PartitionChoice::Hash,
+        &options(),
+        &|_| {},
+    );
     assert!(again
         .err()
         .unwrap()
@@ -190,4 +229,109 @@ fn bad_folders_and_requests_are_refused() {
     assert!(e.to_string().contains("key function \"md5\""), "{e}");
     std::fs::write(&manifest, "{ cut").unwrap();
     assert!(Searchable::open(&words, &OpenOptions::default()).is_err());
+}
+
+/// The ids a probed search over `s` returns.
+fn probed(s: &Searchable, q: &[f32], k: usize, probe: usize, filter: Option<&str>) -> Vec<String> {
+    let plans = filter.map(|f| s.filter(f).unwrap());
+    let sources: Vec<Source<'_, '_>> = s.sources("words", plans.as_deref(), 0).collect();
+    let call = Call {
+        vector: q,
+        params: SearchParams::new(k, 64),
+        ..Call::default()
+    };
+    let p = s.probe(probe);
+    let got = retrieve_probed(&sources, &call, p.as_ref()).unwrap();
+    got.hits
+        .iter()
+        .map(|h| sources[h.source as usize].index.id(h.node).to_string())
+        .collect()
+}
+
+#[test]
+fn kmeans_folders_search_the_nearest_shards_and_widen_for_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let words = dir.path().join("words");
+    let n = 2400;
+    let mut all = dataset(n, DIM, 21);
+    all.attributes = Some(table((0..n).map(|i| format!(r#"{{"tag": "t{i}"}}"#))));
+    let m = shards::build_sharded(
+        &words,
+        all.clone(),
+        4,
+        &PartitionChoice::Kmeans(KmeansOptions::new(4)),
+        &options(),
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!((m.partition.as_str(), m.centroids.len()), ("kmeans", 4));
+    // Balanced: no shard over 1.1 × its share.
+    assert!(m.items.iter().all(|e| e.count <= 660), "{:?}", m.items);
+    assert_eq!(m.items.iter().map(|e| e.count).sum::<u64>(), n as u64);
+    let s = Searchable::open(&words, &OpenOptions::default()).unwrap();
+    let sharded = s.sharded().unwrap();
+    let by_shard = ids_by_shard(sharded);
+    let shard_of_id = |id: &str| by_shard.iter().position(|ids| ids.iter().any(|i| i == id));
+
+    // One probe searches only the nearest shard; every probe finds what
+    // the whole folder does for most queries.
+    let qs = queries(50, DIM, 21);
+    let mut same = 0;
+    for q in &qs {
+        let nearest = sharded.centroids().unwrap().order(q)[0] as usize;
+        let one = probed(&s, q, 10, 1, None);
+        assert_eq!(one.len(), 10);
+        assert!(one.iter().all(|id| shard_of_id(id) == Some(nearest)));
+        let two = probed(&s, q, 10, 2, None);
+        let whole = probed(&s, q, 10, 0, None);
+        same += two.iter().filter(|id| whole.contains(id)).count();
+    }
+    // Measured 0.99 on these clusters; a probe of the wrong shards finds few.
+    assert!(same as f64 / 500.0 > 0.8, "{same} of 500");
+
+    // A filter matching only items of the farthest shard: the probe widens
+    // until it has min(k, matching) hits.
+    let q = &qs[0];
+    let far = *sharded.centroids().unwrap().order(q).last().unwrap() as usize;
+    let picked: Vec<&String> = by_shard[far].iter().take(3).collect();
+    let filter = picked
+        .iter()
+        .map(|id| {
+            format!(
+                "tag = \"t{}\"",
+                id.trim_start_matches("item:").parse::<usize>().unwrap()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let got = probed(&s, q, 10, 1, Some(&filter));
+    let mut got_sorted = got.clone();
+    got_sorted.sort();
+    let mut want: Vec<String> = picked.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(got_sorted, want);
+
+    // A delta goes to each item's nearest shard; an id given a new vector
+    // moves there, and a delete finds it wherever it is.
+    let moved_id = by_shard[far][0].clone();
+    let delta = Dataset {
+        dim: DIM,
+        vectors: q.clone(),
+        ids: vec![moved_id.clone()],
+        attributes: None,
+    };
+    shards::add_delta(&words, delta, 2).unwrap();
+    let s = Searchable::open(&words, &OpenOptions::default()).unwrap();
+    assert_eq!(s.live(), n as u64);
+    let nearest = s.sharded().unwrap().centroids().unwrap().order(q)[0];
+    assert_eq!(s.sharded().unwrap().find(&moved_id).unwrap().0, nearest);
+    assert_eq!(probed(&s, q, 1, 1, None), std::slice::from_ref(&moved_id));
+    let d = shards::delete(&words, &[moved_id.as_str(), "never"], None).unwrap();
+    assert_eq!(
+        (d.deleted, d.unknown),
+        (vec![moved_id.clone()], vec!["never".to_string()])
+    );
+    let s = Searchable::open(&words, &OpenOptions::default()).unwrap();
+    assert_eq!(s.live(), n as u64 - 1);
+    assert!(s.find(&moved_id).is_none());
 }

@@ -18,6 +18,15 @@
 //!   shard-0000/      a layered folder
 //!   shard-0001/ ...
 //! ```
+//!
+//! A folder built with `partition: kmeans` places items by similarity
+//! instead ([`kmeans`]): each in the shard of its nearest centroid, with
+//! the shards' sizes balanced, and `shards.json` keeps the centroids. A
+//! query can then search only the shards nearest it ([`probe`]). Ids still
+//! have their keys (exclusions), but an id's shard is found by looking.
+
+pub mod kmeans;
+pub mod probe;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -32,6 +41,8 @@ use crate::fsutil::open_regular_read;
 use crate::index::Index;
 use crate::layers::publish::{build_delta, build_new_folder, DeltaAdded};
 use crate::layers::{self, Deleted, Layered};
+use crate::Metric;
+pub use kmeans::{Centroids, KmeansOptions};
 
 /// The file that makes a folder a sharded index.
 pub const SHARDS_FILE: &str = "shards.json";
@@ -69,13 +80,57 @@ pub struct ShardsManifest {
     pub shards: u32,
     /// Always [`KEY_FUNCTION`]: `shard = xxh3_64(id, seed 0) mod shards`.
     pub key: String,
-    /// How items were placed: `hash` (by key).
+    /// How items were placed: `hash` (by key) or `kmeans` (by nearest
+    /// centroid).
     pub partition: String,
     pub metric: String,
     pub dim: u32,
     pub storage: String,
     /// One entry per shard, in shard order.
     pub items: Vec<ShardEntry>,
+    /// `kmeans`: each shard's centroid, in the metric's space.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub centroids: Vec<Vec<f32>>,
+}
+
+/// How a sharded folder places its items.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Partition {
+    /// By key: `shard = xxh3_64(id) mod shards`.
+    Hash,
+    /// By the nearest of these centroids (one per shard).
+    Kmeans(Centroids),
+}
+
+impl Partition {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Partition::Hash => "hash",
+            Partition::Kmeans(_) => "kmeans",
+        }
+    }
+}
+
+impl ShardsManifest {
+    /// How the folder places its items.
+    pub fn partition(&self) -> Partition {
+        if self.partition == "kmeans" {
+            Partition::Kmeans(Centroids {
+                dim: self.dim as usize,
+                metric: self.metric.parse().unwrap_or(Metric::Cosine),
+                rows: self.centroids.concat(),
+            })
+        } else {
+            Partition::Hash
+        }
+    }
+}
+
+/// What `build --shards` places items by.
+#[derive(Debug, Clone)]
+pub enum PartitionChoice {
+    Hash,
+    Kmeans(KmeansOptions),
 }
 
 /// One shard as built.
@@ -120,18 +175,33 @@ pub fn read_manifest(dir: &Path) -> Result<ShardsManifest> {
             m.key
         ));
     }
-    if m.partition != "hash" {
-        return bad(format!(
-            "partition {:?} (this build reads hash)",
-            m.partition
-        ));
-    }
     if m.shards == 0 || m.shards > MAX_SHARDS || m.items.len() != m.shards as usize {
         return bad(format!(
             "{} shards with {} entries",
             m.shards,
             m.items.len()
         ));
+    }
+    match m.partition.as_str() {
+        "hash" if m.centroids.is_empty() => {}
+        "kmeans"
+            if m.centroids.len() == m.shards as usize
+                && m.centroids
+                    .iter()
+                    .all(|c| c.len() == m.dim as usize && c.iter().all(|x| x.is_finite())) => {}
+        "kmeans" => {
+            return bad(format!(
+                "kmeans partition with {} centroids for {} shards of dimension {}",
+                m.centroids.len(),
+                m.shards,
+                m.dim
+            ))
+        }
+        other => {
+            return bad(format!(
+                "partition {other:?} (this build reads hash and kmeans)"
+            ))
+        }
     }
     for (i, e) in m.items.iter().enumerate() {
         if e.dir != shard_dir_name(i as u32) {
@@ -149,10 +219,33 @@ fn write_manifest(dir: &Path, m: &ShardsManifest) -> Result<()> {
 
 /// `ds` split by [`shard_of`] into `shards` datasets, rows in input order.
 pub fn split(ds: Dataset, shards: u32) -> Result<Vec<Dataset>> {
+    let place: Vec<u32> = ds.ids.iter().map(|id| shard_of(id, shards)).collect();
+    split_by(ds, &place, shards)
+}
+
+/// The shard of each row of `ds` under `partition` (of `shards`): by key,
+/// or by nearest centroid, balanced when `balance` is given.
+pub fn place(ds: &Dataset, partition: &Partition, shards: u32, balance: Option<f32>) -> Vec<u32> {
+    match partition {
+        Partition::Hash => ds.ids.iter().map(|id| shard_of(id, shards)).collect(),
+        Partition::Kmeans(c) => match balance {
+            Some(b) => kmeans::assign_balanced(&ds.vectors, c, b),
+            None => ds
+                .vectors
+                .chunks_exact(ds.dim)
+                .map(|v| c.order(v)[0])
+                .collect(),
+        },
+    }
+}
+
+/// `ds` split into `shards` datasets, row `r` into shard `place[r]`, rows
+/// in input order.
+pub fn split_by(ds: Dataset, place: &[u32], shards: u32) -> Result<Vec<Dataset>> {
     let n = shards as usize;
     let mut rows: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (row, id) in ds.ids.iter().enumerate() {
-        rows[shard_of(id, shards) as usize].push(row);
+    for (row, &s) in place.iter().enumerate() {
+        rows[s as usize].push(row);
     }
     let dim = ds.dim;
     let mut out = Vec::with_capacity(n);
@@ -211,6 +304,7 @@ pub fn build_sharded(
     dir: &Path,
     ds: Dataset,
     shards: u32,
+    partition: &PartitionChoice,
     options: &BuildOptions,
     progress: &dyn Fn(u32),
 ) -> Result<ShardsManifest> {
@@ -227,21 +321,49 @@ pub fn build_sharded(
     }
     ds.validate(Path::new("the input"), options.metric)?;
     let dim = ds.dim as u32;
-    let parts = split(ds, shards)?;
+    let (partition, balance) = match partition {
+        PartitionChoice::Hash => (Partition::Hash, None),
+        PartitionChoice::Kmeans(o) => {
+            let o = KmeansOptions {
+                clusters: shards as usize,
+                ..o.clone()
+            };
+            let c = kmeans::train(&ds.vectors, ds.dim, options.metric, &o);
+            (Partition::Kmeans(c), Some(o.balance))
+        }
+    };
+    let placed = place(&ds, &partition, shards, balance);
+    let parts = split_by(ds, &placed, shards)?;
     if let Some(empty) = parts.iter().position(Dataset::is_empty) {
         return Err(Error::invalid(format!(
             "shard {empty} of {shards} would hold no items: build fewer shards"
         )));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut items = Vec::with_capacity(parts.len());
     for (i, part) in parts.into_iter().enumerate() {
         progress(i as u32);
-        let name = shard_dir_name(i as u32);
+        build_new_folder(&dir.join(shard_dir_name(i as u32)), part, options)?;
+    }
+    finish_sharded(dir, shards, &partition, options, dim)
+}
+
+/// Write `shards.json` for the `shards` layered folders already built in
+/// `dir` (by [`build_sharded`], or shard by shard elsewhere, as a Ray job
+/// does), recording each one's count and base checksum.
+pub fn finish_sharded(
+    dir: &Path,
+    shards: u32,
+    partition: &Partition,
+    options: &BuildOptions,
+    dim: u32,
+) -> Result<ShardsManifest> {
+    let mut items = Vec::with_capacity(shards as usize);
+    for i in 0..shards {
+        let name = shard_dir_name(i);
         let shard = dir.join(&name);
-        let count = part.len() as u64;
-        build_new_folder(&shard, part, options)?;
-        let base = shard.join(&layers::read_manifest(&shard)?.layers[0]);
+        let layers = layers::read_manifest(&shard)?;
+        let base = shard.join(&layers.layers[0]);
+        let count = Index::open(&base)?.snapshot().len() as u64;
         items.push(ShardEntry {
             dir: name,
             count,
@@ -252,11 +374,15 @@ pub fn build_sharded(
         format: SHARDS_FORMAT,
         shards,
         key: KEY_FUNCTION.into(),
-        partition: "hash".into(),
+        partition: partition.name().into(),
         metric: options.metric.name().into(),
         dim,
         storage: options.storage.name().into(),
         items,
+        centroids: match partition {
+            Partition::Hash => Vec::new(),
+            Partition::Kmeans(c) => c.rows.chunks_exact(c.dim).map(<[f32]>::to_vec).collect(),
+        },
     };
     write_manifest(dir, &m)?;
     Ok(m)
@@ -268,7 +394,23 @@ pub fn build_sharded(
 pub fn add_delta(dir: &Path, ds: Dataset, threads: usize) -> Result<Vec<(u32, DeltaAdded)>> {
     let m = read_manifest(dir)?;
     let mut added = Vec::new();
-    for (i, part) in split(ds, m.shards)?.into_iter().enumerate() {
+    let partition = m.partition();
+    if let Partition::Kmeans(_) = partition {
+        // An id already held elsewhere moves to its new vector's shard.
+        let open = Sharded::open_with(dir, None, &|p| Index::open(p))?;
+        let placed = place(&ds, &partition, m.shards, None);
+        let mut moved: Vec<&str> = Vec::new();
+        for (id, &to) in ds.ids.iter().zip(&placed) {
+            if open.find(id).is_some_and(|(s, _, _)| s != to) {
+                moved.push(id);
+            }
+        }
+        if !moved.is_empty() {
+            delete_where_held(dir, &m, &moved, Some(&open))?;
+        }
+    }
+    let placed = place(&ds, &partition, m.shards, None);
+    for (i, part) in split_by(ds, &placed, m.shards)?.into_iter().enumerate() {
         if part.is_empty() {
             continue;
         }
@@ -281,6 +423,9 @@ pub fn add_delta(dir: &Path, ds: Dataset, threads: usize) -> Result<Vec<(u32, De
 /// Delete `ids` from the sharded folder `dir`, each from its shard.
 pub fn delete<S: AsRef<str>>(dir: &Path, ids: &[S], current: Option<&Sharded>) -> Result<Deleted> {
     let m = read_manifest(dir)?;
+    if m.partition != "hash" {
+        return delete_where_held(dir, &m, ids, current);
+    }
     let mut by_shard: Vec<Vec<&str>> = vec![Vec::new(); m.shards as usize];
     for id in ids {
         by_shard[shard_of(id.as_ref(), m.shards) as usize].push(id.as_ref());
@@ -298,11 +443,47 @@ pub fn delete<S: AsRef<str>>(dir: &Path, ids: &[S], current: Option<&Sharded>) -
     Ok(out)
 }
 
+/// Delete `ids` from every shard of `dir` that holds them (placement by
+/// similarity: an id's shard is not known from its key).
+fn delete_where_held<S: AsRef<str>>(
+    dir: &Path,
+    m: &ShardsManifest,
+    ids: &[S],
+    current: Option<&Sharded>,
+) -> Result<Deleted> {
+    let opened;
+    let open = match current.filter(|s| s.manifest == *m) {
+        Some(s) => s,
+        None => {
+            opened = Sharded::open_with(dir, None, &|p| Index::open(p))?;
+            &opened
+        }
+    };
+    let mut by_shard: Vec<Vec<&str>> = vec![Vec::new(); m.shards as usize];
+    let mut out = Deleted::default();
+    for id in ids {
+        match open.find(id.as_ref()) {
+            Some((s, _, _)) => by_shard[s as usize].push(id.as_ref()),
+            None => out.unknown.push(id.as_ref().to_string()),
+        }
+    }
+    for (i, ids) in by_shard.iter().enumerate() {
+        if ids.is_empty() {
+            continue;
+        }
+        let d = layers::delete(&dir.join(&m.items[i].dir), ids, Some(&open.shards[i]))?;
+        out.deleted.extend(d.deleted);
+        out.unknown.extend(d.unknown);
+    }
+    Ok(out)
+}
+
 /// An open sharded folder: every shard's layered folder.
 pub struct Sharded {
     dir: PathBuf,
     pub manifest: ShardsManifest,
     shards: Vec<Layered>,
+    partition: Partition,
 }
 
 impl Sharded {
@@ -342,6 +523,7 @@ impl Sharded {
         }
         Ok(Sharded {
             dir: dir.to_path_buf(),
+            partition: manifest.partition(),
             manifest,
             shards,
         })
@@ -363,8 +545,27 @@ impl Sharded {
 
     /// The live copy of `id`: its shard, and the layer and node there.
     pub fn find(&self, id: &str) -> Option<(u32, usize, u32)> {
-        let s = shard_of(id, self.manifest.shards);
-        let (layer, node) = self.shards[s as usize].find(id)?;
-        Some((s, layer, node))
+        if self.manifest.partition == "hash" {
+            let s = shard_of(id, self.manifest.shards);
+            let (layer, node) = self.shards[s as usize].find(id)?;
+            return Some((s, layer, node));
+        }
+        self.shards.iter().enumerate().find_map(|(s, shard)| {
+            let (layer, node) = shard.find(id)?;
+            Some((s as u32, layer, node))
+        })
+    }
+
+    /// How the folder places its items.
+    pub fn partition(&self) -> &Partition {
+        &self.partition
+    }
+
+    /// The shards' centroids, when placed by similarity.
+    pub fn centroids(&self) -> Option<&Centroids> {
+        match &self.partition {
+            Partition::Kmeans(c) => Some(c),
+            Partition::Hash => None,
+        }
     }
 }
