@@ -45,6 +45,11 @@ pub struct Args {
     /// one connection hold --max-calls-per-connection calls (64) at once.
     #[arg(long, default_value_t = 4, help_heading = "Shards")]
     shard_connections: usize,
+    /// Shards placed by kmeans: search the P shards nearest each query
+    /// (more while a filter leaves fewer than k hits there) when a call
+    /// does not set `probe`; 0 searches every shard.
+    #[arg(long, default_value_t = 0, value_name = "P", help_heading = "Shards")]
+    probe: usize,
     #[command(flatten)]
     flags: ServeFlags,
 }
@@ -99,6 +104,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         learn_timeout: a.shard_wait,
         health_interval: a.health_interval.max(Duration::from_millis(10)),
         connections_per_replica: a.shard_connections.max(1),
+        probe: a.probe,
         ..RouteOptions::default()
     };
     let config = a.flags.config()?;

@@ -788,3 +788,177 @@ fn a_router_with_tokens_and_tls_routes_federated_calls() {
         .iter()
         .all(|id| !["w:0003", "w:0007"].contains(&id.as_str())));
 }
+
+#[test]
+fn a_router_probes_the_shards_nearest_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let n = 1200;
+    write_fvecs(&d.join("base.fvecs"), DIM, &synth::clustered(n, DIM, 8, 31)).unwrap();
+    let ids: String = (0..n).map(|i| format!("k:{i:04}\n")).collect();
+    std::fs::write(d.join("ids.txt"), ids).unwrap();
+    let attrs: String = (0..n)
+        .map(|i| format!("{{\"id\": \"k:{i:04}\", \"tag\": \"t{i}\"}}\n"))
+        .collect();
+    std::fs::write(d.join("attrs.jsonl"), attrs).unwrap();
+    let folder = d.join("kw");
+    let o = fathom(&[
+        "build",
+        "--input",
+        d.join("base.fvecs").to_str().unwrap(),
+        "--ids",
+        d.join("ids.txt").to_str().unwrap(),
+        "--attributes",
+        d.join("attrs.jsonl").to_str().unwrap(),
+        "--shards",
+        "4",
+        "--partition",
+        "kmeans",
+        "--threads",
+        "2",
+        "--output",
+        &format!("{}/", folder.display()),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let _shards: Vec<Reaped> = (0..4)
+        .map(|s| {
+            start(&[
+                "serve".into(),
+                "--index".into(),
+                format!("kw={}", folder.display()),
+                "--shard".into(),
+                s.to_string(),
+                "--no-watch".into(),
+                "--metrics-listen".into(),
+                "off".into(),
+                "--listen".into(),
+                format!("127.0.0.1:{}", ports[s]),
+            ])
+        })
+        .collect();
+    let port = free_port();
+    let spec: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let _router = start(&[
+        "route".into(),
+        "--index".into(),
+        format!("kw={}", spec.join(",")),
+        "--probe".into(),
+        "1".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--metrics-listen".into(),
+        "off".into(),
+    ]);
+    let rt = runtime();
+    let c = rt
+        .block_on(Client::connect(
+            &format!("http://127.0.0.1:{port}"),
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+    let csv = |v: &[f32]| {
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let request = |q: &[f32], filter: &str| pb::SearchRequest {
+        index: "kw".into(),
+        vector: q.to_vec(),
+        k: 10,
+        ef: 64,
+        filter: filter.into(),
+        ..Default::default()
+    };
+
+    // One probe: the nearest shard only, as the folder searched in process.
+    for i in 0..4 {
+        let q = query(i);
+        let want = ids_of(&[
+            "search",
+            folder.to_str().unwrap(),
+            "--vector",
+            &csv(&q),
+            "-k",
+            "10",
+            "--ef",
+            "64",
+            "--probe",
+            "1",
+            "--json",
+        ]);
+        let r = rt.block_on(search(&c, request(&q, ""))).unwrap();
+        let got: Vec<String> = r.hits.iter().map(|h| h.id.clone()).collect();
+        assert_eq!(got, want);
+        assert_eq!((r.shards_answered, r.shards_total), (1, 1));
+    }
+
+    // A filter matching three items of the farthest shard only: the probe
+    // widens until it finds all three.
+    let q = query(5);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("shards.json")).unwrap()).unwrap();
+    let cos = |c: &serde_json::Value| {
+        let c: Vec<f32> = c
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        let dot: f32 = c.iter().zip(&q).map(|(a, b)| a * b).sum();
+        dot / q.iter().map(|x| x * x).sum::<f32>().sqrt()
+    };
+    let centroids = manifest["centroids"].as_array().unwrap();
+    let far = (0..4)
+        .min_by(|&a, &b| cos(&centroids[a]).total_cmp(&cos(&centroids[b])))
+        .unwrap();
+    let mut three = ids_of(&[
+        "search",
+        folder.join(format!("shard-{far:04}")).to_str().unwrap(),
+        "--vector",
+        &csv(&q),
+        "-k",
+        "3",
+        "--json",
+    ]);
+    let filter = three
+        .iter()
+        .map(|id| format!("tag = \"t{}\"", id[2..].parse::<usize>().unwrap()))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let r = rt.block_on(search(&c, request(&q, &filter))).unwrap();
+    let mut got: Vec<String> = r.hits.iter().map(|h| h.id.clone()).collect();
+    got.sort();
+    three.sort();
+    assert_eq!(got, three);
+    assert!(r.shards_total > 1);
+
+    // Items are found in whichever shard holds them, and deleted there.
+    let mut raw = c.raw();
+    let items = rt
+        .block_on(raw.get_items(pb::GetItemsRequest {
+            index: "kw".into(),
+            ids: vec![three[0].clone(), three[1].clone()],
+        }))
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(
+        items.iter().map(|i| &i.id).collect::<Vec<_>>(),
+        [&three[0], &three[1]]
+    );
+    let deleted = rt
+        .block_on(raw.delete(pb::DeleteRequest {
+            index: "kw".into(),
+            ids: vec![three[0].clone(), "never".into()],
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (deleted.deleted, deleted.unknown),
+        (1, vec!["never".to_string()])
+    );
+    let r = rt.block_on(search(&c, request(&q, &filter))).unwrap();
+    assert_eq!(r.hits.len(), 2);
+}

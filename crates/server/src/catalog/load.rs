@@ -102,8 +102,19 @@ pub struct Loaded {
     /// Each file served, in the order of `Searchable::parts`, with its stamp
     /// when it was opened: to notice one written in place.
     pub(super) files: Vec<(PathBuf, FileStamp)>,
-    /// For one shard of a sharded folder: its number and the shard count.
-    pub shard: Option<(u32, u32)>,
+    /// For one shard of a sharded folder: where it sits in the folder.
+    pub shard: Option<ShardPosition>,
+}
+
+/// A served shard's place in its sharded folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardPosition {
+    pub shard: u32,
+    pub shards: u32,
+    /// "hash" or "kmeans".
+    pub partition: String,
+    /// With kmeans: this shard's centroid.
+    pub centroid: Vec<f32>,
 }
 
 impl Loaded {
@@ -293,14 +304,19 @@ fn load_folder(
     })
 }
 
-/// The shard number and count of `dir` when it is a shard of a sharded
-/// folder (`PARENT/shard-NNNN` with `PARENT/shards.json` naming it).
-fn shard_position(dir: &Path) -> Option<(u32, u32)> {
+/// Where `dir` sits when it is a shard of a sharded folder
+/// (`PARENT/shard-NNNN` with `PARENT/shards.json` naming it).
+fn shard_position(dir: &Path) -> Option<ShardPosition> {
     let name = dir.file_name()?.to_str()?;
     let parent = dir.parent()?;
     let m = shards::read_manifest(parent).ok()?;
     let i = m.items.iter().position(|e| e.dir == name)?;
-    Some((i as u32, m.shards))
+    Some(ShardPosition {
+        shard: i as u32,
+        shards: m.shards,
+        centroid: m.centroids.get(i).cloned().unwrap_or_default(),
+        partition: m.partition,
+    })
 }
 
 #[cfg(test)]

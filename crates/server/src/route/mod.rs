@@ -39,6 +39,9 @@ pub struct RouteOptions {
     pub learn_timeout: Duration,
     /// HTTP/2 connections to each replica, taken in turn.
     pub connections_per_replica: usize,
+    /// Shards placed by kmeans: how many a call searches (the nearest its
+    /// query) when it does not say; 0 searches every shard.
+    pub probe: usize,
 }
 
 impl Default for RouteOptions {
@@ -54,6 +57,7 @@ impl Default for RouteOptions {
             learn_timeout: Duration::from_secs(60),
             // 4 × a server's default 64 calls per connection.
             connections_per_replica: 4,
+            probe: 0,
         }
     }
 }

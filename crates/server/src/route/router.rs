@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fathom_engine::distance::Metric;
+use fathom_engine::shards::{shard_of, Centroids};
 use futures_util::future::join_all;
 use tonic::{Request, Status};
 
@@ -21,6 +22,19 @@ pub struct RoutedIndex {
     pub(super) groups: Vec<ShardGroup>,
     pub(super) metric: Metric,
     pub(super) dim: u32,
+    /// Shards placed by kmeans: their centroids, in shard order.
+    pub(super) centroids: Option<Centroids>,
+}
+
+impl RoutedIndex {
+    /// The shards that may hold `id`: its key's shard, or every shard when
+    /// items are placed by similarity.
+    pub(super) fn holders(&self, id: &str) -> Vec<usize> {
+        match self.centroids {
+            None => vec![shard_of(id, self.groups.len() as u32) as usize],
+            Some(_) => (0..self.groups.len()).collect(),
+        }
+    }
 }
 
 /// Every routed index.
@@ -240,6 +254,32 @@ async fn learn(
         .parse::<Metric>()
         .map_err(|e| bad(e.to_string()))?;
     let dim = infos[0].dim;
+    let kmeans = infos.iter().filter(|i| i.partition == "kmeans").count();
+    let centroids = if kmeans == 0 {
+        None
+    } else if kmeans < infos.len() {
+        return Err(bad(format!(
+            "{kmeans} of {} groups serve shards placed by kmeans, the others by hash",
+            infos.len()
+        )));
+    } else {
+        let mut rows = vec![0f32; infos.len() * dim as usize];
+        for (g, info) in infos.iter().enumerate() {
+            if info.centroid.len() != dim as usize {
+                return Err(bad(format!(
+                    "group {g} reports a centroid of {} values for {dim}-d vectors",
+                    info.centroid.len()
+                )));
+            }
+            let s = info.shard as usize * dim as usize;
+            rows[s..s + dim as usize].copy_from_slice(&info.centroid);
+        }
+        Some(Centroids {
+            dim: dim as usize,
+            metric,
+            rows,
+        })
+    };
     let mut groups: Vec<Option<ShardGroup>> = groups.into_iter().map(Some).collect();
     let ordered = order
         .into_iter()
@@ -254,5 +294,6 @@ async fn learn(
         groups: ordered,
         metric,
         dim,
+        centroids,
     })
 }

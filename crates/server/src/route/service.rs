@@ -38,6 +38,51 @@ fn shard_request<T>(message: T, deadline: Instant) -> Request<T> {
     call
 }
 
+/// The shards of one index a call searches: every one, or for shards
+/// placed by kmeans the `probe` nearest the query, widened on demand.
+struct ProbePlan {
+    /// Shards, nearest the query first.
+    order: Vec<usize>,
+    /// Searched so far, and to search by the next round.
+    called: usize,
+    width: usize,
+}
+
+impl ProbePlan {
+    fn new(index: &RoutedIndex, query: &[f32], probe: usize) -> ProbePlan {
+        let n = index.groups.len();
+        match &index.centroids {
+            Some(c) if probe > 0 && probe < n => ProbePlan {
+                order: c.order(query).into_iter().map(|s| s as usize).collect(),
+                called: 0,
+                width: probe,
+            },
+            _ => ProbePlan {
+                order: (0..n).collect(),
+                called: 0,
+                width: n,
+            },
+        }
+    }
+
+    /// The shards to call now.
+    fn next(&mut self) -> Vec<usize> {
+        let next = self.order[self.called..self.width].to_vec();
+        self.called = self.width;
+        next
+    }
+
+    /// Search twice as many shards; false when every shard is searched.
+    fn widen(&mut self) -> bool {
+        let n = self.order.len();
+        if self.width == n {
+            return false;
+        }
+        self.width = (self.width * 2).min(n);
+        true
+    }
+}
+
 /// One shard's part of a call: its hits, or nothing when it did not answer.
 struct ShardAnswer {
     owner: u32,
@@ -144,55 +189,93 @@ impl RouterService {
         let min_per_index = std::mem::take(&mut req.min_per_index) as usize;
         let require_complete = req.require_complete;
 
-        let mut calls = Vec::new();
-        for (owner, index) in targets.iter().enumerate() {
-            for (s, group) in index.groups.iter().enumerate() {
-                let mut r = req.clone();
-                r.index = index.name.clone();
-                // A seed can only come back from the shard that owns it,
-                // which is asked for one more hit per seed it owns; the
-                // seeds are dropped after the merge. Sent as exclusions
-                // instead, they would push a call at the shards' exclusion
-                // limit over it.
-                let owned = seed_keys
+        // Shards placed by kmeans: a plain query searches the `probe`
+        // nearest first, then twice as many while too few hits come back.
+        let probe = match req.probe {
+            0 => self.router.options.probe,
+            p => p as usize,
+        };
+        let plain = !req.vector.is_empty()
+            && req.positive_vectors.is_empty()
+            && req.negative_vectors.is_empty();
+        let mut plans: Vec<ProbePlan> = targets
+            .iter()
+            .map(|t| ProbePlan::new(t, &req.vector, if plain { probe } else { 0 }))
+            .collect();
+        let call_shard = |owner: usize, s: usize| {
+            let index = &targets[owner];
+            let group = &index.groups[s];
+            let mut r = req.clone();
+            r.index = index.name.clone();
+            // A seed can only come back from a shard holding it, which is
+            // asked for one more hit per seed; the seeds are dropped after
+            // the merge. Sent as exclusions instead, they would push a
+            // call at the shards' exclusion limit over it.
+            let held = if index.centroids.is_some() {
+                seed_keys.len()
+            } else {
+                seed_keys
                     .iter()
                     .filter(|&&key| shard_of_key(key, index.groups.len() as u32) as usize == s)
-                    .count();
-                r.k += owned as u32;
-                calls.push(async move {
-                    let (result, attempts) = group
-                        .call(deadline, self.router.options.hedge, |mut c| {
-                            let call = shard_request(r.clone(), deadline);
-                            async move { c.search(call).await.map(|resp| resp.into_inner().hits) }
-                        })
-                        .await;
-                    if let Some(m) = self.metrics() {
-                        m.shard_call(attempts.retries, attempts.hedged);
-                    }
-                    (owner as u32, s, result)
-                });
-            }
-        }
-        let total = calls.len() as u32;
-        let mut answers = Vec::with_capacity(calls.len());
-        for (owner, shard, result) in join_all(calls).await {
-            match result {
-                Ok(hits) => answers.push(ShardAnswer {
-                    owner,
-                    shard,
-                    hits: Some(hits),
-                }),
-                // A shard that could not be reached in time leaves the
-                // call partial; anything else (a bad filter) is the call's.
-                Err(s) if s.code() == Code::DeadlineExceeded || replica::retryable(&s) => {
-                    tracing::warn!(index = %targets[owner as usize].name, shard, status = %s, "no replica of the shard answered: a partial answer");
-                    answers.push(ShardAnswer {
-                        owner,
-                        shard,
-                        hits: None,
-                    });
+                    .count()
+            };
+            r.k += held as u32;
+            async move {
+                let (result, attempts) = group
+                    .call(deadline, self.router.options.hedge, |mut c| {
+                        let call = shard_request(r.clone(), deadline);
+                        async move { c.search(call).await.map(|resp| resp.into_inner().hits) }
+                    })
+                    .await;
+                if let Some(m) = self.metrics() {
+                    m.shard_call(attempts.retries, attempts.hedged);
                 }
-                Err(s) => return Err(s),
+                (owner as u32, s, result)
+            }
+        };
+        let mut answers = Vec::new();
+        let mut total = 0u32;
+        loop {
+            let calls: Vec<_> = plans
+                .iter_mut()
+                .enumerate()
+                .flat_map(|(owner, p)| p.next().into_iter().map(move |s| (owner, s)))
+                .map(|(owner, s)| call_shard(owner, s))
+                .collect();
+            total += calls.len() as u32;
+            for (owner, shard, result) in join_all(calls).await {
+                match result {
+                    Ok(mut hits) => {
+                        hits.retain(|h| {
+                            seed_keys.is_empty()
+                                || !seed_keys.contains(&fathom_engine::shards::key(&h.id))
+                        });
+                        answers.push(ShardAnswer {
+                            owner,
+                            shard,
+                            hits: Some(hits),
+                        })
+                    }
+                    // A shard that could not be reached in time leaves the
+                    // call partial; anything else (a bad filter) is the call's.
+                    Err(s) if s.code() == Code::DeadlineExceeded || replica::retryable(&s) => {
+                        tracing::warn!(index = %targets[owner as usize].name, shard, status = %s, "no replica of the shard answered: a partial answer");
+                        answers.push(ShardAnswer {
+                            owner,
+                            shard,
+                            hits: None,
+                        });
+                    }
+                    Err(s) => return Err(s),
+                }
+            }
+            let found: usize = answers
+                .iter()
+                .filter_map(|a| a.hits.as_ref())
+                .map(Vec::len)
+                .sum();
+            if found >= fetch || !plans.iter_mut().any(ProbePlan::widen) {
+                break;
             }
         }
         let answered = answers.iter().filter(|a| a.hits.is_some()).count() as u32;
@@ -209,11 +292,6 @@ impl RouterService {
                 return Err(Status::unavailable(format!(
                     "{answered} of {total} shards answered in time{why}"
                 )));
-            }
-        }
-        if !seed_keys.is_empty() {
-            for hits in answers.iter_mut().filter_map(|a| a.hits.as_mut()) {
-                hits.retain(|h| !seed_keys.contains(&fathom_engine::shards::key(&h.id)));
             }
         }
         let lists: Vec<&[pb::Hit]> = answers
@@ -289,7 +367,7 @@ impl RouterService {
     }
 
     /// The stored vector of seed `id`: from the first of `targets` holding
-    /// it, asked of its owning shard.
+    /// it, asked of the shards that may hold it.
     async fn seed_vector(
         &self,
         targets: &[Arc<RoutedIndex>],
@@ -297,22 +375,35 @@ impl RouterService {
         deadline: Instant,
     ) -> Result<Vec<f32>, Status> {
         for index in targets {
-            match self
-                .get_from_shard(
-                    index,
-                    shard_of(id, index.groups.len() as u32) as usize,
-                    vec![id.to_string()],
-                    deadline,
-                )
-                .await
-            {
-                Ok(mut items) if !items.is_empty() => return Ok(items.swap_remove(0).vector),
+            if let Some(item) = self.find_item(index, id, deadline).await? {
+                return Ok(item.vector);
+            }
+        }
+        Err(Status::not_found(format!("no item {id:?} in this index")))
+    }
+
+    /// Item `id` of `index`, from whichever shard holds it (all of them
+    /// asked at once, when items are placed by similarity).
+    async fn find_item(
+        &self,
+        index: &RoutedIndex,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<Option<pb::Item>, Status> {
+        let asks = index
+            .holders(id)
+            .into_iter()
+            .map(|s| self.get_from_shard(index, s, vec![id.to_string()], deadline));
+        let mut found = None;
+        for answer in join_all(asks).await {
+            match answer {
+                Ok(mut items) if !items.is_empty() => found = Some(items.swap_remove(0)),
                 Ok(_) => {}
                 Err(s) if s.code() == Code::NotFound => {}
                 Err(s) => return Err(s),
             }
         }
-        Err(Status::not_found(format!("no item {id:?} in this index")))
+        Ok(found)
     }
 
     async fn get_from_shard(
@@ -455,6 +546,7 @@ impl pb::retrieval_server::Retrieval for RouterService {
                     group_size: b.group_size,
                     with_attributes: b.with_attributes,
                     require_complete: b.require_complete,
+                    probe: b.probe,
                     exclude_keys,
                 },
                 deadline,
@@ -479,6 +571,26 @@ impl pb::retrieval_server::Retrieval for RouterService {
         let req = request.into_inner();
         check("ids", req.ids.len(), self.limits.max_batch)?;
         let index = self.router.index(&req.index)?;
+        if index.centroids.is_some() {
+            // Placed by similarity: each id looked for in every shard.
+            let found = join_all(req.ids.iter().map(|id| self.find_item(index, id, deadline)));
+            let mut items = Vec::with_capacity(req.ids.len());
+            let mut missing = Vec::new();
+            for (id, item) in req.ids.iter().zip(found.await) {
+                match item? {
+                    Some(item) => items.push(item),
+                    None => missing.push(id),
+                }
+            }
+            if let Some(first) = missing.first() {
+                return Err(Status::not_found(format!(
+                    "{} id(s) not in index {:?}, for example {first:?}",
+                    missing.len(),
+                    index.name
+                )));
+            }
+            return Ok(Response::new(pb::GetItemsResponse { items }));
+        }
         let n = index.groups.len() as u32;
         let mut by_shard: BTreeMap<usize, Vec<(usize, String)>> = BTreeMap::new();
         for (at, id) in req.ids.into_iter().enumerate() {
@@ -576,14 +688,16 @@ impl pb::retrieval_server::Retrieval for RouterService {
         let req = request.into_inner();
         check("ids", req.ids.len(), self.limits.max_exclusions)?;
         let index = self.router.index(&req.index)?;
-        let n = index.groups.len() as u32;
         let mut by_shard: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        let asked = req.ids.len();
         for id in req.ids {
-            by_shard
-                .entry(shard_of(&id, n) as usize)
-                .or_default()
-                .push(id);
+            for s in index.holders(&id) {
+                by_shard.entry(s).or_default().push(id.clone());
+            }
         }
+        // An id is unknown when every shard asked about it says so.
+        let asked_of = by_shard.len();
+        let mut unknown_in: BTreeMap<String, usize> = BTreeMap::new();
         let calls = by_shard.into_iter().map(|(shard, ids)| {
             let name = index.name.clone();
             async move {
@@ -608,10 +722,23 @@ impl pb::retrieval_server::Retrieval for RouterService {
             // stands for the shard.
             if let Some(first) = ok.first() {
                 out.deleted += first.deleted;
-                out.unknown.extend(first.unknown.iter().cloned());
+                for id in &first.unknown {
+                    *unknown_in.entry(id.clone()).or_default() += 1;
+                }
             }
             failed.extend(bad);
         }
+        let shards_per_id = if index.centroids.is_some() {
+            asked_of
+        } else {
+            1
+        };
+        out.unknown = unknown_in
+            .into_iter()
+            .filter(|&(_, n)| n >= shards_per_id)
+            .map(|(id, _)| id)
+            .collect();
+        debug_assert!(out.unknown.len() <= asked);
         if !failed.is_empty() {
             let names: Vec<String> = failed
                 .iter()

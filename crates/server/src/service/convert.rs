@@ -172,8 +172,20 @@ impl Shared {
                 .err()
                 .map(|e| e.to_string())
                 .unwrap_or_default(),
-            shard: s.loaded.shard.map_or(0, |(i, _)| i),
-            shards: s.loaded.shard.map_or(0, |(_, n)| n),
+            shard: s.loaded.shard.as_ref().map_or(0, |p| p.shard),
+            shards: s.loaded.shard.as_ref().map_or(0, |p| p.shards),
+            partition: s
+                .loaded
+                .shard
+                .as_ref()
+                .map(|p| p.partition.clone())
+                .unwrap_or_default(),
+            centroid: s
+                .loaded
+                .shard
+                .as_ref()
+                .map(|p| p.centroid.clone())
+                .unwrap_or_default(),
         }
     }
 }
