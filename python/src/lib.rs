@@ -12,6 +12,7 @@ mod errors;
 mod index;
 mod layered;
 mod query;
+mod sharding;
 mod table;
 
 use numpy::prelude::*;
@@ -77,6 +78,10 @@ fn _fathom(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::Client>()?;
     m.add_function(wrap_pyfunction!(build::build, m)?)?;
     m.add_function(wrap_pyfunction!(search, m)?)?;
+    m.add_function(wrap_pyfunction!(sharding::shard_of, m)?)?;
+    m.add_function(wrap_pyfunction!(sharding::train_kmeans, m)?)?;
+    m.add_function(wrap_pyfunction!(sharding::finish_sharded, m)?)?;
+    m.add_function(wrap_pyfunction!(sharding::add_sharded_delta, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,0 +1,148 @@
+//! Sharded folders from Python, for builds that run shard by shard
+//! elsewhere (`python -m fathom.ray`): the key placement, k-means
+//! centroids, `shards.json`, and a sharded folder's deltas.
+
+use std::path::PathBuf;
+
+use fathom_engine::builder::BuildOptions;
+use fathom_engine::formats::Columns;
+use fathom_engine::shards::{self, Centroids, KmeansOptions, Partition};
+use fathom_engine::{Metric, Storage};
+use numpy::{IntoPyArray, PyArray1, PyArray2};
+use pyo3::prelude::*;
+
+use crate::arrays::Rows;
+use crate::dataset::dataset;
+use crate::errors::{engine, invalid};
+use crate::table;
+
+/// The shard of each id among ``shards``: ``xxh3_64(id's UTF-8 bytes,
+/// seed 0) mod shards``, as ``fathom build --shards`` places items.
+#[pyfunction]
+pub fn shard_of<'py>(
+    py: Python<'py>,
+    ids: &Bound<'py, PyAny>,
+    shards: u32,
+) -> PyResult<Bound<'py, PyArray1<u32>>> {
+    if shards == 0 {
+        return Err(invalid("shards must be at least 1"));
+    }
+    let ids = crate::arrays::ids(ids, "ids")?;
+    let out: Vec<u32> = ids.iter().map(|id| shards::shard_of(id, shards)).collect();
+    Ok(out.into_pyarray(py))
+}
+
+/// ``clusters`` k-means centroids of ``vectors`` (trained on a sample of
+/// them), as ``fathom build --partition kmeans`` trains them: an
+/// ``(clusters, dim)`` float32 array in the metric's space.
+#[pyfunction]
+#[pyo3(signature = (vectors, clusters, metric = "cosine", seed = 42))]
+pub fn train_kmeans<'py>(
+    py: Python<'py>,
+    vectors: &Bound<'py, PyAny>,
+    clusters: usize,
+    metric: &str,
+    seed: u64,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let metric: Metric = metric.parse().map_err(invalid)?;
+    let rows = Rows::extract(vectors, "vectors")?;
+    if clusters == 0 || clusters > rows.n {
+        return Err(invalid(format!(
+            "clusters must be within 1 and the {} vectors, got {clusters}",
+            rows.n
+        )));
+    }
+    let values = rows.values();
+    let dim = rows.dim;
+    let options = KmeansOptions {
+        seed,
+        ..KmeansOptions::new(clusters)
+    };
+    let c = py.detach(|| shards::kmeans::train(&values, dim, metric, &options));
+    let out = numpy::ndarray::Array2::from_shape_vec((c.len(), dim), c.rows)
+        .map_err(|e| invalid(e.to_string()))?;
+    Ok(out.into_pyarray(py))
+}
+
+/// Write ``DIR/shards.json`` for the ``shards`` layered folders already
+/// built in ``DIR`` (``shard-0000`` …): counts and checksums, and the
+/// centroids (an ``(shards, dim)`` array) when items were placed by them.
+#[pyfunction]
+#[pyo3(signature = (dir, shards, metric = "cosine", storage = "f32", centroids = None))]
+pub fn finish_sharded(
+    py: Python<'_>,
+    dir: PathBuf,
+    shards: u32,
+    metric: &str,
+    storage: &str,
+    centroids: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let options = BuildOptions {
+        metric: metric.parse::<Metric>().map_err(invalid)?,
+        storage: storage.parse::<Storage>().map_err(invalid)?,
+        ..BuildOptions::default()
+    };
+    let first = dir.join(shards::shard_dir_name(0));
+    let dim = py
+        .detach(|| fathom_engine::searchable::Searchable::open(&first, &Default::default()))
+        .map_err(engine)?
+        .base()
+        .snapshot()
+        .dim();
+    let partition = match centroids {
+        None => Partition::Hash,
+        Some(c) => {
+            let rows = Rows::extract(c, "centroids")?;
+            if rows.n != shards as usize || rows.dim != dim {
+                return Err(invalid(format!(
+                    "centroids must be ({shards}, {dim}), got ({}, {})",
+                    rows.n, rows.dim
+                )));
+            }
+            Partition::Kmeans(Centroids {
+                dim,
+                metric: options.metric,
+                rows: rows.values().into_owned(),
+            })
+        }
+    };
+    py.detach(|| shards::finish_sharded(&dir, shards, &partition, &options, dim as u32))
+        .map_err(engine)?;
+    Ok(())
+}
+
+/// Add items to the sharded folder ``dir``, each as a delta of its shard
+/// (by key, or by nearest centroid, moving ids given new vectors).
+/// ``vectors`` is as for ``fathom.build``: an array with ``ids`` and
+/// ``attributes``, or a table or input file with its columns named.
+/// Returns the shards that took a delta.
+#[pyfunction]
+#[pyo3(signature = (dir, vectors, ids = None, attributes = None, threads = None,
+                    vector_column = None, id_column = None, attribute_columns = None))]
+#[allow(clippy::too_many_arguments)]
+pub fn add_sharded_delta(
+    py: Python<'_>,
+    dir: PathBuf,
+    vectors: &Bound<'_, PyAny>,
+    ids: Option<&Bound<'_, PyAny>>,
+    attributes: Option<&Bound<'_, PyAny>>,
+    threads: Option<usize>,
+    vector_column: Option<String>,
+    id_column: Option<String>,
+    attribute_columns: Option<Vec<String>>,
+) -> PyResult<Vec<u32>> {
+    let columns = Columns {
+        vector: vector_column,
+        id: id_column,
+        attributes: attribute_columns,
+    };
+    let ds = match table::of(vectors, &columns)? {
+        Some(ds) => ds,
+        None => dataset(vectors, ids, attributes)?,
+    };
+    let threads = threads.unwrap_or(BuildOptions::default().threads).max(1);
+    let added = py
+        .detach(|| shards::add_delta(&dir, ds, threads))
+        .map_err(engine)?;
+    Ok(added.into_iter().map(|(shard, _)| shard).collect())
+}
