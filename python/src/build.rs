@@ -8,7 +8,6 @@ use fathom_engine::snapshot::{check_output_dir, OpenOptions};
 use fathom_engine::{Metric, Storage};
 use pyo3::prelude::*;
 
-use crate::dataset::dataset;
 use crate::errors::{engine, invalid};
 use crate::index::{count, Index};
 use crate::layered::Layered;
@@ -83,16 +82,7 @@ pub fn build(
         id: id_column,
         attributes: attribute_columns,
     };
-    let ds = if let Some(table) = table::of(vectors, &columns)? {
-        if ids.is_some() || attributes.is_some() {
-            return Err(invalid(
-                "a table or file carries its own ids and attributes: name their columns instead",
-            ));
-        }
-        table
-    } else {
-        dataset(vectors, ids, attributes)?
-    };
+    let ds = table::input(vectors, ids, attributes, &columns)?;
     let folder = path.is_dir() || path.as_os_str().to_string_lossy().ends_with('/');
     if folder {
         py.detach(|| publish::build_new_folder(&path, ds, &options))

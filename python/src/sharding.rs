@@ -12,7 +12,6 @@ use numpy::{IntoPyArray, PyArray1, PyArray2};
 use pyo3::prelude::*;
 
 use crate::arrays::Rows;
-use crate::dataset::dataset;
 use crate::errors::{engine, invalid};
 use crate::table;
 
@@ -136,10 +135,7 @@ pub fn add_sharded_delta(
         id: id_column,
         attributes: attribute_columns,
     };
-    let ds = match table::of(vectors, &columns)? {
-        Some(ds) => ds,
-        None => dataset(vectors, ids, attributes)?,
-    };
+    let ds = table::input(vectors, ids, attributes, &columns)?;
     let threads = threads.unwrap_or(BuildOptions::default().threads).max(1);
     let added = py
         .detach(|| shards::add_delta(&dir, ds, threads))

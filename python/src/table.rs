@@ -11,7 +11,26 @@ use fathom_engine::formats::{arrow::read_batches, read_dataset, Columns};
 use pyo3::prelude::*;
 use pyo3::types::{PyCapsule, PyCapsuleMethods, PyString};
 
+use crate::dataset::dataset;
 use crate::errors::{engine, invalid};
+
+/// A build's input, whatever form it takes: a table or file carrying its
+/// own ids and attributes (named by `columns`), or an array with `ids` and
+/// `attributes` beside it.
+pub fn input(
+    vectors: &Bound<'_, PyAny>,
+    ids: Option<&Bound<'_, PyAny>>,
+    attributes: Option<&Bound<'_, PyAny>>,
+    columns: &Columns,
+) -> PyResult<Dataset> {
+    match of(vectors, columns)? {
+        Some(_) if ids.is_some() || attributes.is_some() => Err(invalid(
+            "a table or file carries its own ids and attributes: name their columns instead",
+        )),
+        Some(ds) => Ok(ds),
+        None => dataset(vectors, ids, attributes),
+    }
+}
 
 /// The dataset `obj` holds when it is a path or an Arrow stream; `None`
 /// for anything else (numpy arrays and the like).

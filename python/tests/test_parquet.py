@@ -129,3 +129,20 @@ def test_the_cli_builds_and_evaluates_parquet(data, tmp_path, fathom_bin):
     assert "64" in r.stdout
     r = run("build", "--input", str(tmp_path / "emb.parquet"), "--output", str(tmp_path / "y.fathom"))
     assert r.returncode != 0 and 'no column "id"' in r.stderr, r.stderr
+
+    # A layered folder takes a Parquet delta.
+    half = len(base) // 2
+    pq.write_table(table_of(base[:half], attrs[:half]), tmp_path / "first.parquet")
+    new = table_of(base[half:], attrs[half:]).set_column(
+        0, "track_id", pa.array([f"t{i}" for i in range(half, len(base))])
+    )
+    pq.write_table(new, tmp_path / "second.parquet")
+    folder = f"{tmp_path}/layered/"
+    r = run("build", "--input", str(tmp_path / "first.parquet"), "--id-column", "track_id", "--output", folder)
+    assert r.returncode == 0, r.stderr
+    r = run("build", "--input", str(tmp_path / "second.parquet"), "--id-column", "track_id", "--delta-of", folder)
+    assert r.returncode == 0, r.stderr
+    index = fathom.Index(folder)
+    assert len(index) == len(base)
+    got, _ = index.search(base[-1], k=1, ef=64)
+    assert got[0] == f"t{len(base) - 1}"

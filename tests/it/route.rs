@@ -194,6 +194,16 @@ async fn search(c: &Client, req: pb::SearchRequest) -> Result<pb::SearchResponse
     Ok(raw.search(r).await?.into_inner())
 }
 
+/// The ids a routed Search answers, nearest first.
+fn routed_ids(rt: &tokio::runtime::Runtime, c: &Client, req: pb::SearchRequest) -> Vec<String> {
+    rt.block_on(search(c, req))
+        .unwrap()
+        .hits
+        .into_iter()
+        .map(|h| h.id)
+        .collect()
+}
+
 fn plain(i: usize, k: u32) -> pb::SearchRequest {
     pb::SearchRequest {
         index: "words".into(),
@@ -729,13 +739,7 @@ fn a_router_with_tokens_and_tls_routes_federated_calls() {
         candidates: 600,
         ..Default::default()
     };
-    let got: Vec<String> = rt
-        .block_on(search(&caller, diverse))
-        .unwrap()
-        .hits
-        .into_iter()
-        .map(|h| h.id)
-        .collect();
+    let got = routed_ids(&rt, &caller, diverse);
     assert_eq!(got, want);
     let nearest = ids_of(&[
         "search",
@@ -776,13 +780,7 @@ fn a_router_with_tokens_and_tls_routes_federated_calls() {
         ef: 600,
         ..Default::default()
     };
-    let got: Vec<String> = rt
-        .block_on(search(&caller, seeded))
-        .unwrap()
-        .hits
-        .into_iter()
-        .map(|h| h.id)
-        .collect();
+    let got = routed_ids(&rt, &caller, seeded);
     assert_eq!(got, want);
     assert!(got
         .iter()
