@@ -107,6 +107,13 @@ impl Retrieval for Echo {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         Err(Status::unimplemented("echo answers Search and BatchSearch"))
     }
+
+    async fn set_alias(
+        &self,
+        _: Request<pb::SetAliasRequest>,
+    ) -> Result<Response<pb::SetAliasResponse>, Status> {
+        Err(Status::unimplemented("echo answers Search and BatchSearch"))
+    }
 }
 
 fn main() -> Result<()> {

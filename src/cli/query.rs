@@ -61,6 +61,21 @@ enum QueryCommand {
     /// Delete items from a layered index (durable and applied when this
     /// returns; needs an admin token when the server has --tokens).
     Delete(DeleteArgs),
+    /// Point an alias at an index, at once for every call that follows
+    /// (or --remove it); needs an admin token when the server has --tokens.
+    Alias(AliasArgs),
+}
+
+#[derive(clap::Args)]
+struct AliasArgs {
+    /// The alias, e.g. tracks.
+    alias: String,
+    /// The index it stands for from now on, e.g. tracks-2026-12-06.
+    #[arg(required_unless_present = "remove", conflicts_with = "remove")]
+    index: Option<String>,
+    /// Remove the alias.
+    #[arg(long)]
+    remove: bool,
 }
 
 #[derive(clap::Args)]
@@ -256,6 +271,32 @@ async fn run_async(a: Args) -> Result<ExitCode> {
                 super::layers::report_unknown(&r.unknown);
             }
         }
+        QueryCommand::Alias(al) => {
+            let r = client
+                .set_alias(&al.alias, al.index.as_deref())
+                .await
+                .map_err(explain)?;
+            let kept = if r.kept {
+                "kept across restarts"
+            } else {
+                "not kept across restarts: the server has no --catalog folder"
+            };
+            if c.json {
+                let v = json!({"alias": al.alias, "index": al.index, "previous": r.previous, "kept": r.kept});
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                match (&al.index, r.previous.is_empty()) {
+                    (Some(i), true) => println!("{} now stands for {i} ({kept})", al.alias),
+                    (Some(i), false) => {
+                        println!(
+                            "{} now stands for {i}, was {} ({kept})",
+                            al.alias, r.previous
+                        )
+                    }
+                    (None, _) => println!("removed alias {} ({kept})", al.alias),
+                }
+            }
+        }
         QueryCommand::Get(g) => {
             let items = get(&client, &g.index, &g.ids).await?;
             if c.json {
@@ -425,6 +466,8 @@ fn index_json(i: &IndexInfo) -> Value {
         "withdrawn": i.withdrawn,
         "shard": i.shard,
         "shards": i.shards,
+        "partition": i.partition,
+        "aliases": i.aliases,
         "fields": i.fields.iter().map(field_json).collect::<Vec<_>>(),
         "deleted": i.deleted,
         "oldest_delta_built_at_unix_s": i.oldest_delta_built_at_unix_s,
@@ -503,9 +546,23 @@ fn list_table(list: &[IndexInfo]) -> String {
         out.push_str(&format!("{}: withdrawn: {}\n", i.name, i.withdrawn));
     }
     for i in list.iter().filter(|i| i.shards > 0) {
+        if i.partition == "kmeans" {
+            out.push_str(&format!(
+                "{}: shard {} of {} (items nearest its centroid)\n",
+                i.name, i.shard, i.shards
+            ));
+        } else {
+            out.push_str(&format!(
+                "{}: shard {} of {} (items with xxh3_64(id) mod {} = {})\n",
+                i.name, i.shard, i.shards, i.shards, i.shard
+            ));
+        }
+    }
+    for i in list.iter().filter(|i| !i.aliases.is_empty()) {
         out.push_str(&format!(
-            "{}: shard {} of {} (items with xxh3_64(id) mod {} = {})\n",
-            i.name, i.shard, i.shards, i.shards, i.shard
+            "{}: also named {}\n",
+            i.name,
+            i.aliases.join(", ")
         ));
     }
     for i in list.iter().filter(|i| i.reloading_since_unix_ms > 0) {

@@ -27,6 +27,11 @@ pub struct Args {
     /// modulo the shard count.
     #[arg(long, value_name = "N|from-hostname")]
     shard: Option<ShardArg>,
+    /// Serve index INDEX under the name ALIAS too (repeatable); switched
+    /// at run time with `fathom query alias`. With --catalog, switched
+    /// aliases are kept in its aliases.json and win over these.
+    #[arg(long = "alias", value_name = "ALIAS=INDEX")]
+    aliases: Vec<String>,
     #[command(flatten)]
     flags: ServeFlags,
 }
@@ -288,6 +293,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let config = a.flags.config()?;
     let catalog = Catalog::open(&specs, a.catalog.as_deref(), a.flags.load_options())
         .context("loading the indexes")?;
+    let mut aliases = Vec::new();
+    for spec in &a.aliases {
+        let Some((alias, index)) = spec.split_once('=') else {
+            bail!("--alias {spec:?}: expected ALIAS=INDEX, e.g. tracks=tracks-2026-12-06");
+        };
+        aliases.push((alias.to_string(), index.to_string()));
+    }
+    catalog
+        .start_aliases(&aliases)
+        .context("setting the aliases")?;
     serve(config, catalog, |_| {})
 }
 

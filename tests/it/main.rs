@@ -3,6 +3,7 @@
 
 mod common;
 
+mod alias;
 mod bench;
 mod build_signal;
 mod cli;

@@ -216,8 +216,8 @@ pub fn required_role(path: &str) -> Option<Role> {
     };
     match method {
         // Reload reads and verifies whole files: costly, and an operator's
-        // act. Delete changes what every caller gets.
-        "Reload" | "Delete" => Some(Role::Admin),
+        // act. Delete and SetAlias change what every caller gets.
+        "Reload" | "Delete" | "SetAlias" => Some(Role::Admin),
         _ => Some(Role::Search),
     }
 }

@@ -530,6 +530,20 @@ impl Client {
         let mut c = self.inner.clone();
         self.bounded(c.delete(req)).await
     }
+
+    /// Point `alias` at `index` (`None` removes it); needs the admin role.
+    pub async fn set_alias(
+        &self,
+        alias: &str,
+        index: Option<&str>,
+    ) -> Result<crate::proto::SetAliasResponse, ClientError> {
+        let req = self.request(crate::proto::SetAliasRequest {
+            alias: alias.to_string(),
+            index: index.unwrap_or_default().to_string(),
+        });
+        let mut c = self.inner.clone();
+        self.bounded(c.set_alias(req)).await
+    }
 }
 
 #[cfg(test)]

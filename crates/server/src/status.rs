@@ -136,6 +136,9 @@ fn catalog_code(e: &CatalogError) -> Code {
         CatalogError::UnknownIndex(_) => Code::NotFound,
         CatalogError::DuplicateName(_) => Code::AlreadyExists,
         CatalogError::BadName { .. } => Code::InvalidArgument,
+        CatalogError::BadAlias(_) => Code::InvalidArgument,
+        // The aliases file could not be written: nothing was switched.
+        CatalogError::Aliases { .. } => Code::Internal,
         CatalogError::Load { error, .. } => engine_code(error),
         CatalogError::Folder { .. } => Code::Internal,
         CatalogError::EmptyFolder(_) => Code::FailedPrecondition,

@@ -235,7 +235,7 @@ fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
 
 /// Replace `dir/name` by `bytes` atomically: `.NAME.tmp-PID`, fsync,
 /// rename, fsync the folder.
-pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+pub fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let path = dir.join(name);
     let mut f = open_regular(

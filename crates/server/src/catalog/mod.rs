@@ -13,7 +13,9 @@
 //!
 //! - `load`: opening and checking a snapshot or a layered folder
 //! - `names`: the name → slot map, names from the catalog folder, reloads
+//! - `aliases`: names that stand for an index, kept in the catalog folder
 
+mod aliases;
 mod load;
 mod names;
 
@@ -22,6 +24,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use fathom_engine::error::Error;
 
+pub use self::aliases::ALIASES_FILE;
 pub use self::load::{LoadOptions, Loaded};
 pub use self::names::{
     check_name, folder_name, scan_folder, snapshot_name, Catalog, IndexStatus, LoadFailure,
@@ -36,6 +39,12 @@ pub enum CatalogError {
 
     #[error("index name {0:?} is used twice")]
     DuplicateName(String),
+
+    #[error("alias: {0}")]
+    BadAlias(String),
+
+    #[error("aliases file {}: {reason}", path.display())]
+    Aliases { path: PathBuf, reason: String },
 
     #[error("invalid index name {name:?}: {reason}")]
     BadName { name: String, reason: String },

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+use super::aliases::Aliases;
 use super::load::{load, LoadOptions, Loaded, Stamp};
 use super::{lock, CatalogError};
 use fathom_engine::layers::{self, Deleted};
@@ -34,6 +35,8 @@ pub struct IndexStatus {
     pub reload_failures: u64,
     /// When the reload running now started, if one is.
     pub reloading_since: Option<SystemTime>,
+    /// The aliases that stand for it.
+    pub aliases: Vec<String>,
 }
 
 #[derive(Default)]
@@ -85,6 +88,7 @@ pub struct Catalog {
     opening: Mutex<BTreeSet<String>>,
     folder: Option<PathBuf>,
     options: LoadOptions,
+    aliases: Aliases,
 }
 
 impl Catalog {
@@ -95,6 +99,7 @@ impl Catalog {
             slots: ArcSwap::from_pointee(BTreeMap::new()),
             adding: Mutex::new(()),
             opening: Mutex::new(Default::default()),
+            aliases: Aliases::new(folder.as_deref()),
             folder: folder.map(|f| absolute(&f)),
             options,
         }
@@ -125,6 +130,9 @@ impl Catalog {
     /// Load `path` and serve it as `name`.
     pub fn add(&self, name: &str, path: &Path) -> Result<Arc<Loaded>, CatalogError> {
         check_name(name)?;
+        if self.aliases.all().contains_key(name) {
+            return Err(CatalogError::DuplicateName(name.to_string()));
+        }
         let path = &absolute(path);
         if self.slots.load().contains_key(name) {
             return Err(CatalogError::DuplicateName(name.to_string()));
@@ -152,7 +160,8 @@ impl Catalog {
     /// The snapshot currently serving `name`. Hold the `Arc` for the whole
     /// request: a concurrent reload will not unmap it.
     pub fn get(&self, name: &str) -> Option<Arc<Loaded>> {
-        self.slots.load().get(name).map(|s| s.current.load_full())
+        let name = self.aliases.resolve(name);
+        self.slots.load().get(&*name).map(|s| s.current.load_full())
     }
 
     /// As [`Self::get`], for a request: an error when there is no such
@@ -230,17 +239,82 @@ impl Catalog {
 
     /// Every index, sorted by name.
     pub fn status(&self) -> Vec<IndexStatus> {
-        self.slots.load().values().map(|s| slot_status(s)).collect()
+        let aliases = self.aliases.all();
+        self.slots
+            .load()
+            .values()
+            .map(|s| slot_status(s, &aliases))
+            .collect()
     }
 
     pub fn status_of(&self, name: &str) -> Option<IndexStatus> {
-        self.slots.load().get(name).map(|s| slot_status(s))
+        let name = self.aliases.resolve(name);
+        let aliases = self.aliases.all();
+        self.slots
+            .load()
+            .get(&*name)
+            .map(|s| slot_status(s, &aliases))
+    }
+
+    /// Serve `aliases` (alias, index) from start-up, and those kept in the
+    /// catalog folder, which win over these for the same alias (they are
+    /// the latest switch). An alias of an index not served is left out.
+    pub fn start_aliases(&self, given: &[(String, String)]) -> Result<(), CatalogError> {
+        let mut map: BTreeMap<String, String> = given.iter().cloned().collect();
+        map.extend(self.aliases.read_kept()?);
+        let slots = self.slots.load();
+        map.retain(|alias, index| {
+            let ok = check_name(alias).is_ok()
+                && !slots.contains_key(alias)
+                && slots.contains_key(index.as_str());
+            if !ok {
+                tracing::warn!(
+                    alias,
+                    index,
+                    "alias left out: its index is not served, or the alias is an index's name"
+                );
+            }
+            ok
+        });
+        for (alias, _) in given {
+            if !map.contains_key(alias) {
+                return Err(CatalogError::BadAlias(format!(
+                    "--alias {alias}: no index of that name to point at, or {alias:?} names an index"
+                )));
+            }
+        }
+        self.aliases.replace(map);
+        Ok(())
+    }
+
+    /// Point `alias` at the index `index` (`None` removes the alias).
+    /// Returns what it pointed at before, and whether the change is kept
+    /// across restarts (with a catalog folder).
+    pub fn set_alias(
+        &self,
+        alias: &str,
+        index: Option<&str>,
+    ) -> Result<(Option<String>, bool), CatalogError> {
+        check_name(alias)?;
+        let slots = self.slots.load();
+        if slots.contains_key(alias) {
+            return Err(CatalogError::BadAlias(format!(
+                "{alias:?} is the name of an index, not an alias"
+            )));
+        }
+        if let Some(index) = index {
+            if !slots.contains_key(index) {
+                return Err(CatalogError::UnknownIndex(index.to_string()));
+            }
+        }
+        self.aliases.set(alias, index)
     }
 
     fn slot(&self, name: &str) -> Result<Arc<Slot>, CatalogError> {
+        let name = self.aliases.resolve(name);
         self.slots
             .load()
-            .get(name)
+            .get(&*name)
             .cloned()
             .ok_or_else(|| CatalogError::UnknownIndex(name.to_string()))
     }
@@ -468,9 +542,14 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-fn slot_status(slot: &Slot) -> IndexStatus {
+fn slot_status(slot: &Slot, aliases: &BTreeMap<String, String>) -> IndexStatus {
     let state = slot.state();
     IndexStatus {
+        aliases: aliases
+            .iter()
+            .filter(|(_, index)| **index == slot.name)
+            .map(|(alias, _)| alias.clone())
+            .collect(),
         name: slot.name.clone(),
         path: slot.path.clone(),
         loaded: slot.current.load_full(),

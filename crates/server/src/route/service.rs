@@ -751,4 +751,13 @@ impl pb::retrieval_server::Retrieval for RouterService {
         }
         Ok(Response::new(out))
     }
+
+    async fn set_alias(
+        &self,
+        _request: Request<pb::SetAliasRequest>,
+    ) -> Result<Response<pb::SetAliasResponse>, Status> {
+        Err(Status::unimplemented(
+            "a router routes the index names it was started with: set aliases on its shard servers",
+        ))
+    }
 }

@@ -186,6 +186,7 @@ impl Shared {
                 .as_ref()
                 .map(|p| p.centroid.clone())
                 .unwrap_or_default(),
+            aliases: s.aliases.clone(),
         }
     }
 }

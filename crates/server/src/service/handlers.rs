@@ -114,6 +114,33 @@ pub(super) async fn get_items(
     call.finish(result)
 }
 
+pub(super) async fn set_alias(
+    shared: &Arc<Shared>,
+    request: Request<pb::SetAliasRequest>,
+) -> Result<Response<pb::SetAliasResponse>, Status> {
+    let req = request.into_inner();
+    let call = Rpc::begin(shared, "SetAlias", &req.index);
+    let owned = Arc::clone(shared);
+    let result = async move {
+        // Writing the aliases file is file I/O: off the async workers.
+        let (previous, kept) = reload::off_runtime(move || {
+            let index = (!req.index.is_empty()).then_some(req.index.as_str());
+            let outcome = owned.catalog.set_alias(&req.alias, index);
+            if let Ok((previous, kept)) = &outcome {
+                tracing::info!(alias = %req.alias, index = %req.index, previous = ?previous, kept, "alias set");
+            }
+            outcome
+        })
+        .await??;
+        Ok(pb::SetAliasResponse {
+            previous: previous.unwrap_or_default(),
+            kept,
+        })
+    }
+    .await;
+    call.finish(result)
+}
+
 pub(super) async fn list_indexes(
     shared: &Arc<Shared>,
     _request: Request<pb::ListIndexesRequest>,

@@ -113,4 +113,11 @@ impl pb::retrieval_server::Retrieval for RetrievalService {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         handlers::delete(&self.shared, request).await
     }
+
+    async fn set_alias(
+        &self,
+        request: Request<pb::SetAliasRequest>,
+    ) -> Result<Response<pb::SetAliasResponse>, Status> {
+        handlers::set_alias(&self.shared, request).await
+    }
 }
