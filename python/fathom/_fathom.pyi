@@ -50,6 +50,7 @@ class Index:
         filter: Optional[str] = None,
         exclude_ids: Optional[_Ids] = None,
         threads: Optional[int] = None,
+        probe: int = 0,
     ) -> Tuple[Any, np.ndarray]: ...
     @overload
     def search(
@@ -60,6 +61,7 @@ class Index:
         filter: Optional[str] = None,
         exclude_ids: Optional[_Ids] = None,
         threads: Optional[int] = None,
+        probe: int = 0,
     ) -> Tuple[List[str], np.ndarray]:
         """The ``k`` nearest items of each query. 2-D queries give an
         ``(n, k)`` object array of ids (``None`` where padded) and an
@@ -198,3 +200,6 @@ class Client:
         """Every index the server serves."""
     def delete(self, index: str, ids: _Ids) -> int:
         """Delete ``ids`` from a layered index on the server."""
+    def set_alias(self, alias: str, index: Optional[str]) -> Optional[str]:
+        """Point ``alias`` at ``index`` (``None`` removes it); returns the
+        index it stood for before."""

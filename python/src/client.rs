@@ -346,4 +346,19 @@ impl Client {
         let ids = arrays::ids(ids, "ids")?;
         Ok(self.call(py, self.inner.delete(index, &ids))?.deleted)
     }
+
+    /// Point ``alias`` at the server's index ``index`` (``None`` removes
+    /// the alias), at once for every call that follows. Needs an admin
+    /// token on a server with tokens. Returns the index it stood for before
+    /// (``None`` when it is new).
+    #[pyo3(signature = (alias, index))]
+    fn set_alias(
+        &self,
+        py: Python<'_>,
+        alias: &str,
+        index: Option<&str>,
+    ) -> PyResult<Option<String>> {
+        let r = self.call(py, self.inner.set_alias(alias, index))?;
+        Ok((!r.previous.is_empty()).then_some(r.previous))
+    }
 }

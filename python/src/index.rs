@@ -90,6 +90,8 @@ pub struct SearchArgs<'a> {
     pub exclude_ids: Vec<String>,
     pub threads: Option<usize>,
     pub min_per_index: usize,
+    /// A folder of shards placed by kmeans: the shards searched first.
+    pub probe: usize,
 }
 
 impl<'a> SearchArgs<'a> {
@@ -110,6 +112,7 @@ impl<'a> SearchArgs<'a> {
             },
             threads: threads.map(|t| count("threads", t)).transpose()?,
             min_per_index: 0,
+            probe: 0,
         })
     }
 }
@@ -131,6 +134,7 @@ pub fn search_opened<'py>(
         filter: args.filter,
         exclude_ids: &args.exclude_ids,
         min_per_index: args.min_per_index,
+        probe: args.probe,
     };
     let values: &[f32] = &values;
     let hits = py
@@ -275,8 +279,11 @@ impl Index {
     /// ``min(k, matching)`` come back. ``exclude_ids`` are never returned
     /// (ids the index lacks are ignored), and ``k`` hits still come back
     /// when that many others qualify. ``threads`` runs a batch on a pool:
-    /// ``None`` is every core, ``1`` the calling thread.
-    #[pyo3(signature = (queries, k = 10, ef = None, filter = None, exclude_ids = None, threads = None))]
+    /// ``None`` is every core, ``1`` the calling thread. ``probe``, for a
+    /// folder of shards placed by kmeans, searches the ``probe`` shards
+    /// nearest each query (more while a filter leaves fewer than ``k``
+    /// hits there); ``0`` searches every shard.
+    #[pyo3(signature = (queries, k = 10, ef = None, filter = None, exclude_ids = None, threads = None, probe = 0))]
     #[allow(clippy::too_many_arguments)]
     fn search<'py>(
         &self,
@@ -287,8 +294,10 @@ impl Index {
         filter: Option<&str>,
         exclude_ids: Option<&Bound<'py, PyAny>>,
         threads: Option<i64>,
+        probe: usize,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        let args = SearchArgs::new(k, ef, filter, exclude_ids, threads)?;
+        let mut args = SearchArgs::new(k, ef, filter, exclude_ids, threads)?;
+        args.probe = probe;
         let opened = [self.current()];
         let (hits, single) = search_opened(py, &opened, queries, &args)?;
         let parts = query::parts(&opened);

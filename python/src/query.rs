@@ -10,6 +10,7 @@ use fathom_engine::filter::FilterPlan;
 use fathom_engine::index::Index as EngineIndex;
 use fathom_engine::retrieve::{retrieve, Call, Source};
 use fathom_engine::search::Neighbor;
+use fathom_engine::shards::probe::retrieve_probed;
 use fathom_engine::{Error, SearchParams};
 
 use crate::arrays::Hits;
@@ -26,6 +27,8 @@ pub struct Request<'a> {
     pub filter: Option<&'a str>,
     pub exclude_ids: &'a [String],
     pub min_per_index: usize,
+    /// A folder of shards placed by kmeans: the shards searched first.
+    pub probe: usize,
 }
 
 /// Every part of the call's indexes (a snapshot, or each layer of a
@@ -92,6 +95,11 @@ pub fn search(
     let sources = sources(opened, &plans);
     let mut hits = Hits::new(n, request.params.k);
     let query = |q: usize| &rows[q * dim..(q + 1) * dim];
+    // One folder placed by similarity is probed; several are searched whole.
+    let probe = match opened {
+        [one] => one.target.probe(request.probe),
+        _ => None,
+    };
     let direct = sources.len() == 1
         && sources[0].deleted.is_none_or(|d| d.is_empty())
         && request.exclude_ids.is_empty();
@@ -124,7 +132,7 @@ pub fn search(
                     min_per_index: request.min_per_index,
                     ..Call::default()
                 };
-                let got = retrieve(&sources, &call)?;
+                let got = retrieve_probed(&sources, &call, probe.as_ref())?;
                 found.extend(got.hits.iter().map(|h| (h.source, h.node, h.distance)));
                 Ok(())
             },

@@ -121,6 +121,23 @@ def test_delete_needs_admin(served, data):
     assert "5" not in found
 
 
+def test_set_alias_needs_admin_and_switches(served, data):
+    _, queries, _ = data
+    with pytest.raises(PermissionError):
+        client(served).set_alias("current", "items")
+    admin = client(served, ADMIN)
+    assert admin.set_alias("current", "items") is None
+    want, _ = admin.search("items", queries[:5], k=5)
+    got, _ = admin.search("current", queries[:5], k=5)
+    assert (got == want).all()
+    assert admin.set_alias("current", "layered") == "items"
+    with pytest.raises(ValueError, match="the name of an index"):
+        admin.set_alias("items", "layered")
+    assert admin.set_alias("current", None) == "layered"
+    with pytest.raises(fathom.UnknownItemError):
+        admin.search("current", queries[0], k=5)
+
+
 def test_errors_keep_the_server_message(served, data):
     _, queries, _ = data
     c = client(served)

@@ -146,3 +146,31 @@ def test_the_cli_builds_and_evaluates_parquet(data, tmp_path, fathom_bin):
     assert len(index) == len(base)
     got, _ = index.search(base[-1], k=1, ef=64)
     assert got[0] == f"t{len(base) - 1}"
+
+
+def test_a_kmeans_folder_is_probed(data, tmp_path, fathom_bin):
+    base, queries, attrs = data
+    pq.write_table(table_of(base, attrs), tmp_path / "emb.parquet")
+    folder = f"{tmp_path}/km/"
+    r = subprocess.run(
+        [fathom_bin, "build", "--input", str(tmp_path / "emb.parquet"), "--id-column", "track_id",
+         "--shards", "4", "--partition", "kmeans", "--output", folder, "--threads", "2"],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    index = fathom.Index(folder)
+    whole, _ = index.search(queries[:50], k=10, ef=64)
+    one, _ = index.search(queries[:50], k=10, ef=64, probe=1)
+    two, _ = index.search(queries[:50], k=10, ef=64, probe=2)
+    shard_of = {}
+    for s in range(4):
+        part = fathom.Index(f"{folder}shard-{s:04d}")
+        ids, _ = part.search(np.ones(part.dim, np.float32), k=len(part), ef=len(part))
+        shard_of.update({i: s for i in ids if i is not None})
+    assert len(shard_of) == len(base)
+    # One probe: every hit from one shard; more probes find more of what
+    # the whole folder finds.
+    assert all(len({shard_of[i] for i in row}) == 1 for row in one)
+    assert all(x is not None for row in one for x in row)
+    overlap = lambda a: sum(len(set(x) & set(y)) for x, y in zip(a, whole)) / whole.size
+    assert overlap(two) >= overlap(one) - 0.02 and overlap(one) > 0.3
