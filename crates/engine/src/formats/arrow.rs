@@ -221,11 +221,13 @@ impl Gather {
         }
     }
 
-    /// Expect `rows` more rows in all (a capacity hint).
+    /// Expect `rows` more rows in all (a capacity hint, which a forged
+    /// footer may inflate: a hint too large to allocate is dropped, and
+    /// the columns grow as rows arrive).
     pub fn expect(&mut self, rows: usize) {
-        self.expected_rows += rows;
+        self.expected_rows = self.expected_rows.saturating_add(rows);
         if self.plan.id.is_some() {
-            self.ids.reserve(rows);
+            let _ = self.ids.try_reserve(rows);
         }
     }
 
@@ -305,8 +307,9 @@ impl Gather {
                     return Err("row 0: the vector is empty".into());
                 }
                 self.dim = len;
-                self.vectors
-                    .reserve(self.expected_rows.saturating_mul(len).min(1 << 34));
+                let _ = self
+                    .vectors
+                    .try_reserve(self.expected_rows.saturating_mul(len));
             } else if len != self.dim {
                 return Err(format!(
                     "row {at}: the vector has dimension {len}, but row 0 has {}",
@@ -415,4 +418,36 @@ fn strings(list: &dyn Array) -> Result<Value, String> {
         .map(|i| cell(list, i))
         .collect::<Result<Vec<_>, _>>()
         .map(Value::Array)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
+    use arrow_array::{ArrayRef, StringArray};
+
+    use super::*;
+
+    #[test]
+    fn a_row_count_too_large_to_allocate_is_only_a_hint() {
+        let mut v = FixedSizeListBuilder::new(Float32Builder::new(), 2);
+        v.values().append_slice(&[1.0, 2.0]);
+        v.append(true);
+        let batch = RecordBatch::try_from_iter([
+            ("id", Arc::new(StringArray::from(vec!["a"])) as ArrayRef),
+            ("v", Arc::new(v.finish()) as ArrayRef),
+        ])
+        .unwrap();
+        let schema = batch.schema();
+        let mut g = Gather::new(&schema, plan(&schema, &Columns::default(), true).unwrap());
+        // As a forged footer would claim: far more rows than memory holds.
+        g.expect(usize::MAX / 4);
+        g.push(&batch, false).unwrap();
+        let ds = g.finish();
+        assert_eq!(
+            (ds.ids, ds.vectors),
+            (vec!["a".to_string()], vec![1.0, 2.0])
+        );
+    }
 }
