@@ -9,7 +9,9 @@ It runs on the cluster ``ray.init()`` finds (``RAY_ADDRESS``, or a local
 one). Ray Data reads the input (a Parquet file or folder; ``.npy`` or
 ``.fvecs`` are read here and handed over) and gives each item its shard:
 ``xxh3_64(id) mod N`` (hash), or the nearest of N k-means centroids trained
-here on a sample (kmeans). One Ray task per shard then builds it with
+here on a sample with room (kmeans; each batch is balanced on its own, so
+no shard takes more than ``(1 + balance) × n / N`` items, plus one per
+batch: an input sorted by similarity is better shuffled first). One Ray task per shard then builds it with
 ``fathom.build`` on the task's CPUs. The folder is laid out as ``fathom
 build --shards`` lays it out, and ``fathom route`` serves it unchanged.
 
@@ -44,6 +46,7 @@ def _parser():
     b.add_argument("--output", help="the new sharded folder (DIR/)")
     b.add_argument("--delta-of", help="add to this sharded folder instead")
     b.add_argument("--partition", choices=["hash", "kmeans"], default="hash")
+    b.add_argument("--balance", type=float, default=0.1, help="kmeans: no shard over (1 + BALANCE) x its share")
     b.add_argument("--metric", choices=["cosine", "dot", "l2"], default="cosine")
     b.add_argument("--storage", choices=["f32", "bf16", "i8"], default="f32")
     b.add_argument("--m", type=int, default=16)
@@ -126,15 +129,6 @@ def _centroids(ds, vector_column, shards, metric, seed):
     return _fathom.train_kmeans(vectors, shards, metric=metric, seed=seed)
 
 
-def _nearest(vectors, centroids, metric):
-    """Each row's nearest centroid, by the metric (centroids are unit
-    vectors under cosine)."""
-    if metric == "l2":
-        d = (vectors**2).sum(1)[:, None] - 2 * vectors @ centroids.T + (centroids**2).sum(1)[None, :]
-        return d.argmin(1).astype(np.uint32)
-    return (vectors @ centroids.T).argmax(1).astype(np.uint32)
-
-
 def build(args):
     import pyarrow as pa
     import ray
@@ -160,7 +154,8 @@ def build(args):
             ids = batch[id_column].to_pylist()
             shard = _fathom.shard_of([str(i) for i in ids], shards)
         else:
-            shard = _nearest(_matrix(batch[vector_column]), centroids, args.metric)
+            vectors = _matrix(batch[vector_column])
+            shard = _fathom.assign_kmeans(vectors, centroids, metric=args.metric, balance=args.balance)
         return batch.append_column(SHARD, pa.array(shard, pa.uint32()))
 
     cpus = args.cpus_per_shard or max(1.0, float(ray.available_resources().get("CPU", 1)))

@@ -63,6 +63,43 @@ pub fn train_kmeans<'py>(
     Ok(out.into_pyarray(py))
 }
 
+/// The shard of each of ``vectors`` among ``centroids`` (an ``(N, dim)``
+/// array from ``train_kmeans``): its nearest centroid with room, no shard
+/// taking more than ``(1 + balance) × n / N`` of these vectors, as
+/// ``fathom build --partition kmeans`` places items.
+#[pyfunction]
+#[pyo3(signature = (vectors, centroids, metric = "cosine", balance = 0.1))]
+pub fn assign_kmeans<'py>(
+    py: Python<'py>,
+    vectors: &Bound<'py, PyAny>,
+    centroids: &Bound<'py, PyAny>,
+    metric: &str,
+    balance: f32,
+) -> PyResult<Bound<'py, PyArray1<u32>>> {
+    let metric: Metric = metric.parse().map_err(invalid)?;
+    let rows = Rows::extract(vectors, "vectors")?;
+    let c = Rows::extract(centroids, "centroids")?;
+    if c.dim != rows.dim || c.n == 0 {
+        return Err(invalid(format!(
+            "centroids must be (N, {}), got ({}, {})",
+            rows.dim, c.n, c.dim
+        )));
+    }
+    if !(0.0..=10.0).contains(&balance) {
+        return Err(invalid(format!(
+            "balance must be within 0 and 10, got {balance}"
+        )));
+    }
+    let centroids = Centroids {
+        dim: c.dim,
+        metric,
+        rows: c.values().into_owned(),
+    };
+    let values = rows.values();
+    let out = py.detach(|| shards::kmeans::assign_balanced(&values, &centroids, balance));
+    Ok(out.into_pyarray(py))
+}
+
 /// Write ``DIR/shards.json`` for the ``shards`` layered folders already
 /// built in ``DIR`` (``shard-0000`` …): counts and checksums, and the
 /// centroids (an ``(shards, dim)`` array) when items were placed by them.

@@ -108,7 +108,10 @@ def test_kmeans_shards_keep_their_centroids(cluster, data, tmp_path):
     assert code == 0
     manifest = json.loads((out / "shards.json").read_text())
     assert manifest["partition"] == "kmeans" and len(manifest["centroids"]) == 3
-    assert sum(e["count"] for e in manifest["items"]) == 1500
+    counts = [e["count"] for e in manifest["items"]]
+    assert sum(counts) == 1500
+    # Balanced batch by batch: at most 1.1 x 500, and one more per batch.
+    assert max(counts) <= 550 + 8, counts
 
 
 def test_bad_input_is_a_clear_error(cluster, tmp_path, capsys):
