@@ -158,7 +158,9 @@ def build(args):
             shard = _fathom.assign_kmeans(vectors, centroids, metric=args.metric, balance=args.balance)
         return batch.append_column(SHARD, pa.array(shard, pa.uint32()))
 
-    cpus = args.cpus_per_shard or max(1.0, float(ray.available_resources().get("CPU", 1)))
+    # A task runs on one node: at most the CPUs of the largest live node.
+    per_node = [n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    cpus = args.cpus_per_shard or max(1.0, float(max(per_node, default=1)))
     options = dict(
         metric=args.metric,
         storage=args.storage,
@@ -187,7 +189,7 @@ def build(args):
     missing = [s for s in range(shards) if s not in done]
     if missing:
         raise ValueError(f"shards {missing} of {shards} would hold no items: build fewer shards")
-    _fathom.finish_sharded(out, shards, metric=args.metric, storage=args.storage, centroids=centroids)
+    _fathom.finish_sharded(out, shards, centroids=centroids)
     for s in range(shards):
         r = done[s]
         print(f"shard {s}: {r['count']} items in {r['seconds']:.2f}s")

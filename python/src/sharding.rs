@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use fathom_engine::builder::BuildOptions;
 use fathom_engine::formats::Columns;
 use fathom_engine::shards::{self, Centroids, KmeansOptions, Partition};
-use fathom_engine::{Metric, Storage};
+use fathom_engine::Metric;
 use numpy::{IntoPyArray, PyArray1, PyArray2};
 use pyo3::prelude::*;
 
@@ -45,6 +45,7 @@ pub fn train_kmeans<'py>(
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
     let metric: Metric = metric.parse().map_err(invalid)?;
     let rows = Rows::extract(vectors, "vectors")?;
+    finite(&rows, "vectors")?;
     if clusters == 0 || clusters > rows.n {
         return Err(invalid(format!(
             "clusters must be within 1 and the {} vectors, got {clusters}",
@@ -79,6 +80,8 @@ pub fn assign_kmeans<'py>(
     let metric: Metric = metric.parse().map_err(invalid)?;
     let rows = Rows::extract(vectors, "vectors")?;
     let c = Rows::extract(centroids, "centroids")?;
+    finite(&rows, "vectors")?;
+    finite(&c, "centroids")?;
     if c.dim != rows.dim || c.n == 0 {
         return Err(invalid(format!(
             "centroids must be (N, {}), got ({}, {})",
@@ -101,34 +104,39 @@ pub fn assign_kmeans<'py>(
 }
 
 /// Write ``DIR/shards.json`` for the ``shards`` layered folders already
-/// built in ``DIR`` (``shard-0000`` …): counts and checksums, and the
-/// centroids (an ``(shards, dim)`` array) when items were placed by them.
+/// built in ``DIR`` (``shard-0000`` …): counts and checksums, the metric
+/// and storage they were built with, and the centroids (an ``(shards,
+/// dim)`` array) when items were placed by them.
 #[pyfunction]
-#[pyo3(signature = (dir, shards, metric = "cosine", storage = "f32", centroids = None))]
+#[pyo3(signature = (dir, shards, centroids = None))]
 pub fn finish_sharded(
     py: Python<'_>,
     dir: PathBuf,
     shards: u32,
-    metric: &str,
-    storage: &str,
     centroids: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
+    if shards == 0 || shards > shards::MAX_SHARDS {
+        return Err(invalid(format!(
+            "shards must be within 1 and {}, got {shards}",
+            shards::MAX_SHARDS
+        )));
+    }
+    let first = dir.join(shards::shard_dir_name(0));
+    let opened = py
+        .detach(|| fathom_engine::searchable::Searchable::open(&first, &Default::default()))
+        .map_err(engine)?;
+    let base = opened.base().snapshot();
+    let dim = base.dim();
     let options = BuildOptions {
-        metric: metric.parse::<Metric>().map_err(invalid)?,
-        storage: storage.parse::<Storage>().map_err(invalid)?,
+        metric: base.metric(),
+        storage: base.storage(),
         ..BuildOptions::default()
     };
-    let first = dir.join(shards::shard_dir_name(0));
-    let dim = py
-        .detach(|| fathom_engine::searchable::Searchable::open(&first, &Default::default()))
-        .map_err(engine)?
-        .base()
-        .snapshot()
-        .dim();
     let partition = match centroids {
         None => Partition::Hash,
         Some(c) => {
             let rows = Rows::extract(c, "centroids")?;
+            finite(&rows, "centroids")?;
             if rows.n != shards as usize || rows.dim != dim {
                 return Err(invalid(format!(
                     "centroids must be ({shards}, {dim}), got ({}, {})",
@@ -178,4 +186,16 @@ pub fn add_sharded_delta(
         .detach(|| shards::add_delta(&dir, ds, threads))
         .map_err(engine)?;
     Ok(added.into_iter().map(|(shard, _)| shard).collect())
+}
+
+/// Refuse empty rows and NaN or infinite values, which k-means cannot
+/// place (and `shards.json` cannot keep).
+fn finite(rows: &Rows<'_>, what: &str) -> PyResult<()> {
+    if rows.dim == 0 {
+        return Err(invalid(format!("{what} must have at least one dimension")));
+    }
+    if rows.values().iter().any(|x| !x.is_finite()) {
+        return Err(invalid(format!("{what} hold NaN or infinite values")));
+    }
+    Ok(())
 }

@@ -150,6 +150,21 @@ fn aliases_switch_at_once_under_load_and_are_kept_in_the_catalog() {
     assert!(refused("tracks", Some("c")).contains("no index named \"c\""));
     assert!(refused("a", Some("b")).contains("the name of an index"));
     rt.block_on(client.set_alias("tracks", Some("b"))).unwrap();
+    // An alias and its index in one federated call would search it twice.
+    let mut raw = client.raw();
+    let twice = rt.block_on(raw.search(pb::SearchRequest {
+        indexes: vec!["tracks".into(), "b".into()],
+        vector: queries[0].clone(),
+        k: 10,
+        ..Default::default()
+    }));
+    let e = twice.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("listed twice (as \"tracks\" too)"),
+        "{}",
+        e.message()
+    );
 
     // A restart without --alias keeps the last switch, from aliases.json.
     drop(server);

@@ -141,6 +141,14 @@ pub(crate) fn plan(schema: &Schema, columns: &Columns, with_ids: bool) -> Result
             .filter(|&i| i != id && i != vector)
             .collect::<Vec<_>>(),
     };
+    for (i, &a) in attributes.iter().enumerate() {
+        if attributes[..i].contains(&a) {
+            return Err(format!(
+                "attribute column {:?} is named twice",
+                schema.field(a).name()
+            ));
+        }
+    }
     for &a in &attributes {
         let f = schema.field(a);
         if a == id || a == vector {

@@ -62,7 +62,9 @@ fn read(path: &Path, columns: &Columns, with_ids: bool) -> Result<Gather> {
         let p = plan(&schema, columns, with_ids).map_err(bad)?;
         match &schema_of_first {
             None => schema_of_first = Some(schema.clone()),
-            Some(first) if **first != *schema => {
+            // The fields, not the metadata: pandas keeps each file's own
+            // row range there.
+            Some(first) if first.fields() != schema.fields() => {
                 return Err(bad(format!(
                     "its columns differ from the first file's in {}",
                     path.display()
@@ -389,6 +391,12 @@ mod tests {
             ..Columns::default()
         };
         assert_eq!(read_dataset(&p, &none).unwrap().len(), 2);
+        let twice = Columns {
+            attributes: Some(vec!["day".into(), "day".into()]),
+            ..Columns::default()
+        };
+        let e = read_dataset(&p, &twice).unwrap_err().to_string();
+        assert!(e.contains("\"day\" is named twice"), "{e}");
         // Not Parquet at all.
         std::fs::write(&p, b"PAR1 but not really").unwrap();
         let e = read_dataset(&p, &all).unwrap_err().to_string();

@@ -393,29 +393,53 @@ pub fn finish_sharded(
 /// touched shard added.
 pub fn add_delta(dir: &Path, ds: Dataset, threads: usize) -> Result<Vec<(u32, DeltaAdded)>> {
     let m = read_manifest(dir)?;
-    let mut added = Vec::new();
     let partition = m.partition();
+    // Checked before anything is placed: a wrong dimension would place
+    // every row by NaN distances.
+    if ds.dim != m.dim as usize {
+        return Err(Error::invalid(format!(
+            "the delta's vectors have dimension {}, the folder's {}",
+            ds.dim, m.dim
+        )));
+    }
+    let metric: Metric = m.metric.parse().unwrap_or(Metric::Cosine);
+    ds.validate(Path::new("the delta"), metric)?;
+    let placed = place(&ds, &partition, m.shards, None);
+    // Placed by similarity, an id already held elsewhere moves to its new
+    // vector's shard: its new copy is built first and the old one deleted
+    // after, so a failed build loses nothing (and a failed delete leaves
+    // both copies, which a retry mends).
+    let mut moved: Vec<(String, u32)> = Vec::new();
     if let Partition::Kmeans(_) = partition {
-        // An id already held elsewhere moves to its new vector's shard.
         let open = Sharded::open_with(dir, None, &|p| Index::open(p))?;
-        let placed = place(&ds, &partition, m.shards, None);
-        let mut moved: Vec<&str> = Vec::new();
         for (id, &to) in ds.ids.iter().zip(&placed) {
             if open.find(id).is_some_and(|(s, _, _)| s != to) {
-                moved.push(id);
+                moved.push((id.clone(), to));
             }
         }
-        if !moved.is_empty() {
-            delete_where_held(dir, &m, &moved, Some(&open))?;
-        }
     }
-    let placed = place(&ds, &partition, m.shards, None);
+    let mut added = Vec::new();
     for (i, part) in split_by(ds, &placed, m.shards)?.into_iter().enumerate() {
         if part.is_empty() {
             continue;
         }
         let shard = dir.join(&m.items[i].dir);
         added.push((i as u32, build_delta(&shard, part, threads)?));
+    }
+    if !moved.is_empty() {
+        // Each moved id now lives in its new shard too: deleted from the
+        // others.
+        let open = Sharded::open_with(dir, None, &|p| Index::open(p))?;
+        for (i, shard) in open.shards().iter().enumerate() {
+            let stale: Vec<&str> = moved
+                .iter()
+                .filter(|(id, to)| *to as usize != i && shard.find(id).is_some())
+                .map(|(id, _)| id.as_str())
+                .collect();
+            if !stale.is_empty() {
+                layers::delete(&dir.join(&m.items[i].dir), &stale, Some(shard))?;
+            }
+        }
     }
     Ok(added)
 }

@@ -314,6 +314,22 @@ fn kmeans_folders_search_the_nearest_shards_and_widen_for_filters() {
     // A delta goes to each item's nearest shard; an id given a new vector
     // moves there, and a delete finds it wherever it is.
     let moved_id = by_shard[far][0].clone();
+    // A delta that fails its checks moves nothing: the id keeps its copy.
+    let mut bad = q.clone();
+    bad.extend(std::iter::repeat_n(f32::NAN, DIM));
+    let refused = Dataset {
+        dim: DIM,
+        vectors: bad,
+        ids: vec![moved_id.clone(), "nan".into()],
+        attributes: None,
+    };
+    assert!(shards::add_delta(&words, refused, 2).is_err());
+    let s = Searchable::open(&words, &OpenOptions::default()).unwrap();
+    assert_eq!(
+        s.sharded().unwrap().find(&moved_id).unwrap().0 as usize,
+        far
+    );
+    assert_eq!(s.live(), n as u64);
     let delta = Dataset {
         dim: DIM,
         vectors: q.clone(),

@@ -210,16 +210,21 @@ impl RouterService {
             // A seed can only come back from a shard holding it, which is
             // asked for one more hit per seed; the seeds are dropped after
             // the merge. Sent as exclusions instead, they would push a
-            // call at the shards' exclusion limit over it.
-            let held = if index.centroids.is_some() {
-                seed_keys.len()
+            // call at the shards' exclusion limit over it; they are sent so
+            // only when one more hit each would pass the shards' k limit.
+            let held: Vec<u64> = seed_keys
+                .iter()
+                .copied()
+                .filter(|&key| {
+                    index.centroids.is_some()
+                        || shard_of_key(key, index.groups.len() as u32) as usize == s
+                })
+                .collect();
+            if r.k as usize + held.len() <= self.limits.max_k {
+                r.k += held.len() as u32;
             } else {
-                seed_keys
-                    .iter()
-                    .filter(|&&key| shard_of_key(key, index.groups.len() as u32) as usize == s)
-                    .count()
-            };
-            r.k += held as u32;
+                r.exclude_keys.extend(held);
+            }
             async move {
                 let (result, attempts) = group
                     .call(deadline, self.router.options.hedge, |mut c| {
@@ -269,12 +274,17 @@ impl RouterService {
                     Err(s) => return Err(s),
                 }
             }
-            let found: usize = answers
-                .iter()
-                .filter_map(|a| a.hits.as_ref())
-                .map(Vec::len)
-                .sum();
-            if found >= fetch || !plans.iter_mut().any(ProbePlan::widen) {
+            // Each index whose shards so far hold too few hits searches
+            // more of them.
+            let mut found = vec![0usize; plans.len()];
+            for a in &answers {
+                found[a.owner as usize] += a.hits.as_ref().map_or(0, Vec::len);
+            }
+            let mut widened = false;
+            for (plan, found) in plans.iter_mut().zip(found) {
+                widened |= found < fetch && plan.widen();
+            }
+            if !widened {
                 break;
             }
         }

@@ -181,13 +181,20 @@ impl Shared {
                 check_limit("indexes", o.indexes.len(), self.catalog.len().max(2))?;
                 let mut out: Vec<(String, Arc<Loaded>)> = Vec::with_capacity(o.indexes.len());
                 for name in o.indexes {
-                    if out.iter().any(|(n, _)| n == name) {
+                    let loaded = self.index(name)?;
+                    // Twice by name, or by an alias and its index.
+                    if let Some((first, _)) = out.iter().find(|(_, l)| Arc::ptr_eq(l, &loaded)) {
+                        let how = if first == name {
+                            String::new()
+                        } else {
+                            format!(" (as {first:?} too)")
+                        };
                         return Err(Error::InvalidArgument(format!(
-                            "index {name:?} is listed twice"
+                            "index {name:?} is listed twice{how}"
                         ))
                         .into());
                     }
-                    out.push((name.clone(), self.index(name)?));
+                    out.push((name.clone(), loaded));
                 }
                 Ok(Targets {
                     indexes: out,
