@@ -27,6 +27,9 @@ pub struct Aliases {
     map: ArcSwap<BTreeMap<String, String>>,
     /// The catalog folder they are kept in, if any.
     folder: Option<PathBuf>,
+    /// Kept aliases not served (their index was not there at start-up):
+    /// written back with every change, so that a switch does not drop them.
+    dormant: Mutex<BTreeMap<String, String>>,
     /// Serializes changes (the file write and the swap).
     changing: Mutex<()>,
 }
@@ -36,6 +39,7 @@ impl Aliases {
         Aliases {
             map: ArcSwap::from_pointee(BTreeMap::new()),
             folder: folder.map(Path::to_path_buf),
+            dormant: Mutex::new(BTreeMap::new()),
             changing: Mutex::new(()),
         }
     }
@@ -95,10 +99,14 @@ impl Aliases {
             Some(i) => map.insert(alias.to_string(), i.to_string()),
             None => map.remove(alias),
         };
+        let mut dormant = lock(&self.dormant);
+        dormant.remove(alias);
         if let Some(dir) = &self.folder {
+            let mut kept = dormant.clone();
+            kept.extend(map.iter().map(|(a, i)| (a.clone(), i.clone())));
             let mut text = serde_json::to_string_pretty(&AliasesFile {
                 format: 1,
-                aliases: map.clone(),
+                aliases: kept,
             })
             .expect("aliases serialize");
             text.push('\n');
@@ -113,9 +121,34 @@ impl Aliases {
         Ok((previous, self.folder.is_some()))
     }
 
-    /// Replace every alias at once (at start-up), without writing the file.
-    pub fn replace(&self, map: BTreeMap<String, String>) {
+    /// Replace every alias at once (at start-up), without writing the
+    /// file: `map` served, `dormant` only kept.
+    pub fn replace(&self, map: BTreeMap<String, String>, dormant: BTreeMap<String, String>) {
         let _changing = lock(&self.changing);
+        *lock(&self.dormant) = dormant;
         self.map.store(Arc::new(map));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_switch_keeps_the_aliases_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let aliases = Aliases::new(Some(dir.path()));
+        let served = BTreeMap::from([("tracks".to_string(), "a".to_string())]);
+        let dormant = BTreeMap::from([("old".to_string(), "gone".to_string())]);
+        aliases.replace(served, dormant);
+        aliases.set("tracks", Some("b")).unwrap();
+        let kept = aliases.read_kept().unwrap();
+        assert_eq!(kept.get("old").map(String::as_str), Some("gone"));
+        assert_eq!(kept.get("tracks").map(String::as_str), Some("b"));
+        assert_eq!(aliases.resolve("old"), "old");
+        // Set again, a dormant alias is served and no longer dormant.
+        aliases.set("old", Some("a")).unwrap();
+        aliases.set("old", None).unwrap();
+        assert!(!aliases.read_kept().unwrap().contains_key("old"));
     }
 }

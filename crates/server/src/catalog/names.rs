@@ -263,6 +263,7 @@ impl Catalog {
         let mut map: BTreeMap<String, String> = given.iter().cloned().collect();
         map.extend(self.aliases.read_kept()?);
         let slots = self.slots.load();
+        let mut dormant = BTreeMap::new();
         map.retain(|alias, index| {
             let ok = check_name(alias).is_ok()
                 && !slots.contains_key(alias)
@@ -271,8 +272,9 @@ impl Catalog {
                 tracing::warn!(
                     alias,
                     index,
-                    "alias left out: its index is not served, or the alias is an index's name"
+                    "alias not served: its index is not served, or the alias is an index's name"
                 );
+                dormant.insert(alias.clone(), index.clone());
             }
             ok
         });
@@ -283,7 +285,7 @@ impl Catalog {
                 )));
             }
         }
-        self.aliases.replace(map);
+        self.aliases.replace(map, dormant);
         Ok(())
     }
 
