@@ -537,13 +537,7 @@ fn layered_index_build_delta_delete_search_compact() {
     let search = |k: &str| -> Vec<String> {
         let o = fathom(&["search", s(&idx), "--vector", &far_q, "-k", k, "--json"]);
         assert!(o.status.success(), "{}", stderr(&o));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        v["hits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["id"].as_str().unwrap().to_string())
-            .collect()
+        crate::common::hit_ids(&o.stdout)
     };
     assert_eq!(search("2"), ["t7", "t9999"]);
     std::fs::write(d.join("gone.txt"), "t7\nnope\n").unwrap();

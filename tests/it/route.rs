@@ -166,13 +166,7 @@ fn fixture(dir: &Path) {
 fn ids_of(args: &[&str]) -> Vec<String> {
     let o = fathom(args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    v["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["id"].as_str().unwrap().to_string())
-        .collect()
+    crate::common::hit_ids(&o.stdout)
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -61,3 +61,14 @@ pub fn field(line: &str, key: &str) -> Option<String> {
         .find_map(|w| w.strip_prefix(key))
         .map(str::to_string)
 }
+
+/// The ids of the hits `fathom search … --json` printed, nearest first.
+pub fn hit_ids(stdout: &[u8]) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(stdout).unwrap();
+    v["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .collect()
+}

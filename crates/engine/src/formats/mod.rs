@@ -139,16 +139,10 @@ pub fn read_dataset(
 /// An attributes file: one JSON object per row, in row order, each carrying
 /// that row's `id` (which must equal `ids[row]`) and its attributes.
 pub fn read_attributes(path: &Path, ids: &[String]) -> Result<Option<AttributeTable>> {
-    let r = open(path)?;
     let mut b = AttributesBuilder::new();
-    for (lineno, line) in r.lines().enumerate() {
-        let line = line.map_err(|e| Error::io(path, e))?;
-        let at = |reason: String| Error::input(path, format!("line {}: {reason}", lineno + 1));
-        if line.trim().is_empty() {
-            continue;
-        }
-        let mut obj: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&line).map_err(|e| at(format!("not a JSON object: {e}")))?;
+    for object in json_objects(path)? {
+        let (line, mut obj) = object?;
+        let at = |reason: String| at_line(path, line, reason);
         let row = b.len();
         let Some(want) = ids.get(row) else {
             return Err(at(format!(
@@ -166,7 +160,7 @@ pub fn read_attributes(path: &Path, ids: &[String]) -> Result<Option<AttributeTa
             }
             None => return Err(at("missing \"id\"".into())),
         }
-        b.push(&obj, lineno + 1)
+        b.push(&obj, line)
             .map_err(|e| Error::input(path, e.to_string()))?;
     }
     if b.len() != ids.len() {
@@ -176,6 +170,32 @@ pub fn read_attributes(path: &Path, ids: &[String]) -> Result<Option<AttributeTa
         ));
     }
     Ok(b.has_fields().then(|| b.finish()))
+}
+
+/// The objects of a `.jsonl` file, each with its 1-based line number;
+/// blank lines are skipped.
+fn json_objects(
+    path: &Path,
+) -> Result<impl Iterator<Item = Result<(usize, serde_json::Map<String, serde_json::Value>)>> + '_>
+{
+    let lines = open(path)?.lines().enumerate();
+    Ok(lines.filter_map(move |(i, line)| {
+        let line = match line {
+            Ok(l) if l.trim().is_empty() => return None,
+            Ok(l) => l,
+            Err(e) => return Some(Err(Error::io(path, e))),
+        };
+        Some(
+            serde_json::from_str(&line)
+                .map(|obj| (i + 1, obj))
+                .map_err(|e| at_line(path, i + 1, format!("not a JSON object: {e}"))),
+        )
+    }))
+}
+
+/// A reader's error at 1-based `line` of `path`.
+fn at_line(path: &Path, line: usize, reason: String) -> Error {
+    Error::input(path, format!("line {line}: {reason}"))
 }
 
 fn extension(path: &Path) -> String {
@@ -411,7 +431,6 @@ pub fn read_npy(path: &Path) -> Result<(usize, Vec<f32>)> {
 /// `.jsonl`: one object a line with `id` (string or number) and `vector`;
 /// every other field is kept as the item's attributes.
 pub fn read_jsonl(path: &Path) -> Result<Dataset> {
-    let r = open(path)?;
     let mut ds = Dataset {
         dim: 0,
         vectors: Vec::new(),
@@ -419,14 +438,9 @@ pub fn read_jsonl(path: &Path) -> Result<Dataset> {
         attributes: None,
     };
     let mut attrs = AttributesBuilder::new();
-    for (lineno, line) in r.lines().enumerate() {
-        let line = line.map_err(|e| Error::io(path, e))?;
-        let at = |reason: String| Error::input(path, format!("line {}: {reason}", lineno + 1));
-        if line.trim().is_empty() {
-            continue;
-        }
-        let mut obj: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&line).map_err(|e| at(format!("not a JSON object: {e}")))?;
+    for object in json_objects(path)? {
+        let (line, mut obj) = object?;
+        let at = |reason: String| at_line(path, line, reason);
         let id = match obj.remove("id") {
             Some(serde_json::Value::String(s)) => s,
             Some(serde_json::Value::Number(n)) => n.to_string(),
@@ -458,7 +472,7 @@ pub fn read_jsonl(path: &Path) -> Result<Dataset> {
         }
         ds.ids.push(id);
         attrs
-            .push(&obj, lineno + 1)
+            .push(&obj, line)
             .map_err(|e| Error::input(path, e.to_string()))?;
     }
     if attrs.has_fields() {
