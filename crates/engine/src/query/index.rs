@@ -307,7 +307,7 @@ impl IndexParts<'_> {
             // A beam as wide as the index (or a k covering it) is an
             // exhaustive search: do it exactly, which also returns the whole
             // index sorted.
-            if ef >= n {
+            if ef >= n || params.plan == Plan::Exact {
                 let q = &scratch.q_f32;
                 exact::knn_rows_into(self.exact, &kernel, q, k, 0..n as u32, out, cancel)?;
                 return Ok(SearchStats {
@@ -324,7 +324,7 @@ impl IndexParts<'_> {
             return Ok(SearchStats::default());
         }
         let mut stats = SearchStats::default();
-        if admission.filter.is_none() && ef < n {
+        if admission.filter.is_none() && ef < n && params.plan != Plan::Exact {
             // Exclusions and deletions only: they remove a few items from
             // anywhere, so walk the graph as a plain search and drop them
             // from the beam. The answer stands when at least half the beam

@@ -8,7 +8,8 @@ pub enum Plan {
     /// Chosen per query from the number of matching items ([`prefers_exact`]).
     #[default]
     Auto,
-    /// Exact scan of the matching items.
+    /// Exact scan of the admitted items, filtered or not: the exact answer
+    /// of any call (recall's reference).
     Exact,
     /// Filtered graph traversal (still completed exactly if it finds fewer
     /// than `k` when more match).

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::exact::top_by;
 use crate::filter::FilterPlan;
 use crate::ids::IdList;
-use crate::index::{prefers_exact, Bound, Index, SearchParams, MAX_K};
+use crate::index::{prefers_exact, Bound, Index, Plan, SearchParams, MAX_K};
 use crate::recommend::{average_vector, prepare_example, Scorer, Strategy};
 use crate::search::{Neighbor, SearchStats};
 use crate::topk::{merge, pick, Hit, Pick, UNCAPPED};
@@ -765,6 +765,7 @@ fn search_source(search: &SourceSearch<'_, '_>) -> Result<(Vec<Hit>, SearchStats
     // admitted item. Likewise when few are admitted or the beam covers all.
     let exact = e.positives.is_empty()
         || ef >= n
+        || params.plan == Plan::Exact
         || (!admission.admits_all() && prefers_exact(admission.estimate(n), n, ef));
     let mut stats = SearchStats::default();
     let mut pool = RoaringBitmap::new();
