@@ -60,6 +60,7 @@ impl Retrieval for Echo {
             hits: self.hits(req.k),
             shards_total: 1,
             shards_answered: 1,
+            variant: String::new(),
         }))
     }
 
@@ -75,6 +76,7 @@ impl Retrieval for Echo {
                 hits: self.hits(req.k),
                 shards_total: 1,
                 shards_answered: 1,
+                variant: String::new(),
             })
             .collect();
         Ok(Response::new(pb::BatchSearchResponse { results }))

@@ -64,6 +64,16 @@ enum QueryCommand {
     /// Point an alias at an index, at once for every call that follows
     /// (or --remove it); needs an admin token when the server has --tokens.
     Alias(AliasArgs),
+    /// The online recall estimate of an index: recall@k of sampled calls
+    /// against their exact answers (`serve --recall-sample`).
+    Recall(RecallArgs),
+}
+
+#[derive(clap::Args)]
+struct RecallArgs {
+    /// Index name (or alias), as `fathom query list` shows it.
+    #[arg(long)]
+    index: String,
 }
 
 #[derive(clap::Args)]
@@ -113,6 +123,11 @@ struct SearchArgs {
     /// Recommend: search unlike these stored items too.
     #[arg(long, value_name = "ID,ID", value_delimiter = ',')]
     unlike: Vec<String>,
+    /// Who the call is for (a listener id, say): an index name with
+    /// variants serves the same key from the same variant. The table
+    /// then names the index that served the call.
+    #[arg(long, value_name = "KEY")]
+    experiment_key: Option<String>,
     /// How --like and --unlike combine [possible values: average-vector,
     /// best-score, sum-scores] (docs/recommend.md).
     #[arg(long, default_value = "average-vector")]
@@ -205,10 +220,11 @@ async fn run_async(a: Args) -> Result<ExitCode> {
                 [one] => (one.clone(), Vec::new()),
                 many => (String::new(), many.to_vec()),
             };
-            let hits = client
-                .search_with(SearchRequest {
+            let resp = client
+                .search_response(SearchRequest {
                     index,
                     indexes,
+                    experiment_key: s.experiment_key.clone().unwrap_or_default(),
                     strategy: match s.strategy {
                         Strategy::AverageVector => pb::Strategy::AverageVector,
                         Strategy::BestScore => pb::Strategy::BestScore,
@@ -234,6 +250,7 @@ async fn run_async(a: Args) -> Result<ExitCode> {
                 })
                 .await
                 .map_err(explain)?;
+            let hits = resp.hits;
             if c.json {
                 let v: Vec<Value> = hits
                     .iter()
@@ -251,6 +268,9 @@ async fn run_async(a: Args) -> Result<ExitCode> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
+                if s.experiment_key.is_some() {
+                    println!("served by {}", resp.variant);
+                }
                 print!("{}", hits_table(&hits));
             }
         }
@@ -269,6 +289,18 @@ async fn run_async(a: Args) -> Result<ExitCode> {
                     r.live
                 );
                 super::layers::report_unknown(&r.unknown);
+            }
+        }
+        QueryCommand::Recall(r) => {
+            let list = client.list_indexes().await?;
+            let info = list
+                .iter()
+                .find(|i| i.name == r.index || i.aliases.contains(&r.index))
+                .ok_or_else(|| anyhow!("the server serves no index or alias {:?}", r.index))?;
+            if c.json {
+                println!("{}", serde_json::to_string_pretty(&recall_json(info))?);
+            } else {
+                print!("{}", recall_table(info));
             }
         }
         QueryCommand::Alias(al) => {
@@ -468,6 +500,7 @@ fn index_json(i: &IndexInfo) -> Value {
         "shards": i.shards,
         "partition": i.partition,
         "aliases": i.aliases,
+        "recall": recall_json(i)["estimates"],
         "fields": i.fields.iter().map(field_json).collect::<Vec<_>>(),
         "deleted": i.deleted,
         "oldest_delta_built_at_unix_s": i.oldest_delta_built_at_unix_s,
@@ -670,4 +703,42 @@ fn items_table(items: &[Item]) -> String {
         })
         .collect();
     table(&["ID", "DIM", "NORM", "VECTOR", "ATTRIBUTES"], &rows)
+}
+
+/// An index's online recall as JSON: each kind's estimate and interval.
+fn recall_json(i: &IndexInfo) -> Value {
+    let estimates: Vec<Value> = i
+        .recall
+        .iter()
+        .map(|e| {
+            json!({"kind": e.kind, "estimate": e.estimate, "low": e.low, "high": e.high, "samples": e.samples})
+        })
+        .collect();
+    json!({"index": i.name, "estimates": estimates, "dropped": i.recall_samples_dropped})
+}
+
+fn recall_table(i: &IndexInfo) -> String {
+    if i.recall.is_empty() {
+        return format!(
+            "{}: no samples yet (is the server run with --recall-sample above 0?)\n",
+            i.name
+        );
+    }
+    let mut out = format!(
+        "{:<10} {:>8} {:>17} {:>8}\n",
+        "kind", "recall", "95% interval", "samples"
+    );
+    for e in &i.recall {
+        out += &format!(
+            "{:<10} {:>8.4} {:>8.4}..{:<7.4} {:>8}\n",
+            e.kind, e.estimate, e.low, e.high, e.samples
+        );
+    }
+    if i.recall_samples_dropped > 0 {
+        out += &format!(
+            "{} samples dropped: the exact re-runs were behind (--recall-budget)\n",
+            i.recall_samples_dropped
+        );
+    }
+    out
 }

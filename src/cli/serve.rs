@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use fathom_server::catalog::{Catalog, LoadOptions};
+use fathom_server::experiments::Experiments;
+use fathom_server::recall::RecallOptions;
 use fathom_server::{
     self as server, Limits, RunningServer, SearchThreads, ServeConfig, ServeError,
 };
@@ -32,6 +34,19 @@ pub struct Args {
     /// aliases are kept in its aliases.json and win over these.
     #[arg(long = "alias", value_name = "ALIAS=INDEX")]
     aliases: Vec<String>,
+    /// Serve this share of the calls to NAME (an alias or an index) that
+    /// carry an experiment_key from INDEX instead (repeatable), e.g.
+    /// tracks=tracks-b:10%. The same key always gets the same variant.
+    #[arg(long = "variant", value_name = "NAME=INDEX:PERCENT%")]
+    variants: Vec<String>,
+    /// Search this share of the Search calls to NAME again on INDEX, off
+    /// the response path, and record how their hits overlap (repeatable).
+    #[arg(long = "shadow", value_name = "NAME=INDEX:PERCENT%")]
+    shadows: Vec<String>,
+    /// Share of one core the shadow searches may use; calls past it are
+    /// not shadowed.
+    #[arg(long, default_value_t = 0.05, value_name = "FRACTION")]
+    shadow_budget: f64,
     #[command(flatten)]
     flags: ServeFlags,
 }
@@ -191,6 +206,17 @@ pub struct ServeFlags {
     /// and GetItems of more than one id, need admin); `#` starts a comment.
     #[arg(long, value_name = "FILE")]
     pub tokens: Option<PathBuf>,
+    /// Share of calls searched again exactly, off the response path, to
+    /// estimate recall online (0: off).
+    #[arg(long, default_value_t = RecallOptions::default().sample, value_name = "FRACTION")]
+    pub recall_sample: f64,
+    /// Share of one core the exact re-runs may use; samples past it are
+    /// dropped and counted.
+    #[arg(long, default_value_t = RecallOptions::default().budget, value_name = "FRACTION")]
+    pub recall_budget: f64,
+    /// Latest samples per index and kind of call that an estimate covers.
+    #[arg(long, default_value_t = RecallOptions::default().window, value_name = "N")]
+    pub recall_window: usize,
     #[command(flatten)]
     pub load: super::LoadFlags,
 }
@@ -218,6 +244,15 @@ impl ServeFlags {
         }
         if self.max_connections == 0 {
             bail!("--max-connections must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.recall_sample) {
+            bail!("--recall-sample must be within 0..=1, e.g. 0.001");
+        }
+        if !(self.recall_budget > 0.0 && self.recall_budget <= 1.0) {
+            bail!("--recall-budget must be above 0 and at most 1 (of one core)");
+        }
+        if self.recall_window == 0 {
+            bail!("--recall-window must be at least 1");
         }
         if self.default_ef == Some(0)
             || self
@@ -263,6 +298,14 @@ impl ServeFlags {
                 _ => None,
             },
             tokens: self.tokens.clone(),
+            recall: RecallOptions {
+                sample: self.recall_sample,
+                budget: self.recall_budget,
+                window: self.recall_window,
+                ..RecallOptions::default()
+            },
+            experiments: Default::default(),
+            shadow_budget: 0.0,
         })
     }
 
@@ -290,7 +333,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
         }
         specs.push((name.to_string(), path));
     }
-    let config = a.flags.config()?;
+    let mut config = a.flags.config()?;
+    config.experiments = Experiments::parse(&a.variants, &a.shadows)?;
+    if !(a.shadow_budget > 0.0 && a.shadow_budget <= 1.0) {
+        bail!("--shadow-budget must be above 0 and at most 1 (of one core)");
+    }
+    config.shadow_budget = a.shadow_budget;
     let catalog = Catalog::open(&specs, a.catalog.as_deref(), a.flags.load_options())
         .context("loading the indexes")?;
     let mut aliases = Vec::new();

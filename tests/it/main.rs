@@ -10,6 +10,7 @@ mod cli;
 mod damage;
 mod demo;
 mod query;
+mod recall;
 mod route;
 mod secure;
 mod sharding;

@@ -455,9 +455,18 @@ impl Client {
 
     /// A search with every option of the contract (filter, ...).
     pub async fn search_with(&self, req: SearchRequest) -> Result<Vec<Hit>, ClientError> {
+        Ok(self.search_response(req).await?.hits)
+    }
+
+    /// As [`Self::search_with`], the whole response: with the index that
+    /// served it (`variant`) and the shards it covers.
+    pub async fn search_response(
+        &self,
+        req: SearchRequest,
+    ) -> Result<crate::proto::SearchResponse, ClientError> {
         let req = self.request(req);
         let mut c = self.inner.clone();
-        Ok(self.bounded(c.search(req)).await?.hits)
+        self.bounded(c.search(req)).await
     }
 
     /// Several queries in one call; one result list per query, in order.

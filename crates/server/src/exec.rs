@@ -166,7 +166,7 @@ fn pool(n: usize, nice: i32) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuild
 /// thread id affects that thread only.) Without the permission or the
 /// support, batches run at normal priority, as in `pool` mode: said once
 /// per thread in the log, not an error.
-fn lower_priority(nice: i32) {
+pub(crate) fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     {
         let tid = rustix::thread::gettid();

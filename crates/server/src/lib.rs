@@ -14,6 +14,9 @@
 //! - `exec`: where searches run (inline, blocking pool, dedicated pool)
 //! - `reload`, `watch`: reload triggers, logging and metrics of reloads
 //! - `metrics`: Prometheus metrics and their HTTP endpoint
+//! - `recall`, `shadow`, `experiments`: online recall of sampled calls,
+//!   shadow searches and variants; `lane` runs the first two on a budgeted
+//!   background thread, `window` keeps their sliding means
 //! - `auth`, `gate`, `tls`: tokens and roles, what a call passes before its
 //!   message is read, TLS
 
@@ -22,15 +25,20 @@ pub mod catalog;
 pub mod client;
 mod conn;
 mod exec;
+pub mod experiments;
 mod gate;
+mod lane;
 pub mod metrics;
 pub mod proto;
+pub mod recall;
 mod reload;
 pub mod route;
 mod service;
+pub mod shadow;
 pub mod status;
 pub mod tls;
 mod watch;
+mod window;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +59,44 @@ pub use self::service::{Limits, RetrievalService};
 pub use self::tls::TlsFiles;
 use crate::catalog::Catalog;
 use crate::proto as pb;
+
+/// Every variant and shadow names a served index of the same dimension and
+/// metric as what its name stands for: a variant answers the name's calls.
+fn check_experiments(
+    experiments: &experiments::Experiments,
+    catalog: &Catalog,
+) -> Result<(), ServeError> {
+    let shape = |name: &str| {
+        catalog.get(name).map(|l| {
+            let snap = l.searchable().base().snapshot();
+            (snap.dim(), snap.metric())
+        })
+    };
+    for (flag, name, split) in experiments.splits() {
+        let at = |reason: String| {
+            ServeError::Experiments(format!(
+                "{flag} {name}={}:{}%: {reason}",
+                split.index,
+                split.percent()
+            ))
+        };
+        let base =
+            shape(name).ok_or_else(|| at(format!("no index or alias {name:?} is served")))?;
+        let other = shape(&split.index)
+            .ok_or_else(|| at(format!("no index {:?} is served", split.index)))?;
+        if base != other {
+            return Err(at(format!(
+                "{name} has dim {} and metric {}, {} has dim {} and metric {}; variants and shadows must share both",
+                base.0,
+                base.1.name(),
+                split.index,
+                other.0,
+                other.1.name()
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// Resolves once `shutdown` turns true (or its sender is gone).
 pub(crate) async fn stopped(shutdown: &mut tokio_watch::Receiver<bool>) {
@@ -88,6 +134,12 @@ pub struct ServeConfig {
     pub tls: Option<TlsFiles>,
     /// A `ROLE TOKEN` file: every call but health and reflection needs a token.
     pub tokens: Option<std::path::PathBuf>,
+    /// Online recall of sampled calls.
+    pub recall: recall::RecallOptions,
+    /// Variants and shadows of index names.
+    pub experiments: experiments::Experiments,
+    /// Share of one core the shadow searches may use.
+    pub shadow_budget: f64,
 }
 
 /// Default `--max-connections`.
@@ -107,6 +159,9 @@ impl Default for ServeConfig {
             timeouts: ConnectionTimeouts::default(),
             tls: None,
             tokens: None,
+            recall: recall::RecallOptions::default(),
+            experiments: experiments::Experiments::default(),
+            shadow_budget: 0.05,
         }
     }
 }
@@ -137,6 +192,10 @@ pub enum ServeError {
     Tokens(#[from] auth::TokensError),
     #[error(transparent)]
     Route(#[from] route::RouteError),
+    #[error("cannot start a background thread: {0}")]
+    Lane(std::io::Error),
+    #[error("{0}")]
+    Experiments(String),
 }
 
 /// A running server. Dropping it does not stop it; call
@@ -225,6 +284,18 @@ async fn start_with(
         None => None,
     };
     let (has_tls, has_tokens) = (tls.is_some(), tokens.is_some());
+    if router.is_none() {
+        check_experiments(&config.experiments, &catalog)?;
+    }
+    let recall = Arc::new(recall::Recall::new(config.recall).map_err(ServeError::Lane)?);
+    let shadow = Arc::new(
+        shadow::Shadow::new(
+            config.experiments.has_shadows(),
+            config.shadow_budget,
+            config.recall.window,
+        )
+        .map_err(ServeError::Lane)?,
+    );
     let metrics = Arc::new(Metrics::new());
     metrics.watch_catalog(Arc::clone(&catalog));
     for s in catalog.status() {
@@ -238,7 +309,11 @@ async fn start_with(
         default_ef: config.default_ef,
         executor: exec::Executor::new(config.search_threads).map_err(ServeError::Pool)?,
         shutting_down: AtomicBool::new(false),
+        recall: Arc::clone(&recall),
+        shadow: Arc::clone(&shadow),
+        experiments: config.experiments.clone(),
     });
+    metrics.watch_samples(recall, shadow);
     let (shutdown_tx, shutdown_rx) = tokio_watch::channel(false);
 
     let bind_err = |error| ServeError::Bind {
@@ -306,6 +381,7 @@ async fn start_with(
                 pb::retrieval_server::RetrievalServer::new(route::RouterService {
                     router: Arc::clone(router),
                     limits: config.limits.clone(),
+                    recall_sample: config.recall.sample,
                 })
                 .max_decoding_message_size(config.limits.max_message_bytes)
                 .max_encoding_message_size(usize::MAX),

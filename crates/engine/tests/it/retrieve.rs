@@ -762,7 +762,7 @@ fn the_exact_plan_answers_every_kind_of_call_exactly() {
     let built = build(ds, std::path::Path::new("test"), &opts, &|_, _| {}).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let index =
-        Index::from_snapshot(Snapshot::open(&write(&built, dir.path(), "w.fathom")).unwrap());
+        Index::from_snapshot(Snapshot::open(write(&built, dir.path(), "w.fathom")).unwrap());
     let sources = vec![Source::index("w", &index, None, 0)];
     let nodes = |call: &Call<'_>| -> Vec<u32> {
         retrieve(&sources, call)

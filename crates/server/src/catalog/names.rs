@@ -164,6 +164,11 @@ impl Catalog {
         self.slots.load().get(&*name).map(|s| s.current.load_full())
     }
 
+    /// The index `name` stands for now: itself unless it is an alias.
+    pub fn resolve(&self, name: &str) -> String {
+        self.aliases.resolve(name).into_owned()
+    }
+
     /// As [`Self::get`], for a request: an error when there is no such
     /// index, or when its snapshot was withdrawn because its file was cut or
     /// modified in place (a [`CatalogError::Load`] carrying the engine's

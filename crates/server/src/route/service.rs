@@ -24,6 +24,9 @@ pub struct RouterService {
     /// to every shard (and a batch as one call per query), so what a shard
     /// would refuse must be refused here before it is multiplied.
     pub(crate) limits: crate::Limits,
+    /// `route --recall-sample`: the share of calls each shard is asked to
+    /// sample for its online recall.
+    pub(crate) recall_sample: f64,
 }
 
 /// INVALID_ARGUMENT past a cap, as a server words it.
@@ -202,6 +205,9 @@ impl RouterService {
             .iter()
             .map(|t| ProbePlan::new(t, &req.vector, if plain { probe } else { 0 }))
             .collect();
+        // A sampled call is sampled by every shard it reaches: each
+        // measures its own part of the answer against its own items.
+        let sampled = self.recall_sample > 0.0 && rand::random::<f64>() < self.recall_sample;
         let call_shard = |owner: usize, s: usize| {
             let index = &targets[owner];
             let group = &index.groups[s];
@@ -228,7 +234,13 @@ impl RouterService {
             async move {
                 let (result, attempts) = group
                     .call(deadline, self.router.options.hedge, |mut c| {
-                        let call = shard_request(r.clone(), deadline);
+                        let mut call = shard_request(r.clone(), deadline);
+                        if sampled {
+                            call.metadata_mut().insert(
+                                crate::recall::SAMPLE_HEADER,
+                                tonic::metadata::MetadataValue::from_static("1"),
+                            );
+                        }
                         async move { c.search(call).await.map(|resp| resp.into_inner().hits) }
                     })
                     .await;
@@ -373,6 +385,7 @@ impl RouterService {
             hits,
             shards_total: total,
             shards_answered: answered,
+            variant: String::new(),
         })
     }
 
@@ -526,42 +539,7 @@ impl pb::retrieval_server::Retrieval for RouterService {
         let b = request.into_inner();
         check("batch size", b.queries.len(), self.limits.max_batch)?;
         // Each query as the Search it stands for, all at once.
-        let queries = b.queries.iter().map(|q| {
-            let mut exclude_ids = b.exclude_ids.clone();
-            exclude_ids.extend(q.exclude_ids.iter().cloned());
-            let mut exclude_keys = b.exclude_keys.clone();
-            exclude_keys.extend(q.exclude_keys.iter().copied());
-            self.search_one(
-                pb::SearchRequest {
-                    index: b.index.clone(),
-                    indexes: b.indexes.clone(),
-                    vector: q.vector.clone(),
-                    k: b.k,
-                    ef: b.ef,
-                    filter: if q.filter.is_empty() {
-                        b.filter.clone()
-                    } else {
-                        q.filter.clone()
-                    },
-                    positive_ids: q.positive_ids.clone(),
-                    negative_ids: q.negative_ids.clone(),
-                    positive_vectors: q.positive_vectors.clone(),
-                    negative_vectors: q.negative_vectors.clone(),
-                    strategy: b.strategy,
-                    exclude_ids,
-                    min_per_index: b.min_per_index,
-                    diversity: b.diversity,
-                    candidates: b.candidates,
-                    group_by: b.group_by.clone(),
-                    group_size: b.group_size,
-                    with_attributes: b.with_attributes,
-                    require_complete: b.require_complete,
-                    probe: b.probe,
-                    exclude_keys,
-                },
-                deadline,
-            )
-        });
+        let queries = (0..b.queries.len()).map(|i| self.search_one(b.query_as_search(i), deadline));
         let results = join_all(queries)
             .await
             .into_iter()
@@ -643,6 +621,7 @@ impl pb::retrieval_server::Retrieval for RouterService {
             // The whole index: `shard`/`shards` describe one shard of a
             // server, so they stay 0 here, and `path` says what is routed.
             let replicas: usize = index.groups.iter().map(|g| g.replicas.len()).sum();
+            let mut shard_recalls = Vec::with_capacity(infos.len());
             let mut info = pb::IndexInfo {
                 name: index.name.clone(),
                 dim: index.dim,
@@ -672,7 +651,10 @@ impl pb::retrieval_server::Retrieval for RouterService {
                     info.built_by = i.built_by;
                     info.built_at_unix_s = i.built_at_unix_s;
                 }
+                shard_recalls.push(i.recall);
+                info.recall_samples_dropped += i.recall_samples_dropped;
             }
+            info.recall = crate::recall::pool_estimates(&shard_recalls);
             out.push(info);
         }
         Ok(Response::new(pb::ListIndexesResponse { indexes: out }))

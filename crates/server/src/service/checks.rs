@@ -64,16 +64,21 @@ impl Default for Limits {
 }
 
 /// The loaded indexes a call searches: `index`, or each of `indexes`.
+#[derive(Clone)]
 pub(super) struct Targets {
     /// Each index by the name the call gave it, in the call's order.
     pub indexes: Vec<(String, Arc<Loaded>)>,
     /// Whether the call named its indexes in `indexes` (federated): hits
     /// then name their index, and so do filter errors.
     pub federated: bool,
+    /// The index that serves a call of one index, after its alias and its
+    /// variant; empty when federated.
+    pub served: String,
 }
 
 /// A Search or BatchSearch that passed its checks: what it searches, and
 /// how.
+#[derive(Clone)]
 pub(super) struct Checked {
     pub targets: Targets,
     pub params: SearchParams,
@@ -171,10 +176,26 @@ impl Shared {
             (false, false) => {
                 Err(Error::InvalidArgument("set either index or indexes, not both".into()).into())
             }
-            (false, true) => Ok(Targets {
-                indexes: vec![(o.index.to_string(), self.index(o.index)?)],
-                federated: false,
-            }),
+            (false, true) => {
+                // The variant the call's key is assigned to, else what the
+                // name stands for now; resolved once, so one index answers.
+                let served = match self.experiments.variant(o.index, o.experiment_key) {
+                    Some(variant) => variant.to_string(),
+                    None => self.catalog.resolve(o.index),
+                };
+                let loaded = self.index(&served).map_err(|e| match e {
+                    // An unknown name is reported as the call gave it.
+                    RequestError::Catalog(CatalogError::UnknownIndex(_)) => {
+                        CatalogError::UnknownIndex(o.index.to_string()).into()
+                    }
+                    e => e,
+                })?;
+                Ok(Targets {
+                    indexes: vec![(o.index.to_string(), loaded)],
+                    federated: false,
+                    served,
+                })
+            }
             (true, false) => {
                 // Names past the catalog's size cannot all be distinct and
                 // served: refuse them before looking any up.
@@ -199,6 +220,7 @@ impl Shared {
                 Ok(Targets {
                     indexes: out,
                     federated: true,
+                    served: String::new(),
                 })
             }
             (true, true) => Err(CatalogError::UnknownIndex(String::new()).into()),

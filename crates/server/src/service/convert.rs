@@ -25,6 +25,7 @@ pub(super) struct Options<'r> {
     pub group_by: &'r str,
     pub group_size: u32,
     pub with_attributes: bool,
+    pub experiment_key: &'r str,
 }
 
 /// The shared options of a Search or BatchSearch request (the same
@@ -41,6 +42,7 @@ macro_rules! options_of {
             group_by: &$req.group_by,
             group_size: $req.group_size,
             with_attributes: $req.with_attributes,
+            experiment_key: &$req.experiment_key,
         }
     };
 }
@@ -187,6 +189,19 @@ impl Shared {
                 .map(|p| p.centroid.clone())
                 .unwrap_or_default(),
             aliases: s.aliases.clone(),
+            recall: self
+                .recall
+                .estimates(&s.name)
+                .into_iter()
+                .map(|e| pb::RecallEstimate {
+                    kind: e.kind.name().to_string(),
+                    estimate: e.recall.mean,
+                    low: e.recall.low,
+                    high: e.recall.high,
+                    samples: e.recall.samples,
+                })
+                .collect(),
+            recall_samples_dropped: self.recall.dropped(&s.name),
         }
     }
 }

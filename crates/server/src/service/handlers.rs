@@ -2,12 +2,13 @@
 //! off the async workers), answer, and record the call.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status};
 
 use super::checks::check_limit;
 use super::deadline::{arrival, deadline_of, metrics_index, Caller, Rpc};
+use super::sampling::{follow_ups, Draw, FollowUps};
 use super::search::{search_batch, search_one};
 use super::Shared;
 use crate::catalog::CatalogError;
@@ -25,21 +26,36 @@ pub(super) async fn search(
     request: Request<pb::SearchRequest>,
 ) -> Result<Response<pb::SearchResponse>, Status> {
     let deadline = deadline_of(request.metadata(), arrival(&request));
+    let asked = request
+        .metadata()
+        .contains_key(crate::recall::SAMPLE_HEADER);
     let req = request.into_inner();
     let call = Rpc::begin(shared, "Search", metrics_index(&req.index, &req.indexes));
+    let draw = shared.draw(&req.index, &req.indexes, asked);
+    let experiment = shared
+        .experiments
+        .has(&req.index)
+        .then(|| req.index.clone());
     let result = async {
         let checked = shared.check_search(&req, deadline)?;
         let name = checked.first_name();
         shared
             .searched(Caller::of(&checked.params), Work::Single, move || {
+                let started = Instant::now();
                 let (resp, stats) = search_one(&checked, &req)?;
-                Ok((resp, stats, name))
+                let took = started.elapsed();
+                let after = follow_ups(draw, &checked, &req, &resp, took);
+                Ok((resp, stats, name, after, took))
             })
             .await
     }
     .await
-    .map(|(resp, stats, name)| {
+    .map(|(resp, stats, name, after, took)| {
         shared.metrics.searched(&name, stats);
+        if let Some(called) = experiment {
+            shared.metrics.variant_call(&called, &resp.variant, took);
+        }
+        shared.follow_up(after);
         resp
     });
     call.finish(result)
@@ -56,21 +72,41 @@ pub(super) async fn batch_search(
         "BatchSearch",
         metrics_index(&req.index, &req.indexes),
     );
+    // One draw per query, each query sampled as a Search would be.
+    let draws: Vec<Draw> = (0..req.queries.len().min(shared.limits.max_batch))
+        .map(|_| shared.draw_in_batch(&req.index, &req.indexes))
+        .collect();
     let result = async {
         let checked = shared.check_batch(&req, deadline)?;
         let name = checked.first_name();
         shared
             .searched(Caller::of(&checked.params), Work::Batch, move || {
                 let (results, work) = search_batch(&checked, &req)?;
-                Ok((pb::BatchSearchResponse { results }, work, name))
+                let after: Vec<FollowUps> = draws
+                    .into_iter()
+                    .zip(&results)
+                    .enumerate()
+                    .map(|(i, (draw, resp))| {
+                        let query = if draw.wanted() {
+                            req.query_as_search(i)
+                        } else {
+                            pb::SearchRequest::default()
+                        };
+                        follow_ups(draw, &checked, &query, resp, Duration::ZERO)
+                    })
+                    .collect();
+                Ok((pb::BatchSearchResponse { results }, work, name, after))
             })
             .await
     }
     .await
-    .map(|(resp, work, name)| {
+    .map(|(resp, work, name, after)| {
         // Per query, as a Search would count it.
         for stats in work {
             shared.metrics.searched(&name, stats);
+        }
+        for a in after {
+            shared.follow_up(a);
         }
         resp
     });

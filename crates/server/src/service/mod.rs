@@ -12,6 +12,7 @@ pub(crate) mod checks;
 mod convert;
 pub(crate) mod deadline;
 mod handlers;
+mod sampling;
 mod search;
 
 use std::sync::atomic::AtomicBool;
@@ -23,8 +24,11 @@ use tonic::{Request, Response, Status};
 pub use self::checks::Limits;
 use crate::catalog::Catalog;
 use crate::exec::Executor;
+use crate::experiments::Experiments;
 use crate::metrics::Metrics;
 use crate::proto as pb;
+use crate::recall::{Recall, RecallOptions};
+use crate::shadow::Shadow;
 
 /// State shared by the handlers, the reload paths and the server handle.
 pub(crate) struct Shared {
@@ -36,6 +40,11 @@ pub(crate) struct Shared {
     pub executor: Executor,
     pub permits: Arc<Semaphore>,
     pub shutting_down: AtomicBool,
+    /// Online recall: which calls are sampled, and their estimates.
+    pub recall: Arc<Recall>,
+    /// Variants and shadows of names (`serve --variant`, `--shadow`).
+    pub experiments: Experiments,
+    pub shadow: Arc<Shadow>,
 }
 
 /// The gRPC service; cheap to clone (one `Arc`).
@@ -65,6 +74,15 @@ impl RetrievalService {
                 default_ef: None,
                 executor: Executor::new(search_threads).map_err(crate::ServeError::Pool)?,
                 shutting_down: AtomicBool::new(false),
+                recall: Arc::new(
+                    Recall::new(RecallOptions {
+                        sample: 0.0,
+                        ..RecallOptions::default()
+                    })
+                    .map_err(crate::ServeError::Lane)?,
+                ),
+                experiments: Experiments::default(),
+                shadow: Arc::new(Shadow::new(false, 0.0, 1).map_err(crate::ServeError::Lane)?),
             }),
         })
     }

@@ -22,6 +22,7 @@ use fathom_engine::search::SearchStats;
 struct Plans<'i> {
     targets: &'i [(String, Arc<Loaded>)],
     federated: bool,
+    served: &'i String,
     by_expr: HashMap<String, Vec<Vec<FilterPlan<'i>>>>,
 }
 
@@ -30,6 +31,7 @@ impl<'i> Plans<'i> {
         Plans {
             targets: &targets.indexes,
             federated: targets.federated,
+            served: &targets.served,
             by_expr: HashMap::new(),
         }
     }
@@ -196,6 +198,7 @@ fn run_query(
             hits,
             shards_total: 1,
             shards_answered: 1,
+            variant: plans.served.clone(),
         },
         found.stats,
     ))

@@ -22,6 +22,15 @@
 //! | `fathom_build_info` | version | 1 |
 //! | `fathom_connections_refused_total` | | connections closed on arrival (at `--max-connections`, every open one busy) |
 //! | `fathom_connections_evicted_total` | | idle connections closed to make room for a new one |
+//! | `fathom_variant_requests_total` | name, variant | Searches answered for a name with variants or shadows, by the index that served them |
+//! | `fathom_variant_search_duration_seconds` | name, variant | their search time (histogram) |
+//! | `fathom_recall_estimate` (`_low`, `_high`) | index, kind | online recall@k of sampled calls and its 95% interval |
+//! | `fathom_recall_samples` | index, kind | samples the estimate covers |
+//! | `fathom_recall_samples_dropped_total` | index | samples dropped: the exact re-runs were behind |
+//! | `fathom_shadow_overlap` | name, shadow | mean overlap@k of shadow searches with the served hits |
+//! | `fathom_shadow_latency_delta_seconds` | name, shadow | mean shadow search time minus served search time |
+//! | `fathom_shadow_samples` | name, shadow | shadow searches those means cover |
+//! | `fathom_shadow_dropped_total` | | shadow searches dropped: the shadow lane was behind |
 //! | `fathom_router_partial_answers_total` | index | routed calls answered without some shard (no replica in time) |
 //! | `fathom_router_retries_total` | | shard calls sent again to another replica |
 //! | `fathom_router_hedges_total` | | shard calls hedged to a second replica |
@@ -52,6 +61,8 @@ use tokio::sync::watch;
 use crate::stopped;
 
 use crate::catalog::Loaded;
+
+mod samples;
 
 /// Latency buckets, in seconds: 25 µs to 5 s.
 const BUCKETS: &[f64] = &[
@@ -84,6 +95,8 @@ pub struct Metrics {
     connections_refused: prometheus::IntCounter,
     connections_evicted: prometheus::IntCounter,
     router: RouterMetrics,
+    variant_requests: IntCounterVec,
+    variant_latency: HistogramVec,
 }
 
 /// What `fathom route` adds.
@@ -232,8 +245,27 @@ impl Metrics {
             )
             .expect("valid metric"),
         };
+        let variant_requests = IntCounterVec::new(
+            Opts::new(
+                "fathom_variant_requests_total",
+                "Search calls to a name with variants or shadows, by the index that served them.",
+            ),
+            &["name", "variant"],
+        )
+        .expect("valid metric");
+        let variant_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "fathom_variant_search_duration_seconds",
+                "Search time of calls to a name with variants or shadows, by the index that served them.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["name", "variant"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(variant_requests.clone()),
+            Box::new(variant_latency.clone()),
             Box::new(router.partial.clone()),
             Box::new(router.retries.clone()),
             Box::new(router.hedges.clone()),
@@ -278,7 +310,20 @@ impl Metrics {
             info_labels: Mutex::new(Default::default()),
             distances,
             expansions,
+            variant_requests,
+            variant_latency,
         }
+    }
+
+    /// Count a Search of `name` served by `variant`, which took `elapsed`
+    /// to search.
+    pub fn variant_call(&self, name: &str, variant: &str, elapsed: Duration) {
+        self.variant_requests
+            .with_label_values(&[name, variant])
+            .inc();
+        self.variant_latency
+            .with_label_values(&[name, variant])
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Count the work of one query on `index`.
