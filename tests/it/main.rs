@@ -9,6 +9,7 @@ mod build_signal;
 mod cli;
 mod damage;
 mod demo;
+mod experiments;
 mod query;
 mod recall;
 mod route;

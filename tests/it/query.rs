@@ -27,7 +27,7 @@ pub(crate) struct Server {
     /// Held for its drop, which kills the process.
     _process: Reaped,
     pub target: String,
-    metrics: String,
+    pub metrics: String,
 }
 
 /// Build a small snapshot (ids `item:00000`..., with `synth::attributes`)

@@ -31,7 +31,7 @@ pub(super) async fn search(
         .contains_key(crate::recall::SAMPLE_HEADER);
     let req = request.into_inner();
     let call = Rpc::begin(shared, "Search", metrics_index(&req.index, &req.indexes));
-    let draw = shared.draw(&req.index, &req.indexes, asked);
+    let draw = shared.draw(&req, asked);
     let experiment = shared
         .experiments
         .has(&req.index)

@@ -31,17 +31,26 @@ impl Draw {
 }
 
 impl Shared {
-    /// Draw whether a query to `index` (not federated: `indexes` empty) is
-    /// sampled for recall (always when a router `asked`), and whether it is
-    /// shadowed.
-    pub(super) fn draw(&self, index: &str, indexes: &[String], asked: bool) -> Draw {
-        if !indexes.is_empty() || index.is_empty() {
+    /// Draw whether a Search is sampled for recall (always when a router
+    /// `asked`), and whether it is shadowed. Federated calls are neither;
+    /// calls served by a variant are not shadowed (the shadow compares
+    /// with the base).
+    pub(super) fn draw(&self, req: &pb::SearchRequest, asked: bool) -> Draw {
+        let index = req.index.as_str();
+        if !req.indexes.is_empty() || index.is_empty() {
             return Draw::default();
         }
-        let shadow = self.experiments.shadow(index).and_then(|s| {
-            let loaded = self.catalog.serving(s).ok()?;
-            Some((index.to_string(), s.to_string(), loaded))
-        });
+        let on_base = self
+            .experiments
+            .variant(index, &req.experiment_key)
+            .is_none();
+        let shadow = on_base
+            .then(|| self.experiments.shadow(index))
+            .flatten()
+            .and_then(|s| {
+                let loaded = self.catalog.serving(s).ok()?;
+                Some((index.to_string(), s.to_string(), loaded))
+            });
         Draw {
             recall: self.recall.roll(asked),
             shadow,
