@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use fathom_engine::eval::{
-    admitted_nodes, evaluate_filtered, evaluate_sources, knn_among_sources, EvalRow, Numbering,
-    Parts,
+    admitted_nodes, evaluate_filtered, evaluate_replay, evaluate_sources, knn_among_sources,
+    replay_truth, EvalRow, Numbering, Parts, Replayed,
 };
 use fathom_engine::exact::knn_batch_among;
 use fathom_engine::formats::{read_ivecs, read_vectors_in};
@@ -14,6 +14,7 @@ use fathom_engine::index::{Plan, SearchParams};
 use fathom_engine::retrieve::Source;
 use fathom_engine::searchable::Searchable;
 use fathom_engine::Index;
+use fathom_server::capture::CapturedRequest;
 
 use super::{default_threads, parse_list};
 
@@ -56,8 +57,13 @@ pub struct Args {
     /// measure several filters, one line per filter per ef. The exact
     /// filtered truth is computed by brute force unless --ground-truth is
     /// given.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "requests")]
     filter: Vec<String>,
+    /// Replay captured calls (`serve --capture-dir`): line i of this
+    /// .jsonl gives query i its filter and exclusions (its k and ef are
+    /// --k's and --ef's). The truth is each call's exact answer.
+    #[arg(long, value_name = "FILE.jsonl", conflicts_with = "ground_truth")]
+    requests: Option<PathBuf>,
     /// How filtered queries run: the planner's choice (auto), an exact scan
     /// of the matching items (exact), or filtered graph traversal (graph).
     #[arg(long, value_enum, default_value_t = PlanArg::Auto)]
@@ -102,6 +108,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     if a.k == 0 {
         bail!("k must be at least 1");
+    }
+    if a.requests.is_some() {
+        return run_replay(&a, &efs);
     }
     if fathom_engine::layers::is_layered(&a.snapshot)
         || fathom_engine::shards::is_sharded(&a.snapshot)
@@ -208,6 +217,96 @@ fn run_layered(a: &Args, efs: &[usize]) -> Result<ExitCode> {
         })?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Captured calls replayed: each query with its own filter and
+/// exclusions, over a snapshot or a layered or sharded folder, against
+/// each call's exact answer.
+fn run_replay(a: &Args, efs: &[usize]) -> Result<ExitCode> {
+    let path = a.requests.as_ref().expect("checked by the caller");
+    let index = crate::cli::about_path(
+        Searchable::open(&a.snapshot, &a.load.options()),
+        "opening",
+        &a.snapshot,
+    )?;
+    let queries = read_queries(a, index.base().snapshot().dim())?;
+    let mut requests = read_requests(path)?;
+    if requests.len() < queries.len() {
+        bail!(
+            "{} has {} requests for {} queries: capture files come in pairs, row i with line i",
+            path.display(),
+            requests.len(),
+            queries.len()
+        );
+    }
+    requests.truncate(queries.len());
+    // Each distinct filter planned once; "" is no filter.
+    let mut filters: Vec<&str> = requests.iter().map(|r| r.filter.as_str()).collect();
+    filters.sort_unstable();
+    filters.dedup();
+    let plans: Vec<Option<Vec<_>>> = filters
+        .iter()
+        .map(|f| match *f {
+            "" => Ok(None),
+            f => index
+                .filter(f)
+                .map(Some)
+                .with_context(|| format!("filter {f:?} of {}", path.display())),
+        })
+        .collect::<Result<_>>()?;
+    let name = a.snapshot.display().to_string();
+    let sources: Vec<Vec<Source<'_, '_>>> = plans
+        .iter()
+        .map(|p| index.sources(&name, p.as_deref(), 0).collect())
+        .collect();
+    let numbering = Numbering::of(&sources[0])?;
+    let calls: Vec<Replayed<'_, '_, '_>> = requests
+        .iter()
+        .zip(&queries)
+        .map(|(r, q)| Replayed {
+            vector: q,
+            sources: &sources[filters.binary_search(&r.filter.as_str()).unwrap_or(0)],
+            exclude_ids: &r.exclude_ids,
+            exclude_keys: &r.exclude_keys,
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    let truth = replay_truth(&calls, &numbering, a.k, default_threads())?;
+    if !a.json {
+        eprintln!(
+            "exact answers of {} captured calls ({} with a filter) in {:.2}s",
+            calls.len(),
+            requests.iter().filter(|r| !r.filter.is_empty()).count(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    print_header(a);
+    // `sweep` warms up on a prefix of the queries: replay that prefix.
+    sweep(a, efs, &queries, |ef, qs| {
+        evaluate_replay(
+            &calls[..qs.len()],
+            &numbering,
+            &truth,
+            &params(a, ef),
+            a.threads,
+        )
+        .context("searching")
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The captured requests of a `.jsonl` file, one a line.
+fn read_requests(path: &std::path::Path) -> Result<Vec<CapturedRequest>> {
+    let text = crate::cli::about_path(std::fs::read_to_string(path), "reading", path)?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| {
+                format!("{} line {}: not a captured request", path.display(), i + 1)
+            })
+        })
+        .collect()
 }
 
 /// The queries, checked against the index's dimension, cut to --limit.

@@ -47,6 +47,25 @@ pub struct Args {
     /// not shadowed.
     #[arg(long, default_value_t = 0.05, value_name = "FRACTION")]
     shadow_budget: f64,
+    /// Write a sample of the Search calls with a query vector to this
+    /// folder, per index: vectors as .fvecs and k, ef, filter and
+    /// exclusions as .jsonl, for `fathom eval --queries --requests`.
+    #[arg(long, value_name = "DIR")]
+    capture_dir: Option<PathBuf>,
+    /// Share of calls captured into --capture-dir.
+    #[arg(
+        long,
+        default_value_t = 0.001,
+        value_name = "FRACTION",
+        requires = "capture_dir"
+    )]
+    capture_sample: f64,
+    /// Start a new pair of capture files once the vectors pass this size.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES", requires = "capture_dir")]
+    capture_max_bytes: u64,
+    /// Pairs of capture files kept per index; the oldest are removed.
+    #[arg(long, default_value_t = 24, value_name = "N", requires = "capture_dir")]
+    capture_keep: usize,
     #[command(flatten)]
     flags: ServeFlags,
 }
@@ -306,6 +325,7 @@ impl ServeFlags {
             },
             experiments: Default::default(),
             shadow_budget: 0.0,
+            capture: None,
         })
     }
 
@@ -339,6 +359,20 @@ pub fn run(a: Args) -> Result<ExitCode> {
         bail!("--shadow-budget must be above 0 and at most 1 (of one core)");
     }
     config.shadow_budget = a.shadow_budget;
+    if let Some(dir) = &a.capture_dir {
+        if !(a.capture_sample > 0.0 && a.capture_sample <= 1.0) {
+            bail!("--capture-sample must be above 0 and at most 1, e.g. 0.001");
+        }
+        if a.capture_keep == 0 || a.capture_max_bytes == 0 {
+            bail!("--capture-keep and --capture-max-bytes must be at least 1");
+        }
+        config.capture = Some(fathom_server::capture::CaptureOptions {
+            sample: a.capture_sample,
+            dir: dir.clone(),
+            max_file_bytes: a.capture_max_bytes,
+            keep: a.capture_keep,
+        });
+    }
     let catalog = Catalog::open(&specs, a.catalog.as_deref(), a.flags.load_options())
         .context("loading the indexes")?;
     let mut aliases = Vec::new();

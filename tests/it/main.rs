@@ -6,6 +6,7 @@ mod common;
 mod alias;
 mod bench;
 mod build_signal;
+mod capture;
 mod cli;
 mod damage;
 mod demo;

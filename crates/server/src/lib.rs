@@ -21,6 +21,7 @@
 //!   message is read, TLS
 
 pub mod auth;
+pub mod capture;
 pub mod catalog;
 pub mod client;
 mod conn;
@@ -140,6 +141,8 @@ pub struct ServeConfig {
     pub experiments: experiments::Experiments,
     /// Share of one core the shadow searches may use.
     pub shadow_budget: f64,
+    /// Write a sample of calls for replay.
+    pub capture: Option<capture::CaptureOptions>,
 }
 
 /// Default `--max-connections`.
@@ -162,6 +165,7 @@ impl Default for ServeConfig {
             recall: recall::RecallOptions::default(),
             experiments: experiments::Experiments::default(),
             shadow_budget: 0.05,
+            capture: None,
         }
     }
 }
@@ -196,6 +200,8 @@ pub enum ServeError {
     Lane(std::io::Error),
     #[error("{0}")]
     Experiments(String),
+    #[error("cannot capture queries: {0}")]
+    Capture(String),
 }
 
 /// A running server. Dropping it does not stop it; call
@@ -312,6 +318,12 @@ async fn start_with(
         recall: Arc::clone(&recall),
         shadow: Arc::clone(&shadow),
         experiments: config.experiments.clone(),
+        capture: match &config.capture {
+            Some(c) => Some(capture::Capture::start(c.clone()).map_err(|e| {
+                ServeError::Capture(format!("--capture-dir {}: {e}", c.dir.display()))
+            })?),
+            None => None,
+        },
     });
     metrics.watch_samples(recall, shadow);
     let (shutdown_tx, shutdown_rx) = tokio_watch::channel(false);

@@ -292,6 +292,90 @@ pub fn evaluate_sources(
     Ok(timed.into_row(engine, truth, params, filter.map(|f| f.0), matching))
 }
 
+/// One captured call to replay: its query vector, the sources it searches
+/// (each part's filter plan bound to the call's filter), and what it
+/// excluded.
+pub struct Replayed<'a, 's, 'i> {
+    pub vector: &'a [f32],
+    pub sources: &'a [Source<'s, 'i>],
+    pub exclude_ids: &'a [String],
+    pub exclude_keys: &'a [u64],
+}
+
+impl Replayed<'_, '_, '_> {
+    fn call(&self, params: &SearchParams) -> Call<'_> {
+        Call {
+            vector: self.vector,
+            exclude_ids: self.exclude_ids,
+            exclude_keys: self.exclude_keys,
+            params: params.clone(),
+            ..Call::default()
+        }
+    }
+}
+
+/// The exact answers of `calls`, as the exact plan finds them (every
+/// admitted item of every part scored), numbered by `numbering`.
+pub fn replay_truth(
+    calls: &[Replayed<'_, '_, '_>],
+    numbering: &Numbering,
+    k: usize,
+    threads: usize,
+) -> Result<Vec<Vec<u32>>> {
+    let exact = SearchParams {
+        plan: crate::index::Plan::Exact,
+        ..SearchParams::new(k, 0)
+    };
+    let timed = run_timed(
+        calls,
+        threads,
+        || (),
+        |_, c, ids| {
+            let found = crate::retrieve::retrieve(c.sources, &c.call(&exact))?;
+            ids.extend(
+                found
+                    .hits
+                    .iter()
+                    .map(|h| numbering.number(h.source, h.node)),
+            );
+            Ok(found.stats)
+        },
+    )?;
+    Ok(timed.ids)
+}
+
+/// Search each of `calls` at `params` and score the answers against
+/// `truth` (as [`replay_truth`] finds it).
+pub fn evaluate_replay(
+    calls: &[Replayed<'_, '_, '_>],
+    numbering: &Numbering,
+    truth: &[Vec<u32>],
+    params: &SearchParams,
+    threads: usize,
+) -> Result<(EvalRow, Vec<Vec<u32>>)> {
+    let first = calls
+        .first()
+        .and_then(|c| c.sources.first())
+        .ok_or_else(|| Error::invalid("nothing to measure: no calls"))?;
+    let engine = format!("fathom-{}", first.index.snapshot().storage());
+    let timed = run_timed(
+        calls,
+        threads,
+        || (),
+        |_, c, ids| {
+            let found = crate::retrieve::retrieve(c.sources, &c.call(params))?;
+            ids.extend(
+                found
+                    .hits
+                    .iter()
+                    .map(|h| numbering.number(h.source, h.node)),
+            );
+            Ok(found.stats)
+        },
+    )?;
+    Ok(timed.into_row(engine, truth, params, Some("captured requests"), None))
+}
+
 /// What a timed pass over the queries found: each query's ids and latency,
 /// the work done, the wall time and the threads it ran on.
 struct Timed {
@@ -304,11 +388,11 @@ struct Timed {
 
 /// Run `one` for each query on up to `threads` threads (each with its own
 /// state from `init`), timing each query and the whole pass.
-fn run_timed<S>(
-    queries: &[Vec<f32>],
+fn run_timed<S, Q: Sync>(
+    queries: &[Q],
     threads: usize,
     init: impl Fn() -> S + Sync,
-    one: impl Fn(&mut S, &[f32], &mut Vec<u32>) -> Result<SearchStats> + Sync,
+    one: impl Fn(&mut S, &Q, &mut Vec<u32>) -> Result<SearchStats> + Sync,
 ) -> Result<Timed> {
     let threads = threads.clamp(1, queries.len().max(1));
     let chunk = queries.len().div_ceil(threads).max(1);

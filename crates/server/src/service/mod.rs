@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     /// Variants and shadows of names (`serve --variant`, `--shadow`).
     pub experiments: Experiments,
     pub shadow: Arc<Shadow>,
+    /// `serve --capture-sample`: sampled calls written for replay.
+    pub capture: Option<crate::capture::Capture>,
 }
 
 /// The gRPC service; cheap to clone (one `Arc`).
@@ -83,6 +85,7 @@ impl RetrievalService {
                 ),
                 experiments: Experiments::default(),
                 shadow: Arc::new(Shadow::new(false, 0.0, 1).map_err(crate::ServeError::Lane)?),
+                capture: None,
             }),
         })
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::checks::{Checked, Targets};
 use super::search::search_one;
 use super::Shared;
+use crate::capture::CapturedRequest;
 use crate::catalog::Loaded;
 use crate::proto as pb;
 use crate::recall::{recall_of, Kind};
@@ -19,6 +20,7 @@ use fathom_engine::index::{Plan, SearchParams};
 #[derive(Default)]
 pub(super) struct Draw {
     recall: bool,
+    capture: bool,
     /// The name called, the shadow index, and its snapshot now.
     shadow: Option<(String, String, Arc<Loaded>)>,
 }
@@ -26,7 +28,7 @@ pub(super) struct Draw {
 impl Draw {
     /// Whether anything was drawn.
     pub(super) fn wanted(&self) -> bool {
-        self.recall || self.shadow.is_some()
+        self.recall || self.capture || self.shadow.is_some()
     }
 }
 
@@ -53,6 +55,7 @@ impl Shared {
             });
         Draw {
             recall: self.recall.roll(asked),
+            capture: self.capture.as_ref().is_some_and(|c| c.roll()),
             shadow,
         }
     }
@@ -60,8 +63,10 @@ impl Shared {
     /// As [`Self::draw`] for a query of a BatchSearch: sampled for recall,
     /// never shadowed (its time is the whole batch's).
     pub(super) fn draw_in_batch(&self, index: &str, indexes: &[String]) -> Draw {
+        let one = indexes.is_empty() && !index.is_empty();
         Draw {
-            recall: indexes.is_empty() && !index.is_empty() && self.recall.roll(false),
+            recall: one && self.recall.roll(false),
+            capture: one && self.capture.as_ref().is_some_and(|c| c.roll()),
             shadow: None,
         }
     }
@@ -74,6 +79,9 @@ impl Shared {
         }
         if let Some(s) = f.shadow {
             self.shadow.offer(&s.name, &s.shadow, s.run);
+        }
+        if let (Some((index, vector, request)), Some(c)) = (f.capture, &self.capture) {
+            c.offer(&index, vector, request);
         }
     }
 }
@@ -98,6 +106,8 @@ struct ShadowJob {
 pub(super) struct FollowUps {
     recall: Option<RecallJob>,
     shadow: Option<ShadowJob>,
+    /// The served index, the query vector and the rest of the request.
+    capture: Option<(String, Vec<f32>, CapturedRequest)>,
 }
 
 /// The follow-ups `draw` asked for, of the query `req` answered by
@@ -111,6 +121,24 @@ pub(super) fn follow_ups(
 ) -> FollowUps {
     let mut out = FollowUps::default();
     if !draw.wanted() {
+        return out;
+    }
+    // Calls with a vector only: a capture is replayed from its row.
+    if draw.capture && !req.vector.is_empty() {
+        let at_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let request = CapturedRequest {
+            k: req.k,
+            ef: req.ef,
+            filter: req.filter.clone(),
+            exclude_ids: req.exclude_ids.clone(),
+            exclude_keys: req.exclude_keys.clone(),
+            at_unix_ms,
+        };
+        out.capture = Some((checked.targets.served.clone(), req.vector.clone(), request));
+    }
+    if !draw.recall && draw.shadow.is_none() {
         return out;
     }
     let served: Vec<String> = resp.hits.iter().map(|h| h.id.clone()).collect();
