@@ -175,9 +175,11 @@ class Client:
         filter: Optional[str] = None,
         exclude_ids: Optional[_Ids] = None,
         min_per_index: Optional[int] = None,
+        experiment_key: Optional[str] = None,
     ) -> Tuple[Any, ...]:
         """As ``Index.search`` on the server's ``index``; with a list of
-        names, federated, and a third value names each hit's index."""
+        names, federated, and a third value names each hit's index.
+        ``experiment_key`` picks the variant of a name with variants."""
     def recommend(
         self,
         index: str,
@@ -197,7 +199,8 @@ class Client:
     def get(self, index: str, ids: _Ids) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
         """As ``Index.get`` on the server's ``index``."""
     def list_indexes(self) -> List[Dict[str, Any]]:
-        """Every index the server serves."""
+        """Every index the server serves, with its aliases and its online
+        recall estimates (``recall``: kind, estimate, low, high, samples)."""
     def delete(self, index: str, ids: _Ids) -> int:
         """Delete ``ids`` from a layered index on the server."""
     def set_alias(self, alias: str, index: Optional[str]) -> Optional[str]:

@@ -166,7 +166,7 @@ impl Client {
     /// names the call is federated, and a third value names each hit's
     /// index.
     #[pyo3(signature = (index, queries, k = 10, ef = None, filter = None, exclude_ids = None,
-                        min_per_index = None))]
+                        min_per_index = None, experiment_key = None))]
     #[allow(clippy::too_many_arguments)]
     fn search<'py>(
         &self,
@@ -178,7 +178,9 @@ impl Client {
         filter: Option<String>,
         exclude_ids: Option<&Bound<'py, PyAny>>,
         min_per_index: Option<i64>,
+        experiment_key: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let experiment_key = experiment_key.unwrap_or_default();
         let names = Names::extract(index)?;
         let federated = matches!(names, Names::Several(_));
         let (index, indexes) = names.into_fields();
@@ -203,6 +205,7 @@ impl Client {
                 filter,
                 exclude_keys,
                 min_per_index,
+                experiment_key,
                 ..pb::SearchRequest::default()
             };
             let inner = &self.inner;
@@ -224,6 +227,7 @@ impl Client {
                 filter,
                 exclude_keys,
                 min_per_index,
+                experiment_key,
                 ..pb::BatchSearchRequest::default()
             };
             let mut raw = self.inner.raw();
@@ -333,6 +337,19 @@ impl Client {
             d.set_item("file_bytes", i.file_bytes)?;
             d.set_item("built_at_unix_s", i.built_at_unix_s)?;
             d.set_item("last_reload_error", i.last_reload_error)?;
+            d.set_item("aliases", i.aliases)?;
+            let recall = PyList::empty(py);
+            for e in i.recall {
+                let r = PyDict::new(py);
+                r.set_item("kind", e.kind)?;
+                r.set_item("estimate", e.estimate)?;
+                r.set_item("low", e.low)?;
+                r.set_item("high", e.high)?;
+                r.set_item("samples", e.samples)?;
+                recall.append(r)?;
+            }
+            d.set_item("recall", recall)?;
+            d.set_item("recall_samples_dropped", i.recall_samples_dropped)?;
             list.append(d)?;
         }
         Ok(list)

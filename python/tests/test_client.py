@@ -153,3 +153,39 @@ def test_errors_keep_the_server_message(served, data):
         fathom.Client(server.address, token=SEARCH, timeout=5).search("items", queries[0])
     with pytest.raises(ConnectionError):
         fathom.Client("127.0.0.1:1", connect_timeout=2)
+
+
+def test_experiment_keys_pick_stable_variants_and_recall_is_listed(data, tmp_path):
+    base, queries, _ = data
+    fathom.build(str(tmp_path / "a.fathom"), base, threads=2)
+    # The same vectors in reverse order: the same query finds other ids.
+    fathom.build(str(tmp_path / "b.fathom"), base[::-1].copy(), threads=2)
+    server = Server(
+        [
+            "--index", f"a={tmp_path / 'a.fathom'}",
+            "--index", f"b={tmp_path / 'b.fathom'}",
+            "--variant", "a=b:50%",
+            "--recall-sample", "1", "--recall-budget", "1",
+        ]
+    )
+    try:
+        c = fathom.Client(server.address, timeout=10)
+        base_ids, _ = c.search("a", queries[0], k=5)
+        answers = set()
+        for key in (f"listener:{i}" for i in range(40)):
+            ids, _ = c.search("a", queries[0], k=5, experiment_key=key)
+            again, _ = c.search("a", queries[0], k=5, experiment_key=key)
+            assert list(ids) == list(again)
+            answers.add(tuple(ids))
+        assert len(answers) == 2 and tuple(base_ids) in answers
+        deadline = time.time() + 30
+        while True:
+            info = {i["name"]: i for i in c.list_indexes()}
+            plain = [e for e in info["a"]["recall"] if e["kind"] == "plain"]
+            if plain and plain[0]["samples"] > 0:
+                break
+            assert time.time() < deadline, info["a"]
+            time.sleep(0.05)
+        assert 0.0 <= plain[0]["low"] <= plain[0]["estimate"] <= plain[0]["high"] <= 1.0
+    finally:
+        server.stop()

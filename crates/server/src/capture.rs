@@ -138,12 +138,18 @@ fn start_pair(options: &CaptureOptions, index: &str) -> std::io::Result<Open> {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    let mut stem = format!("capture-{ms}");
-    let mut n = 1;
-    while dir.join(format!("{stem}.fvecs")).exists() {
-        stem = format!("capture-{ms}-{n}");
-        n += 1;
-    }
+    // After every pair there: a name reused after its pair was pruned
+    // would sort first and be pruned next.
+    let newest = stems(&dir)?.into_iter().map(|s| order_key(&s)).max();
+    let (ms, n) = match newest {
+        Some(last) if last >= (ms, 0) => (last.0, last.1 + 1),
+        _ => (ms, 0),
+    };
+    let stem = if n == 0 {
+        format!("capture-{ms}")
+    } else {
+        format!("capture-{ms}-{n}")
+    };
     let create = |ext: &str| {
         OpenOptions::new()
             .create_new(true)
@@ -163,14 +169,7 @@ fn start_pair(options: &CaptureOptions, index: &str) -> std::io::Result<Open> {
 /// Remove the oldest pairs of `dir` past `keep` (by name: they are named
 /// by time).
 fn prune(dir: &Path, keep: usize) -> std::io::Result<()> {
-    let mut stems: Vec<String> = std::fs::read_dir(dir)?
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().into_string().ok()?;
-            name.strip_suffix(".fvecs")
-                .filter(|s| s.starts_with("capture-"))
-                .map(str::to_string)
-        })
-        .collect();
+    let mut stems = stems(dir)?;
     stems.sort_by_key(|s| order_key(s));
     let excess = stems.len().saturating_sub(keep);
     for stem in &stems[..excess] {
@@ -182,6 +181,18 @@ fn prune(dir: &Path, keep: usize) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The pairs of `dir`, by the name of their vectors file without `.fvecs`.
+fn stems(dir: &Path) -> std::io::Result<Vec<String>> {
+    Ok(std::fs::read_dir(dir)?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".fvecs")
+                .filter(|s| s.starts_with("capture-"))
+                .map(str::to_string)
+        })
+        .collect())
 }
 
 /// `capture-<ms>[-<n>]` in the order written.
