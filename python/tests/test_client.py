@@ -55,7 +55,7 @@ class Server:
 def served(data, tmp_path_factory):
     base, _, attrs = data
     root = tmp_path_factory.mktemp("served")
-    fathom.build(str(root / "items.fathom"), base, attributes=attrs, threads=2)
+    fathom.build(str(root / "items.fathom"), base, attributes=attrs, threads=1)
     fathom.build(str(root / "layered") + "/", base[:500], attributes=attrs[:500], threads=2)
     subprocess.run([BIN, "tls", "init", str(root / "pki")], check=True, capture_output=True)
     tokens = root / "tokens"
