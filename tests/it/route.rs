@@ -954,3 +954,119 @@ fn a_router_probes_the_shards_nearest_the_query() {
     let r = rt.block_on(search(&c, request(&q, &filter))).unwrap();
     assert_eq!(r.hits.len(), 2);
 }
+
+#[test]
+fn a_router_asks_its_shards_to_sample_and_pools_their_recall() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let n = 1200;
+    write_fvecs(&d.join("base.fvecs"), DIM, &synth::clustered(n, DIM, 8, 5)).unwrap();
+    let folder = d.join("hs");
+    let o = fathom(&[
+        "build",
+        "--input",
+        d.join("base.fvecs").to_str().unwrap(),
+        "--shards",
+        "2",
+        "--m",
+        "4",
+        "--ef-construction",
+        "8",
+        "--output",
+        &format!("{}/", folder.display()),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    // The shards sample at their default rate, and whatever a router asks.
+    let _shards: Vec<Reaped> = (0..2)
+        .map(|s| {
+            start(&[
+                "serve".into(),
+                "--index".into(),
+                format!("hs={}", folder.display()),
+                "--shard".into(),
+                s.to_string(),
+                "--recall-budget".into(),
+                "1".into(),
+                "--no-watch".into(),
+                "--metrics-listen".into(),
+                "off".into(),
+                "--listen".into(),
+                format!("127.0.0.1:{}", ports[s]),
+            ])
+        })
+        .collect();
+    let port = free_port();
+    let spec: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let _router = start(&[
+        "route".into(),
+        "--index".into(),
+        format!("hs={}", spec.join(",")),
+        "--recall-sample".into(),
+        "1".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--metrics-listen".into(),
+        "off".into(),
+    ]);
+    let rt = runtime();
+    let c = rt
+        .block_on(Client::connect(
+            &format!("http://127.0.0.1:{port}"),
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+    for i in 0..40 {
+        let req = pb::SearchRequest {
+            ef: 10,
+            ..plain(i, 10)
+        };
+        rt.block_on(search(
+            &c,
+            pb::SearchRequest {
+                index: "hs".into(),
+                ..req
+            },
+        ))
+        .unwrap();
+    }
+    // Every routed call was sampled by both shards, and the router's list
+    // pools the two estimates.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let e = loop {
+        let list = rt.block_on(c.list_indexes()).unwrap();
+        if let Some(e) = list[0].recall.iter().find(|e| e.kind == "plain") {
+            if e.samples >= 80 {
+                break e.clone();
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "{:?}", list[0].recall);
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(e.samples, 80);
+    assert!(
+        0.0 < e.low && e.low <= e.estimate && e.estimate <= e.high && e.high <= 1.0,
+        "{e:?}"
+    );
+    let per_shard: Vec<f64> = ports
+        .iter()
+        .map(|p| {
+            let s = rt
+                .block_on(Client::connect(
+                    &format!("http://127.0.0.1:{p}"),
+                    Duration::from_secs(5),
+                ))
+                .unwrap();
+            let list = rt.block_on(s.list_indexes()).unwrap();
+            let e = list[0].recall.iter().find(|e| e.kind == "plain").unwrap();
+            assert_eq!(e.samples, 40);
+            e.estimate
+        })
+        .collect();
+    let mean = (per_shard[0] + per_shard[1]) / 2.0;
+    assert!(
+        (e.estimate - mean).abs() < 1e-9,
+        "{} against {per_shard:?}",
+        e.estimate
+    );
+}
