@@ -2,7 +2,6 @@
 //! across a restart in the catalog folder.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,36 +11,10 @@ use fathom_engine::synth;
 use fathom_server::client::Client;
 use fathom_server::proto as pb;
 
-use crate::common::{field, until_listening, Reaped};
+use crate::common::serve;
 use crate::query::fathom;
 
 const DIM: usize = 16;
-
-/// `fathom serve ARGS` on a free port: the process and its gRPC address.
-fn serve(args: &[&str]) -> (Reaped, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_fathom"))
-        .arg("serve")
-        .args(args)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-            "--no-watch",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (server, lines) = until_listening(child);
-    let addr = lines
-        .iter()
-        .rev()
-        .find_map(|l| field(l, "grpc="))
-        .expect("the address");
-    (server, addr)
-}
 
 /// Two indexes of the same vectors, with ids `a:…` and `b:…`.
 fn catalog(dir: &Path) {

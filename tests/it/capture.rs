@@ -6,20 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fathom_engine::formats::read_vectors;
-use fathom_server::client::Client;
 use fathom_server::proto as pb;
 
+use crate::common::{connect, ok};
 use crate::query::{fathom, serve_with};
-
-fn ok(args: &[&str]) -> Vec<u8> {
-    let o = fathom(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o.stdout
-}
 
 /// The one capture file of `dir` ending in `ext`.
 fn captured(dir: &Path, ext: &str) -> PathBuf {
@@ -78,13 +68,7 @@ fn captured_calls_replay_to_the_recall_measured_online() {
         "--recall-window",
         "1000",
     ]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = rt
-        .block_on(Client::connect(&server.target, Duration::from_secs(5)))
-        .unwrap();
+    let (rt, client) = connect(&server.target);
     let (dim, vectors) = read_vectors(&d.join("query.fvecs")).unwrap();
     for (i, q) in vectors.chunks(dim).enumerate() {
         // Every other call filtered; every third excludes three items.

@@ -6,19 +6,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fathom_engine::formats::read_vectors;
-use fathom_server::client::Client;
 use fathom_server::proto as pb;
 
+use crate::common::{connect, ok};
 use crate::query::{fathom, serve_with};
-
-fn ok(args: &[&str]) {
-    let o = fathom(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 /// `GET /metrics` of a server's metrics address.
 fn scrape(addr: &str) -> String {
@@ -110,13 +101,7 @@ fn variants_split_by_key_and_shadows_measure_overlap() {
         "--shadow-budget",
         "1",
     ]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = rt
-        .block_on(Client::connect(&server.target, Duration::from_secs(5)))
-        .unwrap();
+    let (rt, client) = connect(&server.target);
     let (dim, vectors) = read_vectors(&d.join("query.fvecs")).unwrap();
     let queries: Vec<&[f32]> = vectors.chunks(dim).collect();
     let search = |key: &str, q: &[f32]| {
@@ -288,13 +273,7 @@ fn shadow_searches_never_delay_the_answer() {
         "--shadow-budget",
         "1",
     ]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = rt
-        .block_on(Client::connect(&server.target, Duration::from_secs(5)))
-        .unwrap();
+    let (rt, client) = connect(&server.target);
     let (dim, vectors) = read_vectors(&d.join("query.fvecs")).unwrap();
     let median_of = |index: &str| {
         let mut took: Vec<Duration> = vectors

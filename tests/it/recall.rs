@@ -2,28 +2,17 @@
 //! sampled, reports the recall `fathom eval` measures at the same ef.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fathom_engine::formats::read_vectors;
 use fathom_server::client::Client;
 use fathom_server::proto as pb;
 
-use crate::common::{field, until_listening, Reaped};
+use crate::common::{connect, ok, serve};
 use crate::query::fathom;
 
 const QUERIES: usize = 300;
 const FILTER: &str = "popularity < 50";
-
-fn ok(args: &[&str]) -> Vec<u8> {
-    let o = fathom(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o.stdout
-}
 
 /// `fathom eval`'s recall@10 at `ef`, optionally under `filter`.
 fn eval_recall(snapshot: &Path, queries: &Path, ef: u32, filter: Option<&str>) -> f64 {
@@ -43,31 +32,6 @@ fn eval_recall(snapshot: &Path, queries: &Path, ef: u32, filter: Option<&str>) -
     let out = ok(&args);
     let row: serde_json::Value = serde_json::from_slice(&out).unwrap();
     row["recall"].as_f64().unwrap()
-}
-
-fn serve(args: &[&str]) -> (Reaped, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_fathom"))
-        .arg("serve")
-        .args(args)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-            "--no-watch",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (server, lines) = until_listening(child);
-    let addr = lines
-        .iter()
-        .rev()
-        .find_map(|l| field(l, "grpc="))
-        .expect("the address");
-    (server, addr)
 }
 
 /// The estimate `name` reports for `kind`, once it covers `samples`.
@@ -159,16 +123,7 @@ fn the_online_estimate_matches_eval_on_a_weak_index() {
         "300",
     ]);
     let (_server, addr) = serve(&args);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = rt
-        .block_on(Client::connect(
-            &format!("http://{addr}"),
-            Duration::from_secs(5),
-        ))
-        .unwrap();
+    let (rt, client) = connect(&format!("http://{addr}"));
     let (dim, vectors) = read_vectors(&queries_path).unwrap();
     let queries: Vec<&[f32]> = vectors.chunks(dim).collect();
     for ((name, ef, filter), eval) in cases.iter().zip(&expected) {

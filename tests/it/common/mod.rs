@@ -72,3 +72,60 @@ pub fn hit_ids(stdout: &[u8]) -> Vec<String> {
         .map(|h| h["id"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// `fathom ARGS`, which must succeed: its stdout.
+pub fn ok(args: &[&str]) -> Vec<u8> {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_fathom"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
+/// `fathom serve ARGS` on a free port, without metrics or a watcher: the
+/// process and its gRPC address.
+pub fn serve(args: &[&str]) -> (Reaped, String) {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fathom"))
+        .arg("serve")
+        .args(args)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--no-watch",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (server, lines) = until_listening(child);
+    let addr = lines
+        .iter()
+        .rev()
+        .find_map(|l| field(l, "grpc="))
+        .expect("the address");
+    (server, addr)
+}
+
+/// A runtime for blocking on a client's calls, and a client of `target`.
+pub fn connect(target: &str) -> (tokio::runtime::Runtime, fathom_server::client::Client) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt
+        .block_on(fathom_server::client::Client::connect(
+            target,
+            std::time::Duration::from_secs(5),
+        ))
+        .unwrap();
+    (rt, client)
+}
