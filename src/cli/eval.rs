@@ -65,7 +65,9 @@ pub struct Args {
     #[arg(long, value_name = "FILE.jsonl", conflicts_with = "ground_truth")]
     requests: Option<PathBuf>,
     /// How filtered queries run: the planner's choice (auto), an exact scan
-    /// of the matching items (exact), or filtered graph traversal (graph).
+    /// of the matching items (exact), filtered graph traversal (graph), or
+    /// an unfiltered traversal of a beam widened by the filter's share,
+    /// keeping the matches (post).
     #[arg(long, value_enum, default_value_t = PlanArg::Auto)]
     plan: PlanArg,
     /// Score every candidate in full: turn off early rejection, which lets
@@ -87,6 +89,7 @@ pub enum PlanArg {
     Auto,
     Exact,
     Graph,
+    Post,
 }
 
 impl From<PlanArg> for Plan {
@@ -95,6 +98,7 @@ impl From<PlanArg> for Plan {
             PlanArg::Auto => Plan::Auto,
             PlanArg::Exact => Plan::Exact,
             PlanArg::Graph => Plan::Graph,
+            PlanArg::Post => Plan::Post,
         }
     }
 }

@@ -66,7 +66,7 @@ pub fn filter_expr(data: &[u8]) {
 
     let query = index.snapshot().vectors_f32().row(3).to_vec();
     let mut out = Vec::new();
-    for plan_kind in [Plan::Auto, Plan::Exact, Plan::Graph] {
+    for plan_kind in [Plan::Auto, Plan::Exact, Plan::Graph, Plan::Post] {
         for k in [1, 5, n] {
             let params = SearchParams {
                 plan: plan_kind,

@@ -160,7 +160,7 @@ fn exercise(index: &Index) {
             plan.matches().max().is_none_or(|m| (m as usize) < n),
             "filter {expr:?} matches a row past the {n} rows"
         );
-        for mode in [Plan::Exact, Plan::Graph, Plan::Auto] {
+        for mode in [Plan::Exact, Plan::Graph, Plan::Post, Plan::Auto] {
             let k = 7;
             let params = SearchParams {
                 plan: mode,

@@ -24,7 +24,7 @@ use crate::snapshot::{OpenOptions, Snapshot};
 use crate::vectors::{Quantizer, Rows, VectorSlice};
 
 use super::planner::bounded_keep;
-pub use super::planner::{filtered_ef, prefers_exact, Plan};
+pub use super::planner::{filtered_ef, prefers_exact, Plan, POST_MIN_SHARE};
 
 /// The beam width used when neither the caller nor the snapshot sets one.
 pub const DEFAULT_EF: usize = 64;
@@ -339,9 +339,31 @@ impl IndexParts<'_> {
             }
         }
         let admitted = admission.estimate(n);
+        let share = admitted as f64 / n.max(1) as f64;
+        let post = match params.plan {
+            Plan::Post => true,
+            Plan::Auto => admission.filter.is_some() && share >= POST_MIN_SHARE,
+            _ => false,
+        };
+        if post {
+            // Non-admitted nodes navigate; only admitted ones are kept. A
+            // beam of ef / share holds about ef admitted nodes.
+            let wide = ((ef as f64 / share.max(1e-3)).ceil() as usize).clamp(ef, MAX_EF.max(ef));
+            if wide < n {
+                let t = Traversal {
+                    ef: wide,
+                    limit,
+                    reject,
+                };
+                stats = self.traverse(t, scratch, cancel, &AdmitAll)?;
+                if self.finish(scratch, k, out, admission) >= k {
+                    return Ok(stats);
+                }
+            }
+        }
         let exact_plan = match params.plan {
             Plan::Exact => true,
-            Plan::Graph => false,
+            Plan::Graph | Plan::Post => false,
             Plan::Auto => ef >= n || prefers_exact(admitted, n, ef),
         };
         if !exact_plan {

@@ -206,7 +206,7 @@ fn every_hit_matches_and_the_count_is_min_k_matching() {
         assert_eq!(plan.matches().len(), want.len() as u64, "{src}");
         assert_eq!(plan.count(), want.len() as u64, "{src}");
         let q = &fx.queries[round % fx.queries.len()];
-        for mode in [Plan::Auto, Plan::Exact, Plan::Graph] {
+        for mode in [Plan::Auto, Plan::Exact, Plan::Graph, Plan::Post] {
             let mut params = SearchParams::new(k, 32);
             params.plan = mode;
             fx.index
@@ -230,7 +230,7 @@ fn every_hit_matches_and_the_count_is_min_k_matching() {
 }
 
 #[test]
-fn filtered_graph_recall_holds_and_bf16_i8_rerank_stay_exact() {
+fn filtered_graph_and_widened_beam_recall_hold_and_bf16_i8_rerank_stay_exact() {
     for storage in [Storage::F32, Storage::Bf16, Storage::I8] {
         let fx = fixture(storage);
         let vectors = fx.index.snapshot().vectors_f32();
@@ -241,29 +241,34 @@ fn filtered_graph_recall_holds_and_bf16_i8_rerank_stay_exact() {
         let sel = plan.selectivity();
         assert!((0.2..0.5).contains(&sel), "selectivity {sel}");
         let matches = plan.matches().clone();
-        let mut params = SearchParams::new(10, 64);
-        params.plan = Plan::Graph;
-        let (mut hit, mut total) = (0, 0);
-        let mut out = Vec::new();
-        for q in &fx.queries {
-            fx.index
-                .search_filtered_into(q, &params, Some(&plan), &mut out)
-                .unwrap();
-            let mut truth: Vec<(f32, u32)> =
-                matches.iter().map(|i| (l2(q, vectors.row(i)), i)).collect();
-            truth.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let truth: Vec<u32> = truth.iter().take(10).map(|t| t.1).collect();
-            hit += out.iter().filter(|h| truth.contains(&h.id)).count();
-            total += 10;
-            // Returned distances are exact, whatever the traversal type.
-            for h in &out {
-                let d = l2(q, vectors.row(h.id));
-                assert!((h.distance - d).abs() <= 1e-4 * d.max(1.0), "{storage:?}");
+        for mode in [Plan::Graph, Plan::Post] {
+            let mut params = SearchParams::new(10, 64);
+            params.plan = mode;
+            let (mut hit, mut total) = (0, 0);
+            let mut out = Vec::new();
+            for q in &fx.queries {
+                fx.index
+                    .search_filtered_into(q, &params, Some(&plan), &mut out)
+                    .unwrap();
+                let mut truth: Vec<(f32, u32)> =
+                    matches.iter().map(|i| (l2(q, vectors.row(i)), i)).collect();
+                truth.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let truth: Vec<u32> = truth.iter().take(10).map(|t| t.1).collect();
+                hit += out.iter().filter(|h| truth.contains(&h.id)).count();
+                total += 10;
+                // Returned distances are exact, whatever the traversal type.
+                for h in &out {
+                    let d = l2(q, vectors.row(h.id));
+                    assert!((h.distance - d).abs() <= 1e-4 * d.max(1.0), "{storage:?}");
+                }
             }
+            let recall = hit as f64 / total as f64;
+            // Measured 0.99+ here; the floor catches a broken traversal.
+            assert!(
+                recall >= 0.85,
+                "{storage:?} {mode:?}: filtered recall {recall}"
+            );
         }
-        let recall = hit as f64 / total as f64;
-        // Measured 0.99+ here; the floor catches a broken traversal.
-        assert!(recall >= 0.85, "{storage:?}: filtered recall {recall}");
     }
 }
 
@@ -396,7 +401,7 @@ fn exclusions_and_filters_share_one_admit_check_and_keep_k_hits() {
             excluded: Some(&excluded),
             deleted: None,
         };
-        for mode in [Plan::Auto, Plan::Exact, Plan::Graph] {
+        for mode in [Plan::Auto, Plan::Exact, Plan::Graph, Plan::Post] {
             let mut params = SearchParams::new(k, 32);
             params.plan = mode;
             fx.index
