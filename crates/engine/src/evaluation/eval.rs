@@ -32,6 +32,12 @@ pub struct EvalRow {
     pub mean_distances: f64,
     /// Of those, candidates turned away early ([`crate::reject`]).
     pub mean_rejected: f64,
+    /// Nodes expanded per query.
+    pub mean_expansions: f64,
+    /// Of the expansions, the share that read turned-away neighbours' links
+    /// (two hops), and those link lists per query.
+    pub bridged_share: f64,
+    pub mean_bridge_lists: f64,
     pub threads: usize,
     pub queries: usize,
     /// The filter expression, when the queries were filtered.
@@ -462,6 +468,9 @@ impl Timed {
             mean_us: self.lat.iter().sum::<f64>() / nq,
             mean_distances: self.work.distances as f64 / nq,
             mean_rejected: self.work.rejected as f64 / nq,
+            mean_expansions: self.work.expansions as f64 / nq,
+            bridged_share: self.work.bridged as f64 / (self.work.expansions.max(1)) as f64,
+            mean_bridge_lists: self.work.bridge_lists as f64 / nq,
             threads: self.threads,
             queries: n,
             filter: filter.map(str::to_string),

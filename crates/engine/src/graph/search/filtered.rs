@@ -94,10 +94,14 @@ pub(crate) fn search_layer_admitted<L: Links, E: Element, C: Cancel, A: Admit>(
         for &b in bridges.iter().take(BRIDGES_AHEAD) {
             links.prefetch_links(b);
         }
+        if batch.len() < fanout && !bridges.is_empty() {
+            stats.bridged += 1;
+        }
         for (i, &b) in bridges.iter().enumerate() {
             if batch.len() >= fanout {
                 break;
             }
+            stats.bridge_lists += 1;
             if let Some(&later) = bridges.get(i + BRIDGES_AHEAD) {
                 links.prefetch_links(later);
             }

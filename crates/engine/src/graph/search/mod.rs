@@ -49,6 +49,11 @@ pub struct SearchStats {
     /// Of `distances`, candidates turned away after their leading
     /// dimensions ([`crate::reject`]).
     pub rejected: u64,
+    /// Of `expansions`, those of a filtered traversal that read the links
+    /// of turned-away neighbours (two hops) to fill their batch.
+    pub bridged: u64,
+    /// The link lists of turned-away neighbours those expansions read.
+    pub bridge_lists: u64,
 }
 
 impl std::ops::AddAssign for SearchStats {
@@ -56,6 +61,8 @@ impl std::ops::AddAssign for SearchStats {
         self.distances += o.distances;
         self.expansions += o.expansions;
         self.rejected += o.rejected;
+        self.bridged += o.bridged;
+        self.bridge_lists += o.bridge_lists;
     }
 }
 
