@@ -332,21 +332,7 @@ pub fn replay_truth(
         plan: crate::index::Plan::Exact,
         ..SearchParams::new(k, 0)
     };
-    let timed = run_timed(
-        calls,
-        threads,
-        || (),
-        |_, c, ids| {
-            let found = crate::retrieve::retrieve(c.sources, &c.call(&exact))?;
-            ids.extend(
-                found
-                    .hits
-                    .iter()
-                    .map(|h| numbering.number(h.source, h.node)),
-            );
-            Ok(found.stats)
-        },
-    )?;
+    let timed = replay_pass(calls, numbering, &exact, threads)?;
     Ok(timed.ids)
 }
 
@@ -364,7 +350,18 @@ pub fn evaluate_replay(
         .and_then(|c| c.sources.first())
         .ok_or_else(|| Error::invalid("nothing to measure: no calls"))?;
     let engine = format!("fathom-{}", first.index.snapshot().storage());
-    let timed = run_timed(
+    let timed = replay_pass(calls, numbering, params, threads)?;
+    Ok(timed.into_row(engine, truth, params, Some("captured requests"), None))
+}
+
+/// Search each of `calls` at `params`, timed, its hits numbered.
+fn replay_pass(
+    calls: &[Replayed<'_, '_, '_>],
+    numbering: &Numbering,
+    params: &SearchParams,
+    threads: usize,
+) -> Result<Timed> {
+    run_timed(
         calls,
         threads,
         || (),
@@ -378,8 +375,7 @@ pub fn evaluate_replay(
             );
             Ok(found.stats)
         },
-    )?;
-    Ok(timed.into_row(engine, truth, params, Some("captured requests"), None))
+    )
 }
 
 /// What a timed pass over the queries found: each query's ids and latency,
