@@ -293,7 +293,16 @@ async fn start_with(
     if router.is_none() {
         check_experiments(&config.experiments, &catalog)?;
     }
-    let recall = Arc::new(recall::Recall::new(config.recall).map_err(ServeError::Lane)?);
+    // A router searches nothing itself: its shards re-run the calls it
+    // samples, so it needs no exact re-run thread of its own.
+    let own_recall = match router {
+        Some(_) => recall::RecallOptions {
+            sample: 0.0,
+            ..config.recall
+        },
+        None => config.recall,
+    };
+    let recall = Arc::new(recall::Recall::new(own_recall).map_err(ServeError::Lane)?);
     let shadow = Arc::new(
         shadow::Shadow::new(
             config.experiments.has_shadows(),
