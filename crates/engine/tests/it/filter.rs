@@ -374,6 +374,32 @@ fn version_1_fixture_opens_verifies_and_answers() {
 }
 
 #[test]
+fn version_2_fixture_opens_verifies_and_answers_filtered_calls() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2-l2-300x8.fathom");
+    let snap = Snapshot::open(&path).unwrap();
+    assert_eq!(snap.format_version(), 2);
+    assert!(verify(&snap).is_ok(), "{:?}", verify(&snap).problems);
+    let index = Index::from_snapshot(snap);
+    let query = [0.1, 0.2, 0.3, 0.4, -0.5, 0.6, -0.7, 0.8];
+    let ids = |filter: Option<&str>, ef: usize| -> Vec<String> {
+        let plan = filter.map(|f| index.filter(f).unwrap());
+        let mut hits = Vec::new();
+        index
+            .search_filtered_into(&query, &SearchParams::new(5, ef), plan.as_ref(), &mut hits)
+            .unwrap();
+        hits.iter().map(|h| index.id(h.id).to_string()).collect()
+    };
+    // Recorded when the fixture was written by the version-2 build.
+    assert_eq!(ids(None, 0), RECORDED_V2_PLAIN);
+    assert_eq!(ids(Some("lang = \"de\""), 0), RECORDED_V2_DE);
+    // An exhaustive beam is the exact answer, which the recorded one is.
+    assert_eq!(ids(Some("lang = \"de\""), 300), RECORDED_V2_DE);
+}
+
+const RECORDED_V2_PLAIN: [&str; 5] = ["item:227", "item:059", "item:294", "item:175", "item:183"];
+const RECORDED_V2_DE: [&str; 5] = ["item:227", "item:183", "item:291", "item:255", "item:292"];
+
+#[test]
 fn exclusions_and_filters_share_one_admit_check_and_keep_k_hits() {
     use fathom_engine::admit::Admission;
     use roaring::RoaringBitmap;
