@@ -69,6 +69,17 @@ pub struct Args {
     /// kmeans: no shard holds more than (1 + BALANCE) × its even share.
     #[arg(long, default_value_t = 0.1, requires = "shards")]
     balance: f32,
+    /// Also build, for each value of these keyword, keywords or bool fields
+    /// (comma-separated) held by 2,000 items up to half the index, a graph
+    /// over just its items: a filter requiring the value walks that graph
+    /// (docs/filters.md). Each field adds up to a second build's time.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "FIELDS",
+        conflicts_with = "shards"
+    )]
+    value_graphs: Vec<String>,
     /// Graph builder.
     #[arg(long, value_enum, default_value_t = BuilderArg::Fathom)]
     builder: BuilderArg,
@@ -107,11 +118,20 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if a.shards.is_some() || sharded_delta {
         return run_sharded(&a, threads);
     }
+    let mut value_graphs: Vec<String> = a
+        .value_graphs
+        .iter()
+        .filter(|f| !f.is_empty())
+        .cloned()
+        .collect();
     let (target, opts, quantizer) = match (&a.delta_of, &a.output) {
         (Some(dir), _) => {
             let plan = crate::cli::about_path(publish::plan_delta(dir, threads), "reading", dir)?;
             let mut opts = plan.options;
             opts.builder = a.builder.into();
+            if value_graphs.is_empty() {
+                value_graphs = plan.value_graphs;
+            }
             (Target::Delta(dir.clone(), plan.path), opts, plan.quantizer)
         }
         (None, Some(out)) => {
@@ -173,6 +193,17 @@ pub fn run(a: Args) -> Result<ExitCode> {
     })
     .with_context(|| format!("building from {}", a.input.display()))?;
     bar.finish_and_clear();
+    if !value_graphs.is_empty() {
+        bar.reset();
+        bar.set_message(format!("value graphs of {}", value_graphs.join(", ")));
+        built
+            .add_value_graphs(&value_graphs, &|done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64)
+            })
+            .context("building value graphs")?;
+        bar.finish_and_clear();
+    }
     built.quantizer = quantizer;
     let input_name = a
         .input
@@ -209,8 +240,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
             }
         }
     };
+    let value_graphs = match built.value_graphs.as_ref().map_or(0, |v| v.len()) {
+        0 => String::new(),
+        count => format!(", {count} value graphs"),
+    };
     println!(
-        "built {wrote}: {n} vectors × {dim} ({}, {}, M={}, ef_construction={}, builder {}) in {:.2}s (graph {:.2}s), {}",
+        "built {wrote}: {n} vectors × {dim} ({}, {}, M={}, ef_construction={}, builder {}{value_graphs}) in {:.2}s (graphs {:.2}s), {}",
         opts.metric,
         opts.storage,
         opts.m,

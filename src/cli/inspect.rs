@@ -227,6 +227,9 @@ pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
                 "distinct": f.distinct, "top_values": f.top,
                 "min": f.min, "max": f.max,
             })).collect::<Vec<_>>(),
+            "value_graphs": value_graphs(&s).iter().map(|(field, value, items)| json!({
+                "field": field, "value": value, "items": items,
+            })).collect::<Vec<_>>(),
             "build": {
                 "fathom_version": m.build.fathom_version,
                 "built_at": m.build.built_at,
@@ -312,6 +315,13 @@ pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
         }
     } else if m.attributes_version != 0 {
         println!("attributes      JSON per item (format version 1: not filterable)");
+    }
+    let graphs = value_graphs(&s);
+    if !graphs.is_empty() {
+        println!("value graphs    {}", graphs.len());
+        for (field, value, items) in &graphs {
+            println!("  {field} = {value:?}  {items} items");
+        }
     }
     println!("sections");
     for e in &sections {
@@ -399,6 +409,25 @@ fn verify_file(path: &PathBuf, name: &str) -> Result<bool> {
 
 /// The attribute schema, with the five most frequent values of each
 /// dictionary field.
+/// The values with a graph of their own: (field, value, items).
+fn value_graphs(s: &Snapshot) -> Vec<(String, String, usize)> {
+    let cache = PostingCache::default();
+    let (Some(graphs), Some(attrs)) = (s.value_graphs(), s.attribute_store(&cache)) else {
+        return Vec::new();
+    };
+    (0..graphs.len())
+        .filter_map(|i| graphs.entry(i))
+        .map(|g| {
+            let field = attrs
+                .fields
+                .iter()
+                .find(|f| (f.first_value..f.first_value + f.values).contains(&g.value))
+                .map_or("?", |f| f.name.as_str());
+            (field.to_string(), attrs.value(g.value).to_string(), g.len())
+        })
+        .collect()
+}
+
 fn schema(s: &Snapshot) -> Vec<FieldSummary> {
     let cache = PostingCache::default();
     s.attribute_store(&cache)

@@ -750,3 +750,80 @@ fn eval_measures_a_layered_folder_against_its_live_items() {
     eprintln!("single snapshot: {row}");
     assert!(row["recall"].as_f64().unwrap() >= 0.9, "{row}");
 }
+
+/// `build --value-graphs` gives a keyword value held by enough items a
+/// graph of its own, which `inspect` lists and filtered searches walk; a
+/// numeric field is refused by name, with no output file.
+#[test]
+fn value_graphs_build_inspect_and_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 5000;
+    let data = fathom_engine::synth::clustered(n, 8, 8, 11);
+    let input = dir.path().join("items.jsonl");
+    let lines: Vec<String> = data
+        .chunks_exact(8)
+        .enumerate()
+        .map(|(i, v)| {
+            let lang = if i % 20 < 9 { "x" } else { "y" };
+            serde_json::json!({"id": format!("i{i}"), "vector": v, "lang": lang, "year": i % 50})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    expect_build_failure(
+        dir.path(),
+        &input,
+        &["--value-graphs", "lang,year"],
+        "field \"year\" is int",
+    );
+    let out = dir.path().join("v.fathom");
+    let o = fathom(&[
+        "build",
+        "--input",
+        s(&input),
+        "--value-graphs",
+        "lang",
+        "--m",
+        "8",
+        "--ef-construction",
+        "40",
+        "--output",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // "x" (45%) gets a graph; "y" (55%) is past half the index.
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("1 value graphs"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let o = fathom(&["inspect", s(&out), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["format_version"], 3);
+    assert_eq!(
+        v["value_graphs"],
+        serde_json::json!([{"field": "lang", "value": "x", "items": 2250}])
+    );
+    let o = fathom(&["verify", s(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = fathom(&[
+        "search",
+        s(&out),
+        "--id",
+        "i10",
+        "-k",
+        "20",
+        "--filter",
+        "lang = \"x\"",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let hits: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let hits = hits["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 20);
+    for h in hits {
+        let i: usize = h["id"].as_str().unwrap()[1..].parse().unwrap();
+        assert!(i % 20 < 9, "{h}");
+    }
+}

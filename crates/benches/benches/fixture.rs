@@ -101,6 +101,7 @@ pub fn open_fixture(n: usize, dim: usize) -> PathBuf {
                 build_seconds: 0.0,
             },
             quantizer: None,
+            value_graphs: None,
         },
     )
     .expect("write open fixture");
@@ -170,6 +171,7 @@ pub fn filter_fixture(n: usize) -> PathBuf {
                 build_seconds: 0.0,
             },
             quantizer: None,
+            value_graphs: None,
         },
     )
     .expect("write");

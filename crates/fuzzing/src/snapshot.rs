@@ -77,11 +77,11 @@ fn fix_header(b: &mut [u8]) {
     b[48..56].copy_from_slice(&sum.to_le_bytes());
 }
 
-/// Decode the (format version 2) manifest, set each in-file section's
+/// Decode the (format version 2 or 3) manifest, set each in-file section's
 /// checksum to that of its bytes, and write the manifest back when it
 /// re-encodes to the same length (it does: only fixed-width fields change).
 fn fix_section_checksums(b: &mut [u8]) {
-    if b.len() < 64 || b[8..12] != 2u32.to_le_bytes() {
+    if b.len() < 64 || !matches!(u32::from_le_bytes([b[8], b[9], b[10], b[11]]), 2 | 3) {
         return;
     }
     let word = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));

@@ -13,6 +13,7 @@
 pub mod builder;
 pub mod reject;
 pub mod search;
+pub mod values;
 
 /// A borrowed graph. Invariants (checked by `Snapshot::open` for lengths and
 /// by `verify` for contents): `links0.len() == n * (1 + m0)`,

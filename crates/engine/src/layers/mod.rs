@@ -1008,9 +1008,11 @@ pub fn compact_build(dir: &Path, threads: usize) -> Result<String> {
                 dir.display()
             )));
         }
-        let opts = options_like(&layered.layers[0], threads);
+        let base = &layered.layers[0];
+        let opts = options_like(base, threads);
         let input = format!("compaction of {}", dir.display());
-        let built = crate::builder::build(ds, Path::new(&input), &opts, &|_, _| {})?;
+        let mut built = crate::builder::build(ds, Path::new(&input), &opts, &|_, _| {})?;
+        built.add_value_graphs(&base.value_graph_fields(), &|_, _| {})?;
         built.write(path, &input)?;
         Ok(())
     })
@@ -1076,6 +1078,7 @@ pub fn merge_deltas(dir: &Path, threads: usize) -> Result<Option<(String, usize)
         let input = format!("merge of the newest deltas of {}", dir.display());
         let mut built = crate::builder::build(ds, Path::new(&input), &opts, &|_, _| {})?;
         built.quantizer = base.snapshot().quantizer().cloned();
+        built.add_value_graphs(&base.value_graph_fields(), &|_, _| {})?;
         built.write(path, &input)?;
         Ok(())
     })

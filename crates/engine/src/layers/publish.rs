@@ -18,6 +18,8 @@ pub struct DeltaPlan {
     pub options: BuildOptions,
     /// The base's i8 quantizer, which every layer encodes with.
     pub quantizer: Option<Quantizer>,
+    /// The fields the base has value graphs for, which the delta gets too.
+    pub value_graphs: Vec<String>,
     /// The temporary file [`publish_delta`] moves into the folder.
     pub path: PathBuf,
 }
@@ -29,6 +31,7 @@ pub fn plan_delta(dir: &Path, threads: usize) -> Result<DeltaPlan> {
     Ok(DeltaPlan {
         options: options_like(&base, threads),
         quantizer: base.snapshot().quantizer().cloned(),
+        value_graphs: base.value_graph_fields(),
         path: next_layer_path(dir)?,
     })
 }
@@ -73,6 +76,7 @@ pub fn build_delta(dir: &Path, ds: Dataset, threads: usize) -> Result<DeltaAdded
     let input = format!("a delta of {}", dir.display());
     let mut built = build(ds, Path::new(&input), &plan.options, &|_, _| {})?;
     built.quantizer = plan.quantizer;
+    built.add_value_graphs(&plan.value_graphs, &|_, _| {})?;
     if let Err(e) = built.write(&plan.path, &input) {
         let _ = std::fs::remove_file(&plan.path);
         return Err(e);

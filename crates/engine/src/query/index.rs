@@ -13,12 +13,13 @@ use crate::distance::{bf16_to_f32, f32_to_bf16, normalize, Element, Kernel, Metr
 use crate::error::{Error, Result};
 use crate::exact;
 use crate::filter::FilterPlan;
+use crate::graph::values::{ValueGraph, ValueGraphsView};
 use crate::graph::GraphView;
 use crate::ids::{bitmap_of, IdList, IdTable, ResolvedLists};
 use crate::reject::EarlyReject;
 use crate::search::{
-    hnsw_search_admitted, hnsw_search_limited, prefetch, Cancel, Deadline, Flag, FlagOrDeadline,
-    Limit, Neighbor, NoCancel, Scratch, ScratchPool, SearchStats, Space,
+    hnsw_search_admitted, hnsw_search_limited, hnsw_search_value, prefetch, Cancel, Deadline, Flag,
+    FlagOrDeadline, Limit, Neighbor, NoCancel, Scratch, ScratchPool, SearchStats, Space,
 };
 use crate::snapshot::{OpenOptions, Snapshot};
 use crate::vectors::{Quantizer, Rows, VectorSlice};
@@ -124,6 +125,8 @@ pub struct IndexParts<'a> {
     pub exact: Rows<'a, f32>,
     /// Early rejection for traversals, where measured to apply.
     pub early_reject: Option<EarlyReject>,
+    /// Graphs over the items of some attribute values, when built.
+    pub value_graphs: Option<ValueGraphsView<'a>>,
 }
 
 impl IndexParts<'_> {
@@ -315,8 +318,12 @@ impl IndexParts<'_> {
                     ..SearchStats::default()
                 });
             }
-            let stats =
-                self.traverse(Traversal { ef, limit, reject }, scratch, cancel, &AdmitAll)?;
+            let stats = self.traverse(
+                Traversal::plain(ef, limit, reject),
+                scratch,
+                cancel,
+                &AdmitAll,
+            )?;
             self.finish(scratch, k, out, &AdmitAll);
             return Ok(stats);
         }
@@ -332,7 +339,12 @@ impl IndexParts<'_> {
             // Otherwise the exclusions crowd the query's neighbourhood (a
             // listening history near the query) and the admitted traversal
             // below walks through them instead.
-            stats = self.traverse(Traversal { ef, limit, reject }, scratch, cancel, &AdmitAll)?;
+            stats = self.traverse(
+                Traversal::plain(ef, limit, reject),
+                scratch,
+                cancel,
+                &AdmitAll,
+            )?;
             let kept = self.finish(scratch, k, out, admission);
             if kept >= k.max(ef / 2) {
                 return Ok(stats);
@@ -350,21 +362,39 @@ impl IndexParts<'_> {
             // beam of ef / share holds about ef admitted nodes.
             let wide = ((ef as f64 / share.max(1e-3)).ceil() as usize).clamp(ef, MAX_EF.max(ef));
             if wide < n {
-                let t = Traversal {
-                    ef: wide,
-                    limit,
-                    reject,
-                };
+                let t = Traversal::plain(wide, limit, reject);
                 stats = self.traverse(t, scratch, cancel, &AdmitAll)?;
                 if self.finish(scratch, k, out, admission) >= k {
                     return Ok(stats);
                 }
             }
         }
+        // A filter requiring a value that has its own graph walks that
+        // graph, where every node holds the value; one that keeps too few
+        // of its members is scanned exactly.
+        let within = match (params.plan, admission.filter, self.value_graphs) {
+            (Plan::Auto, Some(f), Some(graphs)) => f
+                .required_values()
+                .iter()
+                .filter_map(|v| graphs.get(*v))
+                .min_by_key(ValueGraph::len),
+            _ => None,
+        };
+        if let Some(values) = within.filter(|g| !prefers_exact(admitted, g.len(), ef)) {
+            let share = admitted as f64 / values.len().max(1) as f64;
+            let t = Traversal {
+                within: Some(values),
+                ..Traversal::plain(filtered_ef(ef, share).min(MAX_EF), Limit::NONE, reject)
+            };
+            stats += self.traverse(t, scratch, cancel, &admission.probe())?;
+            if self.finish(scratch, k, out, admission) >= k {
+                return Ok(stats);
+            }
+        }
         let exact_plan = match params.plan {
             Plan::Exact => true,
             Plan::Graph | Plan::Post => false,
-            Plan::Auto => ef >= n || prefers_exact(admitted, n, ef),
+            Plan::Auto => within.is_some() || ef >= n || prefers_exact(admitted, n, ef),
         };
         if !exact_plan {
             let ef = match params.plan {
@@ -375,11 +405,7 @@ impl IndexParts<'_> {
             // making the rest of the index any nearer.
             let check = params.plan == Plan::Auto && admission.filter.is_some();
             scratch.thin_check = check.then_some((admitted, n as u64));
-            let t = Traversal {
-                ef,
-                limit: Limit::NONE,
-                reject,
-            };
+            let t = Traversal::plain(ef, Limit::NONE, reject);
             let traversed = self.traverse(t, scratch, cancel, &admission.probe());
             scratch.thin_check = None;
             stats += traversed?;
@@ -482,7 +508,7 @@ impl IndexParts<'_> {
 
     fn traverse<C: Cancel, A: Admit>(
         &self,
-        t: Traversal,
+        t: Traversal<'_>,
         scratch: &mut Scratch,
         cancel: &C,
         admit: &A,
@@ -519,20 +545,37 @@ struct Request<'r, 'f, 'a> {
     bound: Option<&'r Bound<'r>>,
 }
 
-/// How one traversal runs: its beam, where it may stop, and its early
-/// rejection.
+/// How one traversal runs: its beam, where it may stop, its early
+/// rejection, and the value graph it walks instead of the main graph.
 #[derive(Clone, Copy)]
-struct Traversal {
+struct Traversal<'v> {
     ef: usize,
     limit: Limit,
     reject: Option<EarlyReject>,
+    within: Option<ValueGraph<'v>>,
+}
+
+impl Traversal<'_> {
+    fn plain(ef: usize, limit: Limit, reject: Option<EarlyReject>) -> Self {
+        Traversal {
+            ef,
+            limit,
+            reject,
+            within: None,
+        }
+    }
 }
 
 fn run<E: Element, C: Cancel, A: Admit>(
     parts: &IndexParts<'_>,
     rows: Rows<'_, E>,
     q: &[E],
-    Traversal { ef, limit, reject }: Traversal,
+    Traversal {
+        ef,
+        limit,
+        reject,
+        within,
+    }: Traversal<'_>,
     scratch: &mut Scratch,
     cancel: &C,
     admit: &A,
@@ -544,6 +587,8 @@ fn run<E: Element, C: Cancel, A: Admit>(
     // The unfiltered path keeps its own loop: it pays nothing for admission.
     if A::ADMITS_ALL {
         hnsw_search_limited(graph, &space, ef, limit, scratch, cancel)
+    } else if let Some(values) = within {
+        hnsw_search_value(&values, &space, ef, scratch, cancel, admit, graph.m0)
     } else {
         // Bridge until a full neighbour list (m0) of admitted nodes: on
         // words-dev-384, fanouts of m0/4 and m0/2 cost about the same at 50%
@@ -609,6 +654,7 @@ impl Index {
             vectors: s.vectors(),
             exact: s.vectors_f32(),
             early_reject: self.early_reject(),
+            value_graphs: s.value_graphs(),
         }
     }
 
@@ -741,6 +787,31 @@ impl Index {
             && !exact.is_empty()
             && exact.iter().all(|x| x.is_finite())
             && crate::distance::norm2_f64(exact) < crate::distance::MAX_ROW_NORM2
+    }
+
+    /// The fields that have value graphs here (`build --value-graphs`):
+    /// layers built from this index (deltas, merges, compactions) build
+    /// them for the same fields.
+    pub fn value_graph_fields(&self) -> Vec<String> {
+        let (Some(graphs), Some(attrs)) = (self.snapshot.value_graphs(), self.attributes()) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = graphs
+            .values()
+            .filter_map(|v| {
+                attrs
+                    .fields
+                    .iter()
+                    .find(|f| {
+                        f.kind().is_dictionary()
+                            && (f.first_value..f.first_value + f.values).contains(&v)
+                    })
+                    .map(|f| f.name.clone())
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// The typed attribute store, when the snapshot has one.

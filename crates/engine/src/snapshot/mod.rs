@@ -46,7 +46,7 @@ pub const MAGIC: [u8; 8] = *b"FATHOMIX";
 /// The layout version written by this build. Independent of the crate version:
 /// bump it whenever the byte layout changes, and keep `OLDEST_SUPPORTED`
 /// honest.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 pub const OLDEST_SUPPORTED_VERSION: u32 = 1;
 
 /// Every section starts at a multiple of this, so mapped slices are aligned for
@@ -102,10 +102,23 @@ pub enum SectionKind {
     AttrColumns = 16,
     /// Per numeric field, the u32 rows holding a value, sorted by value.
     AttrSorted = 17,
+    /// Value graphs (format version 3, `graph::values`): per graph
+    /// `DIRECTORY_STRIDE` u64s, sorted by value.
+    ValueDirectory = 18,
+    /// Each value graph's members, u32 node numbers ascending.
+    ValueMembers = 19,
+    /// Value graphs' layer-0 records of `1 + m0` u32s, in local numbers.
+    ValueLinks0 = 20,
+    /// Value graphs' per-member top layer, u8s.
+    ValueLevels = 21,
+    /// Per value graph, `members + 1` u32 offsets into its upper records.
+    ValueUpperOffsets = 22,
+    /// Value graphs' upper-layer records of `1 + m` u32s.
+    ValueUpperLinks = 23,
 }
 
 impl SectionKind {
-    pub const ALL: [SectionKind; 17] = [
+    pub const ALL: [SectionKind; 23] = [
         SectionKind::Vectors,
         SectionKind::VectorsF32,
         SectionKind::Links0,
@@ -123,6 +136,22 @@ impl SectionKind {
         SectionKind::AttrPostingBytes,
         SectionKind::AttrColumns,
         SectionKind::AttrSorted,
+        SectionKind::ValueDirectory,
+        SectionKind::ValueMembers,
+        SectionKind::ValueLinks0,
+        SectionKind::ValueLevels,
+        SectionKind::ValueUpperOffsets,
+        SectionKind::ValueUpperLinks,
+    ];
+
+    /// The sections of the value graphs: all present, or none.
+    pub const VALUE_GRAPHS: [SectionKind; 6] = [
+        SectionKind::ValueDirectory,
+        SectionKind::ValueMembers,
+        SectionKind::ValueLinks0,
+        SectionKind::ValueLevels,
+        SectionKind::ValueUpperOffsets,
+        SectionKind::ValueUpperLinks,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -148,6 +177,12 @@ impl SectionKind {
             SectionKind::AttrPostingBytes => "attr_posting_bytes",
             SectionKind::AttrColumns => "attr_columns",
             SectionKind::AttrSorted => "attr_sorted",
+            SectionKind::ValueDirectory => "value_directory",
+            SectionKind::ValueMembers => "value_members",
+            SectionKind::ValueLinks0 => "value_links0",
+            SectionKind::ValueLevels => "value_levels",
+            SectionKind::ValueUpperOffsets => "value_upper_offsets",
+            SectionKind::ValueUpperLinks => "value_upper_links",
         }
     }
 }

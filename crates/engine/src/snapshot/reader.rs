@@ -14,6 +14,7 @@ use super::{
 use crate::attributes::{Attributes, FieldKind, PostingCache};
 use crate::distance::{Metric, Storage};
 use crate::error::{Error, Result};
+use crate::graph::values::{ValueGraphsView, DIRECTORY_STRIDE};
 use crate::graph::GraphView;
 use crate::vectors::{row_stride, typed_rows, Quantizer, Rows, VectorSlice};
 
@@ -37,7 +38,7 @@ pub struct Snapshot {
 }
 
 /// One more than the largest section kind number.
-const SECTION_KINDS: usize = SectionKind::AttrSorted as usize + 1;
+const SECTION_KINDS: usize = SectionKind::ValueUpperLinks as usize + 1;
 
 impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -260,6 +261,22 @@ impl Snapshot {
         }
     }
 
+    /// The value graphs (format version 3), when the build made any.
+    pub fn value_graphs(&self) -> Option<ValueGraphsView<'_>> {
+        self.section_entry(SectionKind::ValueDirectory)?;
+        let m = &self.manifest;
+        Some(ValueGraphsView {
+            m: m.m as usize,
+            m0: m.m0 as usize,
+            directory: self.cast(SectionKind::ValueDirectory),
+            members: self.cast(SectionKind::ValueMembers),
+            links0: self.cast(SectionKind::ValueLinks0),
+            levels: self.cast(SectionKind::ValueLevels),
+            upper_offsets: self.cast(SectionKind::ValueUpperOffsets),
+            upper_links: self.cast(SectionKind::ValueUpperLinks),
+        })
+    }
+
     /// The external id of node `i`.
     pub fn id(&self, i: u32) -> Option<&str> {
         std::str::from_utf8(self.id_bytes(i)?).ok()
@@ -336,6 +353,55 @@ type Validated = (
 
 /// Check the manifest against itself and the file length. Every later slice
 /// access relies on what this establishes.
+/// The value-graph sections (format version 3): all or none, each
+/// directory entry's ranges contiguous and within them. Their contents
+/// (link ids, members) are checked by `verify`, and bounded at search.
+fn validate_value_graphs(
+    m: &Manifest,
+    version: u32,
+    len_of: &dyn Fn(SectionKind) -> Option<u64>,
+) -> Result<(), String> {
+    let present = SectionKind::VALUE_GRAPHS.map(|k| len_of(k).is_some());
+    if present.iter().all(|p| !p) {
+        return Ok(());
+    }
+    if version < 3 {
+        return Err(format!(
+            "value graphs in a snapshot of format version {version}"
+        ));
+    }
+    if let Some(k) = SectionKind::VALUE_GRAPHS
+        .iter()
+        .find(|k| len_of(**k).is_none())
+    {
+        return Err(format!("section {} is missing", k.name()));
+    }
+    if m.attributes_version != ATTRIBUTES_INDEXED {
+        return Err("value graphs without an attribute store".into());
+    }
+    let len = |k| len_of(k).unwrap_or(0);
+    let stride = (DIRECTORY_STRIDE * 8) as u64;
+    if len(SectionKind::ValueDirectory) % stride != 0 {
+        return Err("section value_directory is not whole entries".into());
+    }
+    let entries = len(SectionKind::ValueDirectory) / stride;
+    let members = len(SectionKind::ValueMembers) / 4;
+    if len(SectionKind::ValueUpperLinks) % ((1 + m.m as u64) * 4) != 0 {
+        return Err("section value_upper_links is not whole records".into());
+    }
+    let expect = |k: SectionKind, want: u64| match len(k) {
+        l if l == want => Ok(()),
+        l => Err(format!(
+            "section {} is {l} bytes, expected {want}",
+            k.name()
+        )),
+    };
+    expect(SectionKind::ValueLinks0, members * (1 + m.m0 as u64) * 4)?;
+    expect(SectionKind::ValueLevels, members)?;
+    expect(SectionKind::ValueUpperOffsets, (members + entries) * 4)?;
+    Ok(())
+}
+
 fn validate_manifest(
     m: &Manifest,
     version: u32,
@@ -490,5 +556,6 @@ fn validate_manifest(
     } else if !m.fields.is_empty() {
         return Err("fields listed without attributes version 2".into());
     }
+    validate_value_graphs(m, version, &len_of)?;
     Ok((metric, storage, quantizer, sections))
 }

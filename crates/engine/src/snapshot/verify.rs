@@ -2,7 +2,10 @@
 //! graph and id invariants. Unlike `open`, this reads every byte.
 
 use super::{checksum, SectionKind, Snapshot};
+use crate::attributes::PostingCache;
 use crate::distance::{norm2_f64, Metric, MAX_ROW_NORM2};
+use crate::graph::values::DIRECTORY_STRIDE;
+use crate::graph::GraphView;
 use crate::vectors::VectorSlice;
 
 /// What `verify` found. `problems` is empty for an intact file; the first
@@ -46,6 +49,7 @@ pub fn verify(snap: &Snapshot) -> VerifyReport {
     check_graph(snap, &mut report.problems);
     check_ids(snap, &mut report.problems);
     check_attributes(snap, &mut report.problems);
+    check_value_graphs(snap, &PostingCache::default(), &mut report.problems);
     report
 }
 
@@ -203,19 +207,30 @@ fn check_norms(snap: &Snapshot, problems: &mut Vec<String>) {
 }
 
 fn check_graph(snap: &Snapshot, problems: &mut Vec<String>) {
-    let g = snap.graph();
-    let n = g.len() as u32;
     let mut push = |s: String| {
         if problems.len() < 20 {
             problems.push(s)
         }
     };
+    check_links(&snap.graph(), "", "manifest", &mut push);
+}
+
+/// Graph invariants: upper offsets are the prefix sums of the levels, the
+/// entry point sits on the top level, degrees are within their caps, and
+/// links name existing nodes other than their own, on layers those have.
+/// `prefix` starts the section names (`value_` for value graphs) and `head`
+/// names where the entry point is recorded.
+fn check_links(g: &GraphView<'_>, prefix: &str, head: &str, push: &mut dyn FnMut(String)) {
+    let n = g.len() as u32;
+    if n == 0 {
+        return;
+    }
     // Upper offsets must be the prefix sums of the levels.
     let mut acc = 0u64;
     for (i, &l) in g.levels.iter().enumerate() {
         if g.upper_offsets[i] as u64 != acc {
             push(format!(
-                "section upper_offsets: node {i} offset disagrees with levels"
+                "section {prefix}upper_offsets: node {i} offset disagrees with levels"
             ));
             return;
         }
@@ -224,20 +239,20 @@ fn check_graph(snap: &Snapshot, problems: &mut Vec<String>) {
     let records = g.upper_links.len() as u64 / (1 + g.m as u64);
     if g.upper_offsets[n as usize] as u64 != acc || acc != records {
         push(format!(
-            "section upper_offsets: {acc} upper records by levels, {records} stored"
+            "section {prefix}upper_offsets: {acc} upper records by levels, {records} stored"
         ));
         return;
     }
     let max_level = g.levels.iter().copied().max().unwrap_or(0);
     if g.max_level != max_level {
         push(format!(
-            "manifest: max level {} but the highest node level is {max_level}",
+            "{head}: max level {} but the highest node level is {max_level}",
             g.max_level
         ));
     }
     if g.levels[g.entry_point as usize] != g.max_level {
         push(format!(
-            "manifest: entry point {} is at level {}, not the max level {}",
+            "{head}: entry point {} is at level {}, not the max level {}",
             g.entry_point, g.levels[g.entry_point as usize], g.max_level
         ));
     }
@@ -251,26 +266,88 @@ fn check_graph(snap: &Snapshot, problems: &mut Vec<String>) {
             };
             if raw as usize > cap {
                 push(format!(
-                    "section {section}: node {node} layer {layer} degree {raw} exceeds cap {cap}"
+                    "section {prefix}{section}: node {node} layer {layer} degree {raw} exceeds cap {cap}"
                 ));
                 continue;
             }
             for &nb in g.neighbors(node, layer) {
                 if nb >= n {
                     push(format!(
-                        "section {section}: node {node} layer {layer} links to {nb} >= count {n}"
+                        "section {prefix}{section}: node {node} layer {layer} links to {nb} >= count {n}"
                     ));
                 } else if nb == node {
                     push(format!(
-                        "section {section}: node {node} layer {layer} links to itself"
+                        "section {prefix}{section}: node {node} layer {layer} links to itself"
                     ));
                 } else if (g.levels[nb as usize] as usize) < layer {
                     push(format!(
-                        "section {section}: node {node} layer {layer} links to {nb}, which has no layer {layer}"
+                        "section {prefix}{section}: node {node} layer {layer} links to {nb}, which has no layer {layer}"
                     ));
                 }
             }
         }
+    }
+}
+
+/// The value graphs: directory entries ascending by value, contiguous and
+/// within their sections; each graph's members exactly the items holding
+/// its value; each graph sound by [`check_links`].
+fn check_value_graphs(snap: &Snapshot, cache: &PostingCache, problems: &mut Vec<String>) {
+    let Some(graphs) = snap.value_graphs() else {
+        return;
+    };
+    let mut push = |s: String| {
+        if problems.len() < 20 {
+            problems.push(s)
+        }
+    };
+    let Some(attrs) = snap.attribute_store(cache) else {
+        push("value graphs without an attribute store".into());
+        return;
+    };
+    let values = attrs.value_offsets.len().saturating_sub(1) as u64;
+    let (mut members, mut offsets, mut last) = (0u64, 0u64, None);
+    for (i, entry) in graphs.directory.chunks_exact(DIRECTORY_STRIDE).enumerate() {
+        let value = entry[0];
+        if value >= values || last.is_some_and(|l| l >= value) {
+            push(format!(
+                "section value_directory: entry {i} names value {value}, out of order or past {values}"
+            ));
+            return;
+        }
+        last = Some(value);
+        if entry[1] != members || entry[3] != offsets {
+            push(format!(
+                "section value_directory: entry {i} is not contiguous"
+            ));
+            return;
+        }
+        members += entry[2];
+        offsets += entry[2] + 1;
+        let Some(g) = graphs.entry(i) else {
+            push(format!(
+                "section value_directory: entry {i} reaches past its sections"
+            ));
+            return;
+        };
+        let posting = attrs.posting(value as u32);
+        if g.members.len() as u64 != posting.len()
+            || !g.members.iter().all(|m| posting.contains(*m))
+            || !g.members.is_sorted_by(|a, b| a < b)
+        {
+            push(format!(
+                "section value_members: the graph of value {value} ({:?}) does not hold exactly its items",
+                attrs.value(value as u32)
+            ));
+        }
+        let head = format!("section value_directory: value {value}");
+        check_links(&g.graph, "value_", &head, &mut push);
+    }
+    if members != graphs.members.len() as u64 {
+        push(format!(
+            "section value_members: {} members stored, {members} in the directory",
+            graphs.members.len()
+        ));
     }
 }
 

@@ -15,6 +15,7 @@ use super::{
 use crate::attributes::AttributeTable;
 use crate::distance::{Metric, Storage};
 use crate::error::{Error, Result};
+use crate::graph::values::ValueGraphs;
 use crate::graph::Graph;
 use crate::vectors::{row_stride, Encoding, Quantizer};
 
@@ -35,6 +36,8 @@ pub struct SnapshotContents<'a> {
     /// Under i8 storage, this quantizer instead of one fitted to `vectors`:
     /// a delta layer encodes like its base.
     pub quantizer: Option<&'a Quantizer>,
+    /// Graphs over the items of some attribute values (needs `attributes`).
+    pub value_graphs: Option<&'a ValueGraphs>,
 }
 
 /// Write `contents` to `path` atomically; returns the file size.
@@ -119,6 +122,14 @@ fn check_contents(path: &Path, c: &SnapshotContents<'_>) -> Result<()> {
     if let Some(a) = c.attributes {
         if a.json.len() != n {
             return bad("attribute count differs from the vector count".into());
+        }
+    }
+    if let Some(v) = c.value_graphs.filter(|v| !v.is_empty()) {
+        if c.attributes.is_none() {
+            return bad("value graphs without attributes".into());
+        }
+        if (v.m, v.m0) != (c.graph.m, c.graph.m0) {
+            return bad("value graphs' degree caps differ from the graph's".into());
         }
     }
     if n > u32::MAX as usize {
@@ -300,8 +311,13 @@ fn write_to(tmp: &Path, path: &Path, c: &SnapshotContents<'_>, count: usize) -> 
     // the sections start.
     // vectors, links0, levels, upper_offsets, upper_links, id_offsets,
     // id_bytes, id_sorted; then the optional ones.
-    let n_sections =
-        8 + usize::from(c.storage != Storage::F32) + 8 * usize::from(c.attributes.is_some());
+    let value_graphs = c
+        .value_graphs
+        .filter(|v| !v.is_empty() && c.attributes.is_some());
+    let n_sections = 8
+        + usize::from(c.storage != Storage::F32)
+        + 8 * usize::from(c.attributes.is_some())
+        + SectionKind::VALUE_GRAPHS.len() * usize::from(value_graphs.is_some());
     manifest.sections = vec![
         SectionEntry {
             kind: 0,
@@ -381,6 +397,14 @@ fn write_to(tmp: &Path, path: &Path, c: &SnapshotContents<'_>, count: usize) -> 
         )?;
         w.slice(SectionKind::AttrColumns, &a.columns)?;
         w.slice(SectionKind::AttrSorted, &a.sorted)?;
+    }
+    if let Some(v) = value_graphs {
+        w.slice(SectionKind::ValueDirectory, &v.directory)?;
+        w.slice(SectionKind::ValueMembers, &v.members)?;
+        w.slice(SectionKind::ValueLinks0, &v.links0)?;
+        w.slice(SectionKind::ValueLevels, &v.levels)?;
+        w.slice(SectionKind::ValueUpperOffsets, &v.upper_offsets)?;
+        w.slice(SectionKind::ValueUpperLinks, &v.upper_links)?;
     }
     let file_len = align_up(w.pos);
     let pad = (file_len - w.pos) as usize;

@@ -151,6 +151,7 @@ fn verify_reports_rows_a_search_cannot_rank() {
                     build_seconds: 0.0,
                 },
                 quantizer: None,
+                value_graphs: None,
             },
         )
         .unwrap();

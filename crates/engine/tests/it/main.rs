@@ -15,3 +15,4 @@ mod search;
 mod shards;
 mod snapshot;
 mod tombstones;
+mod value_graphs;

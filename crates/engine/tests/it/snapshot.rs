@@ -237,6 +237,7 @@ fn contents<'a>(
             build_seconds: 0.0,
         },
         quantizer: None,
+        value_graphs: None,
     }
 }
 

@@ -273,6 +273,8 @@ pub struct FilterPlan<'a> {
     estimate: u64,
     /// `matches` as one bit per item, for traversal ([`Self::dense`]).
     dense: OnceLock<FixedBitSet>,
+    /// Dictionary values every match holds ([`Self::required_values`]).
+    required: Vec<u32>,
 }
 
 impl std::fmt::Debug for FilterPlan<'_> {
@@ -316,6 +318,8 @@ impl<'a> FilterPlan<'a> {
         };
         check(cancel)?;
         let pred = bind(&expr, &attrs, cancel)?;
+        let mut required = Vec::new();
+        required_values(&expr, &attrs, &mut required);
         let n = attrs.n as u64;
         let plan = match reduce(pred, &attrs, cancel)? {
             Reduced::Exact(b) => FilterPlan {
@@ -323,6 +327,7 @@ impl<'a> FilterPlan<'a> {
                 residual: None,
                 estimate: 0,
                 dense: OnceLock::new(),
+                required,
                 attrs,
             },
             Reduced::Residual {
@@ -334,6 +339,7 @@ impl<'a> FilterPlan<'a> {
                 estimate: (estimate.round() as u64).min(n),
                 residual: Some((pred, driver)),
                 dense: OnceLock::new(),
+                required,
                 attrs,
             },
         };
@@ -344,6 +350,13 @@ impl<'a> FilterPlan<'a> {
             }
         }
         Ok(plan)
+    }
+
+    /// Dictionary values every matching item holds: those of the filter's
+    /// top-level `field = value` terms (and one-value `IN` lists), ANDed
+    /// with the rest. A graph over one of them holds every match.
+    pub fn required_values(&self) -> &[u32] {
+        &self.required
     }
 
     /// Items matching (exact when [`Self::is_exact`], else an estimate).
@@ -419,6 +432,28 @@ impl Admit for FilterPlan<'_> {
             (None, Some((p, _))) => p.eval(&self.attrs, node),
             (None, None) => false,
         }
+    }
+}
+
+/// Collect into `out` the dictionary values `e` requires of every match:
+/// its `field = value` terms and one-value `IN` lists, through ANDs.
+fn required_values(e: &Expr, attrs: &Attributes<'_>, out: &mut Vec<u32>) {
+    let value = |field: &str, v: &Literal| {
+        let f = attrs.field(field).filter(|f| f.kind().is_dictionary())?;
+        dictionary_value(attrs, f, Op::Eq, v, 0).ok().flatten()
+    };
+    match e {
+        Expr::And(v) => v.iter().for_each(|e| required_values(e, attrs, out)),
+        Expr::Cmp {
+            field,
+            op: Op::Eq,
+            value: v,
+            ..
+        } => out.extend(value(field, v)),
+        Expr::In { field, values, .. } if values.len() == 1 => {
+            out.extend(value(field, &values[0].0))
+        }
+        _ => {}
     }
 }
 

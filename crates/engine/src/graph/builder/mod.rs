@@ -15,6 +15,7 @@ use crate::distance::{
     bf16_to_f32, f32_to_bf16, norm2_f64, normalize, Metric, Storage, MAX_ROW_NORM2,
 };
 use crate::error::{Error, Result};
+use crate::graph::values::{build_value_graphs, ValueGraphPlan, ValueGraphs};
 use crate::graph::Graph;
 use crate::index::{IndexParts, DEFAULT_EF};
 use crate::reject::EarlyReject;
@@ -93,6 +94,8 @@ pub struct BuiltIndex {
     pub ids: Vec<String>,
     pub attributes: Option<AttributeTable>,
     pub graph: Graph,
+    /// Graphs over the items of some attribute values ([`Self::add_value_graphs`]).
+    pub value_graphs: Option<ValueGraphs>,
     pub build_seconds: f64,
     /// Under i8 storage, encode with this quantizer rather than fit one
     /// (a delta layer takes its base's).
@@ -161,6 +164,7 @@ pub fn build(
         ids: ds.ids,
         attributes: ds.attributes,
         graph,
+        value_graphs: None,
         build_seconds: start.elapsed().as_secs_f64(),
         quantizer: None,
         encoded: OnceLock::new(),
@@ -244,6 +248,40 @@ impl BuiltIndex {
         self.early_reject = OnceLock::new();
     }
 
+    /// Build a graph over the items of each value of `fields` (keyword,
+    /// keywords or bool) held by a modest share of the index
+    /// ([`crate::graph::values`]), with the main graph's parameters.
+    /// `progress(values_done, values_total)`. Adds to the build time.
+    pub fn add_value_graphs(
+        &mut self,
+        fields: &[String],
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<()> {
+        if fields.is_empty() {
+            self.value_graphs = None;
+            return Ok(());
+        }
+        let attributes = self
+            .attributes
+            .as_ref()
+            .ok_or_else(|| Error::invalid("value graphs need attributes: this build has none"))?;
+        let start = Instant::now();
+        let plan = ValueGraphPlan {
+            fields,
+            params: GraphParams {
+                m: self.options.m,
+                ef_construction: self.options.ef_construction,
+                threads: self.options.threads,
+                seed: self.options.seed,
+            },
+            metric: self.options.metric,
+        };
+        let graphs = build_value_graphs(&self.vectors, self.dim, attributes, &plan, progress)?;
+        self.value_graphs = Some(graphs);
+        self.build_seconds += start.elapsed().as_secs_f64();
+        Ok(())
+    }
+
     /// Search the in-memory graph exactly as a snapshot of it would be.
     pub fn parts(&self) -> IndexParts<'_> {
         let enc = self.encoded.get_or_init(|| {
@@ -271,6 +309,7 @@ impl BuiltIndex {
                 stride: self.dim,
             },
             early_reject,
+            value_graphs: self.value_graphs.as_ref().map(ValueGraphs::view),
         }
     }
 
@@ -300,6 +339,7 @@ impl BuiltIndex {
                     build_seconds: self.build_seconds,
                 },
                 quantizer: self.quantizer.as_ref(),
+                value_graphs: self.value_graphs.as_ref(),
             },
         )
     }

@@ -5,6 +5,7 @@
 use crate::admit::Admit;
 use crate::distance::Element;
 use crate::error::Result;
+use crate::graph::values::ValueGraph;
 use crate::graph::GraphView;
 
 use super::beam::{greedy_descent, score_batch, SearchContext};
@@ -187,5 +188,38 @@ pub fn hnsw_search_admitted<E: Element, C: Cancel, A: Admit>(
     );
     scratch.entries = entries;
     r?;
+    Ok(stats)
+}
+
+/// [`hnsw_search_admitted`] within the graph of one attribute value
+/// ([`ValueGraph`]) that every admitted node holds: its own descent, then
+/// its layer 0 admitted-only, bridging for the rest of the filter. No node
+/// of the walk is turned away for the value itself.
+pub fn hnsw_search_value<E: Element, C: Cancel, A: Admit>(
+    values: &ValueGraph<'_>,
+    space: &Space<'_, E>,
+    ef: usize,
+    scratch: &mut Scratch,
+    cancel: &C,
+    admit: &A,
+    fanout: usize,
+) -> Result<SearchStats> {
+    let mut stats = SearchStats::default();
+    scratch.thin = false;
+    let Some(ep) = values.entry_point() else {
+        scratch.pool.clear();
+        return Ok(stats);
+    };
+    let d = space.distance(ep);
+    stats.distances += 1;
+    let top = values.graph.max_level as usize;
+    let entry = greedy_descent(values, space, ep, d, top, 0, &mut stats);
+    let cx = SearchContext {
+        links: values,
+        space,
+        cancel,
+        ef: ef + 1,
+    };
+    search_layer_admitted(&cx, &[entry], 0, fanout, scratch, admit, &mut stats)?;
     Ok(stats)
 }

@@ -27,7 +27,7 @@ pub mod space;
 pub(crate) use beam::{greedy_descent, search_layer, SearchContext};
 pub use beam::{hnsw_search, hnsw_search_limited, Limit};
 pub use cancel::{Cancel, Deadline, Flag, FlagOrDeadline, NoCancel};
-pub use filtered::hnsw_search_admitted;
+pub use filtered::{hnsw_search_admitted, hnsw_search_value};
 pub use scratch::{Scratch, ScratchGuard, ScratchPool};
 pub(crate) use space::prefetch;
 pub use space::Space;
