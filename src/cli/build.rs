@@ -193,6 +193,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     })
     .with_context(|| format!("building from {}", a.input.display()))?;
     bar.finish_and_clear();
+    let graph_seconds = built.build_seconds;
     if !value_graphs.is_empty() {
         bar.reset();
         bar.set_message(format!("value graphs of {}", value_graphs.join(", ")));
@@ -242,17 +243,20 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     let value_graphs = match built.value_graphs.as_ref().map_or(0, |v| v.len()) {
         0 => String::new(),
-        count => format!(", {count} value graphs"),
+        count => format!(
+            ", value graphs {:.2}s for {count} values",
+            built.build_seconds - graph_seconds
+        ),
     };
     println!(
-        "built {wrote}: {n} vectors × {dim} ({}, {}, M={}, ef_construction={}, builder {}{value_graphs}) in {:.2}s (graphs {:.2}s), {}",
+        "built {wrote}: {n} vectors × {dim} ({}, {}, M={}, ef_construction={}, builder {}) in {:.2}s (graph {:.2}s{value_graphs}), {}",
         opts.metric,
         opts.storage,
         opts.m,
         opts.ef_construction,
         opts.builder.name(),
         start.elapsed().as_secs_f64(),
-        built.build_seconds,
+        graph_seconds,
         human_bytes(size)
     );
     Ok(ExitCode::SUCCESS)

@@ -793,7 +793,7 @@ fn value_graphs_build_inspect_and_search() {
     assert!(o.status.success(), "{}", stderr(&o));
     // "x" (45%) gets a graph; "y" (55%) is past half the index.
     assert!(
-        String::from_utf8_lossy(&o.stdout).contains("1 value graphs"),
+        String::from_utf8_lossy(&o.stdout).contains("for 1 values"),
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
