@@ -128,6 +128,7 @@ def build(
     vector_column: Optional[str] = None,
     id_column: Optional[str] = None,
     attribute_columns: Optional[Sequence[str]] = None,
+    value_graphs: Optional[Sequence[str]] = None,
 ) -> Index:
     """Build an index of ``vectors`` at ``path`` and return it open: a
     snapshot file, or, for a path ending in ``/``, a new layered folder

@@ -53,6 +53,11 @@ def _parser():
     b.add_argument("--ef-construction", type=int, default=200)
     b.add_argument("--vector-column", help="Parquet: the column of vectors")
     b.add_argument("--id-column", default="id", help="Parquet: the column of ids")
+    b.add_argument(
+        "--value-graphs",
+        default="",
+        help="keyword or bool fields, comma-separated, whose values get graphs of their own in each shard",
+    )
     b.add_argument("--cpus-per-shard", type=float, default=None, help="CPUs each shard's task takes (default: all of a node's)")
     b.add_argument("--seed", type=int, default=42)
     return p
@@ -169,6 +174,7 @@ def build(args):
         seed=args.seed,
         vector_column=vector_column,
         id_column=id_column,
+        value_graphs=[f for f in args.value_graphs.split(",") if f],
     )
 
     def build_shard(group: pa.Table) -> pa.Table:

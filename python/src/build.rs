@@ -33,6 +33,9 @@ use fathom_engine::formats::Columns;
 /// ``"i8"`` (traversal vectors; exact ones are kept for re-ranking).
 /// ``m`` and ``ef_construction`` are the HNSW degree and construction beam;
 /// ``threads`` builds on that many threads (``None``: every core).
+/// ``value_graphs`` names keyword, keywords or bool fields whose values
+/// held by 2,000 items up to half the index get graphs of their own, which
+/// filters requiring such a value walk.
 ///
 /// A ``path`` ending in ``/`` (or naming a folder) makes a new layered
 /// folder and returns a ``fathom.Layered``; otherwise a snapshot file is
@@ -41,7 +44,8 @@ use fathom_engine::formats::Columns;
 #[pyfunction]
 #[pyo3(signature = (path, vectors, ids = None, metric = "cosine", storage = "f32", m = 16,
                     ef_construction = 200, attributes = None, threads = None, seed = 42,
-                    vector_column = None, id_column = None, attribute_columns = None))]
+                    vector_column = None, id_column = None, attribute_columns = None,
+                    value_graphs = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn build(
     py: Python<'_>,
@@ -58,6 +62,7 @@ pub fn build(
     vector_column: Option<String>,
     id_column: Option<String>,
     attribute_columns: Option<Vec<String>>,
+    value_graphs: Option<Vec<String>>,
 ) -> PyResult<Py<PyAny>> {
     let defaults = BuildOptions::default();
     let options = BuildOptions {
@@ -75,6 +80,7 @@ pub fn build(
             None => defaults.threads,
         },
         seed,
+        value_graphs: value_graphs.unwrap_or_default(),
         ..defaults
     };
     let columns = Columns {

@@ -52,3 +52,25 @@ def test_filter_and_exclusions_together(index, data):
     again, _ = index.search(queries[0], k=10, filter='explicit = false', exclude_ids=ids[:3])
     assert len(again) == 10 and not set(again) & set(ids[:3])
     assert all(not attrs[int(i)]["explicit"] for i in again)
+
+
+def test_value_graphs_answer_filters_on_their_value(tmp_path):
+    from conftest import brute_force, recall
+
+    import fathom
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(5000, 16)).astype(np.float32)
+    queries = rng.normal(size=(40, 16)).astype(np.float32)
+    # "x" is 45% of the rows: a value with a graph of its own.
+    attrs = [{"lang": "x" if i % 20 < 9 else "y", "year": int(i % 50)} for i in range(5000)]
+    with pytest.raises(ValueError, match='field "year" is int'):
+        fathom.build(tmp_path / "bad.fathom", base, attributes=attrs, value_graphs=["year"])
+    index = fathom.build(
+        tmp_path / "v.fathom", base, metric="l2", attributes=attrs, value_graphs=["lang"], threads=1
+    )
+    rows = np.array([i for i in range(5000) if i % 20 < 9])
+    truth = rows[brute_force(base[rows], queries, 10, "l2")]
+    ids, _ = index.search(queries, k=10, ef=64, filter='lang = "x"')
+    assert all(int(i) % 20 < 9 for row in ids for i in row)
+    assert recall(ids, truth, 10) >= 0.9

@@ -73,6 +73,7 @@ pub struct Args {
     /// (comma-separated) held by 2,000 items up to half the index, a graph
     /// over just its items: a filter requiring the value walks that graph
     /// (docs/filters.md). Each field adds up to a second build's time.
+    /// Deltas, merges and compactions keep the base's.
     #[arg(
         long,
         value_delimiter = ',',
@@ -118,19 +119,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if a.shards.is_some() || sharded_delta {
         return run_sharded(&a, threads);
     }
-    let mut value_graphs: Vec<String> = a
-        .value_graphs
-        .iter()
-        .filter(|f| !f.is_empty())
-        .cloned()
-        .collect();
     let (target, opts, quantizer) = match (&a.delta_of, &a.output) {
         (Some(dir), _) => {
             let plan = crate::cli::about_path(publish::plan_delta(dir, threads), "reading", dir)?;
             let mut opts = plan.options;
             opts.builder = a.builder.into();
-            if value_graphs.is_empty() {
-                value_graphs = plan.value_graphs;
+            if !a.value_graph_fields().is_empty() {
+                opts.value_graphs = a.value_graph_fields();
             }
             (Target::Delta(dir.clone(), plan.path), opts, plan.quantizer)
         }
@@ -189,22 +184,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
     );
     bar.set_message(format!("building {}", path.display()));
     let mut built = build(ds, &a.input, &opts, &|done, _| {
-        bar.set_position(done as u64)
+        bar.set_position(done as u64);
+        if done == n && !opts.value_graphs.is_empty() {
+            bar.set_message(format!("value graphs of {}", opts.value_graphs.join(", ")));
+        }
     })
     .with_context(|| format!("building from {}", a.input.display()))?;
     bar.finish_and_clear();
-    let graph_seconds = built.build_seconds;
-    if !value_graphs.is_empty() {
-        bar.reset();
-        bar.set_message(format!("value graphs of {}", value_graphs.join(", ")));
-        built
-            .add_value_graphs(&value_graphs, &|done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64)
-            })
-            .context("building value graphs")?;
-        bar.finish_and_clear();
-    }
     built.quantizer = quantizer;
     let input_name = a
         .input
@@ -245,7 +231,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         0 => String::new(),
         count => format!(
             ", value graphs {:.2}s for {count} values",
-            built.build_seconds - graph_seconds
+            built.value_graph_seconds
         ),
     };
     println!(
@@ -256,7 +242,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         opts.ef_construction,
         opts.builder.name(),
         start.elapsed().as_secs_f64(),
-        graph_seconds,
+        built.build_seconds,
         human_bytes(size)
     );
     Ok(ExitCode::SUCCESS)
@@ -330,6 +316,7 @@ fn options(a: &Args, threads: usize) -> BuildOptions {
         seed: a.seed,
         builder: a.builder.into(),
         default_ef: a.default_ef,
+        value_graphs: a.value_graph_fields(),
     }
 }
 
@@ -354,6 +341,11 @@ impl Args {
                 })
             }
         })
+    }
+
+    fn value_graph_fields(&self) -> Vec<String> {
+        let fields = self.value_graphs.iter().filter(|f| !f.is_empty());
+        fields.cloned().collect()
     }
 
     fn columns(&self) -> Columns {

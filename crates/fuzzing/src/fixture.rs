@@ -79,6 +79,7 @@ pub fn options(metric: Metric, storage: Storage) -> BuildOptions {
         seed: SEED,
         builder: BuilderKind::Fathom,
         default_ef: 16,
+        value_graphs: Vec::new(),
     }
 }
 

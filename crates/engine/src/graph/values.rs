@@ -109,13 +109,11 @@ pub struct ValueGraphPlan<'a> {
 
 /// Build a graph for every value of `plan.fields` held by at least
 /// [`MIN_MEMBERS`] items and at most [`MAX_SHARE`] of them.
-/// `progress(values_done, values_total)` follows the values.
 pub fn build_value_graphs(
     vectors: &[f32],
     dim: usize,
     attributes: &AttributeTable,
     plan: &ValueGraphPlan<'_>,
-    progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<ValueGraphs> {
     let n = vectors.len() / dim.max(1);
     let mut chosen = Vec::new();
@@ -159,10 +157,8 @@ pub fn build_value_graphs(
         m0,
         ..ValueGraphs::default()
     };
-    let total = chosen.len();
-    progress(0, total);
     let mut rows = Vec::new();
-    for (i, (value, posting)) in chosen.into_iter().enumerate() {
+    for (value, posting) in chosen {
         let members: Vec<u32> = posting.iter().collect();
         rows.clear();
         for &node in &members {
@@ -180,7 +176,6 @@ pub fn build_value_graphs(
         };
         let g = build_graph(&rows, dim, plan.metric, &params, &|_| {});
         out.push(value, &members, &g);
-        progress(i + 1, total);
     }
     Ok(out)
 }

@@ -940,7 +940,7 @@ fn fold(
 }
 
 /// Build options that make a layer like `base`: same metric, storage, graph
-/// degree, construction beam and default ef (the i8 quantizer is carried
+/// degree, construction beam, default ef and value-graph fields (the i8 quantizer is carried
 /// separately, in [`crate::builder::BuiltIndex::quantizer`]).
 pub fn options_like(base: &Index, threads: usize) -> crate::builder::BuildOptions {
     let s = base.snapshot();
@@ -953,6 +953,7 @@ pub fn options_like(base: &Index, threads: usize) -> crate::builder::BuildOption
         threads,
         seed: m.build.seed,
         default_ef: m.default_ef as usize,
+        value_graphs: base.value_graph_fields(),
         ..Default::default()
     }
 }
@@ -1011,8 +1012,7 @@ pub fn compact_build(dir: &Path, threads: usize) -> Result<String> {
         let base = &layered.layers[0];
         let opts = options_like(base, threads);
         let input = format!("compaction of {}", dir.display());
-        let mut built = crate::builder::build(ds, Path::new(&input), &opts, &|_, _| {})?;
-        built.add_value_graphs(&base.value_graph_fields(), &|_, _| {})?;
+        let built = crate::builder::build(ds, Path::new(&input), &opts, &|_, _| {})?;
         built.write(path, &input)?;
         Ok(())
     })
@@ -1078,7 +1078,6 @@ pub fn merge_deltas(dir: &Path, threads: usize) -> Result<Option<(String, usize)
         let input = format!("merge of the newest deltas of {}", dir.display());
         let mut built = crate::builder::build(ds, Path::new(&input), &opts, &|_, _| {})?;
         built.quantizer = base.snapshot().quantizer().cloned();
-        built.add_value_graphs(&base.value_graph_fields(), &|_, _| {})?;
         built.write(path, &input)?;
         Ok(())
     })

@@ -14,12 +14,11 @@ use super::{add_delta, create, is_layered, merge_deltas, next_layer_path, option
 
 /// How the next delta of a folder is built, and where it is written.
 pub struct DeltaPlan {
-    /// The base's metric, storage and graph settings.
+    /// The base's metric, storage, graph settings and value-graph fields.
     pub options: BuildOptions,
     /// The base's i8 quantizer, which every layer encodes with.
     pub quantizer: Option<Quantizer>,
-    /// The fields the base has value graphs for, which the delta gets too.
-    pub value_graphs: Vec<String>,
+
     /// The temporary file [`publish_delta`] moves into the folder.
     pub path: PathBuf,
 }
@@ -31,7 +30,6 @@ pub fn plan_delta(dir: &Path, threads: usize) -> Result<DeltaPlan> {
     Ok(DeltaPlan {
         options: options_like(&base, threads),
         quantizer: base.snapshot().quantizer().cloned(),
-        value_graphs: base.value_graph_fields(),
         path: next_layer_path(dir)?,
     })
 }
@@ -76,7 +74,7 @@ pub fn build_delta(dir: &Path, ds: Dataset, threads: usize) -> Result<DeltaAdded
     let input = format!("a delta of {}", dir.display());
     let mut built = build(ds, Path::new(&input), &plan.options, &|_, _| {})?;
     built.quantizer = plan.quantizer;
-    built.add_value_graphs(&plan.value_graphs, &|_, _| {})?;
+
     if let Err(e) = built.write(&plan.path, &input) {
         let _ = std::fs::remove_file(&plan.path);
         return Err(e);

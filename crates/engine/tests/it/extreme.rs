@@ -28,6 +28,7 @@ fn options(metric: Metric, storage: Storage) -> BuildOptions {
         seed: 1,
         builder: BuilderKind::Fathom,
         default_ef: 16,
+        value_graphs: Vec::new(),
     }
 }
 

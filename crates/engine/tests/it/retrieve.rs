@@ -758,6 +758,7 @@ fn the_exact_plan_answers_every_kind_of_call_exactly() {
         seed: SEED,
         builder: BuilderKind::Fathom,
         default_ef: 10,
+        value_graphs: Vec::new(),
     };
     let built = build(ds, std::path::Path::new("test"), &opts, &|_, _| {}).unwrap();
     let dir = tempfile::tempdir().unwrap();

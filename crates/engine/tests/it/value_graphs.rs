@@ -6,7 +6,7 @@ use crate::common;
 use std::collections::HashSet;
 
 use common::*;
-use fathom_engine::builder::{BuilderKind, BuiltIndex};
+use fathom_engine::builder::{BuildOptions, BuilderKind, BuiltIndex, Dataset};
 use fathom_engine::index::Plan;
 use fathom_engine::snapshot::{verify, Snapshot};
 use fathom_engine::{Index, Metric, SearchParams, Storage};
@@ -21,6 +21,13 @@ const DIM: usize = 16;
 /// coordinates (so it follows the vector: a query from one quadrant is far
 /// from the items of another), a 20% flag and a year.
 fn catalog(with_attributes: bool) -> (BuiltIndex, Vec<serde_json::Value>) {
+    let (ds, attrs) = catalog_dataset(with_attributes);
+    let built = build_with(ds, Metric::L2, Storage::F32, BuilderKind::Fathom, 100);
+    (built, attrs)
+}
+
+/// The rows and attributes of [`catalog`], plus a `tier` held by 40%.
+fn catalog_dataset(with_attributes: bool) -> (Dataset, Vec<serde_json::Value>) {
     let mut ds = dataset(N, DIM, SEED);
     let mut rng = StdRng::seed_from_u64(SEED);
     let attrs: Vec<serde_json::Value> = ds
@@ -32,14 +39,14 @@ fn catalog(with_attributes: bool) -> (BuiltIndex, Vec<serde_json::Value>) {
                 "lang": lang,
                 "flag": rng.random_bool(0.2),
                 "year": rng.random_range(1990..2026),
+                "tier": if rng.random_bool(0.4) { "gold" } else { "free" },
             })
         })
         .collect();
     if with_attributes {
         ds.attributes = Some(table(attrs.iter().map(|a| a.to_string())));
     }
-    let built = build_with(ds, Metric::L2, Storage::F32, BuilderKind::Fathom, 100);
-    (built, attrs)
+    (ds, attrs)
 }
 
 fn matches(a: &serde_json::Value, filter: &str) -> bool {
@@ -56,11 +63,22 @@ fn matches(a: &serde_json::Value, filter: &str) -> bool {
 fn filters_requiring_a_value_walk_its_graph_and_find_the_true_neighbours() {
     let (mut built, attrs) = catalog(true);
     built
-        .add_value_graphs(&["lang".into(), "flag".into()], &|_, _| {})
+        .add_value_graphs(&["lang".into(), "flag".into()])
         .unwrap();
     // Four languages of about a quarter each, and flag = true (20%); the
     // 80% flag = false is past the share that gets a graph.
     assert_eq!(built.value_graphs.as_ref().unwrap().len(), 5);
+    // Asked for at build, as `build --value-graphs` does.
+    let (ds, _) = catalog_dataset(true);
+    let opts = BuildOptions {
+        threads: 1,
+        seed: SEED,
+        metric: Metric::L2,
+        value_graphs: vec!["lang".into(), "flag".into()],
+        ..BuildOptions::default()
+    };
+    let direct = fathom_engine::builder::build(ds, std::path::Path::new("t"), &opts, &|_, _| {});
+    assert_eq!(direct.unwrap().value_graphs.map(|g| g.len()), Some(5));
     let dir = tempfile::tempdir().unwrap();
     let path = write(&built, dir.path(), "v.fathom");
     let snap = Snapshot::open(&path).unwrap();
@@ -125,27 +143,19 @@ fn filters_requiring_a_value_walk_its_graph_and_find_the_true_neighbours() {
 #[test]
 fn value_graphs_refuse_fields_without_values_and_builds_without_attributes() {
     let (mut built, _) = catalog(true);
-    let e = built
-        .add_value_graphs(&["year".into()], &|_, _| {})
-        .unwrap_err();
+    let e = built.add_value_graphs(&["year".into()]).unwrap_err();
     assert!(e.to_string().contains("\"year\" is int"), "{e}");
-    let e = built
-        .add_value_graphs(&["genre".into()], &|_, _| {})
-        .unwrap_err();
+    let e = built.add_value_graphs(&["genre".into()]).unwrap_err();
     assert!(e.to_string().contains("unknown field \"genre\""), "{e}");
     let (mut bare, _) = catalog(false);
-    let e = bare
-        .add_value_graphs(&["lang".into()], &|_, _| {})
-        .unwrap_err();
+    let e = bare.add_value_graphs(&["lang".into()]).unwrap_err();
     assert!(e.to_string().contains("need attributes"), "{e}");
 }
 
 #[test]
 fn verify_finds_a_value_graph_missing_an_item_of_its_value() {
     let (mut built, _) = catalog(true);
-    built
-        .add_value_graphs(&["lang".into()], &|_, _| {})
-        .unwrap();
+    built.add_value_graphs(&["lang".into()]).unwrap();
     let graphs = built.value_graphs.as_mut().unwrap();
     // The first graph's first member becomes an item of another language.
     let first = graphs.members[0];
@@ -172,7 +182,7 @@ fn verify_finds_a_value_graph_missing_an_item_of_its_value() {
 fn a_compacted_base_keeps_the_value_graphs_of_the_old_one() {
     use fathom_engine::layers::{self, publish, Layered};
     let (mut built, _) = catalog(true);
-    built.add_value_graphs(&["lang".into()], &|_, _| {}).unwrap();
+    built.add_value_graphs(&["lang".into()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("idx");
     let base = publish::plan_new_folder(&folder).unwrap();
@@ -186,4 +196,28 @@ fn a_compacted_base_keeps_the_value_graphs_of_the_old_one() {
     let base = &after.layers()[0];
     assert_eq!(base.value_graph_fields(), ["lang"]);
     assert_eq!(base.snapshot().value_graphs().map(|g| g.len()), Some(4));
+}
+
+#[test]
+fn each_shard_of_a_sharded_build_gets_the_value_graphs_of_its_items() {
+    use fathom_engine::shards::{self, PartitionChoice, Sharded};
+    let (ds, _) = catalog_dataset(true);
+    let opts = BuildOptions {
+        threads: 1,
+        seed: SEED,
+        metric: Metric::L2,
+        value_graphs: vec!["tier".into()],
+        ..BuildOptions::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("sharded");
+    shards::build_sharded(&folder, ds, 2, &PartitionChoice::Hash, &opts, &|_| {}).unwrap();
+    let open = Sharded::open_with(&folder, None, &|p| Index::open(p)).unwrap();
+    for shard in open.shards() {
+        // "gold" (40%, about 2,400 items a shard) has a graph; "free" is
+        // past half the shard.
+        let base = &shard.layers()[0];
+        assert_eq!(base.value_graph_fields(), ["tier"]);
+        assert_eq!(base.snapshot().value_graphs().map(|g| g.len()), Some(1));
+    }
 }

@@ -67,6 +67,9 @@ pub struct BuildOptions {
     pub builder: BuilderKind,
     /// Stored in the snapshot as the beam width for ef = 0.
     pub default_ef: usize,
+    /// Keyword, keywords or bool fields whose values held by a modest share
+    /// of the index get graphs of their own ([`crate::graph::values`]).
+    pub value_graphs: Vec<String>,
 }
 
 impl Default for BuildOptions {
@@ -80,6 +83,7 @@ impl Default for BuildOptions {
             seed: 42,
             builder: BuilderKind::Fathom,
             default_ef: DEFAULT_EF,
+            value_graphs: Vec::new(),
         }
     }
 }
@@ -94,9 +98,13 @@ pub struct BuiltIndex {
     pub ids: Vec<String>,
     pub attributes: Option<AttributeTable>,
     pub graph: Graph,
-    /// Graphs over the items of some attribute values ([`Self::add_value_graphs`]).
+    /// Graphs over the items of some attribute values
+    /// ([`BuildOptions::value_graphs`]).
     pub value_graphs: Option<ValueGraphs>,
+    /// The main graph's build time.
     pub build_seconds: f64,
+    /// The value graphs' build time.
+    pub value_graph_seconds: f64,
     /// Under i8 storage, encode with this quantizer rather than fit one
     /// (a delta layer takes its base's).
     pub quantizer: Option<Quantizer>,
@@ -157,7 +165,7 @@ pub fn build(
             g
         }
     };
-    Ok(BuiltIndex {
+    let mut built = BuiltIndex {
         options: opts.clone(),
         dim: ds.dim,
         vectors: ds.vectors,
@@ -166,10 +174,13 @@ pub fn build(
         graph,
         value_graphs: None,
         build_seconds: start.elapsed().as_secs_f64(),
+        value_graph_seconds: 0.0,
         quantizer: None,
         encoded: OnceLock::new(),
         early_reject: OnceLock::new(),
-    })
+    };
+    built.add_value_graphs(&opts.value_graphs)?;
+    Ok(built)
 }
 
 /// Refuse, naming the row, values a snapshot could hold but a search could
@@ -250,13 +261,11 @@ impl BuiltIndex {
 
     /// Build a graph over the items of each value of `fields` (keyword,
     /// keywords or bool) held by a modest share of the index
-    /// ([`crate::graph::values`]), with the main graph's parameters.
-    /// `progress(values_done, values_total)`. Adds to the build time.
-    pub fn add_value_graphs(
-        &mut self,
-        fields: &[String],
-        progress: &(dyn Fn(usize, usize) + Sync),
-    ) -> Result<()> {
+    /// ([`crate::graph::values`]), with the main graph's parameters,
+    /// replacing any built before. [`build`] calls it with
+    /// [`BuildOptions::value_graphs`].
+    pub fn add_value_graphs(&mut self, fields: &[String]) -> Result<()> {
+        self.options.value_graphs = fields.to_vec();
         if fields.is_empty() {
             self.value_graphs = None;
             return Ok(());
@@ -276,9 +285,9 @@ impl BuiltIndex {
             },
             metric: self.options.metric,
         };
-        let graphs = build_value_graphs(&self.vectors, self.dim, attributes, &plan, progress)?;
+        let graphs = build_value_graphs(&self.vectors, self.dim, attributes, &plan)?;
         self.value_graphs = Some(graphs);
-        self.build_seconds += start.elapsed().as_secs_f64();
+        self.value_graph_seconds = start.elapsed().as_secs_f64();
         Ok(())
     }
 

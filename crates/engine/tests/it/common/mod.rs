@@ -44,6 +44,7 @@ pub fn build_with(
         seed: SEED,
         builder,
         default_ef: 64,
+        value_graphs: Vec::new(),
     };
     build(ds, Path::new("test"), &opts, &|_, _| {}).expect("build")
 }
