@@ -221,3 +221,55 @@ fn each_shard_of_a_sharded_build_gets_the_value_graphs_of_its_items() {
         assert_eq!(base.snapshot().value_graphs().map(|g| g.len()), Some(1));
     }
 }
+
+/// A value directory whose entries were overwritten (ranges past their
+/// sections, a top level past any graph, members out of order) opens, is
+/// searched through the main graph or what of it still fits, never
+/// panics, and fails `verify`.
+#[test]
+fn a_damaged_value_directory_is_searched_safely_and_fails_verify() {
+    use fathom_engine::snapshot::SectionKind;
+    let (mut built, attrs) = catalog(true);
+    built
+        .add_value_graphs(&["lang".into(), "flag".into()])
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&built, dir.path(), "v.fathom");
+    let (dir_at, members_at) = {
+        let snap = Snapshot::open(&path).unwrap();
+        let entry = |k| snap.section_entry(k).unwrap().offset as usize;
+        (
+            entry(SectionKind::ValueDirectory),
+            entry(SectionKind::ValueMembers),
+        )
+    };
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mut put = |at: usize, v: u64| bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    put(dir_at + 2 * 8, u64::MAX / 2); // graph 0: members past the section
+    put(dir_at + 64 + 7 * 8, 200); // graph 1: a top level of 200
+    put(dir_at + 128 + 6 * 8, u64::MAX); // graph 2: entry point past u32
+    bytes[members_at..members_at + 64].fill(0xff); // members past the index
+    std::fs::write(&path, &bytes).unwrap();
+    let snap = Snapshot::open(&path).unwrap();
+    assert!(!verify(&snap).is_ok());
+    let index = Index::from_snapshot(snap);
+    for filter in [
+        "lang = \"q0\"",
+        "lang = \"q1\"",
+        "lang = \"q2\"",
+        "flag = true",
+    ] {
+        let plan = index.filter(filter).unwrap();
+        for q in queries(10, DIM, SEED).iter() {
+            let mut out = Vec::new();
+            index
+                .search_filtered_into(q, &SearchParams::new(10, 32), Some(&plan), &mut out)
+                .unwrap();
+            assert_eq!(out.len(), 10, "{filter}");
+            assert!(
+                out.iter().all(|h| matches(&attrs[h.id as usize], filter)),
+                "{filter}"
+            );
+        }
+    }
+}
