@@ -60,7 +60,7 @@ fn build_inspect_verify_search_eval() {
     assert_eq!(v["count"], 2000);
     assert_eq!(v["dim"], 16);
     assert_eq!(v["metric"], "l2");
-    assert_eq!(v["format_version"], 2);
+    assert_eq!(v["format_version"], 3);
     assert_eq!(v["m"], 8);
     assert_eq!(v["ef_construction"], 64);
     // The build time, in RFC 3339 for people, Unix seconds in JSON.
