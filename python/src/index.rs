@@ -386,6 +386,7 @@ impl Index {
             group_by: group_by.unwrap_or(""),
             group_size: group_size.unwrap_or(0),
             min_per_index: 0,
+            distinct_ids: false,
         };
         let opened = [self.current()];
         let filter = args.filter;

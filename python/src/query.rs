@@ -130,6 +130,7 @@ pub fn search(
                     exclude_ids: request.exclude_ids,
                     params: request.params.clone(),
                     min_per_index: request.min_per_index,
+                    distinct_ids: opened.iter().any(|o| o.target.holds_copies()),
                     ..Call::default()
                 };
                 let got = retrieve_probed(&sources, &call, probe.as_ref())?;
@@ -152,6 +153,10 @@ pub fn retrieve_one(
     call.params.check()?;
     let plans = plans(opened, filter)?;
     let sources = sources(opened, &plans);
+    let call = &Call {
+        distinct_ids: call.distinct_ids || opened.iter().any(|o| o.target.holds_copies()),
+        ..call.clone()
+    };
     let got = retrieve(&sources, call)?;
     let mut hits = Hits::new(1, call.params.k);
     if let Some(mut slots) = hits.chunks_mut(1).next() {

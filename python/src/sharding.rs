@@ -150,7 +150,7 @@ pub fn finish_sharded(
             })
         }
     };
-    py.detach(|| shards::finish_sharded(&dir, shards, &partition, &options, dim as u32))
+    py.detach(|| shards::finish_sharded(&dir, shards, &partition, 0.0, &options, dim as u32))
         .map_err(engine)?;
     Ok(())
 }

@@ -69,6 +69,12 @@ pub struct Args {
     /// kmeans: no shard holds more than (1 + BALANCE) × its even share.
     #[arg(long, default_value_t = 0.1, requires = "shards")]
     balance: f32,
+    /// kmeans: also store an item in the shard of its second-nearest
+    /// centroid when that is within (1 + CLOSURE) × the distance to its own
+    /// (SPANN's closure), so that fewer probes find it; searches keep one
+    /// hit per id. 0 stores each item once.
+    #[arg(long, default_value_t = 0.0, requires = "shards")]
+    closure: f32,
     /// Also build, for each value of these keyword, keywords or bool fields
     /// (comma-separated) held by 2,000 items up to half the index, a graph
     /// over just its items: a filter requiring the value walks that graph
@@ -336,6 +342,7 @@ impl Args {
                 }
                 PartitionChoice::Kmeans(KmeansOptions {
                     balance: self.balance,
+                    closure: self.closure,
                     seed: self.seed,
                     ..KmeansOptions::new(self.shards.unwrap_or(1) as usize)
                 })

@@ -181,6 +181,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         group_by: a.group_by.as_deref().unwrap_or(""),
         group_size: a.group_size.unwrap_or(0),
         min_per_index: a.min_per_index,
+        distinct_ids: targets.iter().any(|t| t.holds_copies()),
         ..Call::default()
     };
     // One folder placed by similarity is probed; several are searched whole.

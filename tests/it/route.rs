@@ -806,6 +806,10 @@ fn a_router_probes_the_shards_nearest_the_query() {
         "4",
         "--partition",
         "kmeans",
+        // Items near a second centroid are stored there too: the router
+        // keeps one hit per id, and counts a delete once.
+        "--closure",
+        "0.2",
         "--threads",
         "2",
         "--output",
@@ -925,6 +929,22 @@ fn a_router_probes_the_shards_nearest_the_query() {
     three.sort();
     assert_eq!(got, three);
     assert!(r.shards_total > 1);
+    let copies: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("shards.json")).unwrap()).unwrap();
+    let stored: u64 = copies["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["count"].as_u64().unwrap())
+        .sum();
+    assert!(stored > n as u64, "{stored} stored for {n}");
+    // Every shard at once: the copies come back once each.
+    let mut all = request(&q, "");
+    all.probe = 4;
+    all.k = 40;
+    let r = rt.block_on(search(&c, all)).unwrap();
+    let ids: std::collections::HashSet<&String> = r.hits.iter().map(|h| &h.id).collect();
+    assert_eq!((r.hits.len(), ids.len()), (40, 40));
 
     // Items are found in whichever shard holds them, and deleted there.
     let mut raw = c.raw();

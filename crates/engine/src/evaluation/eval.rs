@@ -139,6 +139,9 @@ pub fn evaluate_filtered(
 #[derive(Debug, Clone)]
 pub struct Numbering {
     offsets: Vec<u32>,
+    /// For sources that may hold copies of one id (a sharded folder placed
+    /// with a closure): each node's number is its id's first node's.
+    canonical: Option<Vec<u32>>,
 }
 
 impl Numbering {
@@ -151,11 +154,41 @@ impl Numbering {
             next += s.index.snapshot().len() as u64;
         }
         u32::try_from(next).map_err(|_| too_many())?;
-        Ok(Numbering { offsets })
+        Ok(Numbering {
+            offsets,
+            canonical: None,
+        })
+    }
+
+    /// [`Self::of`] for sources that may hold copies of one id: the copies
+    /// share a number, so a hit counts once however many hold it.
+    pub fn by_id(sources: &[Source<'_, '_>]) -> Result<Numbering> {
+        let mut numbering = Self::of(sources)?;
+        let mut first = std::collections::HashMap::new();
+        let mut canonical = Vec::new();
+        for s in sources {
+            let index = s.index;
+            for node in 0..index.snapshot().len() as u32 {
+                let next = canonical.len() as u32;
+                canonical.push(*first.entry(index.id(node)).or_insert(next));
+            }
+        }
+        numbering.canonical = Some(canonical);
+        Ok(numbering)
+    }
+
+    /// Whether copies of one id share a number ([`Self::by_id`]): searches
+    /// measured against it keep one hit per id.
+    pub fn holds_copies(&self) -> bool {
+        self.canonical.is_some()
     }
 
     pub fn number(&self, source: u32, node: u32) -> u32 {
-        self.offsets[source as usize] + node
+        let n = self.offsets[source as usize] + node;
+        match &self.canonical {
+            Some(c) => c[n as usize],
+            None => n,
+        }
     }
 }
 
@@ -229,7 +262,15 @@ pub fn knn_among_sources(
                         );
                     }
                     all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-                    r.extend(all.iter().take(k).map(|&(_, id)| id));
+                    // Copies of one id share a number: count it once.
+                    for &(_, id) in &all {
+                        if r.len() == k {
+                            break;
+                        }
+                        if !r.contains(&id) {
+                            r.push(id);
+                        }
+                    }
                 }
             });
         }
@@ -276,6 +317,7 @@ pub fn evaluate_sources(
             let call = Call {
                 vector: q,
                 params: params.clone(),
+                distinct_ids: numbering.holds_copies(),
                 ..Call::default()
             };
             let found = retrieve_probed(sources, &call, probe)?;
@@ -309,12 +351,13 @@ pub struct Replayed<'a, 's, 'i> {
 }
 
 impl Replayed<'_, '_, '_> {
-    fn call(&self, params: &SearchParams) -> Call<'_> {
+    fn call(&self, params: &SearchParams, numbering: &Numbering) -> Call<'_> {
         Call {
             vector: self.vector,
             exclude_ids: self.exclude_ids,
             exclude_keys: self.exclude_keys,
             params: params.clone(),
+            distinct_ids: numbering.holds_copies(),
             ..Call::default()
         }
     }
@@ -366,7 +409,7 @@ fn replay_pass(
         threads,
         || (),
         |_, c, ids| {
-            let found = crate::retrieve::retrieve(c.sources, &c.call(params))?;
+            let found = crate::retrieve::retrieve(c.sources, &c.call(params, numbering))?;
             ids.extend(
                 found
                     .hits

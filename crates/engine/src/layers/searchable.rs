@@ -76,6 +76,12 @@ impl Searchable {
         }
     }
 
+    /// Whether two parts may hold copies of one id (a sharded folder placed
+    /// with a closure): a call over them keeps one hit per id.
+    pub fn holds_copies(&self) -> bool {
+        self.sharded().is_some_and(Sharded::holds_copies)
+    }
+
     pub fn sharded(&self) -> Option<&Sharded> {
         match self {
             Searchable::Sharded(s) => Some(s),

@@ -92,6 +92,9 @@ pub struct Call<'a> {
     pub group_size: usize,
     /// Each source gets at least this many hits when it has them.
     pub min_per_index: usize,
+    /// The sources may hold copies of one id (a sharded folder placed with
+    /// a closure): keep each id's nearest hit only.
+    pub distinct_ids: bool,
 }
 
 impl Call<'_> {
@@ -434,7 +437,11 @@ fn pick_merged(
         .iter()
         .map(|l| l.as_ref().map_or(&[][..], |l| &l.hits[..]))
         .collect();
-    let merged = merge(&all);
+    let mut merged = merge(&all);
+    if call.distinct_ids {
+        let mut seen = std::collections::HashSet::with_capacity(merged.len());
+        merged.retain(|h| seen.insert(sources[h.source as usize].index.id(h.node)));
+    }
     // MMR compares candidates with each other: find their rows once.
     let rows: Vec<&[f32]> = if r.mmr {
         merged

@@ -22,6 +22,10 @@ pub struct KmeansOptions {
     /// No cluster holds more than `(1 + balance) × n / clusters` items.
     pub balance: f32,
     pub seed: u64,
+    /// SPANN's closure: an item whose distance to another centroid is
+    /// within `(1 + closure)` times its distance to its own is also placed
+    /// there ([`second_choices`]); 0 places each item once.
+    pub closure: f32,
 }
 
 impl KmeansOptions {
@@ -32,6 +36,7 @@ impl KmeansOptions {
             iterations: 20,
             balance: 0.1,
             seed: 42,
+            closure: 0.0,
         }
     }
 }
@@ -238,6 +243,34 @@ pub fn assign_balanced(vectors: &[f32], centroids: &Centroids, balance: f32) -> 
         out[i] = c;
     }
     out
+}
+
+/// Each item's second cluster under SPANN's closure, if any: the nearest
+/// centroid other than its own (`primary`) whose distance is at most its
+/// own's plus `closure` times that distance's magnitude. Items near a
+/// boundary are then found from either side of it.
+pub fn second_choices(
+    vectors: &[f32],
+    centroids: &Centroids,
+    primary: &[u32],
+    closure: f32,
+) -> Vec<Option<u32>> {
+    let dim = centroids.dim;
+    if closure <= 0.0 || centroids.len() < 2 {
+        return vec![None; primary.len()];
+    }
+    (0..primary.len())
+        .into_par_iter()
+        .map(|i| {
+            let d = centroids.distances(&vectors[i * dim..(i + 1) * dim]);
+            let own = primary[i] as usize;
+            let limit = d[own] + closure * d[own].abs();
+            (0..d.len())
+                .filter(|&c| c != own && d[c] <= limit)
+                .min_by(|&a, &b| d[a].total_cmp(&d[b]).then(a.cmp(&b)))
+                .map(|c| c as u32)
+        })
+        .collect()
 }
 
 #[cfg(test)]

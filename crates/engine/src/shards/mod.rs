@@ -91,6 +91,14 @@ pub struct ShardsManifest {
     /// `kmeans`: each shard's centroid, in the metric's space.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub centroids: Vec<Vec<f32>>,
+    /// `kmeans`: SPANN's closure ([`kmeans::second_choices`]); above 0, an
+    /// item may be stored in two shards, and searches keep one hit per id.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub closure: f32,
+}
+
+fn is_zero(x: &f32) -> bool {
+    *x == 0.0
 }
 
 /// How a sharded folder places its items.
@@ -208,6 +216,13 @@ pub fn read_manifest(dir: &Path) -> Result<ShardsManifest> {
             return bad(format!("shard {i} is named {:?}", e.dir));
         }
     }
+    if !(m.closure.is_finite() && m.closure >= 0.0) || (m.closure > 0.0 && m.partition != "kmeans")
+    {
+        return bad(format!(
+            "closure {} for a {} partition",
+            m.closure, m.partition
+        ));
+    }
     Ok(m)
 }
 
@@ -242,11 +257,27 @@ pub fn place(ds: &Dataset, partition: &Partition, shards: u32, balance: Option<f
 /// `ds` split into `shards` datasets, row `r` into shard `place[r]`, rows
 /// in input order.
 pub fn split_by(ds: Dataset, place: &[u32], shards: u32) -> Result<Vec<Dataset>> {
+    split_with_copies(ds, place, &[], shards)
+}
+
+/// [`split_by`], with row `r` also in shard `copies[r]` when it is `Some`
+/// (`copies` may be empty: no copies).
+pub fn split_with_copies(
+    ds: Dataset,
+    place: &[u32],
+    copies: &[Option<u32>],
+    shards: u32,
+) -> Result<Vec<Dataset>> {
     let n = shards as usize;
     let mut rows: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (row, &s) in place.iter().enumerate() {
         rows[s as usize].push(row);
+        if let Some(&Some(c)) = copies.get(row) {
+            rows[c as usize].push(row);
+        }
     }
+    // Copies join after the shard's own rows: back to input order.
+    rows.iter_mut().for_each(|r| r.sort_unstable());
     let dim = ds.dim;
     let mut out = Vec::with_capacity(n);
     for rows in &rows {
@@ -321,19 +352,29 @@ pub fn build_sharded(
     }
     ds.validate(Path::new("the input"), options.metric)?;
     let dim = ds.dim as u32;
-    let (partition, balance) = match partition {
-        PartitionChoice::Hash => (Partition::Hash, None),
+    let (partition, balance, closure) = match partition {
+        PartitionChoice::Hash => (Partition::Hash, None, 0.0),
         PartitionChoice::Kmeans(o) => {
             let o = KmeansOptions {
                 clusters: shards as usize,
                 ..o.clone()
             };
+            if !(o.closure.is_finite() && (0.0..=10.0).contains(&o.closure)) {
+                return Err(Error::invalid(format!(
+                    "closure must be within 0 and 10, got {}",
+                    o.closure
+                )));
+            }
             let c = kmeans::train(&ds.vectors, ds.dim, options.metric, &o);
-            (Partition::Kmeans(c), Some(o.balance))
+            (Partition::Kmeans(c), Some(o.balance), o.closure)
         }
     };
     let placed = place(&ds, &partition, shards, balance);
-    let parts = split_by(ds, &placed, shards)?;
+    let copies = match &partition {
+        Partition::Kmeans(c) => kmeans::second_choices(&ds.vectors, c, &placed, closure),
+        Partition::Hash => Vec::new(),
+    };
+    let parts = split_with_copies(ds, &placed, &copies, shards)?;
     if let Some(empty) = parts.iter().position(Dataset::is_empty) {
         return Err(Error::invalid(format!(
             "shard {empty} of {shards} would hold no items: build fewer shards"
@@ -344,7 +385,7 @@ pub fn build_sharded(
         progress(i as u32);
         build_new_folder(&dir.join(shard_dir_name(i as u32)), part, options)?;
     }
-    finish_sharded(dir, shards, &partition, options, dim)
+    finish_sharded(dir, shards, &partition, closure, options, dim)
 }
 
 /// Write `shards.json` for the `shards` layered folders already built in
@@ -354,6 +395,7 @@ pub fn finish_sharded(
     dir: &Path,
     shards: u32,
     partition: &Partition,
+    closure: f32,
     options: &BuildOptions,
     dim: u32,
 ) -> Result<ShardsManifest> {
@@ -383,6 +425,7 @@ pub fn finish_sharded(
             Partition::Hash => Vec::new(),
             Partition::Kmeans(c) => c.rows.chunks_exact(c.dim).map(<[f32]>::to_vec).collect(),
         },
+        closure,
     };
     write_manifest(dir, &m)?;
     Ok(m)
@@ -405,21 +448,28 @@ pub fn add_delta(dir: &Path, ds: Dataset, threads: usize) -> Result<Vec<(u32, De
     let metric: Metric = m.metric.parse().unwrap_or(Metric::Cosine);
     ds.validate(Path::new("the delta"), metric)?;
     let placed = place(&ds, &partition, m.shards, None);
+    let copies = match &partition {
+        Partition::Kmeans(c) => kmeans::second_choices(&ds.vectors, c, &placed, m.closure),
+        Partition::Hash => Vec::new(),
+    };
     // Placed by similarity, an id already held elsewhere moves to its new
-    // vector's shard: its new copy is built first and the old one deleted
-    // after, so a failed build loses nothing (and a failed delete leaves
-    // both copies, which a retry mends).
-    let mut moved: Vec<(String, u32)> = Vec::new();
+    // vector's shards: its new copies are built first and the old ones
+    // deleted after, so a failed build loses nothing (and a failed delete
+    // leaves both, which a retry mends).
+    let mut moved: Vec<(String, u32, Option<u32>)> = Vec::new();
     if let Partition::Kmeans(_) = partition {
         let open = Sharded::open_with(dir, None, &|p| Index::open(p))?;
-        for (id, &to) in ds.ids.iter().zip(&placed) {
-            if open.find(id).is_some_and(|(s, _, _)| s != to) {
-                moved.push((id.clone(), to));
+        for (row, id) in ds.ids.iter().enumerate() {
+            let to = (placed[row], copies.get(row).copied().flatten());
+            let held = open.holders(id);
+            if held.iter().any(|&s| s != to.0 && Some(s) != to.1) {
+                moved.push((id.clone(), to.0, to.1));
             }
         }
     }
     let mut added = Vec::new();
-    for (i, part) in split_by(ds, &placed, m.shards)?.into_iter().enumerate() {
+    let parts = split_with_copies(ds, &placed, &copies, m.shards)?;
+    for (i, part) in parts.into_iter().enumerate() {
         if part.is_empty() {
             continue;
         }
@@ -427,17 +477,18 @@ pub fn add_delta(dir: &Path, ds: Dataset, threads: usize) -> Result<Vec<(u32, De
         added.push((i as u32, build_delta(&shard, part, threads)?));
     }
     if !moved.is_empty() {
-        // Each moved id now lives in its new shard too: deleted from the
+        // Each moved id now lives in its new shards: deleted from the
         // others.
         let open = Sharded::open_with(dir, None, &|p| Index::open(p))?;
         for (i, shard) in open.shards().iter().enumerate() {
+            let i = i as u32;
             let stale: Vec<&str> = moved
                 .iter()
-                .filter(|(id, to)| *to as usize != i && shard.find(id).is_some())
-                .map(|(id, _)| id.as_str())
+                .filter(|(id, to, copy)| *to != i && *copy != Some(i) && shard.find(id).is_some())
+                .map(|(id, _, _)| id.as_str())
                 .collect();
             if !stale.is_empty() {
-                layers::delete(&dir.join(&m.items[i].dir), &stale, Some(shard))?;
+                layers::delete(&dir.join(&m.items[i as usize].dir), &stale, Some(shard))?;
             }
         }
     }
@@ -468,7 +519,8 @@ pub fn delete<S: AsRef<str>>(dir: &Path, ids: &[S], current: Option<&Sharded>) -
 }
 
 /// Delete `ids` from every shard of `dir` that holds them (placement by
-/// similarity: an id's shard is not known from its key).
+/// similarity: an id's shard is not known from its key, and under a
+/// closure two shards may hold it).
 fn delete_where_held<S: AsRef<str>>(
     dir: &Path,
     m: &ShardsManifest,
@@ -486,9 +538,12 @@ fn delete_where_held<S: AsRef<str>>(
     let mut by_shard: Vec<Vec<&str>> = vec![Vec::new(); m.shards as usize];
     let mut out = Deleted::default();
     for id in ids {
-        match open.find(id.as_ref()) {
-            Some((s, _, _)) => by_shard[s as usize].push(id.as_ref()),
-            None => out.unknown.push(id.as_ref().to_string()),
+        let held = open.holders(id.as_ref());
+        if held.is_empty() {
+            out.unknown.push(id.as_ref().to_string());
+        }
+        for s in held {
+            by_shard[s as usize].push(id.as_ref());
         }
     }
     for (i, ids) in by_shard.iter().enumerate() {
@@ -499,6 +554,9 @@ fn delete_where_held<S: AsRef<str>>(
         out.deleted.extend(d.deleted);
         out.unknown.extend(d.unknown);
     }
+    // An id held by two shards was deleted from both: report it once.
+    let mut seen = std::collections::HashSet::new();
+    out.deleted.retain(|id| seen.insert(id.clone()));
     Ok(out)
 }
 
@@ -578,6 +636,19 @@ impl Sharded {
             let (layer, node) = shard.find(id)?;
             Some((s as u32, layer, node))
         })
+    }
+
+    /// Every shard holding a live copy of `id` (two under a closure).
+    pub fn holders(&self, id: &str) -> Vec<u32> {
+        (0..self.shards.len() as u32)
+            .filter(|&s| self.shards[s as usize].find(id).is_some())
+            .collect()
+    }
+
+    /// Whether an id may be held by two shards ([`ShardsManifest::closure`]):
+    /// a search of several shards then keeps one hit per id.
+    pub fn holds_copies(&self) -> bool {
+        self.manifest.closure > 0.0
     }
 
     /// How the folder places its items.

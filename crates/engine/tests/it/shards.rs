@@ -351,3 +351,117 @@ fn kmeans_folders_search_the_nearest_shards_and_widen_for_filters() {
     assert_eq!(s.live(), n as u64 - 1);
     assert!(s.find(&moved_id).is_none());
 }
+
+/// The ids of a call over a folder, as `probed` finds them but with the
+/// folder's own `distinct_ids`.
+fn probed_distinct(s: &Searchable, q: &[f32], k: usize, probe: usize) -> Vec<String> {
+    let sources: Vec<Source<'_, '_>> = s.sources("words", None, 0).collect();
+    let call = Call {
+        vector: q,
+        params: SearchParams::new(k, 64),
+        distinct_ids: s.holds_copies(),
+        ..Call::default()
+    };
+    let p = s.probe(probe);
+    let got = retrieve_probed(&sources, &call, p.as_ref()).unwrap();
+    got.hits
+        .iter()
+        .map(|h| sources[h.source as usize].index.id(h.node).to_string())
+        .collect()
+}
+
+#[test]
+fn a_closure_stores_boundary_items_twice_and_searches_return_each_id_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 2400;
+    let all = dataset(n, DIM, 21);
+    let build = |name: &str, closure: f32| {
+        let path = dir.path().join(name);
+        let m = shards::build_sharded(
+            &path,
+            all.clone(),
+            4,
+            &PartitionChoice::Kmeans(KmeansOptions {
+                closure,
+                ..KmeansOptions::new(4)
+            }),
+            &options(),
+            &|_| {},
+        )
+        .unwrap();
+        (path, m)
+    };
+    let (plain, _) = build("plain", 0.0);
+    let (twice, m) = build("twice", 0.3);
+    let stored: u64 = m.items.iter().map(|e| e.count).sum();
+    assert!(stored > n as u64 + 100, "{stored} stored for {n} items");
+    assert!(m.closure > 0.0);
+    let plain = Searchable::open(&plain, &OpenOptions::default()).unwrap();
+    let s = Searchable::open(&twice, &OpenOptions::default()).unwrap();
+    assert!(s.holds_copies() && !plain.holds_copies());
+    let by_shard = ids_by_shard(s.sharded().unwrap());
+    let held_twice: Vec<String> = by_shard[0]
+        .iter()
+        .filter(|id| by_shard[1..].iter().any(|ids| ids.contains(id)))
+        .cloned()
+        .collect();
+    assert!(!held_twice.is_empty());
+
+    // Every probe returns k distinct ids; one probe finds more of the
+    // whole folder's answer with the copies than without.
+    let qs = queries(60, DIM, 21);
+    let (mut with, mut without) = (0, 0);
+    for q in &qs {
+        for probe in [1, 2, 0] {
+            let got = probed_distinct(&s, q, 10, probe);
+            let distinct: std::collections::HashSet<&String> = got.iter().collect();
+            assert_eq!((got.len(), distinct.len()), (10, 10), "probe {probe}");
+        }
+        let whole = probed_distinct(&plain, q, 10, 0);
+        with += probed_distinct(&s, q, 10, 1)
+            .iter()
+            .filter(|id| whole.contains(id))
+            .count();
+        without += probed_distinct(&plain, q, 10, 1)
+            .iter()
+            .filter(|id| whole.contains(id))
+            .count();
+    }
+    assert!(
+        with > without,
+        "one probe: {with} with copies, {without} without"
+    );
+
+    // A delete removes every copy; a delta places an id and its copy anew
+    // and removes the copies it no longer has.
+    let gone = held_twice[0].clone();
+    let d = shards::delete(&twice, &[gone.as_str()], None).unwrap();
+    assert_eq!(d.deleted, std::slice::from_ref(&gone));
+    let s = Searchable::open(&twice, &OpenOptions::default()).unwrap();
+    assert!(s.sharded().unwrap().holders(&gone).is_empty());
+    let moved = held_twice[1].clone();
+    let row = all.ids.iter().position(|id| *id == moved).unwrap();
+    let far = s
+        .sharded()
+        .unwrap()
+        .centroids()
+        .unwrap()
+        .order(&all.vectors[row * DIM..(row + 1) * DIM]);
+    let target = far[far.len() - 1] as usize;
+    let centroid = s
+        .sharded()
+        .unwrap()
+        .centroids()
+        .unwrap()
+        .row(target)
+        .to_vec();
+    let delta = Dataset {
+        dim: DIM,
+        vectors: centroid,
+        ids: vec![moved.clone()],
+        attributes: None,
+    };
+    shards::add_delta(&twice, delta, 2).unwrap();
+    let s = Searchable::open(&twice, &OpenOptions::default()).unwrap();
+    assert_eq!(s.sharded().unwrap().holders(&moved), [target as u32]);
+}

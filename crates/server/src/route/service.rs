@@ -320,7 +320,7 @@ impl RouterService {
             .iter()
             .map(|a| a.hits.as_deref().unwrap_or(&[]))
             .collect();
-        let candidates = topk::merge(
+        let mut candidates = topk::merge(
             &lists
                 .iter()
                 .enumerate()
@@ -337,6 +337,11 @@ impl RouterService {
                 .collect::<Vec<_>>(),
         );
         let hit_of = |h: &Hit| &lists[h.source as usize][h.node as usize];
+        // Shards placed with a closure hold some ids twice: keep each id's
+        // nearest hit per index (ids are unique across shards otherwise).
+        let mut seen = std::collections::HashSet::with_capacity(candidates.len());
+        candidates
+            .retain(|h| seen.insert((answers[h.source as usize].owner, hit_of(h).id.as_str())));
         let owners: Vec<u32> = answers.iter().map(|a| a.owner).collect();
         let groups = (!group_by.is_empty()).then(|| number_groups(&candidates, &hit_of, &group_by));
         let vectors = if diversity > 0.0 {
@@ -682,6 +687,8 @@ impl pb::retrieval_server::Retrieval for RouterService {
         let index = self.router.index(&req.index)?;
         let mut by_shard: BTreeMap<usize, Vec<String>> = BTreeMap::new();
         let asked = req.ids.len();
+        let distinct: std::collections::BTreeSet<&String> = req.ids.iter().collect();
+        let distinct = distinct.len();
         for id in req.ids {
             for s in index.holders(&id) {
                 by_shard.entry(s).or_default().push(id.clone());
@@ -731,6 +738,11 @@ impl pb::retrieval_server::Retrieval for RouterService {
             .map(|(id, _)| id)
             .collect();
         debug_assert!(out.unknown.len() <= asked);
+        if index.centroids.is_some() {
+            // Asked of every shard, an id held twice (a closure) was
+            // deleted twice: count ids, not shard deletions.
+            out.deleted = (distinct - out.unknown.len()) as u64;
+        }
         if !failed.is_empty() {
             let names: Vec<String> = failed
                 .iter()

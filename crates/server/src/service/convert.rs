@@ -127,6 +127,7 @@ pub(super) fn engine_call<'a>(
         group_by: o.group_by,
         group_size: o.group_size as usize,
         min_per_index: o.min_per_index as usize,
+        distinct_ids: false,
     }
 }
 

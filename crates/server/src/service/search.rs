@@ -165,7 +165,12 @@ fn run_query(
     query: &Query<'_>,
 ) -> Result<(pb::SearchResponse, SearchStats), Error> {
     let sources = plans.sources(query.filter);
-    let call = engine_call(&query.examples, o, checked.strategy, checked.params.clone());
+    let mut call = engine_call(&query.examples, o, checked.strategy, checked.params.clone());
+    // A served sharded folder placed with a closure holds some ids twice.
+    call.distinct_ids = plans
+        .targets
+        .iter()
+        .any(|(_, l)| l.searchable().holds_copies());
     let found = retrieve(&sources, &call)?;
     let hits = found
         .hits
