@@ -238,6 +238,7 @@ fn probed(s: &Searchable, q: &[f32], k: usize, probe: usize, filter: Option<&str
     let call = Call {
         vector: q,
         params: SearchParams::new(k, 64),
+        distinct_ids: s.holds_copies(),
         ..Call::default()
     };
     let p = s.probe(probe);
@@ -352,24 +353,6 @@ fn kmeans_folders_search_the_nearest_shards_and_widen_for_filters() {
     assert!(s.find(&moved_id).is_none());
 }
 
-/// The ids of a call over a folder, as `probed` finds them but with the
-/// folder's own `distinct_ids`.
-fn probed_distinct(s: &Searchable, q: &[f32], k: usize, probe: usize) -> Vec<String> {
-    let sources: Vec<Source<'_, '_>> = s.sources("words", None, 0).collect();
-    let call = Call {
-        vector: q,
-        params: SearchParams::new(k, 64),
-        distinct_ids: s.holds_copies(),
-        ..Call::default()
-    };
-    let p = s.probe(probe);
-    let got = retrieve_probed(&sources, &call, p.as_ref()).unwrap();
-    got.hits
-        .iter()
-        .map(|h| sources[h.source as usize].index.id(h.node).to_string())
-        .collect()
-}
-
 #[test]
 fn a_closure_stores_boundary_items_twice_and_searches_return_each_id_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -413,16 +396,16 @@ fn a_closure_stores_boundary_items_twice_and_searches_return_each_id_once() {
     let (mut with, mut without) = (0, 0);
     for q in &qs {
         for probe in [1, 2, 0] {
-            let got = probed_distinct(&s, q, 10, probe);
+            let got = probed(&s, q, 10, probe, None);
             let distinct: std::collections::HashSet<&String> = got.iter().collect();
             assert_eq!((got.len(), distinct.len()), (10, 10), "probe {probe}");
         }
-        let whole = probed_distinct(&plain, q, 10, 0);
-        with += probed_distinct(&s, q, 10, 1)
+        let whole = probed(&plain, q, 10, 0, None);
+        with += probed(&s, q, 10, 1, None)
             .iter()
             .filter(|id| whole.contains(id))
             .count();
-        without += probed_distinct(&plain, q, 10, 1)
+        without += probed(&plain, q, 10, 1, None)
             .iter()
             .filter(|id| whole.contains(id))
             .count();
