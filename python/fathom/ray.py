@@ -47,6 +47,12 @@ def _parser():
     b.add_argument("--delta-of", help="add to this sharded folder instead")
     b.add_argument("--partition", choices=["hash", "kmeans"], default="hash")
     b.add_argument("--balance", type=float, default=0.1, help="kmeans: no shard over (1 + BALANCE) x its share")
+    b.add_argument(
+        "--closure",
+        type=float,
+        default=0.0,
+        help="kmeans: also store an item in its second shard when within (1 + CLOSURE) x its own distance",
+    )
     b.add_argument("--metric", choices=["cosine", "dot", "l2"], default="cosine")
     b.add_argument("--storage", choices=["f32", "bf16", "i8"], default="f32")
     b.add_argument("--m", type=int, default=16)
@@ -142,6 +148,8 @@ def build(args):
         return delta(args)
     if not args.shards or not args.output:
         raise ValueError("give --shards N and --output DIR/ (or --delta-of DIR/)")
+    if args.closure and args.partition != "kmeans":
+        raise ValueError("--closure needs --partition kmeans")
     ray.init(ignore_reinit_error=True)
     out = os.path.abspath(args.output)
     if os.path.exists(os.path.join(out, "shards.json")):
@@ -161,6 +169,14 @@ def build(args):
         else:
             vectors = _matrix(batch[vector_column])
             shard = _fathom.assign_kmeans(vectors, centroids, metric=args.metric, balance=args.balance)
+            if args.closure > 0:
+                copies = _fathom.kmeans_copies(
+                    vectors, centroids, shard.tolist(), metric=args.metric, closure=args.closure
+                )
+                held = copies >= 0
+                placed = batch.append_column(SHARD, pa.array(shard, pa.uint32()))
+                twice = batch.filter(pa.array(held)).append_column(SHARD, pa.array(copies[held], pa.uint32()))
+                return pa.concat_tables([placed, twice])
         return batch.append_column(SHARD, pa.array(shard, pa.uint32()))
 
     # A task runs on one node: at most the CPUs of the largest live node.
@@ -195,7 +211,7 @@ def build(args):
     missing = [s for s in range(shards) if s not in done]
     if missing:
         raise ValueError(f"shards {missing} of {shards} would hold no items: build fewer shards")
-    _fathom.finish_sharded(out, shards, centroids=centroids)
+    _fathom.finish_sharded(out, shards, centroids=centroids, closure=args.closure if centroids is not None else 0.0)
     for s in range(shards):
         r = done[s]
         print(f"shard {s}: {r['count']} items in {r['seconds']:.2f}s")

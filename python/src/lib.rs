@@ -81,6 +81,7 @@ fn _fathom(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sharding::shard_of, m)?)?;
     m.add_function(wrap_pyfunction!(sharding::train_kmeans, m)?)?;
     m.add_function(wrap_pyfunction!(sharding::assign_kmeans, m)?)?;
+    m.add_function(wrap_pyfunction!(sharding::kmeans_copies, m)?)?;
     m.add_function(wrap_pyfunction!(sharding::finish_sharded, m)?)?;
     m.add_function(wrap_pyfunction!(sharding::add_sharded_delta, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

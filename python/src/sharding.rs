@@ -103,17 +103,66 @@ pub fn assign_kmeans<'py>(
     Ok(out.into_pyarray(py))
 }
 
+/// Each vector's second shard under SPANN's closure (``fathom build
+/// --closure``), or -1: the nearest other centroid within ``(1 + closure)``
+/// times the distance to its own shard's (``shards``, as
+/// ``assign_kmeans`` gave them).
+#[pyfunction]
+#[pyo3(signature = (vectors, centroids, shards, metric = "cosine", closure = 0.0))]
+pub fn kmeans_copies<'py>(
+    py: Python<'py>,
+    vectors: &Bound<'py, PyAny>,
+    centroids: &Bound<'py, PyAny>,
+    shards: Vec<u32>,
+    metric: &str,
+    closure: f32,
+) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    let metric: Metric = metric.parse().map_err(invalid)?;
+    let rows = Rows::extract(vectors, "vectors")?;
+    let c = Rows::extract(centroids, "centroids")?;
+    finite(&rows, "vectors")?;
+    finite(&c, "centroids")?;
+    if c.dim != rows.dim || c.n == 0 || shards.len() != rows.n {
+        return Err(invalid(format!(
+            "centroids must be (N, {}) and shards one per vector, got ({}, {}) and {}",
+            rows.dim,
+            c.n,
+            c.dim,
+            shards.len()
+        )));
+    }
+    if !(closure.is_finite() && (0.0..=10.0).contains(&closure)) {
+        return Err(invalid(format!(
+            "closure must be within 0 and 10, got {closure}"
+        )));
+    }
+    if let Some(bad) = shards.iter().find(|&&s| s as usize >= c.n) {
+        return Err(invalid(format!("shard {bad} of {} centroids", c.n)));
+    }
+    let centroids = Centroids {
+        dim: c.dim,
+        metric,
+        rows: c.values().into_owned(),
+    };
+    let values = rows.values();
+    let out = py.detach(|| shards::kmeans::second_choices(&values, &centroids, &shards, closure));
+    let out: Vec<i64> = out.into_iter().map(|c| c.map_or(-1, i64::from)).collect();
+    Ok(out.into_pyarray(py))
+}
+
 /// Write ``DIR/shards.json`` for the ``shards`` layered folders already
 /// built in ``DIR`` (``shard-0000`` …): counts and checksums, the metric
 /// and storage they were built with, and the centroids (an ``(shards,
-/// dim)`` array) when items were placed by them.
+/// dim)`` array) when items were placed by them, with the ``closure``
+/// their copies were placed by.
 #[pyfunction]
-#[pyo3(signature = (dir, shards, centroids = None))]
+#[pyo3(signature = (dir, shards, centroids = None, closure = 0.0))]
 pub fn finish_sharded(
     py: Python<'_>,
     dir: PathBuf,
     shards: u32,
     centroids: Option<&Bound<'_, PyAny>>,
+    closure: f32,
 ) -> PyResult<()> {
     if shards == 0 || shards > shards::MAX_SHARDS {
         return Err(invalid(format!(
@@ -150,7 +199,10 @@ pub fn finish_sharded(
             })
         }
     };
-    py.detach(|| shards::finish_sharded(&dir, shards, &partition, 0.0, &options, dim as u32))
+    if closure != 0.0 && centroids.is_none() {
+        return Err(invalid("a closure needs centroids"));
+    }
+    py.detach(|| shards::finish_sharded(&dir, shards, &partition, closure, &options, dim as u32))
         .map_err(engine)?;
     Ok(())
 }

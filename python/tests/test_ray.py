@@ -114,6 +114,21 @@ def test_kmeans_shards_keep_their_centroids(cluster, data, tmp_path):
     assert max(counts) <= 550 + 8, counts
 
 
+def test_a_closure_stores_boundary_items_twice_and_searches_return_each_once(cluster, data, tmp_path):
+    base = write_input(data, tmp_path / "in.parquet")
+    out = tmp_path / "copies"
+    args = ["build", "--input", str(tmp_path / "in.parquet"), "--shards", "3", "--partition", "kmeans"]
+    code = fathom_ray.main(args + ["--closure", "0.3", "--output", f"{out}/"])
+    assert code == 0
+    manifest = json.loads((out / "shards.json").read_text())
+    assert manifest["closure"] == pytest.approx(0.3)
+    assert sum(e["count"] for e in manifest["items"]) > 1500
+    index = fathom.Index(str(out))
+    ids, _ = index.search(base[:20], k=30, ef=64)
+    for row in ids:
+        assert len(set(row)) == 30 and None not in row
+
+
 def test_bad_input_is_a_clear_error(cluster, tmp_path, capsys):
     code = fathom_ray.main(["build", "--input", str(tmp_path / "x.csv"), "--shards", "2", "--output", f"{tmp_path}/o/"])
     assert code == 2
