@@ -64,6 +64,32 @@ pub fn train_kmeans<'py>(
     Ok(out.into_pyarray(py))
 }
 
+/// Vectors and centroids checked against each other (finite, the same
+/// dimension, at least one centroid), the centroids under `metric`.
+fn kmeans_inputs<'py>(
+    vectors: &Bound<'py, PyAny>,
+    centroids: &Bound<'py, PyAny>,
+    metric: &str,
+) -> PyResult<(Rows<'py>, Centroids)> {
+    let metric: Metric = metric.parse().map_err(invalid)?;
+    let rows = Rows::extract(vectors, "vectors")?;
+    let c = Rows::extract(centroids, "centroids")?;
+    finite(&rows, "vectors")?;
+    finite(&c, "centroids")?;
+    if c.dim != rows.dim || c.n == 0 {
+        return Err(invalid(format!(
+            "centroids must be (N, {}), got ({}, {})",
+            rows.dim, c.n, c.dim
+        )));
+    }
+    let centroids = Centroids {
+        dim: c.dim,
+        metric,
+        rows: c.values().into_owned(),
+    };
+    Ok((rows, centroids))
+}
+
 /// The shard of each of ``vectors`` among ``centroids`` (an ``(N, dim)``
 /// array from ``train_kmeans``): its nearest centroid with room, no shard
 /// taking more than ``(1 + balance) × n / N`` of these vectors, as
@@ -77,27 +103,12 @@ pub fn assign_kmeans<'py>(
     metric: &str,
     balance: f32,
 ) -> PyResult<Bound<'py, PyArray1<u32>>> {
-    let metric: Metric = metric.parse().map_err(invalid)?;
-    let rows = Rows::extract(vectors, "vectors")?;
-    let c = Rows::extract(centroids, "centroids")?;
-    finite(&rows, "vectors")?;
-    finite(&c, "centroids")?;
-    if c.dim != rows.dim || c.n == 0 {
-        return Err(invalid(format!(
-            "centroids must be (N, {}), got ({}, {})",
-            rows.dim, c.n, c.dim
-        )));
-    }
+    let (rows, centroids) = kmeans_inputs(vectors, centroids, metric)?;
     if !(0.0..=10.0).contains(&balance) {
         return Err(invalid(format!(
             "balance must be within 0 and 10, got {balance}"
         )));
     }
-    let centroids = Centroids {
-        dim: c.dim,
-        metric,
-        rows: c.values().into_owned(),
-    };
     let values = rows.values();
     let out = py.detach(|| shards::kmeans::assign_balanced(&values, &centroids, balance));
     Ok(out.into_pyarray(py))
@@ -117,18 +128,12 @@ pub fn kmeans_copies<'py>(
     metric: &str,
     closure: f32,
 ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-    let metric: Metric = metric.parse().map_err(invalid)?;
-    let rows = Rows::extract(vectors, "vectors")?;
-    let c = Rows::extract(centroids, "centroids")?;
-    finite(&rows, "vectors")?;
-    finite(&c, "centroids")?;
-    if c.dim != rows.dim || c.n == 0 || shards.len() != rows.n {
+    let (rows, centroids) = kmeans_inputs(vectors, centroids, metric)?;
+    if shards.len() != rows.n {
         return Err(invalid(format!(
-            "centroids must be (N, {}) and shards one per vector, got ({}, {}) and {}",
-            rows.dim,
-            c.n,
-            c.dim,
-            shards.len()
+            "shards must be one per vector: {} for {}",
+            shards.len(),
+            rows.n
         )));
     }
     if !(closure.is_finite() && (0.0..=10.0).contains(&closure)) {
@@ -136,14 +141,12 @@ pub fn kmeans_copies<'py>(
             "closure must be within 0 and 10, got {closure}"
         )));
     }
-    if let Some(bad) = shards.iter().find(|&&s| s as usize >= c.n) {
-        return Err(invalid(format!("shard {bad} of {} centroids", c.n)));
+    if let Some(bad) = shards.iter().find(|&&s| s as usize >= centroids.len()) {
+        return Err(invalid(format!(
+            "shard {bad} of {} centroids",
+            centroids.len()
+        )));
     }
-    let centroids = Centroids {
-        dim: c.dim,
-        metric,
-        rows: c.values().into_owned(),
-    };
     let values = rows.values();
     let out = py.detach(|| shards::kmeans::second_choices(&values, &centroids, &shards, closure));
     let out: Vec<i64> = out.into_iter().map(|c| c.map_or(-1, i64::from)).collect();
