@@ -80,12 +80,7 @@ pub struct Args {
     /// over just its items: a filter requiring the value walks that graph
     /// (docs/filters.md). Each field adds up to a second build's time.
     /// Deltas, merges and compactions keep the base's.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        value_name = "FIELDS",
-        conflicts_with = "shards"
-    )]
+    #[arg(long, value_delimiter = ',', value_name = "FIELDS")]
     value_graphs: Vec<String>,
     /// Graph builder.
     #[arg(long, value_enum, default_value_t = BuilderArg::Fathom)]

@@ -827,3 +827,53 @@ fn value_graphs_build_inspect_and_search() {
         assert!(i % 20 < 9, "{h}");
     }
 }
+
+/// `build --shards --value-graphs` builds each shard with the value graphs
+/// of its own items, as the engine's sharded build does.
+#[test]
+fn a_sharded_build_takes_value_graphs() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 9000;
+    let data = fathom_engine::synth::clustered(n, 8, 8, 12);
+    let input = dir.path().join("items.jsonl");
+    let lines: Vec<String> = data
+        .chunks_exact(8)
+        .enumerate()
+        .map(|(i, v)| {
+            let lang = if i % 20 < 9 { "x" } else { "y" };
+            serde_json::json!({"id": format!("i{i}"), "vector": v, "lang": lang}).to_string()
+        })
+        .collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let out = dir.path().join("sharded");
+    let o = fathom(&[
+        "build",
+        "--input",
+        s(&input),
+        "--shards",
+        "2",
+        "--value-graphs",
+        "lang",
+        "--m",
+        "8",
+        "--ef-construction",
+        "40",
+        "--output",
+        &format!("{}/", out.display()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // "x" is 45% of each shard's 4,500 or so items: each shard's base has
+    // its graph.
+    for shard in ["shard-0000", "shard-0001"] {
+        let folder = out.join(shard);
+        let layers = std::fs::read_dir(&folder)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "fathom"))
+            .unwrap();
+        let o = fathom(&["inspect", s(&layers), "--json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["value_graphs"][0]["value"], "x", "{shard}: {v}");
+    }
+}
