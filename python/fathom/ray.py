@@ -211,7 +211,7 @@ def build(args):
     missing = [s for s in range(shards) if s not in done]
     if missing:
         raise ValueError(f"shards {missing} of {shards} would hold no items: build fewer shards")
-    _fathom.finish_sharded(out, shards, centroids=centroids, closure=args.closure if centroids is not None else 0.0)
+    _fathom.finish_sharded(out, shards, centroids=centroids, closure=args.closure)
     for s in range(shards):
         r = done[s]
         print(f"shard {s}: {r['count']} items in {r['seconds']:.2f}s")

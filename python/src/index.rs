@@ -371,6 +371,7 @@ impl Index {
         if group_by.is_some() != group_size.is_some() {
             return Err(invalid("group_by and group_size go together"));
         }
+        let current = self.current();
         let call = Call {
             vector: &[],
             positive_ids: &positive.ids,
@@ -386,9 +387,9 @@ impl Index {
             group_by: group_by.unwrap_or(""),
             group_size: group_size.unwrap_or(0),
             min_per_index: 0,
-            distinct_ids: false,
+            distinct_ids: current.target.holds_copies(),
         };
-        let opened = [self.current()];
+        let opened = [current];
         let filter = args.filter;
         let hits = py
             .detach(|| query::retrieve_one(&opened, &call, filter))

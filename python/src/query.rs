@@ -153,10 +153,6 @@ pub fn retrieve_one(
     call.params.check()?;
     let plans = plans(opened, filter)?;
     let sources = sources(opened, &plans);
-    let call = &Call {
-        distinct_ids: call.distinct_ids || opened.iter().any(|o| o.target.holds_copies()),
-        ..call.clone()
-    };
     let got = retrieve(&sources, call)?;
     let mut hits = Hits::new(1, call.params.k);
     if let Some(mut slots) = hits.chunks_mut(1).next() {

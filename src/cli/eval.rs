@@ -178,11 +178,7 @@ fn run_layered(a: &Args, efs: &[usize]) -> Result<ExitCode> {
         };
         let sources: Vec<Source<'_, '_>> = index.sources(&name, plans.as_deref(), 0).collect();
         let probe = index.probe(a.probe);
-        let numbering = if index.holds_copies() {
-            Numbering::by_id(&sources)?
-        } else {
-            Numbering::of(&sources)?
-        };
+        let numbering = Numbering::for_parts(&sources, index.holds_copies())?;
         let admitted = admitted_nodes(&sources);
         let t = std::time::Instant::now();
         let truth = knn_among_sources(
@@ -267,11 +263,7 @@ fn run_replay(a: &Args, efs: &[usize]) -> Result<ExitCode> {
         .iter()
         .map(|p| index.sources(&name, p.as_deref(), 0).collect())
         .collect();
-    let numbering = if index.holds_copies() {
-        Numbering::by_id(&sources[0])?
-    } else {
-        Numbering::of(&sources[0])?
-    };
+    let numbering = Numbering::for_parts(&sources[0], index.holds_copies())?;
     let calls: Vec<Replayed<'_, '_, '_>> = requests
         .iter()
         .zip(&queries)

@@ -419,9 +419,7 @@ fn value_graphs(s: &Snapshot) -> Vec<(String, String, usize)> {
         .filter_map(|i| graphs.entry(i))
         .map(|g| {
             let field = attrs
-                .fields
-                .iter()
-                .find(|f| (f.first_value..f.first_value + f.values).contains(&g.value))
+                .field_of_value(g.value)
                 .map_or("?", |f| f.name.as_str());
             (field.to_string(), attrs.value(g.value).to_string(), g.len())
         })

@@ -463,6 +463,13 @@ impl<'a> Attributes<'a> {
             .unwrap_or("")
     }
 
+    /// The dictionary field whose run holds dictionary value `v`.
+    pub fn field_of_value(&self, v: u32) -> Option<&'a FieldEntry> {
+        self.fields.iter().find(|f| {
+            f.kind().is_dictionary() && (f.first_value..f.first_value + f.values).contains(&v)
+        })
+    }
+
     /// The dictionary number of `value` in a dictionary field.
     pub fn value_id(&self, f: &FieldEntry, value: &str) -> Option<u32> {
         let (lo, hi) = (f.first_value, f.first_value + f.values);

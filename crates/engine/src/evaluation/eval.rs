@@ -160,6 +160,16 @@ impl Numbering {
         })
     }
 
+    /// [`Self::of`], or [`Self::by_id`] when the sources may hold copies of
+    /// one id (a sharded folder placed with a closure).
+    pub fn for_parts(sources: &[Source<'_, '_>], copies: bool) -> Result<Numbering> {
+        if copies {
+            Self::by_id(sources)
+        } else {
+            Self::of(sources)
+        }
+    }
+
     /// [`Self::of`] for sources that may hold copies of one id: the copies
     /// share a number, so a hit counts once however many hold it.
     pub fn by_id(sources: &[Source<'_, '_>]) -> Result<Numbering> {

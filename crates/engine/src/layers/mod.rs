@@ -940,8 +940,9 @@ fn fold(
 }
 
 /// Build options that make a layer like `base`: same metric, storage, graph
-/// degree, construction beam, default ef and value-graph fields (the i8 quantizer is carried
-/// separately, in [`crate::builder::BuiltIndex::quantizer`]).
+/// degree, construction beam, default ef and value-graph fields (the i8
+/// quantizer is carried separately, in
+/// [`crate::builder::BuiltIndex::quantizer`]).
 pub fn options_like(base: &Index, threads: usize) -> crate::builder::BuildOptions {
     let s = base.snapshot();
     let m = s.manifest();
@@ -1009,8 +1010,7 @@ pub fn compact_build(dir: &Path, threads: usize) -> Result<String> {
                 dir.display()
             )));
         }
-        let base = &layered.layers[0];
-        let opts = options_like(base, threads);
+        let opts = options_like(&layered.layers[0], threads);
         let input = format!("compaction of {}", dir.display());
         let built = crate::builder::build(ds, Path::new(&input), &opts, &|_, _| {})?;
         built.write(path, &input)?;

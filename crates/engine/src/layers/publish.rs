@@ -18,7 +18,6 @@ pub struct DeltaPlan {
     pub options: BuildOptions,
     /// The base's i8 quantizer, which every layer encodes with.
     pub quantizer: Option<Quantizer>,
-
     /// The temporary file [`publish_delta`] moves into the folder.
     pub path: PathBuf,
 }
@@ -74,7 +73,6 @@ pub fn build_delta(dir: &Path, ds: Dataset, threads: usize) -> Result<DeltaAdded
     let input = format!("a delta of {}", dir.display());
     let mut built = build(ds, Path::new(&input), &plan.options, &|_, _| {})?;
     built.quantizer = plan.quantizer;
-
     if let Err(e) = built.write(&plan.path, &input) {
         let _ = std::fs::remove_file(&plan.path);
         return Err(e);

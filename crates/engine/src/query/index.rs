@@ -798,16 +798,7 @@ impl Index {
         };
         let mut names: Vec<String> = graphs
             .values()
-            .filter_map(|v| {
-                attrs
-                    .fields
-                    .iter()
-                    .find(|f| {
-                        f.kind().is_dictionary()
-                            && (f.first_value..f.first_value + f.values).contains(&v)
-                    })
-                    .map(|f| f.name.clone())
-            })
+            .filter_map(|v| attrs.field_of_value(v).map(|f| f.name.clone()))
             .collect();
         names.sort();
         names.dedup();

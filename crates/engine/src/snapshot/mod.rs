@@ -144,15 +144,11 @@ impl SectionKind {
         SectionKind::ValueUpperLinks,
     ];
 
-    /// The sections of the value graphs: all present, or none.
-    pub const VALUE_GRAPHS: [SectionKind; 6] = [
-        SectionKind::ValueDirectory,
-        SectionKind::ValueMembers,
-        SectionKind::ValueLinks0,
-        SectionKind::ValueLevels,
-        SectionKind::ValueUpperOffsets,
-        SectionKind::ValueUpperLinks,
-    ];
+    /// The sections of the value graphs (the last of [`Self::ALL`]): all
+    /// present, or none.
+    pub const VALUE_GRAPHS: &'static [SectionKind] = Self::ALL
+        .split_at(SectionKind::ValueDirectory as usize - 1)
+        .1;
 
     pub fn from_u32(v: u32) -> Option<Self> {
         Self::ALL.into_iter().find(|k| *k as u32 == v)

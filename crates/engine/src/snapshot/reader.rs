@@ -263,7 +263,7 @@ impl Snapshot {
 
     /// The value graphs (format version 3), when the build made any.
     pub fn value_graphs(&self) -> Option<ValueGraphsView<'_>> {
-        self.section_entry(SectionKind::ValueDirectory)?;
+        self.sections[SectionKind::ValueDirectory as usize]?;
         let m = &self.manifest;
         Some(ValueGraphsView {
             m: m.m as usize,
@@ -351,8 +351,6 @@ type Validated = (
     HashMap<SectionKind, (usize, usize)>,
 );
 
-/// Check the manifest against itself and the file length. Every later slice
-/// access relies on what this establishes.
 /// The value-graph sections (format version 3): all or none, each
 /// directory entry's ranges contiguous and within them. Their contents
 /// (link ids, members) are checked by `verify`, and bounded at search.
@@ -361,8 +359,10 @@ fn validate_value_graphs(
     version: u32,
     len_of: &dyn Fn(SectionKind) -> Option<u64>,
 ) -> Result<(), String> {
-    let present = SectionKind::VALUE_GRAPHS.map(|k| len_of(k).is_some());
-    if present.iter().all(|p| !p) {
+    if SectionKind::VALUE_GRAPHS
+        .iter()
+        .all(|k| len_of(*k).is_none())
+    {
         return Ok(());
     }
     if version < 3 {
@@ -402,6 +402,8 @@ fn validate_value_graphs(
     Ok(())
 }
 
+/// Check the manifest against itself and the file length. Every later slice
+/// access relies on what this establishes.
 fn validate_manifest(
     m: &Manifest,
     version: u32,

@@ -207,12 +207,17 @@ fn check_norms(snap: &Snapshot, problems: &mut Vec<String>) {
 }
 
 fn check_graph(snap: &Snapshot, problems: &mut Vec<String>) {
-    let mut push = |s: String| {
+    check_links(&snap.graph(), "", "manifest", &mut capped(problems));
+}
+
+/// A sink for graph problems that keeps the first 20: a broken graph
+/// breaks the same way at most of its nodes.
+fn capped(problems: &mut Vec<String>) -> impl FnMut(String) + '_ {
+    |s| {
         if problems.len() < 20 {
             problems.push(s)
         }
-    };
-    check_links(&snap.graph(), "", "manifest", &mut push);
+    }
 }
 
 /// Graph invariants: upper offsets are the prefix sums of the levels, the
@@ -296,11 +301,7 @@ fn check_value_graphs(snap: &Snapshot, cache: &PostingCache, problems: &mut Vec<
     let Some(graphs) = snap.value_graphs() else {
         return;
     };
-    let mut push = |s: String| {
-        if problems.len() < 20 {
-            problems.push(s)
-        }
-    };
+    let mut push = capped(problems);
     let Some(attrs) = snap.attribute_store(cache) else {
         push("value graphs without an attribute store".into());
         return;
